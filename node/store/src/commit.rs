@@ -1,0 +1,1 @@
+//! Group commit: see the crate docs.

@@ -1,1 +1,109 @@
+//! Tocsin: a Matrix homeserver for crisis communication between public bodies.
+//!
+//! The node is a library first: [`Node::start`] returns a [`NodeHandle`], and the binary is a
+//! thin CLI around it. There are no global statics, so one process (a test) can run many nodes.
 
+pub mod client;
+pub mod config;
+pub mod e2ee;
+pub mod error;
+pub mod http;
+pub mod keys;
+pub mod media;
+pub mod rooms;
+pub mod store;
+pub mod sync;
+pub mod users;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use ruma::OwnedServerName;
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+
+pub use config::{Config, Registration};
+pub use error::{Error, Result};
+
+/// Everything a request handler may need. Handed around as `Arc<Services>`.
+pub struct Services {
+    pub config: Config,
+    pub server_name: OwnedServerName,
+    pub db: store::Db,
+    pub keys: keys::ServerKeys,
+    pub users: users::Users,
+    pub rooms: rooms::Rooms,
+    pub sync: sync::SyncService,
+    pub e2ee: e2ee::E2ee,
+    pub media: media::Media,
+}
+
+impl Services {
+    /// Opens the store and builds every service, without listening on anything. The CLI's
+    /// `user add` uses this directly.
+    pub fn open(config: Config) -> anyhow::Result<Arc<Self>> {
+        config.validate()?;
+        let server_name = OwnedServerName::try_from(config.server_name.as_str())?;
+        std::fs::create_dir_all(&config.data_dir)?;
+        let db = store::Db::open(config.store, &config.data_dir.join("store"))?;
+        let keys = keys::ServerKeys::load_or_create(&config.data_dir, &server_name)?;
+        let users = users::Users::new(db.clone(), server_name.clone());
+        let rooms = rooms::Rooms::new(db.clone(), server_name.clone(), keys.clone());
+        let sync = sync::SyncService::new(db.clone());
+        let e2ee = e2ee::E2ee::new(db.clone());
+        let media = media::Media::new(db.clone(), config.data_dir.join("media"), config.max_upload_bytes)?;
+        Ok(Arc::new(Self { config, server_name, db, keys, users, rooms, sync, e2ee, media }))
+    }
+}
+
+/// A running node.
+pub struct Node;
+
+/// What [`Node::start`] gives back: where the node listens, and how to stop it.
+pub struct NodeHandle {
+    pub addr: SocketAddr,
+    pub server_name: OwnedServerName,
+    pub services: Arc<Services>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Node {
+    /// Opens the store, binds the listener and serves until [`NodeHandle::shutdown`].
+    pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
+        let listen = config.listen;
+        let services = tokio::task::spawn_blocking(move || Services::open(config)).await??;
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let app = client::router(services.clone());
+        let (shutdown, mut shutdown_rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = shutdown_rx.wait_for(|stop| *stop).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "server stopped with an error");
+            }
+        });
+        let server_name = services.server_name.clone();
+        tracing::info!(%addr, %server_name, store = services.db.engine_name(), "tocsin node listening");
+        Ok(NodeHandle { addr, server_name, services, shutdown, task })
+    }
+}
+
+impl NodeHandle {
+    /// The base URL clients use to reach this node.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting requests, lets open ones finish (long-polls are woken) and waits.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        self.services.sync.shutdown();
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server stops by itself (it does not, short of an error).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}

@@ -1,0 +1,126 @@
+//! The Client-Server API: one file per endpoint group, each handler thin over its service.
+
+mod account;
+mod discovery;
+mod keys;
+mod read;
+mod rooms;
+mod send;
+mod session;
+mod sync;
+
+use std::sync::Arc;
+
+use axum::{Router, routing::get};
+use ruma::api::client::{
+    account::{change_password, register, whoami},
+    config::{get_global_account_data, get_room_account_data, set_global_account_data, set_room_account_data},
+    context::get_context,
+    device::{delete_device, delete_devices, get_device, get_devices, update_device},
+    discovery::{get_capabilities, get_supported_versions},
+    filter::{create_filter, get_filter},
+    keys::{claim_keys, get_key_changes, get_keys, upload_keys, upload_signatures, upload_signing_keys},
+    membership::{
+        ban_user, forget_room, get_member_events, invite_user, join_room_by_id, join_room_by_id_or_alias,
+        joined_members, joined_rooms, kick_user, leave_room, unban_user,
+    },
+    message::{get_message_events, send_message_event},
+    profile::{delete_profile_field, get_profile, get_profile_field, set_profile_field},
+    push::{
+        delete_pushrule, get_pushers, get_pushrule, get_pushrule_actions, get_pushrule_enabled, get_pushrules_all,
+        set_pusher, set_pushrule, set_pushrule_actions, set_pushrule_enabled,
+    },
+    read_marker::set_read_marker,
+    receipt::create_receipt,
+    redact::redact_event,
+    relations::get_relating_events,
+    room::{create_room, get_room_event},
+    session::{get_login_types, login, logout, logout_all},
+    state::{get_state_event_for_key, get_state_events, send_state_event},
+    sync::sync_events,
+    to_device::send_event_to_device,
+    typing::create_typing_event,
+    user_directory::search_users,
+};
+
+use crate::{
+    Services,
+    http::{EndpointRouter, cors, unrecognized},
+};
+
+pub fn router(services: Arc<Services>) -> Router {
+    let endpoints = EndpointRouter::new()
+        .ruma::<get_supported_versions::Request, _, _>(discovery::versions)
+        .ruma::<get_capabilities::v3::Request, _, _>(discovery::capabilities)
+        .raw("/.well-known/matrix/client", get(discovery::well_known_client))
+        .ruma::<get_login_types::v3::Request, _, _>(session::login_types)
+        .ruma::<login::v3::Request, _, _>(session::login)
+        .ruma::<register::v3::Request, _, _>(session::register)
+        .ruma::<whoami::v3::Request, _, _>(session::whoami)
+        .ruma::<logout::v3::Request, _, _>(session::logout)
+        .ruma::<logout_all::v3::Request, _, _>(session::logout_all)
+        .ruma::<change_password::v3::Request, _, _>(session::change_password)
+        .ruma::<create_room::v3::Request, _, _>(rooms::create)
+        .ruma::<join_room_by_id::v3::Request, _, _>(rooms::join_by_id)
+        .ruma::<join_room_by_id_or_alias::v3::Request, _, _>(rooms::join_by_id_or_alias)
+        .ruma::<invite_user::v3::Request, _, _>(rooms::invite)
+        .ruma::<leave_room::v3::Request, _, _>(rooms::leave)
+        .ruma::<forget_room::v3::Request, _, _>(rooms::forget)
+        .ruma::<kick_user::v3::Request, _, _>(rooms::kick)
+        .ruma::<ban_user::v3::Request, _, _>(rooms::ban)
+        .ruma::<unban_user::v3::Request, _, _>(rooms::unban)
+        .ruma::<joined_rooms::v3::Request, _, _>(rooms::joined)
+        .ruma::<send_message_event::v3::Request, _, _>(send::message)
+        .ruma::<send_state_event::v3::Request, _, _>(send::state)
+        .ruma::<redact_event::v3::Request, _, _>(send::redact)
+        .ruma::<get_message_events::v3::Request, _, _>(read::messages)
+        .ruma::<get_room_event::v3::Request, _, _>(read::event)
+        .ruma::<get_context::v3::Request, _, _>(read::context)
+        .ruma::<get_state_events::v3::Request, _, _>(read::state_all)
+        .ruma::<get_state_event_for_key::v3::Request, _, _>(read::state_for_key)
+        .ruma::<get_member_events::v3::Request, _, _>(read::members)
+        .ruma::<joined_members::v3::Request, _, _>(read::joined_members)
+        .ruma::<get_relating_events::v1::Request, _, _>(read::relations)
+        .ruma::<sync_events::v3::Request, _, _>(sync::sync)
+        .ruma::<create_typing_event::v3::Request, _, _>(sync::typing)
+        .ruma::<create_receipt::v3::Request, _, _>(sync::create_receipt)
+        .ruma::<set_read_marker::v3::Request, _, _>(sync::read_markers)
+        .ruma::<get_profile::v3::Request, _, _>(account::profile)
+        .ruma::<get_profile_field::v3::Request, _, _>(account::profile_field)
+        .ruma::<set_profile_field::v3::Request, _, _>(account::set_field)
+        .ruma::<delete_profile_field::v3::Request, _, _>(account::delete_field)
+        .ruma::<get_global_account_data::v3::Request, _, _>(account::get_global)
+        .ruma::<set_global_account_data::v3::Request, _, _>(account::set_global)
+        .ruma::<get_room_account_data::v3::Request, _, _>(account::get_room)
+        .ruma::<set_room_account_data::v3::Request, _, _>(account::set_room)
+        .ruma::<create_filter::v3::Request, _, _>(account::create_filter)
+        .ruma::<get_filter::v3::Request, _, _>(account::get_filter)
+        .ruma::<get_pushrules_all::v3::Request, _, _>(account::pushrules_all)
+        .ruma::<get_pushrule::v3::Request, _, _>(account::pushrule)
+        .ruma::<set_pushrule::v3::Request, _, _>(account::set_pushrule)
+        .ruma::<delete_pushrule::v3::Request, _, _>(account::delete_pushrule)
+        .ruma::<get_pushrule_enabled::v3::Request, _, _>(account::pushrule_enabled)
+        .ruma::<set_pushrule_enabled::v3::Request, _, _>(account::set_pushrule_enabled)
+        .ruma::<get_pushrule_actions::v3::Request, _, _>(account::pushrule_actions)
+        .ruma::<set_pushrule_actions::v3::Request, _, _>(account::set_pushrule_actions)
+        .ruma::<get_pushers::v3::Request, _, _>(account::pushers)
+        .ruma::<set_pusher::v3::Request, _, _>(account::set_pusher)
+        .ruma::<search_users::v3::Request, _, _>(account::search_users)
+        .ruma::<upload_keys::v3::Request, _, _>(keys::upload)
+        .ruma::<get_keys::v3::Request, _, _>(keys::query)
+        .ruma::<claim_keys::v3::Request, _, _>(keys::claim)
+        .ruma::<get_key_changes::v3::Request, _, _>(keys::changes)
+        .ruma::<upload_signing_keys::v3::Request, _, _>(keys::upload_signing)
+        .ruma::<upload_signatures::v3::Request, _, _>(keys::upload_signatures)
+        .ruma::<send_event_to_device::v3::Request, _, _>(keys::send_to_device)
+        .ruma::<get_devices::v3::Request, _, _>(keys::devices)
+        .ruma::<get_device::v3::Request, _, _>(keys::device)
+        .ruma::<update_device::v3::Request, _, _>(keys::update)
+        .ruma::<delete_device::v3::Request, _, _>(keys::delete)
+        .ruma::<delete_devices::v3::Request, _, _>(keys::delete_many);
+    endpoints
+        .into_router()
+        .fallback(unrecognized)
+        .layer(axum::middleware::from_fn(cors))
+        .with_state(services)
+}

@@ -1,0 +1,232 @@
+//! Reading rooms: messages, context, single events, state, members and relations.
+
+use std::sync::Arc;
+
+use ruma::{
+    UInt,
+    api::{
+        Direction,
+        client::{
+            context::get_context,
+            membership::{get_member_events, joined_members},
+            message::get_message_events,
+            relations::get_relating_events,
+            room::get_room_event,
+            state::{get_state_event_for_key, get_state_events},
+        },
+    },
+    events::StateEventType,
+};
+
+use crate::{
+    Services,
+    error::{Error, Result},
+    http::{Auth, Ruma},
+    rooms::{Pdu, Visibility},
+    sync::{assemble::{filter_matches, raw}, pagination_token, parse_pagination_token},
+};
+
+async fn visibility(s: &Services, auth: &Auth, room_id: &ruma::RoomId) -> Result<Visibility> {
+    if !s.rooms.exists(room_id)? {
+        return Err(Error::forbidden("you are not in this room"));
+    }
+    s.rooms.visibility(room_id, &auth.user_id).await?.ok_or_else(|| Error::forbidden("you are not in this room"))
+}
+
+fn visible(v: Visibility, pos: u64) -> bool {
+    pos >= v.from && pos <= v.to
+}
+
+fn limit_of(limit: UInt, max: usize) -> usize {
+    usize::try_from(u64::from(limit)).unwrap_or(max).clamp(1, max)
+}
+
+pub async fn messages(s: Arc<Services>, req: Ruma<get_message_events::v3::Request>) -> Result<get_message_events::v3::Response> {
+    let auth = req.user()?.clone();
+    let req = req.body;
+    let vis = visibility(&s, &auth, &req.room_id).await?;
+    let backwards = req.dir == Direction::Backward;
+    let start = match &req.from {
+        Some(t) => parse_pagination_token(t)?,
+        None if backwards => s.db.streams.visible().saturating_add(1),
+        None => 0,
+    };
+    let stop = req.to.as_deref().map(parse_pagination_token).transpose()?;
+    let limit = limit_of(req.limit, 1000);
+    let mut chunk = Vec::new();
+    let mut cursor = start;
+    let mut end = None;
+    let upto = s.db.streams.visible();
+    // Filtered-out events still advance the cursor; scan in pages until the chunk is full.
+    'scan: loop {
+        let page = s.rooms.paginate(&req.room_id, cursor, backwards, limit)?;
+        if page.is_empty() {
+            break;
+        }
+        for (pos, pdu) in page {
+            cursor = pos;
+            if stop.is_some_and(|stop| if backwards { pos < stop } else { pos >= stop }) || pos > upto {
+                break 'scan;
+            }
+            if !visible(vis, pos) || !filter_matches(&req.filter, &pdu) {
+                continue;
+            }
+            chunk.push(raw(&s.rooms.client_event(&(pos, pdu), Some((&auth.user_id, &auth.device_id)), true)?)?);
+            if chunk.len() == limit {
+                end = Some(pagination_token(pos));
+                break 'scan;
+            }
+        }
+    }
+    let mut response = get_message_events::v3::Response::new();
+    response.start = pagination_token(start);
+    response.end = end;
+    response.chunk = chunk;
+    Ok(response)
+}
+
+pub async fn event(s: Arc<Services>, req: Ruma<get_room_event::v3::Request>) -> Result<get_room_event::v3::Response> {
+    let auth = req.user()?;
+    let vis = visibility(&s, auth, &req.room_id).await?;
+    let (pos, pdu) = s.rooms.event_with_pos(&req.event_id)?.ok_or_else(|| Error::not_found("no such event"))?;
+    if pdu.room_id != req.room_id || !visible(vis, pos) {
+        return Err(Error::not_found("no such event"));
+    }
+    Ok(get_room_event::v3::Response::new(raw(&s.rooms.client_event(&(pos, pdu), Some((&auth.user_id, &auth.device_id)), true)?)?))
+}
+
+pub async fn context(s: Arc<Services>, req: Ruma<get_context::v3::Request>) -> Result<get_context::v3::Response> {
+    let auth = req.user()?.clone();
+    let vis = visibility(&s, &auth, &req.room_id).await?;
+    let (pos, pdu) = s.rooms.event_with_pos(&req.event_id)?.ok_or_else(|| Error::not_found("no such event"))?;
+    if pdu.room_id != req.room_id || !visible(vis, pos) {
+        return Err(Error::not_found("no such event"));
+    }
+    let half = limit_of(req.limit, 100) / 2;
+    let viewer = Some((&*auth.user_id, &*auth.device_id));
+    let before = s.rooms.paginate(&req.room_id, pos, true, half.max(1))?;
+    let after = s.rooms.paginate(&req.room_id, pos, false, half.max(1))?;
+    let mut response = get_context::v3::Response::new();
+    response.start = Some(pagination_token(before.last().map(|(p, _)| *p).unwrap_or(pos)));
+    response.end = Some(pagination_token(after.last().map(|(p, _)| *p).unwrap_or(pos)));
+    for e in before.iter().filter(|(p, _)| visible(vis, *p)) {
+        response.events_before.push(raw(&s.rooms.client_event(e, viewer, true)?)?);
+    }
+    for e in after.iter().filter(|(p, _)| visible(vis, *p)) {
+        response.events_after.push(raw(&s.rooms.client_event(e, viewer, true)?)?);
+    }
+    for state in s.rooms.current_state(&req.room_id).await? {
+        response.state.push(raw(&s.rooms.client_event(&(0, (*state).clone()), None, true)?)?);
+    }
+    response.event = Some(raw(&s.rooms.client_event(&(pos, pdu), viewer, true)?)?);
+    Ok(response)
+}
+
+async fn require_member(s: &Services, auth: &Auth, room_id: &ruma::RoomId) -> Result<()> {
+    visibility(s, auth, room_id).await.map(|_| ())
+}
+
+pub async fn state_all(s: Arc<Services>, req: Ruma<get_state_events::v3::Request>) -> Result<get_state_events::v3::Response> {
+    let auth = req.user()?;
+    require_member(&s, auth, &req.room_id).await?;
+    let mut room_state = Vec::new();
+    for pdu in s.rooms.current_state(&req.room_id).await? {
+        room_state.push(raw(&s.rooms.client_event(&(0, (*pdu).clone()), None, true)?)?);
+    }
+    Ok(get_state_events::v3::Response::new(room_state))
+}
+
+pub async fn state_for_key(s: Arc<Services>, req: Ruma<get_state_event_for_key::v3::Request>) -> Result<get_state_event_for_key::v3::Response> {
+    let auth = req.user()?;
+    require_member(&s, auth, &req.room_id).await?;
+    let kind = StateEventType::from(req.event_type.to_string());
+    let pdu = s
+        .rooms
+        .state_event(&req.room_id, &kind, &req.state_key)
+        .await?
+        .ok_or_else(|| Error::not_found("no such state event"))?;
+    let event = match req.format {
+        get_state_event_for_key::v3::StateEventFormat::Event => s.rooms.client_event(&(0, (*pdu).clone()), None, true)?,
+        _ => pdu.content_value(),
+    };
+    Ok(get_state_event_for_key::v3::Response::new(serde_json::value::to_raw_value(&event).map_err(Error::internal)?))
+}
+
+pub async fn members(s: Arc<Services>, req: Ruma<get_member_events::v3::Request>) -> Result<get_member_events::v3::Response> {
+    let auth = req.user()?;
+    require_member(&s, auth, &req.room_id).await?;
+    let mut chunk = Vec::new();
+    for pdu in s.rooms.current_state(&req.room_id).await? {
+        if pdu.kind != ruma::events::TimelineEventType::RoomMember {
+            continue;
+        }
+        let membership = pdu.membership().unwrap_or_default();
+        if let Some(only) = &req.membership
+            && only.as_str() != membership
+        {
+            continue;
+        }
+        if let Some(not) = &req.not_membership
+            && not.as_str() == membership
+        {
+            continue;
+        }
+        chunk.push(raw(&s.rooms.client_event(&(0, (*pdu).clone()), None, true)?)?);
+    }
+    Ok(get_member_events::v3::Response::new(chunk))
+}
+
+pub async fn joined_members(s: Arc<Services>, req: Ruma<joined_members::v3::Request>) -> Result<joined_members::v3::Response> {
+    let auth = req.user()?;
+    require_member(&s, auth, &req.room_id).await?;
+    let mut joined = std::collections::BTreeMap::new();
+    for pdu in s.rooms.current_state(&req.room_id).await? {
+        if pdu.kind == ruma::events::TimelineEventType::RoomMember
+            && pdu.membership().as_deref() == Some("join")
+            && let Some(user) = pdu.state_key.as_deref().and_then(|k| ruma::UserId::parse(k).ok())
+        {
+            let mut member = joined_members::v3::RoomMember::new();
+            member.display_name = pdu.content_field("displayname").and_then(|v| v.as_str().map(str::to_owned));
+            member.avatar_url = pdu.content_field("avatar_url").and_then(|v| v.as_str().and_then(|a| a.try_into().ok()));
+            joined.insert(user, member);
+        }
+    }
+    Ok(joined_members::v3::Response::new(joined))
+}
+
+fn relation_matches(pdu: &Pdu, rel_type: Option<&str>, event_type: Option<&str>) -> bool {
+    let rel = pdu.content_field("m.relates_to");
+    let actual = rel.as_ref().and_then(|r| r.get("rel_type")).and_then(|t| t.as_str());
+    rel_type.is_none_or(|t| actual == Some(t)) && event_type.is_none_or(|t| pdu.kind.to_string() == t)
+}
+
+pub async fn relations(s: Arc<Services>, req: Ruma<get_relating_events::v1::Request>) -> Result<get_relating_events::v1::Response> {
+    let auth = req.user()?.clone();
+    let vis = visibility(&s, &auth, &req.room_id).await?;
+    let limit = req.limit.map(|l| limit_of(l, 1000)).unwrap_or(50);
+    let mut related: Vec<_> = s
+        .rooms
+        .relations(&req.room_id, &req.event_id)?
+        .into_iter()
+        .filter(|(pos, pdu)| visible(vis, *pos) && relation_matches(pdu, None, None))
+        .collect();
+    if req.dir == Direction::Backward {
+        related.reverse();
+    }
+    if let Some(from) = &req.from {
+        let from = parse_pagination_token(from)?;
+        related.retain(|(pos, _)| if req.dir == Direction::Backward { *pos < from } else { *pos > from });
+    }
+    let more = related.len() > limit;
+    related.truncate(limit);
+    let mut response = get_relating_events::v1::Response::new(Vec::new());
+    for e in &related {
+        response.chunk.push(raw(&s.rooms.client_event(e, Some((&auth.user_id, &auth.device_id)), true)?)?);
+    }
+    if more {
+        response.next_batch = related.last().map(|(p, _)| pagination_token(*p));
+    }
+    Ok(response)
+}
+
+

@@ -1,0 +1,165 @@
+//! Creating rooms and memberships: createRoom, join, invite, leave, forget, kick, ban, unban.
+
+use std::sync::Arc;
+
+use ruma::{
+    OwnedRoomId, RoomAliasId, RoomId, RoomOrAliasId, RoomVersionId,
+    api::client::{
+        membership::{
+            ban_user, forget_room, invite_user, join_room_by_id, join_room_by_id_or_alias, joined_rooms, kick_user,
+            leave_room, unban_user,
+        },
+        room::{Visibility, create_room},
+    },
+};
+use serde_json::Value;
+
+use crate::{
+    Services,
+    error::{Error, Result},
+    http::Ruma,
+    rooms::{CreateRoom, Preset},
+};
+
+fn to_object<T>(raw: &ruma::serde::Raw<T>) -> Result<serde_json::Map<String, Value>> {
+    serde_json::from_str(raw.json().get()).map_err(|e| Error::bad_json(format!("expected an object: {e}")))
+}
+
+pub async fn create(s: Arc<Services>, req: Ruma<create_room::v3::Request>) -> Result<create_room::v3::Response> {
+    let auth = req.user()?.clone();
+    let body = req.body;
+    let version = match body.room_version {
+        Some(v) => v,
+        None => RoomVersionId::try_from(s.config.default_room_version.as_str()).map_err(Error::internal)?,
+    };
+    crate::rooms::version::rules(&version)?;
+    let preset = match body.preset {
+        Some(create_room::v3::RoomPreset::PublicChat) => Preset::PublicChat,
+        Some(create_room::v3::RoomPreset::TrustedPrivateChat) => Preset::TrustedPrivateChat,
+        Some(create_room::v3::RoomPreset::PrivateChat) => Preset::PrivateChat,
+        None if body.visibility == Visibility::Public => Preset::PublicChat,
+        _ => Preset::PrivateChat,
+    };
+    let mut initial_state = Vec::new();
+    for raw in &body.initial_state {
+        let event = to_object(raw)?;
+        let kind = event.get("type").and_then(Value::as_str).ok_or_else(|| Error::bad_json("initial_state event without type"))?;
+        let key = event.get("state_key").and_then(Value::as_str).unwrap_or_default();
+        let content = event.get("content").cloned().unwrap_or_else(|| Value::Object(Default::default()));
+        initial_state.push((kind.to_owned(), key.to_owned(), content));
+    }
+    let alias = match &body.room_alias_name {
+        Some(local) => Some(
+            RoomAliasId::parse(format!("#{local}:{}", s.server_name)).map_err(|e| Error::invalid_param(format!("bad alias: {e}")))?,
+        ),
+        None => None,
+    };
+    let creation_content = match &body.creation_content {
+        Some(raw) => to_object(raw)?,
+        None => Default::default(),
+    };
+    let power_override = match &body.power_level_content_override {
+        Some(raw) => Some(to_object(raw)?),
+        None => None,
+    };
+    let creator_profile = s.users.profile(&auth.user_id)?.unwrap_or_default();
+    let room_id = s
+        .rooms
+        .create_room(CreateRoom {
+            version,
+            creator: auth.user_id.clone(),
+            creator_profile,
+            creation_content,
+            preset,
+            initial_state,
+            name: body.name.clone(),
+            topic: body.topic.clone(),
+            invite: body.invite.clone(),
+            is_direct: body.is_direct,
+            alias,
+            power_override,
+            public: body.visibility == Visibility::Public,
+            encrypted: s.config.encrypt_new_rooms,
+        })
+        .await?;
+    Ok(create_room::v3::Response::new(room_id))
+}
+
+async fn join(s: &Services, user: &ruma::UserId, room_id: &RoomId) -> Result<OwnedRoomId> {
+    if !s.rooms.exists(room_id)? {
+        return Err(Error::not_found("this node does not know the room, and federation is not available yet"));
+    }
+    let profile = s.users.profile(user)?.unwrap_or_default();
+    s.rooms.set_membership(room_id, user, user, "join", profile, None).await?;
+    Ok(room_id.to_owned())
+}
+
+pub async fn join_by_id(s: Arc<Services>, req: Ruma<join_room_by_id::v3::Request>) -> Result<join_room_by_id::v3::Response> {
+    let auth = req.user()?;
+    Ok(join_room_by_id::v3::Response::new(join(&s, &auth.user_id, &req.room_id).await?))
+}
+
+pub async fn join_by_id_or_alias(s: Arc<Services>, req: Ruma<join_room_by_id_or_alias::v3::Request>) -> Result<join_room_by_id_or_alias::v3::Response> {
+    let auth = req.user()?;
+    let room_id = resolve(&s, &req.room_id_or_alias)?;
+    Ok(join_room_by_id_or_alias::v3::Response::new(join(&s, &auth.user_id, &room_id).await?))
+}
+
+pub fn resolve(s: &Services, id: &RoomOrAliasId) -> Result<OwnedRoomId> {
+    match <&RoomId>::try_from(id) {
+        Ok(room) => Ok(room.to_owned()),
+        Err(alias) => s.rooms.resolve_alias(alias)?.ok_or_else(|| Error::not_found(format!("no room has the alias {alias}"))),
+    }
+}
+
+pub async fn invite(s: Arc<Services>, req: Ruma<invite_user::v3::Request>) -> Result<invite_user::v3::Response> {
+    let auth = req.user()?;
+    let invite_user::v3::InvitationRecipient::UserId(recipient) = &req.recipient else {
+        return Err(Error::forbidden("third-party invites are not supported"));
+    };
+    let user_id = &recipient.user_id;
+    if s.users.is_local(user_id) && s.users.account(user_id)?.is_none() {
+        return Err(Error::not_found(format!("no user {user_id} on this node")));
+    }
+    let profile = s.users.profile(user_id)?.unwrap_or_default();
+    s.rooms.set_membership(&req.room_id, &auth.user_id, user_id, "invite", profile, recipient.reason.as_deref()).await?;
+    Ok(invite_user::v3::Response::new())
+}
+
+pub async fn leave(s: Arc<Services>, req: Ruma<leave_room::v3::Request>) -> Result<leave_room::v3::Response> {
+    let auth = req.user()?;
+    s.rooms.set_membership(&req.room_id, &auth.user_id, &auth.user_id, "leave", (None, None), req.reason.as_deref()).await?;
+    Ok(leave_room::v3::Response::new())
+}
+
+pub async fn forget(s: Arc<Services>, req: Ruma<forget_room::v3::Request>) -> Result<forget_room::v3::Response> {
+    let auth = req.user()?;
+    match s.rooms.membership(&req.room_id, &auth.user_id).await {
+        Ok(Some(m)) if m == "join" || m == "invite" => Err(Error::BadState("leave the room before forgetting it".into())),
+        _ => Ok(forget_room::v3::Response::new()),
+    }
+}
+
+pub async fn kick(s: Arc<Services>, req: Ruma<kick_user::v3::Request>) -> Result<kick_user::v3::Response> {
+    let auth = req.user()?;
+    s.rooms.set_membership(&req.room_id, &auth.user_id, &req.user_id, "leave", (None, None), req.reason.as_deref()).await?;
+    Ok(kick_user::v3::Response::new())
+}
+
+pub async fn ban(s: Arc<Services>, req: Ruma<ban_user::v3::Request>) -> Result<ban_user::v3::Response> {
+    let auth = req.user()?;
+    s.rooms.set_membership(&req.room_id, &auth.user_id, &req.user_id, "ban", (None, None), req.reason.as_deref()).await?;
+    Ok(ban_user::v3::Response::new())
+}
+
+pub async fn unban(s: Arc<Services>, req: Ruma<unban_user::v3::Request>) -> Result<unban_user::v3::Response> {
+    let auth = req.user()?;
+    s.rooms.set_membership(&req.room_id, &auth.user_id, &req.user_id, "leave", (None, None), req.reason.as_deref()).await?;
+    Ok(unban_user::v3::Response::new())
+}
+
+pub async fn joined(s: Arc<Services>, req: Ruma<joined_rooms::v3::Request>) -> Result<joined_rooms::v3::Response> {
+    let auth = req.user()?;
+    let rooms = s.rooms.user_rooms(&auth.user_id)?.into_iter().filter(|(_, r)| r.membership == "join").map(|(id, _)| id).collect();
+    Ok(joined_rooms::v3::Response::new(rooms))
+}

@@ -1,0 +1,141 @@
+//! Login, registration, logout, whoami and password change.
+
+use std::sync::Arc;
+
+use ruma::api::client::{
+    account::{change_password, register, whoami},
+    session::{get_login_types, login, logout, logout_all},
+    uiaa::{AuthData, AuthType, UserIdentifier},
+};
+
+use crate::{Registration, Services, error::{Error, Result}, http::Ruma};
+
+pub async fn login_types(_: Arc<Services>, _: Ruma<get_login_types::v3::Request>) -> Result<get_login_types::v3::Response> {
+    Ok(get_login_types::v3::Response::new(vec![get_login_types::v3::LoginType::Password(Default::default())]))
+}
+
+pub async fn login(s: Arc<Services>, req: Ruma<login::v3::Request>) -> Result<login::v3::Response> {
+    let req = req.body;
+    let login::v3::LoginInfo::Password(password) = &req.login_info else {
+        return Err(Error::Unrecognized);
+    };
+    #[allow(deprecated)]
+    let user = match (&password.identifier, &password.user) {
+        (Some(UserIdentifier::Matrix(m)), _) => m.user.clone(),
+        (None, Some(user)) => user.clone(),
+        _ => return Err(Error::bad_json("only m.id.user identifiers are supported")),
+    };
+    let user_id = s.users.parse_login_user(&user)?;
+    if !s.users.is_local(&user_id) || !s.users.check_password(&user_id, &password.password).await? {
+        return Err(Error::forbidden("invalid username or password"));
+    }
+    let (token, device_id) = s.users.login_device(&user_id, req.device_id, req.initial_device_display_name).await?;
+    let mut response = login::v3::Response::new(user_id, token, device_id);
+    response.well_known = None;
+    Ok(response)
+}
+
+fn registration_flows(mode: Registration) -> Vec<Vec<AuthType>> {
+    match mode {
+        Registration::Open => vec![vec![AuthType::Dummy]],
+        Registration::Token => vec![vec![AuthType::RegistrationToken]],
+        Registration::Closed => Vec::new(),
+    }
+}
+
+pub async fn register(s: Arc<Services>, req: Ruma<register::v3::Request>) -> Result<register::v3::Response> {
+    let mode = s.config.registration;
+    if mode == Registration::Closed {
+        return Err(Error::forbidden("registration is closed on this node; ask an admin for an account"));
+    }
+    let req = req.body;
+    if req.kind == register::RegistrationKind::Guest {
+        return Err(Error::forbidden("guest access is disabled"));
+    }
+    let flows = registration_flows(mode);
+    let Some(auth) = &req.auth else {
+        return Err(Error::Uiaa(Box::new(s.users.uiaa.start(flows))));
+    };
+    let session = auth.session().map(str::to_owned).ok_or_else(|| Error::Uiaa(Box::new(s.users.uiaa.start(flows.clone()))))?;
+    if !s.users.uiaa.exists(&session) {
+        return Err(Error::forbidden("unknown or expired auth session"));
+    }
+    let stage = match (auth, mode) {
+        (AuthData::Dummy(_), Registration::Open) => AuthType::Dummy,
+        (AuthData::RegistrationToken(t), Registration::Token) => {
+            if Some(t.token.as_str()) != s.config.registration_token.as_deref() {
+                return Err(Error::forbidden("invalid registration token"));
+            }
+            AuthType::RegistrationToken
+        }
+        _ => return Err(Error::forbidden("this auth stage is not offered")),
+    };
+    s.users.uiaa.complete_stage(&session, stage, &flows);
+    let localpart = match &req.username {
+        Some(u) => u.to_lowercase(),
+        None => crate::users::random_string(12).to_lowercase(),
+    };
+    let password = req.password.as_deref().ok_or_else(|| Error::MissingParam("password is required".into()))?;
+    let user_id = s.users.create_account(&localpart, Some(password), None, false).await?;
+    tracing::info!(%user_id, "registered a new account");
+    let mut response = register::v3::Response::new(user_id.clone());
+    if !req.inhibit_login {
+        let (token, device_id) = s.users.login_device(&user_id, req.device_id, req.initial_device_display_name).await?;
+        response.access_token = Some(token);
+        response.device_id = Some(device_id);
+    }
+    Ok(response)
+}
+
+pub async fn whoami(_: Arc<Services>, req: Ruma<whoami::v3::Request>) -> Result<whoami::v3::Response> {
+    let auth = req.user()?;
+    let mut response = whoami::v3::Response::new(auth.user_id.clone(), false);
+    response.device_id = Some(auth.device_id.clone());
+    Ok(response)
+}
+
+pub async fn logout(s: Arc<Services>, req: Ruma<logout::v3::Request>) -> Result<logout::v3::Response> {
+    let auth = req.user()?;
+    s.users.logout(auth).await?;
+    s.e2ee.remove_device(&auth.user_id, &auth.device_id).await?;
+    Ok(logout::v3::Response::new())
+}
+
+pub async fn logout_all(s: Arc<Services>, req: Ruma<logout_all::v3::Request>) -> Result<logout_all::v3::Response> {
+    let auth = req.user()?;
+    for (device_id, _) in s.users.devices(&auth.user_id)? {
+        s.users.remove_device(&auth.user_id, &device_id).await?;
+        s.e2ee.remove_device(&auth.user_id, &device_id).await?;
+    }
+    Ok(logout_all::v3::Response::new())
+}
+
+/// Checks a UIA `m.login.password` stage for an already logged-in user, or starts a session.
+pub async fn require_password(s: &Services, user_id: &ruma::UserId, auth: Option<&AuthData>) -> Result<()> {
+    let flows = vec![vec![AuthType::Password]];
+    let Some(AuthData::Password(p)) = auth else {
+        return Err(Error::Uiaa(Box::new(s.users.uiaa.start(flows))));
+    };
+    if !s.users.check_password(user_id, &p.password).await? {
+        return Err(Error::forbidden("wrong password"));
+    }
+    if let Some(session) = &p.session {
+        s.users.uiaa.complete_stage(session, AuthType::Password, &flows);
+    }
+    Ok(())
+}
+
+pub async fn change_password(s: Arc<Services>, req: Ruma<change_password::v3::Request>) -> Result<change_password::v3::Response> {
+    let auth = req.user()?.clone();
+    require_password(&s, &auth.user_id, req.body.auth.as_ref()).await?;
+    s.users.set_password(&auth.user_id, &req.body.new_password).await?;
+    if req.body.logout_devices {
+        for (device_id, _) in s.users.devices(&auth.user_id)? {
+            if device_id != auth.device_id {
+                s.users.remove_device(&auth.user_id, &device_id).await?;
+                s.e2ee.remove_device(&auth.user_id, &device_id).await?;
+            }
+        }
+    }
+    Ok(change_password::v3::Response::new())
+}

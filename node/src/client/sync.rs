@@ -1,0 +1,80 @@
+//! `/v3/sync`, typing, receipts and read markers.
+
+use std::sync::Arc;
+
+use ruma::api::client::{
+    read_marker::set_read_marker,
+    receipt::create_receipt::{self, v3::ReceiptType},
+    sync::sync_events,
+    typing::create_typing_event::{self, v3::Typing},
+};
+
+use crate::{
+    Services,
+    error::{Error, Result},
+    http::Ruma,
+};
+
+pub async fn sync(s: Arc<Services>, req: Ruma<sync_events::v3::Request>) -> Result<sync_events::v3::Response> {
+    let auth = req.user()?.clone();
+    crate::sync::sync(&s, &auth, req.body).await
+}
+
+pub async fn typing(s: Arc<Services>, req: Ruma<create_typing_event::v3::Request>) -> Result<create_typing_event::v3::Response> {
+    let auth = req.user()?;
+    if auth.user_id != req.user_id {
+        return Err(Error::forbidden("you can only set your own typing state"));
+    }
+    if s.rooms.membership(&req.room_id, &auth.user_id).await?.as_deref() != Some("join") {
+        return Err(Error::forbidden("you are not in this room"));
+    }
+    let timeout = match req.state {
+        Typing::Yes(t) => Some(t.timeout),
+        _ => None,
+    };
+    s.sync.typing.set(&req.room_id, &auth.user_id, timeout);
+    Ok(create_typing_event::v3::Response::new())
+}
+
+async fn receipt(s: &Services, auth: &crate::http::Auth, room: &ruma::RoomId, kind: &str, event_id: &ruma::EventId, thread: Option<String>) -> Result<()> {
+    if s.rooms.membership(room, &auth.user_id).await?.as_deref() != Some("join") {
+        return Err(Error::forbidden("you are not in this room"));
+    }
+    if s.rooms.pdu(event_id)?.is_none_or(|p| p.room_id != room) {
+        return Err(Error::not_found("no such event in this room"));
+    }
+    s.rooms.set_receipt(room, &auth.user_id, kind, event_id, thread).await
+}
+
+pub async fn create_receipt(s: Arc<Services>, req: Ruma<create_receipt::v3::Request>) -> Result<create_receipt::v3::Response> {
+    let auth = req.user()?;
+    let thread = match &req.thread {
+        ruma::events::receipt::ReceiptThread::Unthreaded => None,
+        other => other.as_str().map(str::to_owned),
+    };
+    match req.receipt_type {
+        ReceiptType::Read => receipt(&s, auth, &req.room_id, "m.read", &req.event_id, thread).await?,
+        ReceiptType::ReadPrivate => receipt(&s, auth, &req.room_id, "m.read.private", &req.event_id, thread).await?,
+        ReceiptType::FullyRead => {
+            let content = serde_json::json!({ "event_id": req.event_id });
+            s.users.set_account_data(&auth.user_id, Some(&req.room_id), "m.fully_read", &content).await?;
+        }
+        _ => return Err(Error::invalid_param("unknown receipt type")),
+    }
+    Ok(create_receipt::v3::Response::new())
+}
+
+pub async fn read_markers(s: Arc<Services>, req: Ruma<set_read_marker::v3::Request>) -> Result<set_read_marker::v3::Response> {
+    let auth = req.user()?;
+    if let Some(fully_read) = &req.fully_read {
+        let content = serde_json::json!({ "event_id": fully_read });
+        s.users.set_account_data(&auth.user_id, Some(&req.room_id), "m.fully_read", &content).await?;
+    }
+    if let Some(id) = &req.read_receipt {
+        receipt(&s, auth, &req.room_id, "m.read", id, None).await?;
+    }
+    if let Some(id) = &req.private_read_receipt {
+        receipt(&s, auth, &req.room_id, "m.read.private", id, None).await?;
+    }
+    Ok(set_read_marker::v3::Response::new())
+}

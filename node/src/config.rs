@@ -1,0 +1,217 @@
+//! Node configuration: defaults that run out of the box, a TOML file, then environment
+//! variables (`TOCSIN_*`), each layer overriding the one before.
+
+use std::{net::SocketAddr, path::PathBuf, str::FromStr};
+
+use serde::Deserialize;
+use tocsin_store::EngineKind;
+
+/// How new accounts may be created over the Client-Server API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    /// Accounts come from policy files or `tocsin-node user add` only.
+    #[default]
+    Closed,
+    /// `m.login.registration_token` with a token from `registration_token`.
+    Token,
+    /// `m.login.dummy`: anyone who can reach the node may register.
+    Open,
+}
+
+impl FromStr for Registration {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "closed" => Ok(Self::Closed),
+            "token" => Ok(Self::Token),
+            "open" => Ok(Self::Open),
+            other => Err(ConfigError::Invalid {
+                key: "registration",
+                message: format!("expected `closed`, `token` or `open`, found `{other}`"),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// The node's configuration. Field names double as TOML keys; `TOCSIN_<UPPERCASE>` overrides.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The Matrix server name: the part after the colon in user ids.
+    pub server_name: String,
+    /// Where the Client-Server API listens.
+    pub listen: SocketAddr,
+    /// Where the store, keys and media live.
+    pub data_dir: PathBuf,
+    /// `sled` or `redb`.
+    pub store: EngineKind,
+    pub registration: Registration,
+    /// The token `m.login.registration_token` accepts when `registration = "token"`.
+    pub registration_token: Option<String>,
+    /// Uploads larger than this get `M_TOO_LARGE`.
+    pub max_upload_bytes: u64,
+    /// The room version new rooms get when the client names none.
+    pub default_room_version: String,
+    /// The URL clients should use, advertised in `/.well-known/matrix/client`. Defaults to
+    /// `http://{listen}`.
+    pub public_base_url: Option<String>,
+    /// New private rooms get `m.room.encryption` (crisis default: on).
+    pub encrypt_new_rooms: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server_name: "localhost:8008".to_owned(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8008)),
+            data_dir: PathBuf::from("./tocsin-data"),
+            store: EngineKind::default(),
+            registration: Registration::Closed,
+            registration_token: None,
+            max_upload_bytes: 50 * 1024 * 1024,
+            default_room_version: "12".to_owned(),
+            public_base_url: None,
+            encrypt_new_rooms: true,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then the environment.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        config.apply_env(|key| std::env::var(key).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text)
+            .map_err(|message| ConfigError::Parse { path: path.to_owned(), message })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        raw.into_config()
+    }
+
+    /// Applies `TOCSIN_*` overrides read through `var` (a parameter so tests need not touch the
+    /// process environment).
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = var("TOCSIN_SERVER_NAME") {
+            self.server_name = v;
+        }
+        if let Some(v) = var("TOCSIN_LISTEN") {
+            self.listen = v.parse().map_err(|e| ConfigError::Invalid {
+                key: "listen",
+                message: format!("`{v}` is not an address like 127.0.0.1:8008 ({e})"),
+            })?;
+        }
+        if let Some(v) = var("TOCSIN_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = var("TOCSIN_STORE") {
+            self.store = EngineKind::from_str(&v)
+                .map_err(|e| ConfigError::Invalid { key: "store", message: e.to_string() })?;
+        }
+        if let Some(v) = var("TOCSIN_REGISTRATION") {
+            self.registration = v.parse()?;
+        }
+        if let Some(v) = var("TOCSIN_REGISTRATION_TOKEN") {
+            self.registration_token = Some(v);
+        }
+        if let Some(v) = var("TOCSIN_ENCRYPT_NEW_ROOMS") {
+            self.encrypt_new_rooms = matches!(v.trim(), "1" | "true" | "yes" | "on");
+        }
+        if let Some(v) = var("TOCSIN_PUBLIC_BASE_URL") {
+            self.public_base_url = Some(v);
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ruma::ServerName::parse(&self.server_name).map_err(|e| ConfigError::Invalid {
+            key: "server_name",
+            message: format!("`{}` is not a Matrix server name: {e}", self.server_name),
+        })?;
+        if self.registration == Registration::Token
+            && self.registration_token.as_deref().is_none_or(str::is_empty)
+        {
+            return Err(ConfigError::Invalid {
+                key: "registration_token",
+                message: "registration = \"token\" needs a registration_token".to_owned(),
+            });
+        }
+        if ruma::RoomVersionId::try_from(self.default_room_version.as_str())
+            .ok()
+            .and_then(|v| crate::rooms::version::supported(&v).then_some(()))
+            .is_none()
+        {
+            return Err(ConfigError::Invalid {
+                key: "default_room_version",
+                message: format!(
+                    "`{}` is not a supported room version (10, 11 or 12)",
+                    self.default_room_version
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn base_url(&self) -> String {
+        self.public_base_url.clone().unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+}
+
+/// The file form: like `Config`, with the engine as a string.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct RawConfig {
+    server_name: Option<String>,
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    store: Option<String>,
+    registration: Option<Registration>,
+    registration_token: Option<String>,
+    max_upload_bytes: Option<u64>,
+    default_room_version: Option<String>,
+    public_base_url: Option<String>,
+    encrypt_new_rooms: Option<bool>,
+}
+
+impl RawConfig {
+    fn into_config(self) -> Result<Config, String> {
+        let d = Config::default();
+        Ok(Config {
+            server_name: self.server_name.unwrap_or(d.server_name),
+            listen: self.listen.unwrap_or(d.listen),
+            data_dir: self.data_dir.unwrap_or(d.data_dir),
+            store: match self.store {
+                Some(s) => EngineKind::from_str(&s).map_err(|e| format!("store: {e}"))?,
+                None => d.store,
+            },
+            registration: self.registration.unwrap_or(d.registration),
+            registration_token: self.registration_token.or(d.registration_token),
+            max_upload_bytes: self.max_upload_bytes.unwrap_or(d.max_upload_bytes),
+            default_room_version: self.default_room_version.unwrap_or(d.default_room_version),
+            public_base_url: self.public_base_url.or(d.public_base_url),
+            encrypt_new_rooms: self.encrypt_new_rooms.unwrap_or(d.encrypt_new_rooms),
+        })
+    }
+}

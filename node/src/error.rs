@@ -1,0 +1,148 @@
+//! The node's error type. Every variant maps to a Matrix error code and HTTP status, so a bad
+//! request always gets a spec-shaped answer and never a panic.
+
+use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
+use http::StatusCode;
+use ruma::api::{
+    OutgoingResponse,
+    client::uiaa::{UiaaInfo, UiaaResponse},
+    error::{ErrorBody, ErrorKind, StandardErrorBody},
+};
+use tocsin_store::StoreError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    BadJson(String),
+    #[error("{0}")]
+    NotJson(String),
+    #[error("missing access token")]
+    MissingToken,
+    #[error("unknown or expired access token")]
+    UnknownToken,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("unrecognized request")]
+    Unrecognized,
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    InvalidParam(String),
+    #[error("{0}")]
+    MissingParam(String),
+    #[error("user id already taken")]
+    UserInUse,
+    #[error("{0}")]
+    InvalidUsername(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    BadState(String),
+    #[error("room alias already taken")]
+    RoomInUse,
+    #[error("unsupported room version")]
+    UnsupportedRoomVersion,
+    #[error("wrong backup version, current is {0:?}")]
+    WrongRoomKeysVersion(Option<String>),
+    #[error("user-interactive authentication required")]
+    Uiaa(Box<UiaaInfo>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        Error::Internal(e.to_string())
+    }
+
+    pub fn forbidden(msg: impl Into<String>) -> Self {
+        Error::Forbidden(msg.into())
+    }
+
+    pub fn not_found(msg: impl Into<String>) -> Self {
+        Error::NotFound(msg.into())
+    }
+
+    pub fn bad_json(msg: impl std::fmt::Display) -> Self {
+        Error::BadJson(msg.to_string())
+    }
+
+    pub fn invalid_param(msg: impl std::fmt::Display) -> Self {
+        Error::InvalidParam(msg.to_string())
+    }
+
+    fn status_and_kind(&self) -> (StatusCode, ErrorKind) {
+        use ErrorKind as K;
+        match self {
+            Error::Forbidden(_) => (StatusCode::FORBIDDEN, K::Forbidden),
+            Error::BadJson(_) => (StatusCode::BAD_REQUEST, K::BadJson),
+            Error::NotJson(_) => (StatusCode::BAD_REQUEST, K::NotJson),
+            Error::MissingToken => (StatusCode::UNAUTHORIZED, K::MissingToken),
+            Error::UnknownToken => (
+                StatusCode::UNAUTHORIZED,
+                K::UnknownToken(ruma::api::error::UnknownTokenErrorData::new()),
+            ),
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, K::NotFound),
+            Error::Unrecognized => (StatusCode::NOT_FOUND, K::Unrecognized),
+            Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, K::Unrecognized),
+            Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, K::TooLarge),
+            Error::InvalidParam(_) => (StatusCode::BAD_REQUEST, K::InvalidParam),
+            Error::MissingParam(_) => (StatusCode::BAD_REQUEST, K::MissingParam),
+            Error::UserInUse => (StatusCode::BAD_REQUEST, K::UserInUse),
+            Error::InvalidUsername(_) => (StatusCode::BAD_REQUEST, K::InvalidUsername),
+            Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, K::Unauthorized),
+            Error::BadState(_) => (StatusCode::BAD_REQUEST, K::BadState),
+            Error::RoomInUse => (StatusCode::BAD_REQUEST, K::RoomInUse),
+            Error::UnsupportedRoomVersion => (StatusCode::BAD_REQUEST, K::UnsupportedRoomVersion),
+            Error::WrongRoomKeysVersion(current) => (
+                StatusCode::FORBIDDEN,
+                K::WrongRoomKeysVersion(ruma::api::error::WrongRoomKeysVersionErrorData::new(
+                    current.clone().unwrap_or_default(),
+                )),
+            ),
+            Error::Uiaa(_) => (StatusCode::UNAUTHORIZED, K::Forbidden),
+            Error::Store(_) | Error::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, K::Unknown)
+            }
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        if let Error::Store(e) = &self {
+            tracing::error!(error = %e, "storage error");
+        } else if let Error::Internal(e) = &self {
+            tracing::error!(error = %e, "internal error");
+        }
+        let response = match self {
+            Error::Uiaa(info) => UiaaResponse::AuthResponse(*info).try_into_http_response::<BytesMut>(),
+            other => {
+                let (status, kind) = other.status_and_kind();
+                let message = match &other {
+                    // Don't leak storage internals to clients; the log has them.
+                    Error::Store(_) | Error::Internal(_) => "internal server error".to_owned(),
+                    e => e.to_string(),
+                };
+                ruma::api::error::Error::new(
+                    status,
+                    ErrorBody::Standard(StandardErrorBody::new(kind, message)),
+                )
+                .try_into_http_response::<BytesMut>()
+            }
+        };
+        match response {
+            Ok(r) => r.map(|b| axum::body::Body::from(b.freeze())),
+            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        }
+    }
+}

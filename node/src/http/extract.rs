@@ -1,0 +1,138 @@
+//! Turns an HTTP request into a ruma request type, authenticating the caller on the way.
+
+use std::{any::TypeId, sync::Arc};
+
+use axum::{
+    extract::{FromRequest, RawPathParams, Request},
+};
+use bytes::Bytes;
+use ruma::{
+    OwnedDeviceId, OwnedUserId,
+    api::{
+        IncomingRequest,
+        auth_scheme::{AccessToken, AccessTokenOptional},
+        error::FromHttpRequestError,
+    },
+};
+
+use crate::{Services, error::Error};
+
+/// Who made the request, when the endpoint needs to know.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+    pub access_token: String,
+}
+
+/// A parsed, authenticated ruma request.
+pub struct Ruma<T> {
+    pub body: T,
+    /// Set for endpoints that require (or accept) an access token and got a valid one.
+    pub caller: Option<Auth>,
+    /// The raw JSON body, for endpoints that need fields ruma does not model.
+    pub json_body: Bytes,
+}
+
+impl<T> Ruma<T> {
+    /// The authenticated caller. Only call on endpoints whose scheme is `AccessToken`.
+    pub fn user(&self) -> Result<&Auth, Error> {
+        self.caller.as_ref().ok_or(Error::MissingToken)
+    }
+}
+
+impl<T> std::ops::Deref for Ruma<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.body
+    }
+}
+
+/// Bodies larger than this are refused before parsing; media uploads have their own limit.
+const MAX_JSON_BODY: usize = 1024 * 1024;
+
+impl<T> FromRequest<Arc<Services>> for Ruma<T>
+where
+    T: IncomingRequest + Send + 'static,
+{
+    type Rejection = Error;
+
+    async fn from_request(req: Request, services: &Arc<Services>) -> Result<Self, Error> {
+        let (mut parts, body) = req.into_parts();
+        let path_args: Vec<String> =
+            match <RawPathParams as axum::extract::FromRequestParts<Arc<Services>>>::from_request_parts(
+                &mut parts, services,
+            )
+            .await
+            {
+                Ok(params) => params.iter().map(|(_, v)| v.to_owned()).collect(),
+                Err(_) => Vec::new(),
+            };
+
+        let is_upload = parts.uri.path().contains("/media/") && parts.uri.path().ends_with("/upload")
+            || parts.uri.path().contains("/upload/");
+        let limit = if is_upload {
+            usize::try_from(services.config.max_upload_bytes).unwrap_or(usize::MAX)
+        } else {
+            MAX_JSON_BODY
+        };
+        let bytes = axum::body::to_bytes(body, limit)
+            .await
+            .map_err(|_| Error::TooLarge(format!("request body is larger than {limit} bytes")))?;
+
+        let auth_type = TypeId::of::<T::Authentication>();
+        let token = access_token(&parts);
+        let auth = if auth_type == TypeId::of::<AccessToken>() {
+            let token = token.ok_or(Error::MissingToken)?;
+            Some(services.users.authenticate(&token)?)
+        } else if auth_type == TypeId::of::<AccessTokenOptional>() {
+            match token {
+                Some(token) => Some(services.users.authenticate(&token)?),
+                None => None,
+            }
+        } else {
+            None
+        };
+
+        let http_req = http::Request::from_parts(parts, bytes.clone());
+        let body = T::try_from_http_request(http_req, &path_args)
+            .map_err(|e| request_error(e, &bytes))?;
+        Ok(Ruma { body, caller: auth, json_body: bytes })
+    }
+}
+
+fn access_token(parts: &http::request::Parts) -> Option<String> {
+    if let Some(value) = parts.headers.get(http::header::AUTHORIZATION) {
+        return value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_owned());
+    }
+    // The query parameter is deprecated but still sent by some clients.
+    parts.uri.query().and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "access_token")
+            .map(|(_, v)| v.to_owned())
+    })
+}
+
+/// Distinguishes "this is not JSON at all" from "this JSON does not fit the endpoint".
+fn request_error(e: FromHttpRequestError, body: &[u8]) -> Error {
+    match e {
+        FromHttpRequestError::Deserialization(d) => {
+            let is_json = body.is_empty()
+                || serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
+            if is_json {
+                Error::BadJson(format!("invalid request: {d}"))
+            } else {
+                Error::NotJson("request body is not valid JSON".to_owned())
+            }
+        }
+        FromHttpRequestError::MethodMismatch { .. } => Error::MethodNotAllowed,
+        other => Error::InvalidParam(other.to_string()),
+    }
+}
+

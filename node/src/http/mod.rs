@@ -1,0 +1,8 @@
+//! HTTP plumbing shared by every endpoint group: the ruma request extractor, routing of ruma
+//! endpoint types, CORS and the fallback for unknown endpoints.
+
+mod extract;
+mod router;
+
+pub use extract::{Auth, Ruma};
+pub use router::{EndpointRouter, cors, unrecognized};

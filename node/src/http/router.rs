@@ -1,0 +1,108 @@
+//! Registers ruma endpoint types on an axum router under every path the spec gives them.
+
+use std::{future::Future, sync::Arc};
+
+use axum::{
+    Router,
+    extract::State,
+    http::{HeaderValue, Method, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+    routing::{MethodFilter, on},
+};
+use bytes::BytesMut;
+use ruma::api::{IncomingRequest, OutgoingResponse, path_builder::PathBuilder};
+
+use super::Ruma;
+use crate::{Services, error::Error};
+
+/// A router that knows how to mount ruma endpoints.
+pub struct EndpointRouter {
+    router: Router<Arc<Services>>,
+}
+
+impl Default for EndpointRouter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EndpointRouter {
+    pub fn new() -> Self {
+        Self { router: Router::new() }
+    }
+
+    /// Mounts `handler` for endpoint `T` on all of `T`'s paths (r0, v3, unstable ...).
+    pub fn ruma<T, F, Fut>(mut self, handler: F) -> Self
+    where
+        T: IncomingRequest + Send + 'static,
+        F: Fn(Arc<Services>, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<T::OutgoingResponse, Error>> + Send + 'static,
+    {
+        let filter = method_filter(&T::METHOD);
+        for path in T::PATH_BUILDER.all_paths() {
+            let handler = handler.clone();
+            self.router = self.router.route(
+                path,
+                on(filter, move |State(services): State<Arc<Services>>, req: Ruma<T>| {
+                    let handler = handler.clone();
+                    async move { respond(handler(services, req).await) }
+                }),
+            );
+        }
+        self
+    }
+
+    /// Mounts a plain axum route, for the few endpoints ruma does not model.
+    pub fn raw(mut self, path: &str, method_router: axum::routing::MethodRouter<Arc<Services>>) -> Self {
+        self.router = self.router.route(path, method_router);
+        self
+    }
+
+    pub fn into_router(self) -> Router<Arc<Services>> {
+        self.router
+    }
+}
+
+fn method_filter(method: &Method) -> MethodFilter {
+    match *method {
+        Method::GET => MethodFilter::GET.or(MethodFilter::HEAD),
+        Method::POST => MethodFilter::POST,
+        Method::PUT => MethodFilter::PUT,
+        Method::DELETE => MethodFilter::DELETE,
+        Method::PATCH => MethodFilter::PATCH,
+        _ => MethodFilter::GET,
+    }
+}
+
+fn respond<R: OutgoingResponse>(result: Result<R, Error>) -> Response {
+    match result {
+        Ok(r) => match r.try_into_http_response::<BytesMut>() {
+            Ok(resp) => resp.map(|b| axum::body::Body::from(b.freeze())),
+            Err(e) => Error::internal(e).into_response(),
+        },
+        Err(e) => e.into_response(),
+    }
+}
+
+/// 404 `M_UNRECOGNIZED` for any path no endpoint claims.
+pub async fn unrecognized() -> Response {
+    Error::Unrecognized.into_response()
+}
+
+/// Browsers (Element Web) need CORS on every Matrix endpoint; preflights are answered here.
+pub async fn cors(req: axum::extract::Request, next: Next) -> Response {
+    let preflight = req.method() == Method::OPTIONS;
+    let mut response = if preflight { ().into_response() } else { next.run(req).await };
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("X-Requested-With, Content-Type, Authorization"),
+    );
+    response
+}

@@ -1,0 +1,72 @@
+//! Media: uploads stored on disk named by their sha256 (so identical files are stored once),
+//! with their metadata in the store.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tocsin_store::WriteBatch;
+
+use crate::{
+    error::{Error, Result},
+    store::{Db, trees},
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MediaMeta {
+    pub sha256: String,
+    pub content_type: Option<String>,
+    pub filename: Option<String>,
+    pub size: u64,
+    pub uploader: String,
+}
+
+pub struct Media {
+    db: Db,
+    dir: PathBuf,
+    pub max_bytes: u64,
+}
+
+impl Media {
+    pub fn new(db: Db, dir: PathBuf, max_bytes: u64) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { db, dir, max_bytes })
+    }
+
+    /// Stores `bytes` and returns the new media id. The file is synced before the id is given out.
+    pub async fn upload(&self, uploader: &str, bytes: Vec<u8>, content_type: Option<String>, filename: Option<String>) -> Result<String> {
+        if bytes.len() as u64 > self.max_bytes {
+            return Err(Error::TooLarge(format!("upload is larger than {} bytes", self.max_bytes)));
+        }
+        let sha256: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let path = self.dir.join(&sha256);
+        let size = bytes.len() as u64;
+        if tokio::fs::metadata(&path).await.is_err() {
+            let tmp = self.dir.join(format!("{sha256}.tmp{}", crate::users::random_string(6)));
+            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(&bytes)?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, &path)
+            })
+            .await
+            .map_err(Error::internal)?
+            .map_err(Error::internal)?;
+        }
+        let media_id = crate::users::random_string(24);
+        let meta = MediaMeta { sha256, content_type, filename, size, uploader: uploader.to_owned() };
+        let mut batch = WriteBatch::new();
+        batch.insert(trees::MEDIA, media_id.as_bytes().to_vec(), Db::to_json(&meta)?);
+        self.db.write(batch).await?;
+        Ok(media_id)
+    }
+
+    pub async fn get(&self, media_id: &str) -> Result<Option<(MediaMeta, Vec<u8>)>> {
+        let Some(meta) = self.db.get_json::<MediaMeta>(trees::MEDIA, media_id.as_bytes())? else {
+            return Ok(None);
+        };
+        let bytes = tokio::fs::read(self.dir.join(&meta.sha256)).await.map_err(Error::internal)?;
+        Ok(Some((meta, bytes)))
+    }
+}

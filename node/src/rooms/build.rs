@@ -1,0 +1,272 @@
+//! Local events: build the PDU, hash and sign it, authorise it against the room's current
+//! state with ruma's state-res, and write it durably.
+
+use std::sync::Arc;
+
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, EventId, MilliSecondsSinceUnixEpoch, OwnedDeviceId,
+    OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, UserId,
+    canonical_json::to_canonical_value,
+    events::{StateEventType, TimelineEventType},
+    signatures::{JsonError, hash_and_sign_event, reference_hash},
+    state_res,
+};
+use tocsin_store::WriteBatch;
+
+use super::{Pdu, RoomHead, Rooms, read::StoredEvent};
+use crate::{
+    error::{Error, Result},
+    store::{Db, key, pos_bytes, trees},
+};
+
+/// The spec's limit on a PDU's canonical size.
+pub const MAX_PDU_BYTES: usize = 65_536;
+
+/// An event a local user wants to send.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub kind: TimelineEventType,
+    pub content: serde_json::Value,
+    pub state_key: Option<String>,
+    pub redacts: Option<OwnedEventId>,
+}
+
+impl NewEvent {
+    pub fn message(kind: TimelineEventType, content: serde_json::Value) -> Self {
+        Self { kind, content, state_key: None, redacts: None }
+    }
+
+    pub fn state(kind: impl Into<String>, state_key: impl Into<String>, content: serde_json::Value) -> Self {
+        Self { kind: kind.into().into(), content, state_key: Some(state_key.into()), redacts: None }
+    }
+}
+
+/// The client transaction that produced an event, for idempotent sends.
+#[derive(Debug, Clone)]
+pub struct TxnRef {
+    pub device_id: OwnedDeviceId,
+    pub txn_id: String,
+}
+
+impl TxnRef {
+    fn key(&self, sender: &UserId) -> Vec<u8> {
+        key(&[sender.as_bytes(), self.device_id.as_bytes(), self.txn_id.as_bytes()])
+    }
+}
+
+fn json_error(e: JsonError) -> Error {
+    match e {
+        JsonError::PduTooLarge => Error::TooLarge(format!("event is larger than {MAX_PDU_BYTES} bytes")),
+        other => Error::bad_json(other),
+    }
+}
+
+impl Rooms {
+    /// The event a transaction already produced, if any (send is idempotent per device + txn).
+    pub fn event_for_txn(&self, sender: &UserId, txn: &TxnRef) -> Result<Option<OwnedEventId>> {
+        match self.db.get(trees::TXNS, &txn.key(sender))? {
+            Some(id) => Ok(Some(EventId::parse(crate::store::utf8(&id)?).map_err(Error::internal)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Builds, authorises and durably appends a local event. Returns once it is on disk.
+    pub async fn send(&self, room_id: &RoomId, sender: &UserId, event: NewEvent, txn: Option<TxnRef>) -> Result<Arc<Pdu>> {
+        let head_lock = self.head(room_id)?;
+        let mut head = head_lock.lock().await;
+        if let Some(txn) = &txn
+            && let Some(existing) = self.event_for_txn(sender, txn)?
+        {
+            drop(head);
+            return super::read::load_pdu(&self.db, &existing)?
+                .map(Arc::new)
+                .ok_or_else(|| Error::internal("transaction maps to a missing event"));
+        }
+        let pdu = Arc::new(self.build(&head, sender, event)?);
+        self.authorize(&head, &pdu)?;
+        let ticket = self.db.allocate()?;
+        let batch = self.event_batch(&head, &pdu, ticket.pos(), txn.as_ref())?;
+        head.apply(&pdu);
+        drop(head);
+        if let Err(e) = self.db.commit_ticket(ticket, batch).await {
+            self.evict(room_id);
+            return Err(e);
+        }
+        Ok(pdu)
+    }
+
+    /// Creates a room's `m.room.create` event and head. The room exists once this returns.
+    pub async fn create(&self, version: RoomVersionId, creator: &UserId, content: serde_json::Value) -> Result<OwnedRoomId> {
+        let rules = super::version::rules(&version)?;
+        let v12 = rules.authorization.room_create_event_id_as_room_id;
+        // For v12 the room id is the create event's hash and the event carries none; the scratch
+        // head only gives the builder an empty state to work from.
+        let scratch = RoomHead::new(RoomId::new_v1(&self.server_name), version.clone())?;
+        let event = NewEvent::state(TimelineEventType::RoomCreate.to_string(), "", content);
+        let pdu = Arc::new(self.build_inner(&scratch, creator, event, !v12)?);
+        let mut head = RoomHead::new(pdu.room_id.clone(), version)?;
+        self.authorize(&head, &pdu)?;
+        let ticket = self.db.allocate()?;
+        let batch = self.event_batch(&head, &pdu, ticket.pos(), None)?;
+        head.apply(&pdu);
+        let room_id = head.room_id.clone();
+        self.insert_head(head)?;
+        if let Err(e) = self.db.commit_ticket(ticket, batch).await {
+            self.evict(&room_id);
+            return Err(e);
+        }
+        Ok(room_id)
+    }
+
+    fn build(&self, head: &RoomHead, sender: &UserId, event: NewEvent) -> Result<Pdu> {
+        self.build_inner(head, sender, event, true)
+    }
+
+    fn build_inner(&self, head: &RoomHead, sender: &UserId, event: NewEvent, with_room_id: bool) -> Result<Pdu> {
+        let content_raw = serde_json::value::to_raw_value(&event.content).map_err(Error::bad_json)?;
+        let auth_types = state_res::auth_types_for_event(
+            &event.kind,
+            sender,
+            event.state_key.as_deref(),
+            &content_raw,
+            &head.rules.authorization,
+        )
+        .map_err(Error::BadJson)?;
+        let mut auth_events: Vec<OwnedEventId> = auth_types
+            .iter()
+            .filter_map(|(kind, key)| head.get(kind, key).map(|p| p.event_id.clone()))
+            .collect();
+        auth_events.sort();
+        auth_events.dedup();
+        if event.kind == TimelineEventType::RoomCreate {
+            auth_events.clear();
+        }
+
+        let mut obj = CanonicalJsonObject::new();
+        let ids = |ids: &[OwnedEventId]| {
+            CanonicalJsonValue::Array(ids.iter().map(|id| CanonicalJsonValue::String(id.to_string())).collect())
+        };
+        obj.insert("auth_events".into(), ids(&auth_events));
+        obj.insert("prev_events".into(), ids(&head.extremities));
+        let content = to_canonical_value(&event.content)
+            .map_err(|e| Error::bad_json(format!("content is not canonical JSON: {e}")))?;
+        obj.insert("content".into(), content);
+        let depth = ruma::Int::try_from(head.depth + 1).map_err(|_| Error::internal("room depth overflow"))?;
+        obj.insert("depth".into(), CanonicalJsonValue::Integer(depth));
+        obj.insert(
+            "origin_server_ts".into(),
+            CanonicalJsonValue::Integer(MilliSecondsSinceUnixEpoch::now().0.into()),
+        );
+        if with_room_id {
+            obj.insert("room_id".into(), CanonicalJsonValue::String(head.room_id.to_string()));
+        }
+        obj.insert("sender".into(), CanonicalJsonValue::String(sender.to_string()));
+        obj.insert("type".into(), CanonicalJsonValue::String(event.kind.to_string()));
+        if let Some(sk) = &event.state_key {
+            obj.insert("state_key".into(), CanonicalJsonValue::String(sk.clone()));
+        }
+        if let Some(redacts) = &event.redacts
+            && !head.rules.redaction.content_field_redacts
+        {
+            obj.insert("redacts".into(), CanonicalJsonValue::String(redacts.to_string()));
+        }
+
+        hash_and_sign_event(self.server_name.as_str(), self.keys.pair(), &mut obj, &head.rules.redaction)
+            .map_err(json_error)?;
+        let size = serde_json::to_vec(&obj).map_err(Error::internal)?.len();
+        if size > MAX_PDU_BYTES {
+            return Err(Error::TooLarge(format!("event is {size} bytes; the limit is {MAX_PDU_BYTES}")));
+        }
+        let hash = reference_hash(&obj, &head.rules).map_err(json_error)?;
+        let event_id = EventId::parse(format!("${hash}")).map_err(Error::internal)?;
+        let mut pdu = Pdu::from_json(event_id, obj)?;
+        if pdu.redacts.is_none() {
+            pdu.redacts = event.redacts;
+        }
+        Ok(pdu)
+    }
+
+    /// Runs the spec's authorization rules (via state-res) against the room's current state.
+    pub(crate) fn authorize(&self, head: &RoomHead, pdu: &Arc<Pdu>) -> Result<()> {
+        let rules = &head.rules.authorization;
+        let fetch_event = |id: &EventId| {
+            head.find_state_event(id).or_else(|| {
+                (pdu.event_id == id).then(|| pdu.clone()).or_else(|| {
+                    super::read::load_pdu(&self.db, id).ok().flatten().map(Arc::new)
+                })
+            })
+        };
+        state_res::check_state_independent_auth_rules(rules, pdu, fetch_event)
+            .map_err(|e| Error::Forbidden(format!("event not allowed: {e}")))?;
+        state_res::check_state_dependent_auth_rules(rules, pdu, |kind: &StateEventType, key: &str| {
+            head.get(kind, key).cloned()
+        })
+        .map_err(|e| Error::Forbidden(format!("event not allowed: {e}")))?;
+        Ok(())
+    }
+
+    /// Every write an accepted event makes, as one atomic batch.
+    fn event_batch(&self, head: &RoomHead, pdu: &Pdu, pos: u64, txn: Option<&TxnRef>) -> Result<WriteBatch> {
+        let room = pdu.room_id.as_bytes();
+        let id = pdu.event_id.as_bytes();
+        let mut batch = WriteBatch::new();
+        let stored = StoredEvent {
+            pos,
+            pdu: pdu.json.clone(),
+            txn_id: txn.map(|t| t.txn_id.clone()),
+            device_id: txn.map(|t| t.device_id.clone()),
+        };
+        batch.insert(trees::EVENTS, id.to_vec(), Db::to_json(&stored)?);
+        batch.insert(trees::TIMELINE, key(&[room, &pos_bytes(pos)]), id.to_vec());
+        if let Some(txn) = txn {
+            batch.insert(trees::TXNS, txn.key(&pdu.sender), id.to_vec());
+        }
+        if let Some(state_key) = &pdu.state_key {
+            let kind = pdu.kind.to_string();
+            batch.insert(trees::ROOM_STATE, key(&[room, kind.as_bytes(), state_key.as_bytes()]), id.to_vec());
+            batch.insert(trees::STATE_CHANGES, key(&[room, &pos_bytes(pos)]), id.to_vec());
+            if pdu.kind == TimelineEventType::RoomMember
+                && let Ok(user) = UserId::parse(state_key.as_str())
+            {
+                let membership = pdu.membership().unwrap_or_default();
+                let user_room = super::UserRoom { membership, pos, event_id: pdu.event_id.clone() };
+                batch.insert(trees::USER_ROOMS, key(&[user.as_bytes(), room]), Db::to_json(&user_room)?);
+                batch.insert(trees::MEMBERSHIP_CHANGES, key(&[user.as_bytes(), &pos_bytes(pos)]), room.to_vec());
+            }
+        }
+        if let Some(target) = relates_to(pdu) {
+            batch.insert(trees::RELATIONS, key(&[room, target.as_bytes(), &pos_bytes(pos)]), id.to_vec());
+        }
+        if let Some(target) = &pdu.redacts {
+            self.redaction_writes(head, pdu, target, &mut batch)?;
+        }
+        let mut meta = head.meta();
+        meta.extremities = vec![pdu.event_id.clone()];
+        meta.depth = meta.depth.max(u64::from(pdu.depth));
+        batch.insert(trees::ROOMS, room.to_vec(), Db::to_json(&meta)?);
+        Ok(batch)
+    }
+
+    /// Redacts the target in place (the server keeps only what the redaction algorithm keeps).
+    fn redaction_writes(&self, head: &RoomHead, redaction: &Pdu, target: &EventId, batch: &mut WriteBatch) -> Result<()> {
+        batch.insert(trees::REDACTIONS, target.as_bytes().to_vec(), redaction.event_id.as_bytes().to_vec());
+        let Some(mut stored) = self.db.get_json::<StoredEvent>(trees::EVENTS, target.as_bytes())? else {
+            return Ok(());
+        };
+        if let Ok(redacted) = ruma::canonical_json::redact(stored.pdu.clone(), &head.rules.redaction, None) {
+            stored.pdu = redacted;
+            batch.insert(trees::EVENTS, target.as_bytes().to_vec(), Db::to_json(&stored)?);
+        }
+        Ok(())
+    }
+}
+
+/// The event an event relates to (`m.relates_to.event_id`, or a reply's `m.in_reply_to`).
+pub fn relates_to(pdu: &Pdu) -> Option<OwnedEventId> {
+    let rel = pdu.content_field("m.relates_to")?;
+    let id = rel
+        .get("event_id")
+        .or_else(|| rel.get("m.in_reply_to").and_then(|r| r.get("event_id")))?
+        .as_str()?;
+    EventId::parse(id).ok()
+}

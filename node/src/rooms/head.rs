@@ -1,0 +1,97 @@
+//! A room's head: its version, current state and forward extremities, kept in memory.
+
+use std::{collections::HashMap, sync::Arc};
+
+use ruma::{
+    EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId,
+    events::StateEventType, room_version_rules::RoomVersionRules,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{Pdu, read::load_pdu, version};
+use crate::{
+    error::{Error, Result},
+    store::{Db, prefix, trees},
+};
+
+pub type StateKey = (StateEventType, String);
+
+/// What the store keeps about a room besides its events.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoomMeta {
+    pub version: RoomVersionId,
+    pub extremities: Vec<OwnedEventId>,
+    pub depth: u64,
+}
+
+pub struct RoomHead {
+    pub room_id: OwnedRoomId,
+    pub version: RoomVersionId,
+    pub rules: RoomVersionRules,
+    pub state: HashMap<StateKey, Arc<Pdu>>,
+    pub extremities: Vec<OwnedEventId>,
+    pub depth: u64,
+}
+
+impl RoomHead {
+    pub fn new(room_id: OwnedRoomId, version: RoomVersionId) -> Result<Self> {
+        let rules = version::rules(&version)?;
+        Ok(Self { room_id, version, rules, state: HashMap::new(), extremities: Vec::new(), depth: 0 })
+    }
+
+    pub fn load(db: &Db, room_id: &RoomId) -> Result<Option<Self>> {
+        let Some(meta) = db.get_json::<RoomMeta>(trees::ROOMS, room_id.as_bytes())? else {
+            return Ok(None);
+        };
+        let mut head = Self::new(room_id.to_owned(), meta.version)?;
+        head.extremities = meta.extremities;
+        head.depth = meta.depth;
+        for (_, event_id) in db.scan_prefix(trees::ROOM_STATE, &prefix(&[room_id.as_bytes()]), usize::MAX)? {
+            let event_id = EventId::parse(crate::store::utf8(&event_id)?).map_err(Error::internal)?;
+            let pdu = load_pdu(db, &event_id)?.ok_or_else(|| Error::internal(format!("state event {event_id} missing")))?;
+            let key = (pdu.state_event_type(), pdu.state_key.clone().unwrap_or_default());
+            head.state.insert(key, Arc::new(pdu));
+        }
+        Ok(Some(head))
+    }
+
+    pub fn meta(&self) -> RoomMeta {
+        RoomMeta { version: self.version.clone(), extremities: self.extremities.clone(), depth: self.depth }
+    }
+
+    pub fn get(&self, kind: &StateEventType, state_key: &str) -> Option<&Arc<Pdu>> {
+        self.state.get(&(kind.clone(), state_key.to_owned()))
+    }
+
+    /// Finds an event of the current state by id (auth events of local events are always there).
+    pub fn find_state_event(&self, event_id: &EventId) -> Option<Arc<Pdu>> {
+        self.state.values().find(|p| p.event_id == event_id).cloned()
+    }
+
+    pub fn membership(&self, user_id: &UserId) -> Option<String> {
+        self.get(&StateEventType::RoomMember, user_id.as_str()).and_then(|p| p.membership())
+    }
+
+    pub fn members_with(&self, membership: &str) -> Vec<OwnedUserId> {
+        self.state
+            .iter()
+            .filter(|((kind, _), pdu)| *kind == StateEventType::RoomMember && pdu.membership().as_deref() == Some(membership))
+            .filter_map(|((_, key), _)| UserId::parse(key.as_str()).ok())
+            .collect()
+    }
+
+    pub fn content_str(&self, kind: StateEventType, field: &str) -> Option<String> {
+        self.get(&kind, "")
+            .and_then(|p| p.content_field(field))
+            .and_then(|v| v.as_str().map(str::to_owned))
+    }
+
+    /// Records an accepted event as the new head.
+    pub fn apply(&mut self, pdu: &Arc<Pdu>) {
+        if let Some(state_key) = &pdu.state_key {
+            self.state.insert((pdu.state_event_type(), state_key.clone()), pdu.clone());
+        }
+        self.extremities = vec![pdu.event_id.clone()];
+        self.depth = self.depth.max(u64::from(pdu.depth));
+    }
+}

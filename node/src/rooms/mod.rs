@@ -1,0 +1,82 @@
+//! Rooms: building, signing and authorising PDUs, the room state and the timeline.
+//!
+//! Each room has a [`RoomHead`] in memory: its current state (as PDUs), its forward extremities
+//! and depth. Appending an event locks the head only while the event is built, authorised and
+//! queued for the store; waiting for durability happens after the lock is released, so many
+//! senders in one room share an fsync instead of queueing for one each.
+
+mod build;
+mod head;
+mod lifecycle;
+mod pdu;
+mod read;
+mod receipts;
+pub mod version;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+pub use build::{NewEvent, TxnRef};
+pub use head::RoomHead;
+pub use lifecycle::{CreateRoom, Preset, member_content};
+pub use pdu::Pdu;
+pub use read::{StoredEvent, UserRoom, Visibility};
+pub use receipts::Receipt;
+use ruma::{OwnedRoomId, OwnedServerName, RoomId};
+
+use crate::{
+    error::{Error, Result},
+    keys::ServerKeys,
+    store::Db,
+};
+
+pub struct Rooms {
+    db: Db,
+    server_name: OwnedServerName,
+    keys: ServerKeys,
+    heads: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<RoomHead>>>>,
+}
+
+impl Rooms {
+    pub fn new(db: Db, server_name: OwnedServerName, keys: ServerKeys) -> Self {
+        Self { db, server_name, keys, heads: Mutex::default() }
+    }
+
+    pub fn server_name(&self) -> &ruma::ServerName {
+        &self.server_name
+    }
+
+    /// The room's head, loaded from the store on first use. `NotFound` if the room is unknown.
+    pub fn head(&self, room_id: &RoomId) -> Result<Arc<tokio::sync::Mutex<RoomHead>>> {
+        if let Some(h) = self.heads.lock().map_err(|_| Error::internal("room cache poisoned"))?.get(room_id) {
+            return Ok(h.clone());
+        }
+        let head = RoomHead::load(&self.db, room_id)?.ok_or_else(|| Error::not_found("unknown room"))?;
+        let mut heads = self.heads.lock().map_err(|_| Error::internal("room cache poisoned"))?;
+        Ok(heads.entry(room_id.to_owned()).or_insert_with(|| Arc::new(tokio::sync::Mutex::new(head))).clone())
+    }
+
+    pub fn exists(&self, room_id: &RoomId) -> Result<bool> {
+        match self.head(room_id) {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Drops the cached head so the next use reloads it from the store (after a failed write).
+    fn evict(&self, room_id: &RoomId) {
+        if let Ok(mut heads) = self.heads.lock() {
+            heads.remove(room_id);
+        }
+    }
+
+    fn insert_head(&self, head: RoomHead) -> Result<Arc<tokio::sync::Mutex<RoomHead>>> {
+        let room_id = head.room_id.clone();
+        let head = Arc::new(tokio::sync::Mutex::new(head));
+        self.heads.lock().map_err(|_| Error::internal("room cache poisoned"))?.insert(room_id, head.clone());
+        Ok(head)
+    }
+}

@@ -1,0 +1,208 @@
+//! The PDU: an event in its federation form, hashed and signed, plus the parsed fields that auth
+//! and the client format need.
+
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId,
+    OwnedUserId, RoomId, UInt, UserId,
+    events::{StateEventType, TimelineEventType},
+};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct Pdu {
+    pub event_id: OwnedEventId,
+    /// The room the event belongs to (for a v12 create event, derived from its id).
+    pub room_id: OwnedRoomId,
+    /// Whether the PDU itself carries `room_id` (a v12 create event does not).
+    has_room_id: bool,
+    pub sender: OwnedUserId,
+    pub origin_server_ts: MilliSecondsSinceUnixEpoch,
+    pub kind: TimelineEventType,
+    pub content: Box<RawValue>,
+    pub state_key: Option<String>,
+    pub prev_events: Vec<OwnedEventId>,
+    pub auth_events: Vec<OwnedEventId>,
+    pub redacts: Option<OwnedEventId>,
+    pub depth: UInt,
+    /// The full signed object as sent over federation.
+    pub json: CanonicalJsonObject,
+}
+
+#[derive(Deserialize)]
+struct Fields {
+    room_id: Option<OwnedRoomId>,
+    sender: OwnedUserId,
+    origin_server_ts: MilliSecondsSinceUnixEpoch,
+    #[serde(rename = "type")]
+    kind: TimelineEventType,
+    content: Box<RawValue>,
+    state_key: Option<String>,
+    #[serde(default)]
+    prev_events: Vec<OwnedEventId>,
+    #[serde(default)]
+    auth_events: Vec<OwnedEventId>,
+    redacts: Option<OwnedEventId>,
+    #[serde(default)]
+    depth: UInt,
+}
+
+#[derive(Deserialize)]
+struct RedactsInContent {
+    redacts: Option<OwnedEventId>,
+}
+
+impl Pdu {
+    /// Parses a signed PDU. `room_id` is needed only for v12 create events, whose room id is
+    /// derived from their event id.
+    pub fn from_json(event_id: OwnedEventId, json: CanonicalJsonObject) -> Result<Self> {
+        let value = serde_json::to_value(&json).map_err(Error::bad_json)?;
+        let f: Fields = serde_json::from_value(value).map_err(|e| Error::bad_json(format!("invalid PDU: {e}")))?;
+        let has_room_id = f.room_id.is_some();
+        let room_id = match f.room_id {
+            Some(r) => r,
+            None if f.kind == TimelineEventType::RoomCreate => {
+                RoomId::parse(format!("!{}", &event_id.as_str()[1..])).map_err(Error::bad_json)?
+            }
+            None => return Err(Error::bad_json("PDU has no room_id")),
+        };
+        // From room version 11 `redacts` moved into the content; accept either.
+        let redacts = f.redacts.or_else(|| {
+            if f.kind == TimelineEventType::RoomRedaction {
+                serde_json::from_str::<RedactsInContent>(f.content.get()).ok().and_then(|c| c.redacts)
+            } else {
+                None
+            }
+        });
+        Ok(Self {
+            event_id,
+            room_id,
+            has_room_id,
+            sender: f.sender,
+            origin_server_ts: f.origin_server_ts,
+            kind: f.kind,
+            content: f.content,
+            state_key: f.state_key,
+            prev_events: f.prev_events,
+            auth_events: f.auth_events,
+            redacts,
+            depth: f.depth,
+            json,
+        })
+    }
+
+    pub fn is_state(&self) -> bool {
+        self.state_key.is_some()
+    }
+
+    pub fn state_event_type(&self) -> StateEventType {
+        self.kind.to_string().into()
+    }
+
+    /// The content as a JSON value (for reading fields ruma's strict types would refuse).
+    pub fn content_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.content.get()).unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn content_field(&self, field: &str) -> Option<serde_json::Value> {
+        match self.content_value() {
+            serde_json::Value::Object(mut m) => m.remove(field),
+            _ => None,
+        }
+    }
+
+    pub fn membership(&self) -> Option<String> {
+        self.content_field("membership").and_then(|m| m.as_str().map(str::to_owned))
+    }
+
+    /// The event in the Client-Server format, with `unsigned` as given.
+    pub fn to_client_value(&self, unsigned: serde_json::Map<String, serde_json::Value>, with_room_id: bool) -> serde_json::Value {
+        let mut obj = serde_json::Map::new();
+        obj.insert("event_id".into(), self.event_id.as_str().into());
+        obj.insert("type".into(), self.kind.to_string().into());
+        obj.insert("sender".into(), self.sender.as_str().into());
+        obj.insert("origin_server_ts".into(), serde_json::Value::from(u64::from(self.origin_server_ts.0)));
+        obj.insert("content".into(), self.content_value());
+        if with_room_id {
+            obj.insert("room_id".into(), self.room_id.as_str().into());
+        }
+        if let Some(sk) = &self.state_key {
+            obj.insert("state_key".into(), sk.as_str().into());
+        }
+        if let Some(r) = &self.redacts {
+            obj.insert("redacts".into(), r.as_str().into());
+        }
+        if !unsigned.is_empty() {
+            obj.insert("unsigned".into(), serde_json::Value::Object(unsigned));
+        }
+        serde_json::Value::Object(obj)
+    }
+
+    /// The stripped form used in invite state.
+    pub fn to_stripped_value(&self) -> serde_json::Value {
+        serde_json::json!({
+            "type": self.kind.to_string(),
+            "state_key": self.state_key.clone().unwrap_or_default(),
+            "sender": self.sender,
+            "content": self.content_value(),
+        })
+    }
+
+    pub fn byte_len(&self) -> usize {
+        serde_json::to_vec(&self.json).map(|v| v.len()).unwrap_or(usize::MAX)
+    }
+
+    pub fn set_json_field(&mut self, field: &str, value: CanonicalJsonValue) {
+        self.json.insert(field.to_owned(), value);
+    }
+}
+
+impl ruma::state_res::Event for Pdu {
+    type Id = OwnedEventId;
+
+    fn event_id(&self) -> &Self::Id {
+        &self.event_id
+    }
+
+    fn room_id(&self) -> Option<&RoomId> {
+        self.has_room_id.then_some(&*self.room_id)
+    }
+
+    fn sender(&self) -> &UserId {
+        &self.sender
+    }
+
+    fn origin_server_ts(&self) -> MilliSecondsSinceUnixEpoch {
+        self.origin_server_ts
+    }
+
+    fn event_type(&self) -> &TimelineEventType {
+        &self.kind
+    }
+
+    fn content(&self) -> &RawValue {
+        &self.content
+    }
+
+    fn state_key(&self) -> Option<&str> {
+        self.state_key.as_deref()
+    }
+
+    fn prev_events(&self) -> Box<dyn DoubleEndedIterator<Item = &Self::Id> + '_> {
+        Box::new(self.prev_events.iter())
+    }
+
+    fn auth_events(&self) -> Box<dyn DoubleEndedIterator<Item = &Self::Id> + '_> {
+        Box::new(self.auth_events.iter())
+    }
+
+    fn redacts(&self) -> Option<&Self::Id> {
+        self.redacts.as_ref()
+    }
+
+    fn rejected(&self) -> bool {
+        false
+    }
+}

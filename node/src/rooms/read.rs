@@ -1,0 +1,252 @@
+//! Reading rooms: stored events, the timeline, memberships, and the client format.
+
+use std::{ops::Bound, sync::Arc};
+
+use ruma::{
+    CanonicalJsonObject, DeviceId, EventId, OwnedDeviceId, OwnedEventId, OwnedRoomId, RoomId, UserId,
+    events::StateEventType,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{Pdu, Rooms};
+use crate::{
+    error::{Error, Result},
+    store::{Db, key, pos_bytes, pos_from, prefix, split, trees, utf8},
+};
+
+/// An event as stored: the PDU and the stream position it got here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub pos: u64,
+    pub pdu: CanonicalJsonObject,
+    /// The client transaction, shown back only to the device that sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txn_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<OwnedDeviceId>,
+}
+
+/// A user's membership in a room and when it last changed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserRoom {
+    pub membership: String,
+    pub pos: u64,
+    pub event_id: OwnedEventId,
+}
+
+/// Which part of a room's timeline a user may read.
+#[derive(Debug, Clone, Copy)]
+pub struct Visibility {
+    pub from: u64,
+    pub to: u64,
+}
+
+pub fn load_stored(db: &Db, event_id: &EventId) -> Result<Option<StoredEvent>> {
+    db.get_json(trees::EVENTS, event_id.as_bytes())
+}
+
+pub fn load_pdu(db: &Db, event_id: &EventId) -> Result<Option<Pdu>> {
+    match load_stored(db, event_id)? {
+        Some(stored) => Ok(Some(Pdu::from_json(event_id.to_owned(), stored.pdu)?)),
+        None => Ok(None),
+    }
+}
+
+impl Rooms {
+    pub fn stored_event(&self, event_id: &EventId) -> Result<Option<StoredEvent>> {
+        load_stored(&self.db, event_id)
+    }
+
+    pub fn pdu(&self, event_id: &EventId) -> Result<Option<Pdu>> {
+        load_pdu(&self.db, event_id)
+    }
+
+    /// The event and its position.
+    pub fn event_with_pos(&self, event_id: &EventId) -> Result<Option<(u64, Pdu)>> {
+        match load_stored(&self.db, event_id)? {
+            Some(stored) => Ok(Some((stored.pos, Pdu::from_json(event_id.to_owned(), stored.pdu)?))),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn current_state(&self, room_id: &RoomId) -> Result<Vec<Arc<Pdu>>> {
+        let head = self.head(room_id)?;
+        let head = head.lock().await;
+        Ok(head.state.values().cloned().collect())
+    }
+
+    pub async fn state_event(&self, room_id: &RoomId, kind: &StateEventType, state_key: &str) -> Result<Option<Arc<Pdu>>> {
+        let head = self.head(room_id)?;
+        let head = head.lock().await;
+        Ok(head.get(kind, state_key).cloned())
+    }
+
+    pub async fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<String>> {
+        let head = self.head(room_id)?;
+        let head = head.lock().await;
+        Ok(head.membership(user_id))
+    }
+
+    pub async fn members(&self, room_id: &RoomId, membership: &str) -> Result<Vec<ruma::OwnedUserId>> {
+        let head = self.head(room_id)?;
+        let head = head.lock().await;
+        Ok(head.members_with(membership))
+    }
+
+    pub async fn version(&self, room_id: &RoomId) -> Result<ruma::RoomVersionId> {
+        let head = self.head(room_id)?;
+        let head = head.lock().await;
+        Ok(head.version.clone())
+    }
+
+    /// Every room the user has a membership in, with that membership.
+    pub fn user_rooms(&self, user_id: &UserId) -> Result<Vec<(OwnedRoomId, UserRoom)>> {
+        let mut out = Vec::new();
+        for (k, v) in self.db.scan_prefix(trees::USER_ROOMS, &prefix(&[user_id.as_bytes()]), usize::MAX)? {
+            let parts = split(&k);
+            let Some(room) = parts.get(1) else { continue };
+            let room_id = RoomId::parse(utf8(room)?).map_err(Error::internal)?;
+            out.push((room_id, serde_json::from_slice(&v).map_err(Error::internal)?));
+        }
+        Ok(out)
+    }
+
+    pub fn user_room(&self, user_id: &UserId, room_id: &RoomId) -> Result<Option<UserRoom>> {
+        self.db.get_json(trees::USER_ROOMS, &key(&[user_id.as_bytes(), room_id.as_bytes()]))
+    }
+
+    /// Rooms whose membership for `user_id` changed in `(since, to]`.
+    pub fn membership_changes(&self, user_id: &UserId, since: u64, to: u64) -> Result<Vec<OwnedRoomId>> {
+        let from = key(&[user_id.as_bytes(), &pos_bytes(since + 1)]);
+        let end = key(&[user_id.as_bytes(), &pos_bytes(to.saturating_add(1))]);
+        let mut out = Vec::new();
+        for (_, room) in self.db.range(trees::MEMBERSHIP_CHANGES, Bound::Included(&from), Bound::Excluded(&end), false, usize::MAX)? {
+            let room_id = RoomId::parse(utf8(&room)?).map_err(Error::internal)?;
+            if !out.contains(&room_id) {
+                out.push(room_id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Timeline events of a room with position in `(after, upto]`, newest last. When there are
+    /// more than `limit`, the newest `limit` come back and the flag says so.
+    pub fn timeline_since(&self, room_id: &RoomId, after: u64, upto: u64, limit: usize) -> Result<(Vec<(u64, Pdu)>, bool)> {
+        let (from, to) = (
+            key(&[room_id.as_bytes(), &pos_bytes(after.saturating_add(1))]),
+            key(&[room_id.as_bytes(), &pos_bytes(upto.saturating_add(1))]),
+        );
+        let rows = self.db.range(trees::TIMELINE, Bound::Included(&from), Bound::Excluded(&to), true, limit + 1)?;
+        let limited = rows.len() > limit;
+        let mut out = self.rows_to_pdus(rows.into_iter().take(limit))?;
+        out.reverse();
+        Ok((out, limited))
+    }
+
+    /// Paginates: events strictly before `pos` going backwards (`backwards`), or strictly after
+    /// it going forwards, at most `limit`, in the order of travel.
+    pub fn paginate(&self, room_id: &RoomId, pos: u64, backwards: bool, limit: usize) -> Result<Vec<(u64, Pdu)>> {
+        let at = key(&[room_id.as_bytes(), &pos_bytes(pos)]);
+        let room_start = prefix(&[room_id.as_bytes()]);
+        let room_end = key(&[room_id.as_bytes(), &[0xFF; 9]]);
+        let rows = if backwards {
+            self.db.range(trees::TIMELINE, Bound::Included(&room_start), Bound::Excluded(&at), true, limit)?
+        } else {
+            self.db.range(trees::TIMELINE, Bound::Excluded(&at), Bound::Excluded(&room_end), false, limit)?
+        };
+        self.rows_to_pdus(rows.into_iter())
+    }
+
+    fn rows_to_pdus(&self, rows: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<Vec<(u64, Pdu)>> {
+        let mut out = Vec::new();
+        for (k, id) in rows {
+            let pos = pos_from(k.rsplit(|b| *b == crate::store::SEP).next().unwrap_or_default())?;
+            let event_id = EventId::parse(utf8(&id)?).map_err(Error::internal)?;
+            if let Some(pdu) = load_pdu(&self.db, &event_id)? {
+                out.push((pos, pdu));
+            }
+        }
+        Ok(out)
+    }
+
+    /// State events whose position is in `(after, upto]`.
+    pub fn state_changes(&self, room_id: &RoomId, after: u64, upto: u64) -> Result<Vec<(u64, Pdu)>> {
+        let from = key(&[room_id.as_bytes(), &pos_bytes(after.saturating_add(1))]);
+        let to = key(&[room_id.as_bytes(), &pos_bytes(upto.saturating_add(1))]);
+        let rows = self.db.range(trees::STATE_CHANGES, Bound::Included(&from), Bound::Excluded(&to), false, usize::MAX)?;
+        self.rows_to_pdus(rows.into_iter())
+    }
+
+    /// Events that relate to `target`, oldest first.
+    pub fn relations(&self, room_id: &RoomId, target: &EventId) -> Result<Vec<(u64, Pdu)>> {
+        let p = prefix(&[room_id.as_bytes(), target.as_bytes()]);
+        let rows = self.db.scan_prefix(trees::RELATIONS, &p, usize::MAX)?;
+        self.rows_to_pdus(rows.into_iter())
+    }
+
+    pub fn redacted_by(&self, event_id: &EventId) -> Result<Option<OwnedEventId>> {
+        match self.db.get(trees::REDACTIONS, event_id.as_bytes())? {
+            Some(id) => Ok(Some(EventId::parse(utf8(&id)?).map_err(Error::internal)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The window of the timeline `user_id` may read, from history visibility and membership.
+    /// `None` if the user may read nothing.
+    pub async fn visibility(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<Visibility>> {
+        let Some(user_room) = self.user_room(user_id, room_id)? else {
+            let world = self.history_visibility(room_id).await? == "world_readable";
+            return Ok(world.then_some(Visibility { from: 0, to: u64::MAX }));
+        };
+        let history = self.history_visibility(room_id).await?;
+        let to = match user_room.membership.as_str() {
+            "join" | "invite" => u64::MAX,
+            _ => user_room.pos,
+        };
+        let from = match history.as_str() {
+            "shared" | "world_readable" => 0,
+            // For joined/invited visibility, what came before the membership stays hidden.
+            _ => self.first_membership_pos(room_id, user_id)?.unwrap_or(user_room.pos),
+        };
+        Ok(Some(Visibility { from, to }))
+    }
+
+    async fn history_visibility(&self, room_id: &RoomId) -> Result<String> {
+        let head = self.head(room_id)?;
+        let head = head.lock().await;
+        Ok(head.content_str(StateEventType::RoomHistoryVisibility, "history_visibility").unwrap_or_else(|| "shared".into()))
+    }
+
+    fn first_membership_pos(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<u64>> {
+        let p = prefix(&[user_id.as_bytes()]);
+        for (k, room) in self.db.scan_prefix(trees::MEMBERSHIP_CHANGES, &p, usize::MAX)? {
+            if room == room_id.as_bytes() {
+                return Ok(Some(pos_from(split(&k).get(1).copied().unwrap_or_default())?));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The event as a client sees it: `unsigned` with the transaction id (for the sending
+    /// device), `redacted_because`, and the previous content of state events.
+    pub fn client_event(&self, pos_and_pdu: &(u64, Pdu), viewer_device: Option<(&UserId, &DeviceId)>, with_room_id: bool) -> Result<serde_json::Value> {
+        let (_, pdu) = pos_and_pdu;
+        let mut unsigned = serde_json::Map::new();
+        if let Some((user, device)) = viewer_device
+            && user == pdu.sender
+            && let Some(stored) = load_stored(&self.db, &pdu.event_id)?
+            && stored.device_id.as_deref() == Some(device)
+            && let Some(txn) = stored.txn_id
+        {
+            unsigned.insert("transaction_id".into(), txn.into());
+        }
+        if let Some(redaction_id) = self.redacted_by(&pdu.event_id)?
+            && let Some(redaction) = load_pdu(&self.db, &redaction_id)?
+        {
+            unsigned.insert("redacted_because".into(), redaction.to_client_value(serde_json::Map::new(), with_room_id));
+        }
+        let age = ruma::MilliSecondsSinceUnixEpoch::now().0.saturating_sub(pdu.origin_server_ts.0);
+        unsigned.insert("age".into(), serde_json::Value::from(u64::from(age)));
+        Ok(pdu.to_client_value(unsigned, with_room_id))
+    }
+}

@@ -1,0 +1,74 @@
+//! Tree names, with the shape of their keys and values.
+
+/// Node-wide values: the stream reservation, the signing key id.
+pub const META: &str = "meta";
+
+// Accounts.
+/// user_id -> Account (JSON)
+pub const USERS: &str = "users";
+/// user_id SEP device_id -> Device (JSON)
+pub const DEVICES: &str = "devices";
+/// access_token -> TokenInfo (JSON)
+pub const TOKENS: &str = "tokens";
+/// user_id SEP filter_id -> filter JSON
+pub const FILTERS: &str = "filters";
+
+// Rooms.
+/// event_id -> StoredEvent (JSON)
+pub const EVENTS: &str = "events";
+/// room_id SEP pos -> event_id
+pub const TIMELINE: &str = "timeline";
+/// room_id -> RoomMeta (JSON)
+pub const ROOMS: &str = "rooms";
+/// room_id SEP event_type SEP state_key -> event_id
+pub const ROOM_STATE: &str = "room_state";
+/// room_id SEP pos -> event_id, for state events only (state changes in a range)
+pub const STATE_CHANGES: &str = "state_changes";
+/// user_id SEP room_id -> UserRoom (JSON): the user's membership and when it changed
+pub const USER_ROOMS: &str = "user_rooms";
+/// user_id SEP pos -> room_id: membership changes, for the invite and leave sections of sync
+pub const MEMBERSHIP_CHANGES: &str = "membership_changes";
+/// user_id SEP device_id SEP txn_id -> event_id
+pub const TXNS: &str = "txns";
+/// room alias -> room_id
+pub const ALIASES: &str = "aliases";
+/// room_id -> "" for rooms in the public directory
+pub const PUBLIC_ROOMS: &str = "public_rooms";
+/// room_id SEP relates_to_event_id SEP pos -> event_id
+pub const RELATIONS: &str = "relations";
+/// redacted event id -> redaction event id
+pub const REDACTIONS: &str = "redactions";
+
+// Per-user data streams.
+/// user_id SEP room_id-or-empty SEP type -> content JSON
+pub const ACCOUNT_DATA: &str = "account_data";
+/// user_id SEP pos -> room_id-or-empty SEP type
+pub const ACCOUNT_DATA_CHANGES: &str = "account_data_changes";
+/// room_id SEP receipt_type SEP user_id -> Receipt (JSON)
+pub const RECEIPTS: &str = "receipts";
+/// room_id SEP pos -> receipt key (in RECEIPTS)
+pub const RECEIPT_CHANGES: &str = "receipt_changes";
+
+// End-to-end encryption.
+/// user_id SEP device_id -> device keys JSON
+pub const DEVICE_KEYS: &str = "device_keys";
+/// user_id SEP device_id SEP algorithm:key_id -> one-time key JSON
+pub const ONE_TIME_KEYS: &str = "one_time_keys";
+/// user_id SEP device_id SEP algorithm -> fallback key JSON + used flag
+pub const FALLBACK_KEYS: &str = "fallback_keys";
+/// user_id SEP master|self_signing|user_signing -> cross-signing key JSON
+pub const CROSS_SIGNING_KEYS: &str = "cross_signing_keys";
+/// pos -> user_id whose device list or cross-signing keys changed
+pub const KEY_CHANGES: &str = "key_changes";
+/// user_id -> last key change pos
+pub const USER_KEY_CHANGE: &str = "user_key_change";
+/// user_id SEP device_id SEP pos -> to-device event JSON
+pub const TO_DEVICE: &str = "to_device";
+/// user_id SEP version -> backup version JSON
+pub const BACKUP_VERSIONS: &str = "backup_versions";
+/// user_id SEP version SEP room_id SEP session_id -> key backup data JSON
+pub const BACKUP_KEYS: &str = "backup_keys";
+
+// Media.
+/// media_id -> MediaMeta (JSON); the bytes live on disk, named by their sha256
+pub const MEDIA: &str = "media";

@@ -1,0 +1,284 @@
+//! Builds a `/sync` response from the streams, waiting (long-poll) when there is nothing new.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use ruma::{
+    OwnedUserId, RoomId, UInt,
+    api::client::{
+        filter::{FilterDefinition, LazyLoadOptions, RoomEventFilter},
+        sync::sync_events::{
+            UnreadNotificationsCount,
+            v3::{Filter, InvitedRoom, JoinedRoom, LeftRoom, Request, Response, State, StateEvents},
+        },
+    },
+    events::StateEventType,
+    serde::Raw,
+};
+use serde_json::Value;
+
+use super::Token;
+use crate::{Services, error::{Error, Result}, http::Auth, rooms::Pdu};
+
+const DEFAULT_TIMELINE_LIMIT: usize = 10;
+const MAX_TIMELINE_LIMIT: usize = 500;
+const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn raw<T>(value: &Value) -> Result<Raw<T>> {
+    serde_json::value::to_raw_value(value).map(Raw::from_json).map_err(Error::internal)
+}
+
+/// Whether an event passes a room event filter's type and sender parts.
+pub fn filter_matches(filter: &RoomEventFilter, pdu: &Pdu) -> bool {
+    let kind = pdu.kind.to_string();
+    let type_match = |pattern: &String| match pattern.strip_suffix('*') {
+        Some(prefix) => kind.starts_with(prefix),
+        None => *pattern == kind,
+    };
+    if filter.not_types.iter().any(type_match) {
+        return false;
+    }
+    if let Some(types) = &filter.types
+        && !types.iter().any(type_match)
+    {
+        return false;
+    }
+    if filter.not_senders.contains(&pdu.sender) {
+        return false;
+    }
+    if let Some(senders) = &filter.senders
+        && !senders.contains(&pdu.sender)
+    {
+        return false;
+    }
+    true
+}
+
+fn load_filter(services: &Services, auth: &Auth, filter: Option<&Filter>) -> Result<FilterDefinition> {
+    Ok(match filter {
+        None => FilterDefinition::default(),
+        Some(Filter::FilterDefinition(def)) => def.clone(),
+        Some(Filter::FilterId(id)) => services
+            .users
+            .filter(&auth.user_id, id)?
+            .ok_or_else(|| Error::invalid_param(format!("unknown filter id `{id}`")))?,
+        Some(_) => FilterDefinition::default(),
+    })
+}
+
+pub async fn sync(services: &Services, auth: &Auth, req: Request) -> Result<Response> {
+    let since = req.since.as_deref().map(Token::parse).transpose()?;
+    let filter = load_filter(services, auth, req.filter.as_ref())?;
+    let timeout = req.timeout.unwrap_or_default().min(MAX_TIMEOUT);
+    let deadline = tokio::time::Instant::now() + timeout;
+    if let Some(since) = since {
+        // The client has seen everything up to `since`: its older to-device messages can go.
+        services.e2ee.ack_to_device(&auth.user_id, &auth.device_id, since.pos).await?;
+    }
+    loop {
+        let now = services.sync.current_token();
+        let (response, changed) = build(services, auth, since, now, &filter, req.full_state).await?;
+        let timed_out = tokio::time::Instant::now() >= deadline;
+        if changed || since.is_none() || req.full_state || timed_out {
+            return Ok(response);
+        }
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        services.sync.wait_for_change(now, remaining).await;
+    }
+}
+
+async fn build(services: &Services, auth: &Auth, since: Option<Token>, now: Token, filter: &FilterDefinition, full_state: bool) -> Result<(Response, bool)> {
+    let user = &auth.user_id;
+    let since_pos = since.map(|t| t.pos).unwrap_or(0);
+    let since_typing = since.map(|t| t.typing).unwrap_or(0);
+    let mut response = Response::new(now.to_string());
+    let mut changed = false;
+    let room_filter = &filter.room;
+    let wanted = |room: &RoomId| {
+        !room_filter.not_rooms.iter().any(|r| r == room)
+            && room_filter.rooms.as_ref().is_none_or(|rooms| rooms.iter().any(|r| r == room))
+    };
+    let limit = room_filter
+        .timeline
+        .limit
+        .map(|l| usize::try_from(u64::from(l)).unwrap_or(MAX_TIMELINE_LIMIT))
+        .unwrap_or(DEFAULT_TIMELINE_LIMIT)
+        .clamp(1, MAX_TIMELINE_LIMIT);
+    let changed_memberships: BTreeSet<_> =
+        services.rooms.membership_changes(user, since_pos, now.pos)?.into_iter().collect();
+    let display_name = services.users.profile(user)?.and_then(|p| p.0).unwrap_or_else(|| user.localpart().to_owned());
+
+    let mut shared_users: BTreeSet<OwnedUserId> = BTreeSet::new();
+    for (room_id, user_room) in services.rooms.user_rooms(user)? {
+        if !wanted(&room_id) {
+            continue;
+        }
+        let newly = since.is_none() || changed_memberships.contains(&room_id);
+        match user_room.membership.as_str() {
+            "join" => {
+                let members = services.rooms.members(&room_id, "join").await?;
+                shared_users.extend(members.iter().cloned());
+                // A room joined since the token is sent whole, as in an initial sync.
+                let room_since = if newly { 0 } else { since_pos };
+                let joined = joined_room(services, auth, &room_id, room_since, since_typing, now, limit, filter, full_state || newly, &members, &display_name).await?;
+                if let Some(joined) = joined {
+                    changed = true;
+                    response.rooms.join.insert(room_id, joined);
+                }
+            }
+            "invite" if newly => {
+                let mut invite = InvitedRoom::new();
+                let state = services.rooms.current_state(&room_id).await?;
+                for pdu in state.iter().filter(|p| stripped_state_type(p)) {
+                    invite.invite_state.events.push(raw(&pdu.to_stripped_value())?);
+                }
+                if let Some((_, pdu)) = services.rooms.event_with_pos(&user_room.event_id)? {
+                    invite.invite_state.events.push(raw(&pdu.to_stripped_value())?);
+                }
+                changed = true;
+                response.rooms.invite.insert(room_id, invite);
+            }
+            "leave" | "ban" if newly && since.is_some() || room_filter.include_leave && newly => {
+                let mut left = LeftRoom::new();
+                let (events, limited) = services.rooms.timeline_since(&room_id, since_pos, user_room.pos, limit)?;
+                left.timeline.limited = limited;
+                for e in &events {
+                    left.timeline.events.push(raw(&services.rooms.client_event(e, Some((user, &auth.device_id)), false)?)?);
+                }
+                changed = true;
+                response.rooms.leave.insert(room_id, left);
+            }
+            _ => {}
+        }
+    }
+
+    for (room, kind, content) in services.users.account_data_since(user, since_pos, now.pos)? {
+        let event = serde_json::json!({ "type": kind, "content": content });
+        match room {
+            None => response.account_data.events.push(raw(&event)?),
+            Some(room) => {
+                if let Some(joined) = response.rooms.join.get_mut(&room) {
+                    joined.account_data.events.push(raw(&event)?);
+                } else if since.is_some() && wanted(&room) {
+                    let mut joined = JoinedRoom::new();
+                    joined.account_data.events.push(raw(&event)?);
+                    response.rooms.join.insert(room, joined);
+                }
+            }
+        }
+        changed = true;
+    }
+
+    for event in services.e2ee.to_device_since(user, &auth.device_id, since_pos, now.pos, 100)? {
+        response.to_device.events.push(raw(&event)?);
+        changed = true;
+    }
+    if since.is_some() {
+        shared_users.insert(user.clone());
+        for changed_user in services.e2ee.changed_users(since_pos, now.pos)? {
+            if shared_users.contains(&changed_user) {
+                response.device_lists.changed.push(changed_user);
+                changed = true;
+            }
+        }
+    }
+    for (algorithm, count) in services.e2ee.one_time_key_counts(user, &auth.device_id)? {
+        response.device_one_time_keys_count.insert(algorithm.as_str().into(), UInt::try_from(count).unwrap_or(UInt::MAX));
+    }
+    response.device_unused_fallback_key_types = Some(
+        services.e2ee.unused_fallback_key_types(user, &auth.device_id)?.iter().map(|a| a.as_str().into()).collect(),
+    );
+    Ok((response, changed))
+}
+
+/// The state types shown to an invitee before joining.
+fn stripped_state_type(pdu: &Pdu) -> bool {
+    matches!(
+        pdu.kind.to_string().as_str(),
+        "m.room.create" | "m.room.join_rules" | "m.room.name" | "m.room.avatar" | "m.room.canonical_alias" | "m.room.encryption" | "m.room.topic"
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn joined_room(
+    services: &Services,
+    auth: &Auth,
+    room_id: &RoomId,
+    since: u64,
+    since_typing: u64,
+    now: super::Token,
+    limit: usize,
+    filter: &FilterDefinition,
+    full_state: bool,
+    members: &[OwnedUserId],
+    display_name: &str,
+) -> Result<Option<JoinedRoom>> {
+    let user = &auth.user_id;
+    let viewer = Some((&**user, &*auth.device_id));
+    let mut joined = JoinedRoom::new();
+    let mut any = false;
+
+    let (events, limited) = services.rooms.timeline_since(room_id, since, now.pos, limit)?;
+    let events: Vec<_> = events.into_iter().filter(|(_, p)| filter_matches(&filter.room.timeline, p)).collect();
+    let first_pos = events.first().map(|(p, _)| *p).unwrap_or(now.pos + 1);
+    joined.timeline.limited = limited;
+    if since == 0 || limited || !events.is_empty() {
+        joined.timeline.prev_batch = Some(crate::sync::pagination_token(first_pos));
+    }
+    for e in &events {
+        joined.timeline.events.push(raw(&services.rooms.client_event(e, viewer, false)?)?);
+        any = true;
+    }
+
+    // State: the whole current state on an initial (or full-state) sync, else the state that
+    // changed between the token and the start of the timeline. Events already in the timeline
+    // are left out, and with lazy loading only the members the timeline needs are sent.
+    let in_timeline: BTreeSet<_> = events.iter().map(|(_, p)| p.event_id.clone()).collect();
+    let lazy = matches!(filter.room.state.lazy_load_options, LazyLoadOptions::Enabled { .. });
+    let senders: BTreeSet<String> = events.iter().map(|(_, p)| p.sender.to_string()).chain([user.to_string()]).collect();
+    let state: Vec<crate::rooms::Pdu> = if full_state || since == 0 {
+        services.rooms.current_state(room_id).await?.iter().map(|p| (**p).clone()).collect()
+    } else {
+        let mut latest = std::collections::BTreeMap::new();
+        for (_, pdu) in services.rooms.state_changes(room_id, since, first_pos.saturating_sub(1))? {
+            latest.insert((pdu.kind.to_string(), pdu.state_key.clone().unwrap_or_default()), pdu);
+        }
+        latest.into_values().collect()
+    };
+    let mut state_events = StateEvents::new();
+    for pdu in state {
+        if in_timeline.contains(&pdu.event_id) {
+            continue;
+        }
+        if lazy && pdu.kind == ruma::events::TimelineEventType::RoomMember && !pdu.state_key.as_ref().is_some_and(|k| senders.contains(k)) {
+            continue;
+        }
+        state_events.events.push(raw(&services.rooms.client_event(&(0, pdu), None, false)?)?);
+        any = true;
+    }
+    joined.state = State::Before(state_events);
+
+    if let Some(typing) = services.sync.typing.typing_since(room_id, since_typing) {
+        let event = serde_json::json!({ "type": "m.typing", "content": { "user_ids": typing } });
+        joined.ephemeral.events.push(raw(&event)?);
+        any = true;
+    }
+    if let Some(receipts) = services.rooms.receipt_event(room_id, user, since, now.pos)? {
+        joined.ephemeral.events.push(raw(&receipts)?);
+        any = true;
+    }
+
+    if any || since == 0 {
+        let (notify, highlight) = services.sync.unread_counts(services, user, room_id, now.pos, members.len(), display_name).await?;
+        joined.unread_notifications = UnreadNotificationsCount::new();
+        joined.unread_notifications.notification_count = Some(UInt::try_from(notify).unwrap_or(UInt::MAX));
+        joined.unread_notifications.highlight_count = Some(UInt::try_from(highlight).unwrap_or(UInt::MAX));
+        joined.summary.joined_member_count = Some(UInt::try_from(members.len()).unwrap_or(UInt::MAX));
+        let invited = services.rooms.members(room_id, "invite").await?;
+        joined.summary.invited_member_count = Some(UInt::try_from(invited.len()).unwrap_or(UInt::MAX));
+        let has_name = services.rooms.state_event(room_id, &StateEventType::RoomName, "").await?.is_some();
+        if !has_name {
+            joined.summary.heroes = members.iter().chain(invited.iter()).filter(|m| *m != user).take(5).cloned().collect();
+        }
+    }
+    Ok((any || since == 0).then_some(joined))
+}

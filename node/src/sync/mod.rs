@@ -1,0 +1,89 @@
+//! `/sync`: stream tokens, typing notifications, the long-poll wait and response assembly.
+
+pub mod assemble;
+mod typing;
+pub mod unread;
+
+use std::time::Duration;
+
+pub use assemble::sync;
+use tokio::sync::watch;
+pub use typing::Typing;
+
+use crate::{error::Error, store::Db};
+
+/// A sync token: the stream position and the typing serial the client has seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Token {
+    pub pos: u64,
+    pub typing: u64,
+}
+
+impl Token {
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        let bad = || Error::invalid_param(format!("`{s}` is not a sync token from this server"));
+        let rest = s.strip_prefix('t').ok_or_else(bad)?;
+        let (pos, typing) = rest.split_once('_').ok_or_else(bad)?;
+        Ok(Self { pos: pos.parse().map_err(|_| bad())?, typing: typing.parse().map_err(|_| bad())? })
+    }
+}
+
+impl std::fmt::Display for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "t{}_{}", self.pos, self.typing)
+    }
+}
+
+/// Pagination tokens for `/messages` are plain positions, prefixed so they can't be confused.
+pub fn pagination_token(pos: u64) -> String {
+    format!("p{pos}")
+}
+
+pub fn parse_pagination_token(s: &str) -> Result<u64, Error> {
+    if let Ok(t) = Token::parse(s) {
+        // A sync token is a valid starting point: the position after everything it saw.
+        return Ok(t.pos.saturating_add(1));
+    }
+    s.strip_prefix('p')
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| Error::invalid_param(format!("`{s}` is not a pagination token from this server")))
+}
+
+pub struct SyncService {
+    db: Db,
+    pub typing: Typing,
+    unread: unread::UnreadCache,
+    shutdown: watch::Sender<bool>,
+}
+
+impl SyncService {
+    pub fn new(db: Db) -> Self {
+        let (shutdown, _) = watch::channel(false);
+        Self { db, typing: Typing::default(), unread: unread::UnreadCache::default(), shutdown }
+    }
+
+    pub fn current_token(&self) -> Token {
+        Token { pos: self.db.streams.visible(), typing: self.typing.serial() }
+    }
+
+    /// Wakes every long-poll so the node can stop promptly.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits until something new may be there for anyone, or the timeout passes.
+    async fn wait_for_change(&self, seen: Token, timeout: Duration) {
+        let mut streams = self.db.streams.subscribe();
+        let mut typing = self.typing.subscribe();
+        let mut shutdown = self.shutdown.subscribe();
+        if *streams.borrow() != seen.pos || *typing.borrow() != seen.typing || *shutdown.borrow() {
+            return;
+        }
+        tokio::select! {
+            _ = streams.changed() => {}
+            _ = typing.changed() => {}
+            _ = shutdown.changed() => {}
+            _ = tokio::time::sleep(timeout) => {}
+        }
+    }
+}

@@ -1,0 +1,549 @@
+//! The federation list: which servers belong to the federation, as signed by its operator.
+//!
+//! ```toml
+//! [federation]
+//! name = "River Valley crisis federation"
+//! version = 7                          # must grow with every new list
+//! issued = "2025-06-01T00:00:00Z"      # UTC, to the second (a TOML datetime also works)
+//! expires = "2025-09-01T00:00:00Z"
+//!
+//! [[member]]
+//! server_name = "riverton:8448"
+//! agency = "City of Riverton"
+//! role = "municipality"                # municipality fire police ems hospital utility state external
+//! address = "127.0.0.1:8448"           # optional pin: connect here, no DNS
+//! ca_fingerprint = "ab12..."           # optional: SHA-256 of the CA certificate (or ca_cert = PEM)
+//!
+//! [signature]                          # written by `policy sign`
+//! key_id = "ed25519:0123456789abcdef"
+//! ed25519 = "unpadded base64"
+//! ```
+//!
+//! A file is a federation list if it has a top-level `federation`, `member` or `signature` key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::canonical::{write_int, write_str};
+use crate::decode::{Keyword, Obj, Reader};
+use crate::diagnostics::{Diagnostic, Diagnostics, Origin, Severity};
+use crate::names::{check_address, check_server_name};
+use crate::pem::{normalise_fingerprint, normalise_pem, pem_certificates, sha256_hex};
+use crate::time::Timestamp;
+
+/// The first line of the canonical form; it also separates the signing domain.
+pub const CANONICAL_HEADER: &str = "# tocsin federation list, canonical form v1\n";
+
+/// What kind of public body a member is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MemberRole {
+    Municipality,
+    Fire,
+    Police,
+    Ems,
+    Hospital,
+    Utility,
+    State,
+    /// Outside the public bodies (contractors, NGOs ...); kept out of `restricted` rooms.
+    External,
+}
+
+impl Keyword for MemberRole {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("municipality", MemberRole::Municipality),
+        ("fire", MemberRole::Fire),
+        ("police", MemberRole::Police),
+        ("ems", MemberRole::Ems),
+        ("hospital", MemberRole::Hospital),
+        ("utility", MemberRole::Utility),
+        ("state", MemberRole::State),
+        ("external", MemberRole::External),
+    ];
+}
+
+impl MemberRole {
+    pub fn as_str(self) -> &'static str {
+        self.keyword()
+    }
+}
+
+impl std::fmt::Display for MemberRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One server in the federation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub server_name: String,
+    pub agency: String,
+    pub role: MemberRole,
+    /// `host:port` to connect to instead of resolving the server name.
+    pub address: Option<String>,
+    /// PEM text of the CA (or CAs) that the member's TLS certificate must chain to.
+    pub ca_cert: Option<String>,
+    /// SHA-256 of the CA certificate's DER, 64 lower-case hex digits.
+    pub ca_fingerprint: Option<String>,
+    pub origin: Origin,
+}
+
+impl Member {
+    pub fn new(server_name: &str, agency: &str, role: MemberRole) -> Self {
+        Member {
+            server_name: server_name.to_string(),
+            agency: agency.to_string(),
+            role,
+            address: None,
+            ca_cert: None,
+            ca_fingerprint: None,
+            origin: Origin::default(),
+        }
+    }
+
+    /// The SHA-256 fingerprints this member's CA may have: the pinned fingerprint if given,
+    /// else those of the certificates in `ca_cert`. Empty when neither is given.
+    pub fn ca_fingerprints(&self) -> Vec<String> {
+        if let Some(fp) = &self.ca_fingerprint {
+            return vec![fp.clone()];
+        }
+        match &self.ca_cert {
+            Some(pem) => pem_certificates(pem)
+                .unwrap_or_default()
+                .iter()
+                .map(|d| sha256_hex(d))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// Whether a list is still within its validity period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListStatus {
+    Active,
+    /// Past `expires`. An expired list that is the active one keeps being enforced (there is
+    /// nothing better); the caller raises a warning until a new list arrives.
+    Expired {
+        since: Timestamp,
+    },
+}
+
+/// The federation list, without its signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederationList {
+    pub name: String,
+    pub version: u64,
+    pub issued: Timestamp,
+    pub expires: Timestamp,
+    pub members: Vec<Member>,
+}
+
+/// The `[signature]` table of a signed list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    pub key_id: String,
+    /// Unpadded standard base64 of the 64-byte ed25519 signature.
+    pub ed25519: String,
+}
+
+impl FederationList {
+    pub fn is_member(&self, server_name: &str) -> bool {
+        self.member(server_name).is_some()
+    }
+
+    pub fn member(&self, server_name: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.server_name == server_name)
+    }
+
+    pub fn role_of(&self, server_name: &str) -> Option<MemberRole> {
+        self.member(server_name).map(|m| m.role)
+    }
+
+    /// Active until `expires` (exclusive), Expired from then on.
+    pub fn status(&self, now_unix: i64) -> ListStatus {
+        if now_unix < self.expires.unix() {
+            ListStatus::Active
+        } else {
+            ListStatus::Expired {
+                since: self.expires,
+            }
+        }
+    }
+
+    /// The exact text that is signed. It is itself valid TOML:
+    ///
+    /// 1. the line [`CANONICAL_HEADER`];
+    /// 2. `[federation]`, then `name`, `version`, `issued`, `expires` in that order;
+    /// 3. for each member, sorted by `server_name` (byte order): a blank line, `[[member]]`, then
+    ///    `server_name`, `agency`, `role`, and only if present `address`, `ca_cert` (PEM with
+    ///    lines trimmed, blank lines dropped, `\n` line ends and a final newline) and
+    ///    `ca_fingerprint` (64 lower-case hex digits).
+    ///
+    /// Each line is `key = value` ending in `\n`; strings follow [`crate::canonical`], integers
+    /// are decimal, timestamps are strings `YYYY-MM-DDTHH:MM:SSZ`. Comments, whitespace, key
+    /// order and member order in the source file therefore do not matter; every value does.
+    pub fn canonical_text(&self) -> String {
+        let mut out = String::from(CANONICAL_HEADER);
+        out.push_str("[federation]\n");
+        write_str(&mut out, "name", &self.name);
+        write_int(&mut out, "version", self.version);
+        write_str(&mut out, "issued", &self.issued.to_string());
+        write_str(&mut out, "expires", &self.expires.to_string());
+        let mut members: Vec<&Member> = self.members.iter().collect();
+        members.sort_by(|a, b| a.server_name.cmp(&b.server_name));
+        for m in members {
+            out.push_str("\n[[member]]\n");
+            write_str(&mut out, "server_name", &m.server_name);
+            write_str(&mut out, "agency", &m.agency);
+            write_str(&mut out, "role", m.role.as_str());
+            if let Some(a) = &m.address {
+                write_str(&mut out, "address", a);
+            }
+            if let Some(pem) = &m.ca_cert {
+                write_str(&mut out, "ca_cert", &normalise_pem(pem));
+            }
+            if let Some(fp) = &m.ca_fingerprint {
+                let fp = normalise_fingerprint(fp).unwrap_or_else(|_| fp.clone());
+                write_str(&mut out, "ca_fingerprint", &fp);
+            }
+        }
+        out
+    }
+
+    /// Semantic checks on a list (also run by the parser): a name, a version of at least 1,
+    /// `expires` after `issued`, valid and unique server names, valid pins.
+    pub fn validate(&self) -> Diagnostics {
+        let mut d = Diagnostics::default();
+        let root = Origin::default();
+        if self.name.trim().is_empty() {
+            d.push(root.diag(
+                Severity::Error,
+                "name",
+                "federation.name".into(),
+                "must not be empty".into(),
+            ));
+        }
+        if self.version == 0 {
+            d.push(root.diag(
+                Severity::Error,
+                "version",
+                "federation.version".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.expires <= self.issued {
+            let message = format!(
+                "expires ({}) must be after issued ({})",
+                self.expires, self.issued
+            );
+            d.push(root.diag(
+                Severity::Error,
+                "expires",
+                "federation.expires".into(),
+                message,
+            ));
+        }
+        if self.members.is_empty() {
+            let message = "the list has no members; every server would be refused".to_string();
+            d.push(root.diag(Severity::Warning, "", "member".into(), message));
+        }
+        let mut seen: BTreeMap<&str, &Member> = BTreeMap::new();
+        for (i, m) in self.members.iter().enumerate() {
+            validate_member(m, i, &mut d);
+            if let Some(first) = seen.get(m.server_name.as_str()) {
+                let message = format!(
+                    "duplicate server name {:?} (first listed at {})",
+                    m.server_name,
+                    first.origin.describe()
+                );
+                d.push(m.origin.diag(
+                    Severity::Error,
+                    "server_name",
+                    format!("member[{i}].server_name"),
+                    message,
+                ));
+            } else {
+                seen.insert(&m.server_name, m);
+            }
+        }
+        d
+    }
+}
+
+fn validate_member(m: &Member, i: usize, d: &mut Diagnostics) {
+    let path = |f: &str| format!("member[{i}].{f}");
+    let mut error = |field: &str, message: String| {
+        d.push(m.origin.diag(Severity::Error, field, path(field), message));
+    };
+    if let Err(e) = check_server_name(&m.server_name) {
+        error(
+            "server_name",
+            format!("invalid server name {:?}: {e}", m.server_name),
+        );
+    }
+    if m.agency.trim().is_empty() {
+        error("agency", "must not be empty".into());
+    }
+    if let Some(a) = &m.address
+        && let Err(e) = check_address(a)
+    {
+        error("address", format!("invalid address {a:?}: {e}"));
+    }
+    let mut cert_fps = None;
+    if let Some(pem) = &m.ca_cert {
+        match pem_certificates(pem) {
+            Ok(ders) => cert_fps = Some(ders.iter().map(|d| sha256_hex(d)).collect::<Vec<_>>()),
+            Err(e) => error("ca_cert", e),
+        }
+    }
+    if let Some(fp) = &m.ca_fingerprint {
+        match normalise_fingerprint(fp) {
+            Ok(fp) => {
+                if let Some(fps) = cert_fps
+                    && !fps.contains(&fp)
+                {
+                    error(
+                        "ca_fingerprint",
+                        "does not match any certificate in ca_cert".into(),
+                    );
+                }
+            }
+            Err(e) => error("ca_fingerprint", e),
+        }
+    }
+}
+
+/// A parsed federation list with its signature table (if any) and its warnings.
+#[derive(Debug, Clone)]
+pub struct ParsedList {
+    pub list: FederationList,
+    pub signature: Option<Signature>,
+    pub warnings: Diagnostics,
+}
+
+/// Parses and validates a federation list. On failure, returns every diagnostic found.
+/// The signature is read but not checked; see [`crate::signing::verify`].
+pub fn parse_federation_list(text: &str, file: Option<&Path>) -> Result<ParsedList, Diagnostics> {
+    let mut r = Reader::new(text, file.map(|f| Arc::new(f.to_path_buf())));
+    let Some(doc) = r.parse() else {
+        return Err(Diagnostics(r.diags));
+    };
+    let mut root = Obj::new(&r, doc.get_ref(), doc.span(), String::new());
+    let decoded = decode_list(&mut r, &mut root);
+    root.finish(&mut r);
+    let mut diags = Diagnostics(r.diags);
+    let Some((list, signature)) = decoded else {
+        return Err(diags);
+    };
+    // Re-locate list-level semantic diagnostics at the [federation] table's fields.
+    for mut d in list.validate() {
+        if d.file.is_none() {
+            d.file = file.map(Path::to_path_buf);
+        }
+        if d.pos.is_none() {
+            d.pos = list_field_pos(text, &d.path);
+        }
+        diags.push(d);
+    }
+    if diags.has_errors() {
+        diags.sort();
+        return Err(diags);
+    }
+    Ok(ParsedList {
+        list,
+        signature,
+        warnings: diags,
+    })
+}
+
+/// Finds `federation.<field>` in the source for diagnostics about list-level fields.
+pub(crate) fn list_field_pos(text: &str, path: &str) -> Option<crate::diagnostics::Pos> {
+    let field = path.strip_prefix("federation.")?;
+    let mut in_federation = false;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            in_federation = t.starts_with("[federation]");
+        } else if in_federation
+            && t.starts_with(field)
+            && t[field.len()..].trim_start().starts_with('=')
+        {
+            let indent = line.len() - t.len();
+            return Some(crate::diagnostics::Pos::from_offset(text, offset + indent));
+        }
+        offset += line.len();
+    }
+    None
+}
+
+fn decode_list(
+    r: &mut Reader<'_>,
+    root: &mut Obj<'_, '_>,
+) -> Option<(FederationList, Option<Signature>)> {
+    let header = root.opt_table(r, "federation");
+    let members = root.tables(r, "member");
+    let sig_obj = root.opt_table(r, "signature");
+
+    let mut fields = None;
+    match header {
+        Some(mut h) => {
+            let name = h.req_str(r, "name");
+            let version = h.req_int(r, "version", 1, i64::MAX);
+            let issued = timestamp(r, &mut h, "issued");
+            let expires = timestamp(r, &mut h, "expires");
+            h.finish(r);
+            if let (Some(name), Some(version), Some(issued), Some(expires)) =
+                (name, version, issued, expires)
+            {
+                fields = Some((name, version.unsigned_abs(), issued, expires));
+            }
+        }
+        None => {
+            let message =
+                "missing required table [federation] (name, version, issued, expires)".to_string();
+            r.error(&(0..0), "federation", message);
+        }
+    }
+
+    let mut decoded_members = Vec::with_capacity(members.len());
+    for mut m in members {
+        let server_name = m.req_str(r, "server_name");
+        let agency = m.req_str(r, "agency");
+        let role = m.req_keyword::<MemberRole>(r, "role");
+        let address = m.opt_str(r, "address");
+        let ca_cert = m.opt_str(r, "ca_cert").map(|p| normalise_pem(&p));
+        let ca_fingerprint = m.opt_str(r, "ca_fingerprint");
+        let origin = m.finish(r);
+        if let (Some(server_name), Some(agency), Some(role)) = (server_name, agency, role) {
+            let ca_fingerprint = ca_fingerprint.map(|fp| normalise_fingerprint(&fp).unwrap_or(fp));
+            decoded_members.push(Member {
+                server_name,
+                agency,
+                role,
+                address,
+                ca_cert,
+                ca_fingerprint,
+                origin,
+            });
+        }
+    }
+
+    let signature = sig_obj.and_then(|mut s| {
+        let key_id = s.req_str(r, "key_id");
+        let ed25519 = s.req_str(r, "ed25519");
+        s.finish(r);
+        Some(Signature {
+            key_id: key_id?,
+            ed25519: ed25519?,
+        })
+    });
+
+    if r.diags.iter().any(Diagnostic::is_error) {
+        return None;
+    }
+    let (name, version, issued, expires) = fields?;
+    let list = FederationList {
+        name,
+        version,
+        issued,
+        expires,
+        members: decoded_members,
+    };
+    Some((list, signature))
+}
+
+fn timestamp(r: &mut Reader<'_>, obj: &mut Obj<'_, '_>, key: &'static str) -> Option<Timestamp> {
+    let text = obj.req_str_or_datetime(r, key)?;
+    match Timestamp::parse(&text) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let path = obj.field_path(key);
+            let span = obj.span_of(key);
+            r.error(&span, &path, e.to_string());
+            None
+        }
+    }
+}
+
+/// Reads and parses a federation list file.
+pub fn read_federation_list(path: &Path) -> Result<ParsedList, crate::PolicyError> {
+    let text = std::fs::read_to_string(path).map_err(|source| crate::PolicyError::Io {
+        path: PathBuf::from(path),
+        source,
+    })?;
+    parse_federation_list(&text, Some(path)).map_err(crate::PolicyError::Invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEM: &str = "-----BEGIN CERTIFICATE-----\r\n  MAMBAgM=\r\n-----END CERTIFICATE-----";
+
+    fn list_with(member_extra: &str) -> String {
+        format!(
+            "[federation]\nname = \"F\"\nversion = 1\nissued = 2025-01-01T00:00:00Z\nexpires = 2025-02-01T00:00:00Z\n\n\
+             [[member]]\nserver_name = \"[::1]:8448\"\nagency = \"A\"\nrole = \"state\"\n{member_extra}"
+        )
+    }
+
+    #[test]
+    fn ca_cert_and_fingerprint_must_agree() {
+        let fp = sha256_hex(&[0x30, 3, 1, 2, 3]);
+        let ok = list_with(&format!("ca_cert = {:?}\nca_fingerprint = {fp:?}\n", PEM));
+        let parsed = parse_federation_list(&ok, None).expect("valid");
+        let member = &parsed.list.members[0];
+        // The PEM is normalised, so line-end changes do not alter the signed content.
+        assert_eq!(
+            member.ca_cert.as_deref(),
+            Some("-----BEGIN CERTIFICATE-----\nMAMBAgM=\n-----END CERTIFICATE-----\n")
+        );
+        assert_eq!(member.ca_fingerprints(), vec![fp.clone()]);
+
+        let wrong = list_with(&format!(
+            "ca_cert = {:?}\nca_fingerprint = {:?}\n",
+            PEM,
+            "00".repeat(32)
+        ));
+        let d = parse_federation_list(&wrong, None).expect_err("mismatch");
+        assert_eq!(
+            d.to_string(),
+            "<input>:12:18: member[0].ca_fingerprint: does not match any certificate in ca_cert"
+        );
+        let only_cert = list_with(&format!("ca_cert = {:?}\n", PEM));
+        let parsed = parse_federation_list(&only_cert, None).expect("valid");
+        assert_eq!(parsed.list.members[0].ca_fingerprints(), vec![fp]);
+    }
+
+    #[test]
+    fn datetime_literals_must_be_utc() {
+        let local = list_with("").replace(
+            "issued = 2025-01-01T00:00:00Z",
+            "issued = 2025-01-01T00:00:00",
+        );
+        let d = parse_federation_list(&local, None).expect_err("local time");
+        assert!(
+            d.to_string()
+                .contains("federation.issued: expected a UTC timestamp"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn status_changes_at_expiry() {
+        let list = parse_federation_list(&list_with(""), None)
+            .expect("valid")
+            .list;
+        let expires = list.expires.unix();
+        assert_eq!(list.status(expires - 1), ListStatus::Active);
+        assert_eq!(
+            list.status(expires),
+            ListStatus::Expired {
+                since: list.expires
+            }
+        );
+    }
+}

@@ -1,1 +1,250 @@
 //! Group commit: see the crate docs.
+//!
+//! One OS thread owns all writes. It blocks for the first pending batch, takes every other batch
+//! already queued behind it, writes the whole group with one [`KvEngine::write_durable`] call
+//! (one fsync) and then answers each waiter. While that fsync runs, new batches queue up and form
+//! the next group, so the number of fsyncs per second stays bounded however many callers commit.
+
+use std::{
+    ops::Bound,
+    panic::{AssertUnwindSafe, catch_unwind},
+    path::Path,
+    sync::{Arc, Mutex, PoisonError, RwLock, mpsc},
+    thread::JoinHandle,
+};
+
+use tokio::sync::{oneshot, watch};
+
+use crate::{EngineKind, Entries, KvEngine, Result, StoreError, WriteBatch, open_engine};
+
+/// Most batches written in one group: bounds the size of one engine transaction.
+const MAX_GROUP: usize = 1024;
+
+/// The handle to a store: reads go straight to the engine, writes go through the group
+/// committer. Clones share the same engine and committer thread.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    engine: Arc<dyn KvEngine>,
+    /// `None` once closed: later commits fail with [`StoreError::Closed`]. Dropping the only
+    /// sender is also what tells the committer thread to drain and stop.
+    queue: RwLock<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    durable: Arc<watch::Sender<u64>>,
+}
+
+struct Job {
+    batch: WriteBatch,
+    reply: Reply,
+}
+
+/// Async callers wait on a tokio oneshot; `commit_blocking` on a std channel, so that it never
+/// needs (nor conflicts with) a runtime.
+enum Reply {
+    Async(oneshot::Sender<Result<()>>),
+    Blocking(mpsc::SyncSender<Result<()>>),
+}
+
+impl Reply {
+    fn send(self, result: Result<()>) {
+        // A waiter that went away (dropped future) no longer needs the answer.
+        match self {
+            Reply::Async(tx) => {
+                let _ = tx.send(result);
+            }
+            Reply::Blocking(tx) => {
+                let _ = tx.send(result);
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Opens the engine of the given kind in `dir` and starts its committer.
+    pub fn open(kind: EngineKind, dir: &Path) -> Result<Store> {
+        let engine = open_engine(kind, dir)?;
+        Ok(Store::try_new(engine)?)
+    }
+
+    /// Wraps an open engine and starts its committer thread.
+    ///
+    /// If the OS refuses to start the thread, the error is logged and every commit fails with
+    /// [`StoreError::Closed`]; [`Store::open`] reports that error instead.
+    pub fn new(engine: Arc<dyn KvEngine>) -> Store {
+        let name = engine.name();
+        match Store::try_new(engine.clone()) {
+            Ok(store) => store,
+            Err(e) => {
+                tracing::error!(engine = name, error = %e, "cannot start the commit thread");
+                let (durable, _) = watch::channel(0);
+                Store {
+                    shared: Arc::new(Shared {
+                        engine,
+                        queue: RwLock::new(None),
+                        thread: Mutex::new(None),
+                        durable: Arc::new(durable),
+                    }),
+                }
+            }
+        }
+    }
+
+    fn try_new(engine: Arc<dyn KvEngine>) -> std::io::Result<Store> {
+        let (tx, rx) = mpsc::channel();
+        let (durable, _) = watch::channel(0);
+        let durable = Arc::new(durable);
+        let thread = {
+            let engine = engine.clone();
+            let durable = durable.clone();
+            std::thread::Builder::new()
+                .name(format!("tocsin-commit-{}", engine.name()))
+                .spawn(move || run_committer(&*engine, &rx, &durable))?
+        };
+        Ok(Store {
+            shared: Arc::new(Shared {
+                engine,
+                queue: RwLock::new(Some(tx)),
+                thread: Mutex::new(Some(thread)),
+                durable,
+            }),
+        })
+    }
+
+    pub fn engine_name(&self) -> &'static str {
+        self.shared.engine.name()
+    }
+
+    pub fn get(&self, tree: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.shared.engine.get(tree, key)
+    }
+
+    pub fn range(
+        &self,
+        tree: &'static str,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Entries> {
+        self.shared.engine.range(tree, from, to, reverse, limit)
+    }
+
+    pub fn scan_prefix(&self, tree: &'static str, prefix: &[u8], limit: usize) -> Result<Entries> {
+        self.shared.engine.scan_prefix(tree, prefix, limit)
+    }
+
+    /// Writes `batch` atomically and returns once it is durable. Concurrent commits share one
+    /// fsync. If the future is dropped after it first ran, the batch may still be written.
+    pub async fn commit(&self, batch: WriteBatch) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.shared.submit(Job { batch, reply: Reply::Async(tx) })?;
+        rx.await.map_err(|_| committer_gone())?
+    }
+
+    /// [`Store::commit`] for code that is not async (CLI tools). Blocks the calling thread.
+    pub fn commit_blocking(&self, batch: WriteBatch) -> Result<()> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.shared.submit(Job { batch, reply: Reply::Blocking(tx) })?;
+        rx.recv().map_err(|_| committer_gone())?
+    }
+
+    /// A counter bumped after every durable group. Wakes long-polls; the value itself only
+    /// matters in that it changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.durable.subscribe()
+    }
+
+    /// Stops accepting commits (later ones fail with [`StoreError::Closed`]), waits until the
+    /// batches already queued are durable, and stops the committer thread. Blocks the caller
+    /// for at most one group's write. Idempotent; also happens when the last clone is dropped.
+    pub fn close(&self) {
+        self.shared.shutdown();
+    }
+}
+
+impl Shared {
+    fn submit(&self, job: Job) -> Result<()> {
+        let queue = self.queue.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(tx) = queue.as_ref() else {
+            return Err(StoreError::Closed);
+        };
+        tx.send(job).map_err(|_| committer_gone())
+    }
+
+    fn shutdown(&self) {
+        // Dropping the sender lets the committer drain what is queued, then see the disconnect.
+        drop(self.queue.write().unwrap_or_else(PoisonError::into_inner).take());
+        let thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(thread) = thread
+            && thread.join().is_err()
+        {
+            tracing::error!("the commit thread panicked");
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn committer_gone() -> StoreError {
+    StoreError::Engine("the commit thread stopped".into())
+}
+
+fn run_committer(engine: &dyn KvEngine, rx: &mpsc::Receiver<Job>, durable: &watch::Sender<u64>) {
+    while let Ok(first) = rx.recv() {
+        let mut batches = vec![first.batch];
+        let mut replies = vec![first.reply];
+        while batches.len() < MAX_GROUP {
+            let Ok(job) = rx.try_recv() else { break };
+            batches.push(job.batch);
+            replies.push(job.reply);
+        }
+
+        // A panicking engine must not kill the thread: every later commit would hang or fail.
+        let result = catch_unwind(AssertUnwindSafe(|| engine.write_durable(&batches)))
+            .unwrap_or_else(|panic| Err(StoreError::Engine(panic_message(&*panic))));
+
+        match result {
+            Ok(()) => {
+                // Bump before answering, so a caller that sees its commit return also sees it
+                // counted.
+                durable.send_modify(|n| *n = n.wrapping_add(1));
+                for reply in replies {
+                    reply.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(engine = engine.name(), batches = batches.len(), error = %e, "group commit failed");
+                for reply in replies {
+                    reply.send(Err(duplicate(&e)));
+                }
+            }
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let msg = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    format!("storage engine panicked: {msg}")
+}
+
+/// `StoreError` is not `Clone` (`io::Error` is not); every waiter of a failed group gets its own
+/// copy.
+fn duplicate(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Engine(msg) => StoreError::Engine(msg.clone()),
+        StoreError::Io(io) => StoreError::Io(std::io::Error::new(io.kind(), io.to_string())),
+        StoreError::Closed => StoreError::Closed,
+        StoreError::UnknownEngine(name) => StoreError::UnknownEngine(name.clone()),
+    }
+}

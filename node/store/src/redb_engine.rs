@@ -1,0 +1,117 @@
+//! The redb engine: one redb file, one table per named tree.
+
+use std::{collections::HashMap, ops::Bound, path::Path};
+
+use redb::{ReadableDatabase, TableDefinition, TableError};
+
+use crate::{Entries, KvEngine, Op, Result, StoreError, WriteBatch, is_empty_range};
+
+type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
+type Guard<'a> = redb::AccessGuard<'a, &'static [u8]>;
+
+pub struct RedbEngine {
+    db: redb::Database,
+}
+
+impl RedbEngine {
+    pub fn open(path: &Path) -> Result<Self> {
+        // `create` opens an existing file too, and repairs it after an unclean shutdown.
+        let db = redb::Database::create(path).map_err(engine_err)?;
+        // redb does not sync the directory; without this a freshly created file may vanish in a
+        // power cut even though its contents were synced.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(Self { db })
+    }
+
+    /// Runs `f` on the table in a fresh read transaction, or returns `None` if the table has
+    /// never been written (unknown trees read as empty).
+    fn with_table<T>(
+        &self,
+        tree: &'static str,
+        f: impl FnOnce(&redb::ReadOnlyTable<&'static [u8], &'static [u8]>) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let txn = self.db.begin_read().map_err(engine_err)?;
+        match txn.open_table(Def::new(tree)) {
+            Ok(table) => f(&table).map(Some),
+            Err(TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(engine_err(e)),
+        }
+    }
+}
+
+impl KvEngine for RedbEngine {
+    fn name(&self) -> &'static str {
+        "redb"
+    }
+
+    fn get(&self, tree: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let found =
+            self.with_table(tree, |table| Ok(table.get(key).map_err(engine_err)?.map(|v| v.value().to_vec())))?;
+        Ok(found.flatten())
+    }
+
+    fn range(
+        &self,
+        tree: &'static str,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Entries> {
+        // redb, like BTreeMap, may reject inverted bounds; they mean "nothing" here.
+        if limit == 0 || is_empty_range(from, to) {
+            return Ok(Vec::new());
+        }
+        let found = self.with_table(tree, |table| {
+            let iter = table.range::<&[u8]>((from, to)).map_err(engine_err)?;
+            let pair = |r: Result<(Guard<'_>, Guard<'_>), redb::StorageError>| {
+                r.map(|(k, v)| (k.value().to_vec(), v.value().to_vec())).map_err(engine_err)
+            };
+            if reverse { iter.rev().take(limit).map(pair).collect() } else { iter.take(limit).map(pair).collect() }
+        })?;
+        Ok(found.unwrap_or_default())
+    }
+
+    fn write_durable(&self, batches: &[WriteBatch]) -> Result<()> {
+        if batches.iter().all(WriteBatch::is_empty) {
+            return Ok(());
+        }
+        // One write transaction for the whole group: it is atomic, so each batch in it is too,
+        // and its commit (default durability: immediate) is the group's single fsync.
+        let txn = self.db.begin_write().map_err(engine_err)?;
+        {
+            let mut tables = HashMap::new();
+            for op in batches.iter().flat_map(|b| &b.ops) {
+                let name = match op {
+                    Op::Insert { tree, .. } | Op::Remove { tree, .. } => *tree,
+                };
+                let table = match tables.entry(name) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(txn.open_table(Def::new(name)).map_err(engine_err)?)
+                    }
+                };
+                match op {
+                    Op::Insert { key, value, .. } => {
+                        table.insert(key.as_slice(), value.as_slice()).map_err(engine_err)?;
+                    }
+                    Op::Remove { key, .. } => {
+                        table.remove(key.as_slice()).map_err(engine_err)?;
+                    }
+                }
+            }
+        }
+        // Dropping `txn` on an error above aborts it, so a failed group leaves nothing behind.
+        txn.commit().map_err(engine_err)?;
+        Ok(())
+    }
+}
+
+fn engine_err(e: impl Into<redb::Error>) -> StoreError {
+    match e.into() {
+        redb::Error::Io(io) => StoreError::Io(io),
+        other => StoreError::Engine(format!("redb: {other}")),
+    }
+}

@@ -1,1 +1,4 @@
+//! Tocsin multi-node, real-client and interop scenarios, and the load generator.
 
+pub mod cs_client;
+pub mod loadgen;

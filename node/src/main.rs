@@ -42,7 +42,7 @@ enum UserCommand {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOCSIN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sled=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sled=warn,ruma_state_res=warn"));
     tracing_subscriber::fmt().with_env_filter(filter).init();
 }
 

@@ -10,7 +10,7 @@ use tocsin_store::WriteBatch;
 use super::E2ee;
 use crate::{
     error::{Error, Result},
-    store::{key, pos_bytes, pos_from, prefix, split, trees},
+    store::{key, pos_bytes, prefix, trees},
 };
 
 impl E2ee {
@@ -60,7 +60,6 @@ impl E2ee {
         }
         let mut batch = WriteBatch::new();
         for (k, _) in rows {
-            debug_assert!(pos_from(split(&k).get(2).copied().unwrap_or_default()).is_ok());
             batch.remove(trees::TO_DEVICE, k);
         }
         self.db.write(batch).await

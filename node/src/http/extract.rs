@@ -60,7 +60,7 @@ where
 
     async fn from_request(req: Request, services: &Arc<Services>) -> Result<Self, Error> {
         let (mut parts, body) = req.into_parts();
-        let path_args: Vec<String> =
+        let mut path_args: Vec<String> =
             match <RawPathParams as axum::extract::FromRequestParts<Arc<Services>>>::from_request_parts(
                 &mut parts, services,
             )
@@ -69,6 +69,9 @@ where
                 Ok(params) => params.iter().map(|(_, v)| v.to_owned()).collect(),
                 Err(_) => Vec::new(),
             };
+        if parts.uri.path().ends_with('/') {
+            path_args.push(String::new());
+        }
 
         let is_upload = parts.uri.path().contains("/media/") && parts.uri.path().ends_with("/upload")
             || parts.uri.path().contains("/upload/");

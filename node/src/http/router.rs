@@ -40,10 +40,20 @@ impl EndpointRouter {
         Fut: Future<Output = Result<T::OutgoingResponse, Error>> + Send + 'static,
     {
         let filter = method_filter(&T::METHOD);
-        for path in T::PATH_BUILDER.all_paths() {
+        // An empty state key arrives as a trailing slash, which a `{state_key}` segment does not
+        // match; mount that form too (the extractor supplies the empty argument).
+        let builder = T::PATH_BUILDER;
+        let paths: Vec<String> = builder
+            .all_paths()
+            .flat_map(|path| {
+                let empty_key = path.strip_suffix("{state_key}").map(str::to_owned);
+                std::iter::once(path.to_owned()).chain(empty_key)
+            })
+            .collect();
+        for path in paths {
             let handler = handler.clone();
             self.router = self.router.route(
-                path,
+                &path,
                 on(filter, move |State(services): State<Arc<Services>>, req: Ruma<T>| {
                     let handler = handler.clone();
                     async move { respond(handler(services, req).await) }
@@ -86,7 +96,8 @@ fn respond<R: OutgoingResponse>(result: Result<R, Error>) -> Response {
 }
 
 /// 404 `M_UNRECOGNIZED` for any path no endpoint claims.
-pub async fn unrecognized() -> Response {
+pub async fn unrecognized(uri: http::Uri) -> Response {
+    tracing::debug!(%uri, "unrecognized endpoint");
     Error::Unrecognized.into_response()
 }
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{Pdu, Rooms};
 use crate::{
     error::{Error, Result},
-    store::{Db, key, pos_bytes, pos_from, prefix, split, trees, utf8},
+    store::{Db, key, pos_bytes, prefix, split, trees, utf8},
 };
 
 /// An event as stored: the PDU and the stream position it got here.
@@ -160,7 +160,7 @@ impl Rooms {
     fn rows_to_pdus(&self, rows: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<Vec<(u64, Pdu)>> {
         let mut out = Vec::new();
         for (k, id) in rows {
-            let pos = pos_from(k.rsplit(|b| *b == crate::store::SEP).next().unwrap_or_default())?;
+            let pos = crate::store::pos_suffix(&k)?;
             let event_id = EventId::parse(utf8(&id)?).map_err(Error::internal)?;
             if let Some(pdu) = load_pdu(&self.db, &event_id)? {
                 out.push((pos, pdu));
@@ -221,7 +221,7 @@ impl Rooms {
         let p = prefix(&[user_id.as_bytes()]);
         for (k, room) in self.db.scan_prefix(trees::MEMBERSHIP_CHANGES, &p, usize::MAX)? {
             if room == room_id.as_bytes() {
-                return Ok(Some(pos_from(split(&k).get(1).copied().unwrap_or_default())?));
+                return Ok(Some(crate::store::pos_suffix(&k)?));
             }
         }
         Ok(None)

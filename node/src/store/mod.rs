@@ -52,6 +52,13 @@ pub fn pos_bytes(pos: u64) -> [u8; 8] {
     pos.to_be_bytes()
 }
 
+/// The position that ends a key. Positions are raw big-endian bytes and may contain [`SEP`], so
+/// they always come last and are read by length, never by splitting.
+pub fn pos_suffix(key: &[u8]) -> Result<u64> {
+    let start = key.len().checked_sub(8).ok_or_else(|| Error::internal("key too short for a position"))?;
+    pos_from(&key[start..])
+}
+
 pub fn pos_from(bytes: &[u8]) -> Result<u64> {
     let arr: [u8; 8] = bytes.try_into().map_err(|_| Error::internal("bad position in store"))?;
     Ok(u64::from_be_bytes(arr))

@@ -1,0 +1,62 @@
+//! Shared harness: in-process nodes on ephemeral ports with temp dirs, and real matrix-sdk
+//! clients logged in to them.
+#![allow(dead_code)]
+
+use std::{path::Path, time::Duration};
+
+use matrix_sdk::{Client, config::SyncSettings};
+use tocsin_node::{Config, Node, NodeHandle};
+
+pub fn config(dir: &Path, server_name: &str) -> Config {
+    Config {
+        server_name: server_name.to_owned(),
+        listen: "127.0.0.1:0".parse().expect("literal address"),
+        data_dir: dir.to_owned(),
+        ..Config::default()
+    }
+}
+
+/// Starts a node in `dir` with the given tweaks to the default config.
+pub async fn start(dir: &Path, tweak: impl FnOnce(&mut Config)) -> NodeHandle {
+    let mut config = config(dir, "tocsin.test");
+    tweak(&mut config);
+    Node::start(config).await.expect("node starts")
+}
+
+/// Creates an account on the node directly (registration is closed by default).
+pub async fn add_user(node: &NodeHandle, name: &str, password: &str) {
+    node.services.users.create_account(name, Some(password), None, false).await.expect("account created");
+}
+
+/// A matrix-sdk client logged in as `name`.
+pub async fn login(node: &NodeHandle, name: &str, password: &str) -> Client {
+    let client = Client::builder().homeserver_url(node.base_url()).build().await.expect("client builds");
+    client.matrix_auth().login_username(name, password).send().await.expect("login succeeds");
+    client
+}
+
+pub async fn user(node: &NodeHandle, name: &str) -> Client {
+    add_user(node, name, "correct horse").await;
+    login(node, name, "correct horse").await
+}
+
+pub async fn sync(client: &Client) {
+    client.sync_once(SyncSettings::default().timeout(Duration::from_millis(0))).await.expect("sync succeeds");
+}
+
+/// Retries `check` (each time after a sync) until it returns `Some`, for up to `secs`.
+pub async fn eventually<T, F, Fut>(client: &Client, secs: u64, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        sync(client).await;
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "condition not met within {secs}s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,8 +1,10 @@
 //! The Client-Server API: one file per endpoint group, each handler thin over its service.
 
 mod account;
+mod directory;
 mod discovery;
 mod keys;
+mod media;
 mod read;
 mod rooms;
 mod send;
@@ -14,6 +16,10 @@ use std::sync::Arc;
 use axum::{Router, routing::get};
 use ruma::api::client::{
     account::{change_password, register, whoami},
+    alias::{create_alias, delete_alias, get_alias},
+    authenticated_media as media_v1,
+    directory::{get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility},
+    media as media_v3,
     config::{get_global_account_data, get_room_account_data, set_global_account_data, set_room_account_data},
     context::get_context,
     device::{delete_device, delete_devices, get_device, get_devices, update_device},
@@ -34,7 +40,7 @@ use ruma::api::client::{
     receipt::create_receipt,
     redact::redact_event,
     relations::get_relating_events,
-    room::{create_room, get_room_event},
+    room::{aliases, create_room, get_room_event},
     session::{get_login_types, login, logout, logout_all},
     state::{get_state_event_for_key, get_state_events, send_state_event},
     sync::sync_events,
@@ -48,6 +54,8 @@ use crate::{
     http::{EndpointRouter, cors, unrecognized},
 };
 
+// The legacy media endpoints are deprecated but still used by older clients.
+#[allow(deprecated)]
 pub fn router(services: Arc<Services>) -> Router {
     let endpoints = EndpointRouter::new()
         .ruma::<get_supported_versions::Request, _, _>(discovery::versions)
@@ -117,7 +125,24 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<get_device::v3::Request, _, _>(keys::device)
         .ruma::<update_device::v3::Request, _, _>(keys::update)
         .ruma::<delete_device::v3::Request, _, _>(keys::delete)
-        .ruma::<delete_devices::v3::Request, _, _>(keys::delete_many);
+        .ruma::<delete_devices::v3::Request, _, _>(keys::delete_many)
+        .ruma::<media_v3::create_content::v3::Request, _, _>(media::upload)
+        .ruma::<media_v1::get_content::v1::Request, _, _>(media::download)
+        .ruma::<media_v1::get_content_as_filename::v1::Request, _, _>(media::download_named)
+        .ruma::<media_v1::get_content_thumbnail::v1::Request, _, _>(media::thumbnail)
+        .ruma::<media_v1::get_media_config::v1::Request, _, _>(media::config)
+        .ruma::<media_v3::get_content::v3::Request, _, _>(media::legacy_download)
+        .ruma::<media_v3::get_content_as_filename::v3::Request, _, _>(media::legacy_download_named)
+        .ruma::<media_v3::get_content_thumbnail::v3::Request, _, _>(media::legacy_thumbnail)
+        .ruma::<media_v3::get_media_config::v3::Request, _, _>(media::legacy_config)
+        .ruma::<create_alias::v3::Request, _, _>(directory::create)
+        .ruma::<delete_alias::v3::Request, _, _>(directory::delete)
+        .ruma::<get_alias::v3::Request, _, _>(directory::get)
+        .ruma::<aliases::v3::Request, _, _>(directory::room_aliases)
+        .ruma::<get_room_visibility::v3::Request, _, _>(directory::visibility)
+        .ruma::<set_room_visibility::v3::Request, _, _>(directory::set_visibility)
+        .ruma::<get_public_rooms::v3::Request, _, _>(directory::public_rooms)
+        .ruma::<get_public_rooms_filtered::v3::Request, _, _>(directory::public_rooms_filtered);
     endpoints
         .into_router()
         .fallback(unrecognized)

@@ -32,11 +32,12 @@ pub struct Users {
     /// Access tokens are checked on every request; the cache spares a store read.
     token_cache: RwLock<HashMap<String, Auth>>,
     pub uiaa: UiaaSessions,
+    hasher: account::HashPool,
 }
 
 impl Users {
     pub fn new(db: Db, server_name: OwnedServerName) -> Self {
-        Self { db, server_name, token_cache: RwLock::default(), uiaa: UiaaSessions::default() }
+        Self { db, server_name, token_cache: RwLock::default(), uiaa: UiaaSessions::default(), hasher: account::HashPool::new() }
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {
@@ -88,7 +89,7 @@ impl Users {
             return Err(Error::UserInUse);
         }
         let password_hash = match password {
-            Some(p) => Some(account::hash_password(p.to_owned()).await?),
+            Some(p) => Some(self.hasher.hash(p.to_owned()).await?),
             None => None,
         };
         let account = Account {
@@ -117,7 +118,7 @@ impl Users {
             return Ok(false);
         }
         match account.password_hash {
-            Some(hash) => account::verify_password(password.to_owned(), hash).await,
+            Some(hash) => self.hasher.verify(password.to_owned(), hash).await,
             None => Ok(false),
         }
     }
@@ -125,7 +126,7 @@ impl Users {
     pub async fn set_password(&self, user_id: &UserId, password: &str) -> Result<()> {
         let mut account =
             self.account(user_id)?.ok_or_else(|| Error::not_found("no such user"))?;
-        account.password_hash = Some(account::hash_password(password.to_owned()).await?);
+        account.password_hash = Some(self.hasher.hash(password.to_owned()).await?);
         self.put_account(user_id, &account).await
     }
 

@@ -6,6 +6,9 @@ use redb::{ReadableDatabase, TableDefinition, TableError};
 
 use crate::{Entries, KvEngine, Op, Result, StoreError, WriteBatch, is_empty_range};
 
+/// The in-process page cache (see `open`).
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
 type Guard<'a> = redb::AccessGuard<'a, &'static [u8]>;
 
@@ -16,7 +19,9 @@ pub struct RedbEngine {
 impl RedbEngine {
     pub fn open(path: &Path) -> Result<Self> {
         // `create` opens an existing file too, and repairs it after an unclean shutdown.
-        let db = redb::Database::create(path).map_err(engine_err)?;
+        // redb's default page cache is 1 GiB and fills up under write load; a node must fit in
+        // tens of megabytes on a municipal VM, and the OS page cache still holds hot pages.
+        let db = redb::Builder::new().set_cache_size(CACHE_BYTES).create(path).map_err(engine_err)?;
         // redb does not sync the directory; without this a freshly created file may vanish in a
         // power cut even though its contents were synced.
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

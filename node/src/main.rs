@@ -24,6 +24,33 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Check, sign and create keys for policy files (federation lists and node policies).
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate policy files without a running node; exits 1 if any has an error.
+    Check {
+        files: Vec<PathBuf>,
+        /// The federation operator's public key file, to verify signed federation lists.
+        #[arg(long = "operator-key")]
+        operator_keys: Vec<PathBuf>,
+    },
+    /// Create a federation operator key pair: SECRET.key and SECRET.pub.
+    Keygen { out: PathBuf },
+    /// Sign a federation list with the operator's secret key; writes the signed file in place
+    /// (or to --out).
+    Sign {
+        list: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -50,8 +77,12 @@ fn init_logging() {
 async fn main() -> anyhow::Result<()> {
     init_logging();
     let cli = Cli::parse();
+    if let Command::Policy { command } = cli.command {
+        return policy(command);
+    }
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
+        Command::Policy { .. } => Ok(()),
         Command::Serve => serve(config).await,
         Command::User { command: UserCommand::Add { name, admin, password, display_name } } => {
             let services = tokio::task::spawn_blocking(move || Services::open(config)).await??;
@@ -67,17 +98,69 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+fn policy(command: PolicyCommand) -> anyhow::Result<()> {
+    use tocsin_policies::{OperatorPublicKey, OperatorSecretKey};
+    match command {
+        PolicyCommand::Check { files, operator_keys } => {
+            let keys = operator_keys.iter().map(|p| OperatorPublicKey::from_file(p)).collect::<Result<Vec<_>, _>>()?;
+            let report = tocsin_policies::check_paths(&files, &keys);
+            println!("{}", report.to_string().trim_end());
+            if !report.is_ok() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        PolicyCommand::Keygen { out } => {
+            let (secret, public) = tocsin_policies::generate_operator_key();
+            let secret_path = out.with_extension("key");
+            let public_path = out.with_extension("pub");
+            for path in [&secret_path, &public_path] {
+                if path.exists() {
+                    anyhow::bail!("{} exists; refusing to overwrite a key", path.display());
+                }
+            }
+            std::fs::write(&secret_path, tocsin_policies::key_file_text("Tocsin federation operator SECRET key: keep offline", &secret))?;
+            std::fs::write(&public_path, tocsin_policies::key_file_text("Tocsin federation operator public key: pin it in every node's config", &public))?;
+            println!("wrote {} (secret) and {} (public)", secret_path.display(), public_path.display());
+            Ok(())
+        }
+        PolicyCommand::Sign { list, key, out } => {
+            let key = OperatorSecretKey::from_file(&key)?;
+            let text = std::fs::read_to_string(&list)?;
+            let signed = tocsin_policies::sign_text(&text, &key, Some(&list))?;
+            let out = out.unwrap_or(list);
+            std::fs::write(&out, signed)?;
+            println!("signed {} with {}", out.display(), key.public_key().key_id());
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM (systemd, container runtimes).
+async fn stop_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     if config.registration == tocsin_node::Registration::Open {
         tracing::warn!("REGISTRATION IS OPEN: anyone who can reach this node can create an account. Use `registration = \"closed\"` or `\"token\"` outside tests.");
     }
-    let config_hint = "--config FILE";
     let server_name = config.server_name.clone();
     let node = Node::start(config).await?;
     println!("Tocsin node {server_name} is listening on {}", node.base_url());
-    println!("Create the first account with:  tocsin-node {config_hint} user add alice --admin");
-    println!("(or with the same TOCSIN_* environment as this node, while it is stopped or running)");
-    tokio::signal::ctrl_c().await?;
+    println!("Registration is {:?}. To create the first account, stop the node (Ctrl-C) and run", node.services.config.registration);
+    println!("    tocsin-node user add alice --admin");
+    println!("with the same --config / TOCSIN_* settings (the store allows one process at a time).");
+    stop_signal().await?;
     println!("shutting down");
     node.shutdown().await;
     Ok(())

@@ -131,7 +131,7 @@ async fn reactions_and_edits_come_back_through_relations() {
     let room = alice.create_room(CreateRoom::new()).await.unwrap();
     let original = room.send(RoomMessageEventContent::text_plain("gauge at 4.1 m")).await.unwrap().response.event_id;
     room.send(ReactionEventContent::new(Annotation::new(original.clone(), "👍".into()))).await.unwrap();
-    let edit = RoomMessageEventContent::text_plain("* gauge at 4.3 m").make_replacement(
+    let edit = RoomMessageEventContent::text_plain("gauge at 4.3 m").make_replacement(
         matrix_sdk::ruma::events::room::message::ReplacementMetadata::new(original.clone(), None),
     );
     room.send(edit).await.unwrap();
@@ -145,6 +145,17 @@ async fn reactions_and_edits_come_back_through_relations() {
     assert_eq!(relations.chunk.len(), 2, "a reaction and an edit: {kinds:?}");
     assert!(kinds.contains(&"m.reaction".to_owned()));
     assert!(kinds.contains(&"m.room.message".to_owned()));
+
+    let only_edits = matrix_sdk::room::RelationsOptions {
+        include_relations: matrix_sdk::room::IncludeRelations::RelationsOfType(
+            matrix_sdk::ruma::events::relation::RelationType::Replacement,
+        ),
+        ..Default::default()
+    };
+    let edits = room.relations(original.clone(), only_edits).await.unwrap();
+    assert_eq!(edits.chunk.len(), 1, "only the edit is a replacement");
+    let body = edits.chunk[0].raw().get_field::<serde_json::Value>("content").unwrap().unwrap();
+    assert_eq!(body["m.new_content"]["body"], "gauge at 4.3 m");
     node.shutdown().await;
 }
 

@@ -10,7 +10,7 @@ use ruma::{
             context::get_context,
             membership::{get_member_events, joined_members},
             message::get_message_events,
-            relations::get_relating_events,
+            relations::{get_relating_events, get_relating_events_with_rel_type, get_relating_events_with_rel_type_and_event_type},
             room::get_room_event,
             state::{get_state_event_for_key, get_state_events},
         },
@@ -200,33 +200,72 @@ fn relation_matches(pdu: &Pdu, rel_type: Option<&str>, event_type: Option<&str>)
     rel_type.is_none_or(|t| actual == Some(t)) && event_type.is_none_or(|t| pdu.kind.to_string() == t)
 }
 
-pub async fn relations(s: Arc<Services>, req: Ruma<get_relating_events::v1::Request>) -> Result<get_relating_events::v1::Response> {
-    let auth = req.user()?.clone();
-    let vis = visibility(&s, &auth, &req.room_id).await?;
-    let limit = req.limit.map(|l| limit_of(l, 1000)).unwrap_or(50);
+/// What the three relations endpoints share: one page of events relating to `target`.
+struct RelationsQuery<'a> {
+    room_id: &'a ruma::RoomId,
+    target: &'a ruma::EventId,
+    rel_type: Option<String>,
+    event_type: Option<String>,
+    from: Option<&'a str>,
+    dir: Direction,
+    limit: Option<UInt>,
+}
+
+async fn relations_page<T>(s: &Services, auth: &Auth, q: RelationsQuery<'_>) -> Result<(Vec<ruma::serde::Raw<T>>, Option<String>)> {
+    let vis = visibility(s, auth, q.room_id).await?;
+    let limit = q.limit.map(|l| limit_of(l, 1000)).unwrap_or(50);
     let mut related: Vec<_> = s
         .rooms
-        .relations(&req.room_id, &req.event_id)?
+        .relations(q.room_id, q.target)?
         .into_iter()
-        .filter(|(pos, pdu)| visible(vis, *pos) && relation_matches(pdu, None, None))
+        .filter(|(pos, pdu)| visible(vis, *pos) && relation_matches(pdu, q.rel_type.as_deref(), q.event_type.as_deref()))
         .collect();
-    if req.dir == Direction::Backward {
+    let backwards = q.dir == Direction::Backward;
+    if backwards {
         related.reverse();
     }
-    if let Some(from) = &req.from {
+    if let Some(from) = q.from {
         let from = parse_pagination_token(from)?;
-        related.retain(|(pos, _)| if req.dir == Direction::Backward { *pos < from } else { *pos > from });
+        related.retain(|(pos, _)| if backwards { *pos < from } else { *pos > from });
     }
     let more = related.len() > limit;
     related.truncate(limit);
-    let mut response = get_relating_events::v1::Response::new(Vec::new());
+    let mut chunk = Vec::new();
     for e in &related {
-        response.chunk.push(raw(&s.rooms.client_event(e, Some((&auth.user_id, &auth.device_id)), true)?)?);
+        chunk.push(raw(&s.rooms.client_event(e, Some((&auth.user_id, &auth.device_id)), true)?)?);
     }
-    if more {
-        response.next_batch = related.last().map(|(p, _)| pagination_token(*p));
-    }
+    let next = if more { related.last().map(|(p, _)| pagination_token(*p)) } else { None };
+    Ok((chunk, next))
+}
+
+pub async fn relations(s: Arc<Services>, req: Ruma<get_relating_events::v1::Request>) -> Result<get_relating_events::v1::Response> {
+    let auth = req.user()?.clone();
+    let query = RelationsQuery { room_id: &req.room_id, target: &req.event_id, rel_type: None, event_type: None, from: req.from.as_deref(), dir: req.dir, limit: req.limit };
+    let (chunk, next) = relations_page(&s, &auth, query).await?;
+    let mut response = get_relating_events::v1::Response::new(chunk);
+    response.next_batch = next;
     Ok(response)
 }
 
+pub async fn relations_of_type(s: Arc<Services>, req: Ruma<get_relating_events_with_rel_type::v1::Request>) -> Result<get_relating_events_with_rel_type::v1::Response> {
+    let auth = req.user()?.clone();
+    let rel_type = Some(req.rel_type.to_string());
+    let query = RelationsQuery { room_id: &req.room_id, target: &req.event_id, rel_type, event_type: None, from: req.from.as_deref(), dir: req.dir, limit: req.limit };
+    let (chunk, next) = relations_page(&s, &auth, query).await?;
+    let mut response = get_relating_events_with_rel_type::v1::Response::new(chunk);
+    response.next_batch = next;
+    Ok(response)
+}
 
+pub async fn relations_of_type_and_event_type(
+    s: Arc<Services>,
+    req: Ruma<get_relating_events_with_rel_type_and_event_type::v1::Request>,
+) -> Result<get_relating_events_with_rel_type_and_event_type::v1::Response> {
+    let auth = req.user()?.clone();
+    let (rel_type, event_type) = (Some(req.rel_type.to_string()), Some(req.event_type.to_string()));
+    let query = RelationsQuery { room_id: &req.room_id, target: &req.event_id, rel_type, event_type, from: req.from.as_deref(), dir: req.dir, limit: req.limit };
+    let (chunk, next) = relations_page(&s, &auth, query).await?;
+    let mut response = get_relating_events_with_rel_type_and_event_type::v1::Response::new(chunk);
+    response.next_batch = next;
+    Ok(response)
+}

@@ -35,6 +35,9 @@ pub enum Error {
     TooLarge(String),
     #[error("{0}")]
     InvalidParam(String),
+    /// A request the spec refuses with 400 and no more specific code (`M_UNKNOWN`).
+    #[error("{0}")]
+    BadRequest(String),
     #[error("{0}")]
     MissingParam(String),
     #[error("user id already taken")]
@@ -96,6 +99,7 @@ impl Error {
             Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, K::Unrecognized),
             Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, K::TooLarge),
             Error::InvalidParam(_) => (StatusCode::BAD_REQUEST, K::InvalidParam),
+            Error::BadRequest(_) => (StatusCode::BAD_REQUEST, K::Unknown),
             Error::MissingParam(_) => (StatusCode::BAD_REQUEST, K::MissingParam),
             Error::UserInUse => (StatusCode::BAD_REQUEST, K::UserInUse),
             Error::InvalidUsername(_) => (StatusCode::BAD_REQUEST, K::InvalidUsername),

@@ -27,7 +27,7 @@ pub async fn message(s: Arc<Services>, req: Ruma<send_message_event::v3::Request
     let auth = req.user()?;
     let content = content_of(&req.body.body)?;
     let kind = TimelineEventType::from(req.event_type.to_string());
-    let txn = TxnRef { device_id: auth.device_id.clone(), txn_id: req.txn_id.to_string() };
+    let txn = TxnRef { device_id: auth.device_id.clone(), txn_id: req.txn_id.to_string(), endpoint: "send" };
     let pdu = s.rooms.send(&req.room_id, &auth.user_id, NewEvent::message(kind, content), Some(txn)).await?;
     Ok(send_message_event::v3::Response::new(pdu.event_id.clone()))
 }
@@ -55,7 +55,7 @@ pub async fn redact(s: Arc<Services>, req: Ruma<redact_event::v3::Request>) -> R
         state_key: None,
         redacts: Some(req.event_id.clone()),
     };
-    let txn = TxnRef { device_id: auth.device_id.clone(), txn_id: req.txn_id.to_string() };
+    let txn = TxnRef { device_id: auth.device_id.clone(), txn_id: req.txn_id.to_string(), endpoint: "redact" };
     let pdu = s.rooms.send(&req.room_id, &auth.user_id, event, Some(txn)).await?;
     Ok(redact_event::v3::Response::new(pdu.event_id.clone()))
 }

@@ -16,8 +16,10 @@ pub async fn login_types(_: Arc<Services>, _: Ruma<get_login_types::v3::Request>
 
 pub async fn login(s: Arc<Services>, req: Ruma<login::v3::Request>) -> Result<login::v3::Response> {
     let req = req.body;
+    // An unsupported login type is a bad request (400 M_UNKNOWN, as the spec's example), not an
+    // unknown endpoint: 404 M_UNRECOGNIZED makes clients think /login itself is missing.
     let login::v3::LoginInfo::Password(password) = &req.login_info else {
-        return Err(Error::Unrecognized);
+        return Err(Error::BadRequest("unsupported login type; this node offers m.login.password".into()));
     };
     #[allow(deprecated)]
     let user = match (&password.identifier, &password.user) {
@@ -53,6 +55,19 @@ pub async fn register(s: Arc<Services>, req: Ruma<register::v3::Request>) -> Res
         return Err(Error::forbidden("guest access is disabled"));
     }
     let flows = registration_flows(mode);
+    // Refuse a bad or taken username before any UIA stage is completed: completing the stage
+    // ends the session, so failing afterwards would make the client start over.
+    let localpart = match &req.username {
+        Some(u) => {
+            let localpart = u.to_lowercase();
+            let user_id = s.users.user_id_for(&localpart)?;
+            if s.users.account(&user_id)?.is_some() {
+                return Err(Error::UserInUse);
+            }
+            localpart
+        }
+        None => crate::users::random_string(12).to_lowercase(),
+    };
     let Some(auth) = &req.auth else {
         return Err(Error::Uiaa(Box::new(s.users.uiaa.start(flows))));
     };
@@ -70,12 +85,9 @@ pub async fn register(s: Arc<Services>, req: Ruma<register::v3::Request>) -> Res
         }
         _ => return Err(Error::forbidden("this auth stage is not offered")),
     };
-    s.users.uiaa.complete_stage(&session, stage, &flows);
-    let localpart = match &req.username {
-        Some(u) => u.to_lowercase(),
-        None => crate::users::random_string(12).to_lowercase(),
-    };
+    // Checked before the stage completes, for the same reason as the username above.
     let password = req.password.as_deref().ok_or_else(|| Error::MissingParam("password is required".into()))?;
+    s.users.uiaa.complete_stage(&session, stage, &flows);
     let user_id = s.users.create_account(&localpart, Some(password), None, false).await?;
     tracing::info!(%user_id, "registered a new account");
     let mut response = register::v3::Response::new(user_id.clone());

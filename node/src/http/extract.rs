@@ -12,6 +12,7 @@ use ruma::{
         IncomingRequest,
         auth_scheme::{AccessToken, AccessTokenOptional},
         error::FromHttpRequestError,
+        path_builder::PathBuilder,
     },
 };
 
@@ -67,9 +68,18 @@ where
             .await
             {
                 Ok(params) => params.iter().map(|(_, v)| v.to_owned()).collect(),
+                // A segment that percent-decodes to invalid UTF-8 is the client's error; without
+                // this the arguments went missing and the request was parsed short of them.
+                Err(axum::extract::rejection::RawPathParamsRejection::InvalidUtf8InPathParam(_)) => {
+                    return Err(Error::invalid_param("a path segment is not valid UTF-8"));
+                }
                 Err(_) => Vec::new(),
             };
-        if parts.uri.path().ends_with('/') {
+        // The router also mounts state endpoints without their `{state_key}` segment (empty
+        // state key, with or without the trailing slash); supply the missing argument as "".
+        // Only the last segment can be absent, so at most one is added.
+        let expected = T::PATH_BUILDER.all_paths().next().map_or(0, |p| p.matches('{').count());
+        if path_args.len() + 1 == expected {
             path_args.push(String::new());
         }
 

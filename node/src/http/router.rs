@@ -41,13 +41,16 @@ impl EndpointRouter {
     {
         let filter = method_filter(&T::METHOD);
         // An empty state key arrives as a trailing slash, which a `{state_key}` segment does not
-        // match; mount that form too (the extractor supplies the empty argument).
+        // match; mount that form too (the extractor supplies the empty argument). The spec makes
+        // the trailing slash optional when the state key is empty, so mount the slash-less form
+        // as well: without it `PUT .../state/m.room.name` fell through to 404 M_UNRECOGNIZED.
         let builder = T::PATH_BUILDER;
         let paths: Vec<String> = builder
             .all_paths()
             .flat_map(|path| {
-                let empty_key = path.strip_suffix("{state_key}").map(str::to_owned);
-                std::iter::once(path.to_owned()).chain(empty_key)
+                let empty_key = path.strip_suffix("{state_key}");
+                let forms = empty_key.map(|p| [p.to_owned(), p.trim_end_matches('/').to_owned()]);
+                std::iter::once(path.to_owned()).chain(forms.into_iter().flatten())
             })
             .collect();
         for path in paths {
@@ -70,7 +73,9 @@ impl EndpointRouter {
     }
 
     pub fn into_router(self) -> Router<Arc<Services>> {
-        self.router
+        // Without this axum answers a known path with the wrong method by an empty 405; the spec
+        // wants a JSON error there too (405 `M_UNRECOGNIZED`).
+        self.router.method_not_allowed_fallback(method_not_allowed)
     }
 }
 
@@ -93,6 +98,12 @@ fn respond<R: OutgoingResponse>(result: Result<R, Error>) -> Response {
         },
         Err(e) => e.into_response(),
     }
+}
+
+/// 405 `M_UNRECOGNIZED` for a known path called with a method it does not take.
+async fn method_not_allowed(method: Method, uri: http::Uri) -> Response {
+    tracing::debug!(%method, %uri, "method not allowed");
+    Error::MethodNotAllowed.into_response()
 }
 
 /// 404 `M_UNRECOGNIZED` for any path no endpoint claims.

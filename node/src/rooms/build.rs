@@ -41,16 +41,31 @@ impl NewEvent {
     }
 }
 
+/// The spec's limit on an event's `type` and `state_key`, in bytes.
+pub const MAX_ID_BYTES: usize = 255;
+
 /// The client transaction that produced an event, for idempotent sends.
 #[derive(Debug, Clone)]
 pub struct TxnRef {
     pub device_id: OwnedDeviceId,
     pub txn_id: String,
+    /// The endpoint the transaction came in on (`send`, `redact`): a txn id is scoped to one.
+    pub endpoint: &'static str,
 }
 
 impl TxnRef {
-    fn key(&self, sender: &UserId) -> Vec<u8> {
-        key(&[sender.as_bytes(), self.device_id.as_bytes(), self.txn_id.as_bytes()])
+    /// A transaction id is scoped to the device *and* the request path: the same id sent to
+    /// another room (or another endpoint) is a new request, not a retry (Complement's
+    /// TestTxnIdempotency). Keying on sender + device + txn alone handed back the other room's
+    /// event.
+    fn key(&self, sender: &UserId, room_id: &RoomId) -> Vec<u8> {
+        key(&[
+            sender.as_bytes(),
+            self.device_id.as_bytes(),
+            room_id.as_bytes(),
+            self.endpoint.as_bytes(),
+            self.txn_id.as_bytes(),
+        ])
     }
 }
 
@@ -62,9 +77,10 @@ fn json_error(e: JsonError) -> Error {
 }
 
 impl Rooms {
-    /// The event a transaction already produced, if any (send is idempotent per device + txn).
-    pub fn event_for_txn(&self, sender: &UserId, txn: &TxnRef) -> Result<Option<OwnedEventId>> {
-        match self.db.get(trees::TXNS, &txn.key(sender))? {
+    /// The event a transaction already produced, if any (send is idempotent per device, room,
+    /// endpoint and txn id).
+    pub fn event_for_txn(&self, room_id: &RoomId, sender: &UserId, txn: &TxnRef) -> Result<Option<OwnedEventId>> {
+        match self.db.get(trees::TXNS, &txn.key(sender, room_id))? {
             Some(id) => Ok(Some(EventId::parse(crate::store::utf8(&id)?).map_err(Error::internal)?)),
             None => Ok(None),
         }
@@ -75,7 +91,7 @@ impl Rooms {
         let head_lock = self.head(room_id)?;
         let mut head = head_lock.lock().await;
         if let Some(txn) = &txn
-            && let Some(existing) = self.event_for_txn(sender, txn)?
+            && let Some(existing) = self.event_for_txn(room_id, sender, txn)?
         {
             drop(head);
             return super::read::load_pdu(&self.db, &existing)?
@@ -123,6 +139,15 @@ impl Rooms {
     }
 
     fn build_inner(&self, head: &RoomHead, sender: &UserId, event: NewEvent, with_room_id: bool) -> Result<Pdu> {
+        // The spec caps `type` and `state_key` at 255 bytes; other servers reject a PDU that
+        // exceeds them, so it must not enter the room here either (413 as for an oversized PDU).
+        let type_len = event.kind.to_string().len();
+        let key_len = event.state_key.as_deref().map_or(0, str::len);
+        if type_len > MAX_ID_BYTES || key_len > MAX_ID_BYTES {
+            return Err(Error::TooLarge(format!(
+                "event type ({type_len} bytes) and state key ({key_len} bytes) may be at most {MAX_ID_BYTES} bytes"
+            )));
+        }
         let content_raw = serde_json::value::to_raw_value(&event.content).map_err(Error::bad_json)?;
         let auth_types = state_res::auth_types_for_event(
             &event.kind,
@@ -219,7 +244,7 @@ impl Rooms {
         batch.insert(trees::EVENTS, id.to_vec(), Db::to_json(&stored)?);
         batch.insert(trees::TIMELINE, key(&[room, &pos_bytes(pos)]), id.to_vec());
         if let Some(txn) = txn {
-            batch.insert(trees::TXNS, txn.key(&pdu.sender), id.to_vec());
+            batch.insert(trees::TXNS, txn.key(&pdu.sender, &pdu.room_id), id.to_vec());
         }
         if let Some(state_key) = &pdu.state_key {
             let kind = pdu.kind.to_string();

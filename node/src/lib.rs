@@ -97,7 +97,7 @@ impl NodeHandle {
 
     /// Stops accepting requests, lets open ones finish (long-polls are woken) and waits.
     pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
+        self.shutdown.send_replace(true);
         self.services.sync.shutdown();
         let _ = self.task.await;
     }

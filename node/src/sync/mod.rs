@@ -68,7 +68,7 @@ impl SyncService {
 
     /// Wakes every long-poll so the node can stop promptly.
     pub fn shutdown(&self) {
-        let _ = self.shutdown.send(true);
+        self.shutdown.send_replace(true);
     }
 
     /// Waits until something new may be there for anyone, or the timeout passes.

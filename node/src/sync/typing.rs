@@ -54,7 +54,8 @@ impl Typing {
         }
         entry.1 = serial;
         drop(state);
-        let _ = self.serial.send(serial);
+        // `send` would drop the value when nobody is subscribed yet; the token reads it anyway.
+        self.serial.send_replace(serial);
     }
 
     /// Users typing in `room` if its typing state changed after `since` (or always when `since`

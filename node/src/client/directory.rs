@@ -106,7 +106,15 @@ async fn chunks(s: &Services, term: Option<&str>) -> Result<Vec<PublicRoomsChunk
     Ok(out)
 }
 
-fn page(all: Vec<PublicRoomsChunk>, since: Option<&str>, limit: Option<UInt>) -> Result<(Vec<PublicRoomsChunk>, Option<String>, Option<String>, usize)> {
+/// One page of the directory: the rooms, the next and previous tokens, and the total.
+struct Page {
+    chunk: Vec<PublicRoomsChunk>,
+    next: Option<String>,
+    prev: Option<String>,
+    total: usize,
+}
+
+fn page(all: Vec<PublicRoomsChunk>, since: Option<&str>, limit: Option<UInt>) -> Result<Page> {
     let total = all.len();
     let start: usize = since.map(|s| s.parse().map_err(|_| Error::invalid_param("bad since token"))).transpose()?.unwrap_or(0);
     let limit = limit.and_then(|l| usize::try_from(u64::from(l)).ok()).unwrap_or(100).max(1);
@@ -114,11 +122,11 @@ fn page(all: Vec<PublicRoomsChunk>, since: Option<&str>, limit: Option<UInt>) ->
     let chunk = all.into_iter().skip(start).take(limit).collect();
     let next = (end < total).then(|| end.to_string());
     let prev = (start > 0).then(|| start.saturating_sub(limit).to_string());
-    Ok((chunk, next, prev, total))
+    Ok(Page { chunk, next, prev, total })
 }
 
 pub async fn public_rooms(s: Arc<Services>, req: Ruma<get_public_rooms::v3::Request>) -> Result<get_public_rooms::v3::Response> {
-    let (chunk, next, prev, total) = page(chunks(&s, None).await?, req.since.as_deref(), req.limit)?;
+    let Page { chunk, next, prev, total } = page(chunks(&s, None).await?, req.since.as_deref(), req.limit)?;
     let mut response = get_public_rooms::v3::Response::new(chunk);
     response.next_batch = next;
     response.prev_batch = prev;
@@ -129,7 +137,7 @@ pub async fn public_rooms(s: Arc<Services>, req: Ruma<get_public_rooms::v3::Requ
 pub async fn public_rooms_filtered(s: Arc<Services>, req: Ruma<get_public_rooms_filtered::v3::Request>) -> Result<get_public_rooms_filtered::v3::Response> {
     req.user()?;
     let all = chunks(&s, req.filter.generic_search_term.as_deref()).await?;
-    let (chunk, next, prev, total) = page(all, req.since.as_deref(), req.limit)?;
+    let Page { chunk, next, prev, total } = page(all, req.since.as_deref(), req.limit)?;
     let mut response = get_public_rooms_filtered::v3::Response::new();
     response.chunk = chunk;
     response.next_batch = next;

@@ -187,7 +187,7 @@ pub async fn joined_members(s: Arc<Services>, req: Ruma<joined_members::v3::Requ
         {
             let mut member = joined_members::v3::RoomMember::new();
             member.display_name = pdu.content_field("displayname").and_then(|v| v.as_str().map(str::to_owned));
-            member.avatar_url = pdu.content_field("avatar_url").and_then(|v| v.as_str().and_then(|a| a.try_into().ok()));
+            member.avatar_url = pdu.content_field("avatar_url").and_then(|v| v.as_str().map(Into::into));
             joined.insert(user, member);
         }
     }

@@ -62,10 +62,10 @@ impl Users {
     /// Parses a login identifier: a full user id or a bare localpart.
     pub fn parse_login_user(&self, user: &str) -> Result<OwnedUserId> {
         if user.starts_with('@') {
-            UserId::parse(user).map_err(|e| Error::invalid_param(e))
+            UserId::parse(user).map_err(Error::invalid_param)
         } else {
             UserId::parse(format!("@{}:{}", user.to_lowercase(), self.server_name))
-                .map_err(|e| Error::invalid_param(e))
+                .map_err(Error::invalid_param)
         }
     }
 

@@ -215,3 +215,49 @@ impl RawConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_config_parses() {
+        let text = include_str!("../../deploy/node.toml");
+        let config = Config::from_toml(text).expect("deploy/node.toml is valid");
+        assert_eq!(config.server_name, "riverton.example:8448");
+        assert_eq!(config.registration, Registration::Closed);
+        config.validate().expect("and passes validation");
+    }
+
+    #[test]
+    fn environment_overrides_file_and_defaults() {
+        let mut config = Config::from_toml("server_name = \"a.example\"\nstore = \"sled\"").unwrap();
+        let env = |k: &str| match k {
+            "TOCSIN_SERVER_NAME" => Some("b.example:8448".to_owned()),
+            "TOCSIN_LISTEN" => Some("127.0.0.2:9000".to_owned()),
+            "TOCSIN_STORE" => Some("redb".to_owned()),
+            "TOCSIN_REGISTRATION" => Some("open".to_owned()),
+            "TOCSIN_DATA_DIR" => Some("/tmp/x".to_owned()),
+            _ => None,
+        };
+        config.apply_env(env).unwrap();
+        assert_eq!(config.server_name, "b.example:8448");
+        assert_eq!(config.listen.to_string(), "127.0.0.2:9000");
+        assert_eq!(config.store, EngineKind::Redb);
+        assert_eq!(config.registration, Registration::Open);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Config::from_toml("store = \"postgres\"").unwrap_err();
+        assert!(err.contains("postgres"), "{err}");
+        let err = Config::from_toml("colour = 3").unwrap_err();
+        assert!(err.contains("colour"), "{err}");
+        let mut config = Config::default();
+        let err = config.apply_env(|k| (k == "TOCSIN_LISTEN").then(|| "nowhere".to_owned())).unwrap_err();
+        assert!(err.to_string().contains("nowhere"), "{err}");
+        config.registration = Registration::Token;
+        assert!(config.validate().unwrap_err().to_string().contains("registration_token"));
+    }
+}

@@ -1,6 +1,7 @@
 //! The Client-Server API: one file per endpoint group, each handler thin over its service.
 
 mod account;
+mod backup;
 mod directory;
 mod discovery;
 mod keys;
@@ -16,6 +17,11 @@ use std::sync::Arc;
 use axum::{Router, routing::get};
 use ruma::api::client::{
     account::{change_password, register, whoami},
+    backup::{
+        add_backup_keys, add_backup_keys_for_room, add_backup_keys_for_session, create_backup_version, delete_backup_keys,
+        delete_backup_keys_for_room, delete_backup_keys_for_session, delete_backup_version, get_backup_info, get_backup_keys,
+        get_backup_keys_for_room, get_backup_keys_for_session, get_latest_backup_info, update_backup_version,
+    },
     alias::{create_alias, delete_alias, get_alias},
     authenticated_media as media_v1,
     directory::{get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility},
@@ -121,6 +127,20 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<upload_signing_keys::v3::Request, _, _>(keys::upload_signing)
         .ruma::<upload_signatures::v3::Request, _, _>(keys::upload_signatures)
         .ruma::<send_event_to_device::v3::Request, _, _>(keys::send_to_device)
+        .ruma::<create_backup_version::v3::Request, _, _>(backup::create_version)
+        .ruma::<get_latest_backup_info::v3::Request, _, _>(backup::latest_version)
+        .ruma::<get_backup_info::v3::Request, _, _>(backup::version)
+        .ruma::<update_backup_version::v3::Request, _, _>(backup::update_version)
+        .ruma::<delete_backup_version::v3::Request, _, _>(backup::delete_version)
+        .ruma::<add_backup_keys::v3::Request, _, _>(backup::put_keys)
+        .ruma::<add_backup_keys_for_room::v3::Request, _, _>(backup::put_room_keys)
+        .ruma::<add_backup_keys_for_session::v3::Request, _, _>(backup::put_session_key)
+        .ruma::<get_backup_keys::v3::Request, _, _>(backup::get_keys)
+        .ruma::<get_backup_keys_for_room::v3::Request, _, _>(backup::get_room_keys)
+        .ruma::<get_backup_keys_for_session::v3::Request, _, _>(backup::get_session_key)
+        .ruma::<delete_backup_keys::v3::Request, _, _>(backup::delete_keys)
+        .ruma::<delete_backup_keys_for_room::v3::Request, _, _>(backup::delete_room_keys)
+        .ruma::<delete_backup_keys_for_session::v3::Request, _, _>(backup::delete_session_key)
         .ruma::<get_devices::v3::Request, _, _>(keys::devices)
         .ruma::<get_device::v3::Request, _, _>(keys::device)
         .ruma::<update_device::v3::Request, _, _>(keys::update)

@@ -2,6 +2,7 @@
 //! to-device messages, device-list change streams and server-side key backup.
 
 mod backup;
+pub mod device_lists;
 mod keys;
 mod to_device;
 

@@ -15,20 +15,49 @@ use crate::{
 
 impl E2ee {
     /// Queues messages; each target is (user, device, event) and shares one position.
-    pub async fn send_to_device(&self, sender: &UserId, event_type: &str, targets: Vec<(ruma::OwnedUserId, ruma::OwnedDeviceId, Value)>) -> Result<()> {
-        if targets.is_empty() {
+    ///
+    /// Idempotent per sending device and transaction id, as the spec requires: a client that
+    /// retries after a lost response must not deliver its Olm messages twice (the second copy
+    /// fails to decrypt and shows up as an error on the receiving side).
+    pub async fn send_to_device(
+        &self,
+        sender: &UserId,
+        sender_device: &DeviceId,
+        txn_id: &str,
+        event_type: &str,
+        targets: Vec<(ruma::OwnedUserId, ruma::OwnedDeviceId, Value)>,
+    ) -> Result<()> {
+        // The room-event transactions use three key parts; the extra `to_device` part keeps
+        // these apart (ids are UTF-8, so none can contain the separator byte).
+        let txn_key = key(&[
+            sender.as_bytes(),
+            sender_device.as_bytes(),
+            b"to_device",
+            txn_id.as_bytes(),
+        ]);
+        if targets.is_empty() || self.db.get(trees::TXNS, &txn_key)?.is_some() {
             return Ok(());
         }
         let mut rows = Vec::new();
         for (user, device, content) in &targets {
-            let event = serde_json::json!({ "type": event_type, "sender": sender, "content": content });
-            rows.push((user.clone(), device.clone(), serde_json::to_vec(&event).map_err(Error::internal)?));
+            let event =
+                serde_json::json!({ "type": event_type, "sender": sender, "content": content });
+            rows.push((
+                user.clone(),
+                device.clone(),
+                serde_json::to_vec(&event).map_err(Error::internal)?,
+            ));
         }
         self.db
             .write_streamed(|pos, batch| {
                 for (user, device, event) in rows {
-                    batch.insert(trees::TO_DEVICE, key(&[user.as_bytes(), device.as_bytes(), &pos_bytes(pos)]), event);
+                    batch.insert(
+                        trees::TO_DEVICE,
+                        key(&[user.as_bytes(), device.as_bytes(), &pos_bytes(pos)]),
+                        event,
+                    );
                 }
+                batch.insert(trees::TXNS, txn_key, pos_bytes(pos).to_vec());
             })
             .await?;
         Ok(())
@@ -40,11 +69,32 @@ impl E2ee {
     }
 
     /// Messages for a device with position in `(since, upto]`, at most `limit`.
-    pub fn to_device_since(&self, user: &UserId, device: &DeviceId, since: u64, upto: u64, limit: usize) -> Result<Vec<Value>> {
-        let from = key(&[user.as_bytes(), device.as_bytes(), &pos_bytes(since.saturating_add(1))]);
-        let to = key(&[user.as_bytes(), device.as_bytes(), &pos_bytes(upto.saturating_add(1))]);
+    pub fn to_device_since(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        since: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<Value>> {
+        let from = key(&[
+            user.as_bytes(),
+            device.as_bytes(),
+            &pos_bytes(since.saturating_add(1)),
+        ]);
+        let to = key(&[
+            user.as_bytes(),
+            device.as_bytes(),
+            &pos_bytes(upto.saturating_add(1)),
+        ]);
         self.db
-            .range(trees::TO_DEVICE, Bound::Included(&from), Bound::Excluded(&to), false, limit)?
+            .range(
+                trees::TO_DEVICE,
+                Bound::Included(&from),
+                Bound::Excluded(&to),
+                false,
+                limit,
+            )?
             .into_iter()
             .map(|(_, v)| serde_json::from_slice(&v).map_err(Error::internal))
             .collect()
@@ -53,8 +103,18 @@ impl E2ee {
     /// Deletes messages the device has acknowledged by syncing with `since`.
     pub async fn ack_to_device(&self, user: &UserId, device: &DeviceId, since: u64) -> Result<()> {
         let p = prefix(&[user.as_bytes(), device.as_bytes()]);
-        let end = key(&[user.as_bytes(), device.as_bytes(), &pos_bytes(since.saturating_add(1))]);
-        let rows = self.db.range(trees::TO_DEVICE, Bound::Included(&p), Bound::Excluded(&end), false, 1000)?;
+        let end = key(&[
+            user.as_bytes(),
+            device.as_bytes(),
+            &pos_bytes(since.saturating_add(1)),
+        ]);
+        let rows = self.db.range(
+            trees::TO_DEVICE,
+            Bound::Included(&p),
+            Bound::Excluded(&end),
+            false,
+            1000,
+        )?;
         if rows.is_empty() {
             return Ok(());
         }

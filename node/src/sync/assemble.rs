@@ -107,7 +107,6 @@ async fn build(services: &Services, auth: &Auth, since: Option<Token>, now: Toke
         services.rooms.membership_changes(user, since_pos, now.pos)?.into_iter().collect();
     let display_name = services.users.profile(user)?.and_then(|p| p.0).unwrap_or_else(|| user.localpart().to_owned());
 
-    let mut shared_users: BTreeSet<OwnedUserId> = BTreeSet::new();
     for (room_id, user_room) in services.rooms.user_rooms(user)? {
         if !wanted(&room_id) {
             continue;
@@ -116,7 +115,6 @@ async fn build(services: &Services, auth: &Auth, since: Option<Token>, now: Toke
         match user_room.membership.as_str() {
             "join" => {
                 let members = services.rooms.members(&room_id, "join").await?;
-                shared_users.extend(members.iter().cloned());
                 // A room joined since the token is sent whole, as in an initial sync.
                 let room_since = if newly { 0 } else { since_pos };
                 let joined = joined_room(services, auth, &room_id, room_since, since_typing, now, limit, filter, full_state || newly, &members, &display_name).await?;
@@ -137,7 +135,7 @@ async fn build(services: &Services, auth: &Auth, since: Option<Token>, now: Toke
                 changed = true;
                 response.rooms.invite.insert(room_id, invite);
             }
-            "leave" | "ban" if newly && since.is_some() || room_filter.include_leave && newly => {
+            "leave" | "ban" if newly && (since.is_some() || room_filter.include_leave) => {
                 let mut left = LeftRoom::new();
                 let (events, limited) = services.rooms.timeline_since(&room_id, since_pos, user_room.pos, limit)?;
                 left.timeline.limited = limited;
@@ -168,18 +166,18 @@ async fn build(services: &Services, auth: &Auth, since: Option<Token>, now: Toke
         changed = true;
     }
 
-    for event in services.e2ee.to_device_since(user, &auth.device_id, since_pos, now.pos, 100)? {
+    // Every queued message up to `now`, uncapped: the token has a single position, so a capped
+    // batch would move `next_batch` past the messages it left out, and the next sync would
+    // acknowledge (delete) them unseen. Olm session setup depends on none being lost.
+    for event in services.e2ee.to_device_since(user, &auth.device_id, since_pos, now.pos, usize::MAX)? {
         response.to_device.events.push(raw(&event)?);
         changed = true;
     }
     if since.is_some() {
-        shared_users.insert(user.clone());
-        for changed_user in services.e2ee.changed_users(since_pos, now.pos)? {
-            if shared_users.contains(&changed_user) {
-                response.device_lists.changed.push(changed_user);
-                changed = true;
-            }
-        }
+        let updates = crate::e2ee::device_lists::device_list_updates(services, user, since_pos, now.pos).await?;
+        changed |= !updates.changed.is_empty() || !updates.left.is_empty();
+        response.device_lists.changed = updates.changed;
+        response.device_lists.left = updates.left;
     }
     for (algorithm, count) in services.e2ee.one_time_key_counts(user, &auth.device_id)? {
         response.device_one_time_keys_count.insert(algorithm.as_str().into(), UInt::try_from(count).unwrap_or(UInt::MAX));

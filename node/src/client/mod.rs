@@ -45,7 +45,7 @@ use ruma::api::client::{
     read_marker::set_read_marker,
     receipt::create_receipt,
     redact::redact_event,
-    relations::get_relating_events,
+    relations::{get_relating_events, get_relating_events_with_rel_type, get_relating_events_with_rel_type_and_event_type},
     room::{aliases, create_room, get_room_event},
     session::{get_login_types, login, logout, logout_all},
     state::{get_state_event_for_key, get_state_events, send_state_event},
@@ -95,6 +95,8 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<get_member_events::v3::Request, _, _>(read::members)
         .ruma::<joined_members::v3::Request, _, _>(read::joined_members)
         .ruma::<get_relating_events::v1::Request, _, _>(read::relations)
+        .ruma::<get_relating_events_with_rel_type::v1::Request, _, _>(read::relations_of_type)
+        .ruma::<get_relating_events_with_rel_type_and_event_type::v1::Request, _, _>(read::relations_of_type_and_event_type)
         .ruma::<sync_events::v3::Request, _, _>(sync::sync)
         .ruma::<create_typing_event::v3::Request, _, _>(sync::typing)
         .ruma::<create_receipt::v3::Request, _, _>(sync::create_receipt)

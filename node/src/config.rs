@@ -100,10 +100,9 @@ impl Config {
     }
 
     pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::from_toml(&text)
-            .map_err(|message| ConfigError::Parse { path: path.to_owned(), message })
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })
     }
 
     pub fn from_toml(text: &str) -> Result<Self, String> {
@@ -127,8 +126,8 @@ impl Config {
             self.data_dir = PathBuf::from(v);
         }
         if let Some(v) = var("TOCSIN_STORE") {
-            self.store = EngineKind::from_str(&v)
-                .map_err(|e| ConfigError::Invalid { key: "store", message: e.to_string() })?;
+            self.store =
+                EngineKind::from_str(&v).map_err(|e| ConfigError::Invalid { key: "store", message: e.to_string() })?;
         }
         if let Some(v) = var("TOCSIN_REGISTRATION") {
             self.registration = v.parse()?;
@@ -150,9 +149,7 @@ impl Config {
             key: "server_name",
             message: format!("`{}` is not a Matrix server name: {e}", self.server_name),
         })?;
-        if self.registration == Registration::Token
-            && self.registration_token.as_deref().is_none_or(str::is_empty)
-        {
+        if self.registration == Registration::Token && self.registration_token.as_deref().is_none_or(str::is_empty) {
             return Err(ConfigError::Invalid {
                 key: "registration_token",
                 message: "registration = \"token\" needs a registration_token".to_owned(),
@@ -165,10 +162,7 @@ impl Config {
         {
             return Err(ConfigError::Invalid {
                 key: "default_room_version",
-                message: format!(
-                    "`{}` is not a supported room version (10, 11 or 12)",
-                    self.default_room_version
-                ),
+                message: format!("`{}` is not a supported room version (10, 11 or 12)", self.default_room_version),
             });
         }
         Ok(())

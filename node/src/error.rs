@@ -90,10 +90,9 @@ impl Error {
             Error::BadJson(_) => (StatusCode::BAD_REQUEST, K::BadJson),
             Error::NotJson(_) => (StatusCode::BAD_REQUEST, K::NotJson),
             Error::MissingToken => (StatusCode::UNAUTHORIZED, K::MissingToken),
-            Error::UnknownToken => (
-                StatusCode::UNAUTHORIZED,
-                K::UnknownToken(ruma::api::error::UnknownTokenErrorData::new()),
-            ),
+            Error::UnknownToken => {
+                (StatusCode::UNAUTHORIZED, K::UnknownToken(ruma::api::error::UnknownTokenErrorData::new()))
+            }
             Error::NotFound(_) => (StatusCode::NOT_FOUND, K::NotFound),
             Error::Unrecognized => (StatusCode::NOT_FOUND, K::Unrecognized),
             Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, K::Unrecognized),
@@ -114,9 +113,7 @@ impl Error {
                 )),
             ),
             Error::Uiaa(_) => (StatusCode::UNAUTHORIZED, K::Forbidden),
-            Error::Store(_) | Error::Internal(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, K::Unknown)
-            }
+            Error::Store(_) | Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, K::Unknown),
         }
     }
 }
@@ -137,11 +134,8 @@ impl IntoResponse for Error {
                     Error::Store(_) | Error::Internal(_) => "internal server error".to_owned(),
                     e => e.to_string(),
                 };
-                ruma::api::error::Error::new(
-                    status,
-                    ErrorBody::Standard(StandardErrorBody::new(kind, message)),
-                )
-                .try_into_http_response::<BytesMut>()
+                ruma::api::error::Error::new(status, ErrorBody::Standard(StandardErrorBody::new(kind, message)))
+                    .try_into_http_response::<BytesMut>()
             }
         };
         match response {

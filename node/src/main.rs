@@ -88,7 +88,8 @@ async fn main() -> anyhow::Result<()> {
             let services = tokio::task::spawn_blocking(move || Services::open(config)).await??;
             let generated = password.is_none();
             let password = password.unwrap_or_else(|| tocsin_node::users::random_string(20));
-            let user_id = services.users.create_account(&name.to_lowercase(), Some(&password), display_name, admin).await?;
+            let user_id =
+                services.users.create_account(&name.to_lowercase(), Some(&password), display_name, admin).await?;
             println!("created {user_id}{}", if admin { " (admin)" } else { "" });
             if generated {
                 println!("password: {password}");
@@ -119,8 +120,17 @@ fn policy(command: PolicyCommand) -> anyhow::Result<()> {
                     anyhow::bail!("{} exists; refusing to overwrite a key", path.display());
                 }
             }
-            std::fs::write(&secret_path, tocsin_policies::key_file_text("Tocsin federation operator SECRET key: keep offline", &secret))?;
-            std::fs::write(&public_path, tocsin_policies::key_file_text("Tocsin federation operator public key: pin it in every node's config", &public))?;
+            std::fs::write(
+                &secret_path,
+                tocsin_policies::key_file_text("Tocsin federation operator SECRET key: keep offline", &secret),
+            )?;
+            std::fs::write(
+                &public_path,
+                tocsin_policies::key_file_text(
+                    "Tocsin federation operator public key: pin it in every node's config",
+                    &public,
+                ),
+            )?;
             println!("wrote {} (secret) and {} (public)", secret_path.display(), public_path.display());
             Ok(())
         }
@@ -152,12 +162,17 @@ async fn stop_signal() -> std::io::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     if config.registration == tocsin_node::Registration::Open {
-        tracing::warn!("REGISTRATION IS OPEN: anyone who can reach this node can create an account. Use `registration = \"closed\"` or `\"token\"` outside tests.");
+        tracing::warn!(
+            "REGISTRATION IS OPEN: anyone who can reach this node can create an account. Use `registration = \"closed\"` or `\"token\"` outside tests."
+        );
     }
     let server_name = config.server_name.clone();
     let node = Node::start(config).await?;
     println!("Tocsin node {server_name} is listening on {}", node.base_url());
-    println!("Registration is {:?}. To create the first account, stop the node (Ctrl-C) and run", node.services.config.registration);
+    println!(
+        "Registration is {:?}. To create the first account, stop the node (Ctrl-C) and run",
+        node.services.config.registration
+    );
     println!("    tocsin-node user add alice --admin");
     println!("with the same --config / TOCSIN_* settings (the store allows one process at a time).");
     stop_signal().await?;

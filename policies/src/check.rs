@@ -47,18 +47,12 @@ const LIST_KEYS: &[&str] = &["federation", "member", "signature"];
 /// TOML does not parse).
 pub fn detect_kind(text: &str) -> FileKind {
     let (doc, _) = toml::de::DeTable::parse_recoverable(text);
-    let by_keys = doc
-        .get_ref()
-        .iter()
-        .any(|(k, _)| LIST_KEYS.contains(&k.get_ref().as_ref()));
-    let by_headers = text.lines().map(str::trim).any(|l| {
-        l.starts_with("[federation]") || l.starts_with("[[member]]") || l.starts_with("[signature]")
-    });
-    if by_keys || by_headers {
-        FileKind::FederationList
-    } else {
-        FileKind::NodePolicy
-    }
+    let by_keys = doc.get_ref().iter().any(|(k, _)| LIST_KEYS.contains(&k.get_ref().as_ref()));
+    let by_headers = text
+        .lines()
+        .map(str::trim)
+        .any(|l| l.starts_with("[federation]") || l.starts_with("[[member]]") || l.starts_with("[signature]"));
+    if by_keys || by_headers { FileKind::FederationList } else { FileKind::NodePolicy }
 }
 
 /// One file that was checked.
@@ -95,18 +89,10 @@ impl fmt::Display for Report {
         for d in &self.diagnostics {
             writeln!(f, "{d}")?;
         }
-        let lists = self
-            .files
-            .iter()
-            .filter(|c| c.kind == FileKind::FederationList)
-            .count();
+        let lists = self.files.iter().filter(|c| c.kind == FileKind::FederationList).count();
         let policies = self.files.len() - lists;
         let plural = |n: usize, s: &str| {
-            if n == 1 {
-                format!("{n} {s}")
-            } else {
-                format!("{n} {s}s")
-            }
+            if n == 1 { format!("{n} {s}") } else { format!("{n} {s}s") }
         };
         write!(
             f,
@@ -130,11 +116,7 @@ pub fn check_paths(paths: &[PathBuf], pinned_keys: &[OperatorPublicKey]) -> Repo
 }
 
 /// [`check_paths`] at a given unix time (for expiry warnings).
-pub fn check_paths_at(
-    paths: &[PathBuf],
-    pinned_keys: &[OperatorPublicKey],
-    now_unix: i64,
-) -> Report {
+pub fn check_paths_at(paths: &[PathBuf], pinned_keys: &[OperatorPublicKey], now_unix: i64) -> Report {
     let mut report = Report::default();
     // (path, text) of lists; groups of (path, text) forming one node policy each.
     let mut lists: Vec<(PathBuf, String)> = Vec::new();
@@ -145,9 +127,7 @@ pub fn check_paths_at(
             let files = match toml_files_in(path) {
                 Ok(f) => f,
                 Err(e) => {
-                    report
-                        .diagnostics
-                        .push(Diagnostic::error(Some(path), None, "", e.to_string()));
+                    report.diagnostics.push(Diagnostic::error(Some(path), None, "", e.to_string()));
                     continue;
                 }
             };
@@ -155,27 +135,21 @@ pub fn check_paths_at(
             let file_count = files.len();
             for file in files {
                 match read(&file) {
-                    Ok(text) if detect_kind(&text) == FileKind::FederationList => {
-                        lists.push((file, text))
-                    }
+                    Ok(text) if detect_kind(&text) == FileKind::FederationList => lists.push((file, text)),
                     Ok(text) => group.push((file, text)),
                     Err(e) => report.diagnostics.push(io_diag(&file, &e)),
                 }
             }
             if file_count == 0 {
                 let message = "the folder holds no *.toml files".to_string();
-                report
-                    .diagnostics
-                    .push(Diagnostic::warning(Some(path), None, "", message));
+                report.diagnostics.push(Diagnostic::warning(Some(path), None, "", message));
             }
             if !group.is_empty() {
                 policies.push(group);
             }
         } else {
             match read(path) {
-                Ok(text) if detect_kind(&text) == FileKind::FederationList => {
-                    lists.push((path.clone(), text))
-                }
+                Ok(text) if detect_kind(&text) == FileKind::FederationList => lists.push((path.clone(), text)),
                 Ok(text) => policies.push(vec![(path.clone(), text)]),
                 Err(e) => report.diagnostics.push(io_diag(path, &e)),
             }
@@ -184,10 +158,7 @@ pub fn check_paths_at(
 
     let mut newest: Option<FederationList> = None;
     for (path, text) in &lists {
-        report.files.push(CheckedFile {
-            path: path.clone(),
-            kind: FileKind::FederationList,
-        });
+        report.files.push(CheckedFile { path: path.clone(), kind: FileKind::FederationList });
         if let Some(list) = check_list(path, text, pinned_keys, now_unix, &mut report.diagnostics)
             && newest.as_ref().is_none_or(|n| list.version > n.version)
         {
@@ -200,10 +171,7 @@ pub fn check_paths_at(
         let mut fragments = Vec::new();
         let mut diags = Vec::new();
         for (path, text) in &group {
-            report.files.push(CheckedFile {
-                path: path.clone(),
-                kind: FileKind::NodePolicy,
-            });
+            report.files.push(CheckedFile { path: path.clone(), kind: FileKind::NodePolicy });
             let (fragment, d) = decode_fragment(text, Some(path));
             fragments.push(fragment);
             diags.extend(d);
@@ -226,10 +194,8 @@ pub fn check_paths_at(
 /// When the policies of several nodes are checked together, a room's `remote_members` on one
 /// of those nodes must be accounts in that node's policy.
 fn cross_check_remote_members(policies: &[ParsedPolicy], out: &mut Diagnostics) {
-    let by_server: BTreeMap<&str, &ParsedPolicy> = policies
-        .iter()
-        .filter_map(|p| p.policy.node.server_name.as_deref().map(|s| (s, p)))
-        .collect();
+    let by_server: BTreeMap<&str, &ParsedPolicy> =
+        policies.iter().filter_map(|p| p.policy.node.server_name.as_deref().map(|s| (s, p))).collect();
     for parsed in policies {
         for (i, room) in parsed.policy.rooms.iter().enumerate() {
             for (j, user_id) in room.remote_members.iter().enumerate() {
@@ -240,22 +206,11 @@ fn cross_check_remote_members(policies: &[ParsedPolicy], out: &mut Diagnostics) 
                     continue;
                 };
                 if other.policy.account(localpart).is_none() {
-                    let files: Vec<String> = other
-                        .files
-                        .iter()
-                        .map(|f| f.display().to_string())
-                        .collect();
-                    let message = format!(
-                        "{user_id:?} is not an account in the policy of {server} ({})",
-                        files.join(", ")
-                    );
+                    let files: Vec<String> = other.files.iter().map(|f| f.display().to_string()).collect();
+                    let message =
+                        format!("{user_id:?} is not an account in the policy of {server} ({})", files.join(", "));
                     let field = format!("remote_members[{j}]");
-                    out.push(room.origin.diag(
-                        Severity::Error,
-                        &field,
-                        format!("room[{i}].{field}"),
-                        message,
-                    ));
+                    out.push(room.origin.diag(Severity::Error, &field, format!("room[{i}].{field}"), message));
                 }
             }
         }
@@ -288,31 +243,19 @@ fn check_list(
     out.extend(parsed.warnings.clone());
     if pinned.is_empty() {
         let message = match &parsed.signature {
-            Some(sig) => format!(
-                "signature by {} not checked: no operator public key was given",
-                sig.key_id
-            ),
+            Some(sig) => format!("signature by {} not checked: no operator public key was given", sig.key_id),
             None => "the list is not signed; a node refuses unsigned lists".to_string(),
         };
         let pos = signature_pos(text);
         out.push(Diagnostic {
-            severity: if parsed.signature.is_some() {
-                Severity::Warning
-            } else {
-                Severity::Error
-            },
+            severity: if parsed.signature.is_some() { Severity::Warning } else { Severity::Error },
             file: Some(path.to_path_buf()),
             pos,
             path: "signature".to_string(),
             message,
         });
     } else if let Err(e) = verify_parsed(&parsed, pinned) {
-        out.push(Diagnostic::error(
-            Some(path),
-            signature_pos(text),
-            "signature",
-            e.to_string(),
-        ));
+        out.push(Diagnostic::error(Some(path), signature_pos(text), "signature", e.to_string()));
     }
     if let ListStatus::Expired { since } = parsed.list.status(now_unix) {
         let message = format!(
@@ -320,17 +263,11 @@ fn check_list(
             parsed.list.version
         );
         let pos = list_field_pos(text, "federation.expires");
-        out.push(Diagnostic::warning(
-            Some(path),
-            pos,
-            "federation.expires",
-            message,
-        ));
+        out.push(Diagnostic::warning(Some(path), pos, "federation.expires", message));
     }
     Some(parsed.list)
 }
 
 fn signature_pos(text: &str) -> Option<crate::Pos> {
-    text.find("[signature]")
-        .map(|o| crate::Pos::from_offset(text, o))
+    text.find("[signature]").map(|o| crate::Pos::from_offset(text, o))
 }

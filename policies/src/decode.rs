@@ -23,11 +23,7 @@ pub(crate) struct Reader<'s> {
 
 impl<'s> Reader<'s> {
     pub fn new(text: &'s str, file: Option<Arc<PathBuf>>) -> Self {
-        Reader {
-            text,
-            file,
-            diags: Vec::new(),
-        }
+        Reader { text, file, diags: Vec::new() }
     }
 
     pub fn pos(&self, offset: usize) -> Pos {
@@ -64,11 +60,7 @@ impl<'s> Reader<'s> {
     }
 
     pub fn origin(&self, span: &Range<usize>) -> Origin {
-        Origin {
-            file: self.file.clone(),
-            pos: Some(self.pos(span.start)),
-            fields: Vec::new(),
-        }
+        Origin { file: self.file.clone(), pos: Some(self.pos(span.start)), fields: Vec::new() }
     }
 }
 
@@ -84,11 +76,7 @@ pub(crate) trait Keyword: Sized + Copy + 'static {
     where
         Self: PartialEq,
     {
-        Self::ALL
-            .iter()
-            .find(|(_, v)| *v == self)
-            .map(|(k, _)| *k)
-            .unwrap_or("?")
+        Self::ALL.iter().find(|(_, v)| *v == self).map(|(k, _)| *k).unwrap_or("?")
     }
 
     /// `one of "a", "b", "c"`.
@@ -112,30 +100,17 @@ pub(crate) struct Obj<'a, 'i> {
 impl<'a, 'i> Obj<'a, 'i> {
     pub fn new(r: &Reader<'_>, table: &'a DeTable<'i>, span: Range<usize>, path: String) -> Self {
         let origin = r.origin(&span);
-        Obj {
-            table,
-            span,
-            path,
-            known: Vec::new(),
-            origin,
-        }
+        Obj { table, span, path, known: Vec::new(), origin }
     }
 
     /// The full field path of `key` in this table.
     pub fn field_path(&self, key: &str) -> String {
-        if self.path.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}.{}", self.path, key)
-        }
+        if self.path.is_empty() { key.to_string() } else { format!("{}.{}", self.path, key) }
     }
 
     /// Where `key`'s value is, or the table itself when the key is absent.
     pub fn span_of(&self, key: &str) -> Range<usize> {
-        self.table
-            .get(key)
-            .map(|v| v.span())
-            .unwrap_or_else(|| self.span.clone())
+        self.table.get(key).map(|v| v.span()).unwrap_or_else(|| self.span.clone())
     }
 
     /// Whether the table has `key` (does not mark it as read).
@@ -148,9 +123,7 @@ impl<'a, 'i> Obj<'a, 'i> {
             self.known.push(key);
         }
         let value = self.table.get(key)?;
-        self.origin
-            .fields
-            .push((key.to_string(), r.pos(value.span().start)));
+        self.origin.fields.push((key.to_string(), r.pos(value.span().start)));
         Some(value)
     }
 
@@ -160,11 +133,7 @@ impl<'a, 'i> Obj<'a, 'i> {
     }
 
     fn missing(&self, r: &mut Reader<'_>, key: &str) {
-        r.error(
-            &self.span,
-            &self.field_path(key),
-            "missing required field".to_string(),
-        );
+        r.error(&self.span, &self.field_path(key), "missing required field".to_string());
     }
 
     pub fn opt_str(&mut self, r: &mut Reader<'_>, key: &'static str) -> Option<String> {
@@ -210,13 +179,7 @@ impl<'a, 'i> Obj<'a, 'i> {
     }
 
     /// An integer within `min..=max`.
-    pub fn opt_int(
-        &mut self,
-        r: &mut Reader<'_>,
-        key: &'static str,
-        min: i64,
-        max: i64,
-    ) -> Option<i64> {
+    pub fn opt_int(&mut self, r: &mut Reader<'_>, key: &'static str, min: i64, max: i64) -> Option<i64> {
         let value = self.get(r, key)?;
         let expected = if max == i64::MAX {
             format!("an integer of at least {min}")
@@ -239,13 +202,7 @@ impl<'a, 'i> Obj<'a, 'i> {
         }
     }
 
-    pub fn req_int(
-        &mut self,
-        r: &mut Reader<'_>,
-        key: &'static str,
-        min: i64,
-        max: i64,
-    ) -> Option<i64> {
+    pub fn req_int(&mut self, r: &mut Reader<'_>, key: &'static str, min: i64, max: i64) -> Option<i64> {
         if !self.has(key) {
             self.get(r, key);
             self.missing(r, key);
@@ -292,29 +249,19 @@ impl<'a, 'i> Obj<'a, 'i> {
         for (i, item) in items.iter().enumerate() {
             match item.get_ref() {
                 DeValue::String(s) => {
-                    self.origin
-                        .fields
-                        .push((format!("{key}[{i}]"), r.pos(item.span().start)));
+                    self.origin.fields.push((format!("{key}[{i}]"), r.pos(item.span().start)));
                     out.push(s.to_string());
                 }
                 other => {
                     let message = format!("expected a string, found {}", describe(other));
-                    r.error(
-                        &item.span(),
-                        &format!("{}[{i}]", self.field_path(key)),
-                        message,
-                    );
+                    r.error(&item.span(), &format!("{}[{i}]", self.field_path(key)), message);
                 }
             }
         }
         Some(out)
     }
 
-    pub fn opt_keyword_list<K: Keyword>(
-        &mut self,
-        r: &mut Reader<'_>,
-        key: &'static str,
-    ) -> Option<Vec<K>> {
+    pub fn opt_keyword_list<K: Keyword>(&mut self, r: &mut Reader<'_>, key: &'static str) -> Option<Vec<K>> {
         let value = self.get(r, key)?;
         let DeValue::Array(items) = value.get_ref() else {
             self.wrong_type(r, key, "an array of strings", value);
@@ -326,17 +273,9 @@ impl<'a, 'i> Obj<'a, 'i> {
             match item.get_ref() {
                 DeValue::String(s) => match K::from_keyword(s) {
                     Some(k) => out.push(k),
-                    None => r.error(
-                        &item.span(),
-                        &path,
-                        format!("expected {}, found {:?}", K::choices(), s.as_ref()),
-                    ),
+                    None => r.error(&item.span(), &path, format!("expected {}, found {:?}", K::choices(), s.as_ref())),
                 },
-                other => r.error(
-                    &item.span(),
-                    &path,
-                    format!("expected a string, found {}", describe(other)),
-                ),
+                other => r.error(&item.span(), &path, format!("expected a string, found {}", describe(other))),
             }
         }
         Some(out)
@@ -368,11 +307,7 @@ impl<'a, 'i> Obj<'a, 'i> {
             let path = format!("{}[{i}]", self.field_path(key));
             match item.get_ref() {
                 DeValue::Table(t) => out.push(Obj::new(r, t, item.span(), path)),
-                other => r.error(
-                    &item.span(),
-                    &path,
-                    format!("expected a table, found {}", describe(other)),
-                ),
+                other => r.error(&item.span(), &path, format!("expected a table, found {}", describe(other))),
             }
         }
         out
@@ -394,11 +329,7 @@ impl<'a, 'i> Obj<'a, 'i> {
             if !expected.is_empty() {
                 message.push_str(&format!(" (expected one of {})", expected.join(", ")));
             }
-            let span = if k.span().is_empty() {
-                v.span()
-            } else {
-                k.span()
-            };
+            let span = if k.span().is_empty() { v.span() } else { k.span() };
             r.error(&span, &self.field_path(name), message);
         }
         self.origin
@@ -420,12 +351,7 @@ pub(crate) fn describe(v: &DeValue<'_>) -> String {
 
 /// The known key nearest to a misspelt one, if it is close enough to be a likely typo.
 fn closest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
-    known
-        .iter()
-        .map(|k| (edit_distance(name, k), *k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
-        .min()
-        .map(|(_, k)| k)
+    known.iter().map(|k| (edit_distance(name, k), *k)).filter(|(d, k)| *d <= 2.max(k.len() / 4)).min().map(|(_, k)| k)
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -448,10 +374,7 @@ mod tests {
 
     #[test]
     fn typos_get_a_suggestion() {
-        assert_eq!(
-            closest("acces_rule", &["alias", "access_rule"]),
-            Some("access_rule")
-        );
+        assert_eq!(closest("acces_rule", &["alias", "access_rule"]), Some("access_rule"));
         assert_eq!(closest("zzz", &["alias", "access_rule"]), None);
     }
 }

@@ -37,11 +37,7 @@ impl Pos {
         let before = src.get(..offset).unwrap_or("");
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-        let col = before
-            .get(line_start..)
-            .map(|s| s.chars().count())
-            .unwrap_or(0)
-            + 1;
+        let col = before.get(line_start..).map(|s| s.chars().count()).unwrap_or(0) + 1;
         Pos { line, col }
     }
 }
@@ -70,11 +66,7 @@ impl Eq for Origin {}
 impl Origin {
     /// The position of a field of this item, falling back to the item's own position.
     pub fn field_pos(&self, field: &str) -> Option<Pos> {
-        self.fields
-            .iter()
-            .find(|(name, _)| name == field)
-            .map(|(_, pos)| *pos)
-            .or(self.pos)
+        self.fields.iter().find(|(name, _)| name == field).map(|(_, pos)| *pos).or(self.pos)
     }
 
     /// `file:line:col` (or whatever part of it is known), for "defined here and there" messages.
@@ -90,20 +82,8 @@ impl Origin {
     }
 
     /// Builds a diagnostic located at `field` of this item; `path` is the full field path.
-    pub fn diag(
-        &self,
-        severity: Severity,
-        field: &str,
-        path: String,
-        message: String,
-    ) -> Diagnostic {
-        Diagnostic {
-            severity,
-            file: self.file.as_deref().cloned(),
-            pos: self.field_pos(field),
-            path,
-            message,
-        }
+    pub fn diag(&self, severity: Severity, field: &str, path: String, message: String) -> Diagnostic {
+        Diagnostic { severity, file: self.file.as_deref().cloned(), pos: self.field_pos(field), path, message }
     }
 }
 
@@ -121,12 +101,7 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub fn error(
-        file: Option<&Path>,
-        pos: Option<Pos>,
-        path: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn error(file: Option<&Path>, pos: Option<Pos>, path: impl Into<String>, message: impl Into<String>) -> Self {
         Diagnostic {
             severity: Severity::Error,
             file: file.map(Path::to_path_buf),
@@ -136,16 +111,8 @@ impl Diagnostic {
         }
     }
 
-    pub fn warning(
-        file: Option<&Path>,
-        pos: Option<Pos>,
-        path: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
-        Diagnostic {
-            severity: Severity::Warning,
-            ..Diagnostic::error(file, pos, path, message)
-        }
+    pub fn warning(file: Option<&Path>, pos: Option<Pos>, path: impl Into<String>, message: impl Into<String>) -> Self {
+        Diagnostic { severity: Severity::Warning, ..Diagnostic::error(file, pos, path, message) }
     }
 
     pub fn is_error(&self) -> bool {
@@ -212,8 +179,7 @@ impl Diagnostics {
 
     /// Sorts by file, then position, keeping the order of diagnostics at the same place.
     pub fn sort(&mut self) {
-        self.0
-            .sort_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)));
+        self.0.sort_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)));
     }
 }
 

@@ -37,15 +37,11 @@ pub enum PolicyError {
 
     /// The signature does not match the list's content: it was forged or the list was changed
     /// after signing.
-    #[error(
-        "the federation list signature by {key_id} does not match its content (changed after signing, or forged)"
-    )]
+    #[error("the federation list signature by {key_id} does not match its content (changed after signing, or forged)")]
     BadSignature { key_id: String },
 
     /// A list with a version not above the active one (rollback or replay).
-    #[error(
-        "refusing federation list version {offered}: version {current} is already active (rollback or replay)"
-    )]
+    #[error("refusing federation list version {offered}: version {current} is already active (rollback or replay)")]
     Rollback { current: u64, offered: u64 },
 
     /// A list that had already expired when it arrived.

@@ -109,11 +109,7 @@ impl Member {
             return vec![fp.clone()];
         }
         match &self.ca_cert {
-            Some(pem) => pem_certificates(pem)
-                .unwrap_or_default()
-                .iter()
-                .map(|d| sha256_hex(d))
-                .collect(),
+            Some(pem) => pem_certificates(pem).unwrap_or_default().iter().map(|d| sha256_hex(d)).collect(),
             None => Vec::new(),
         }
     }
@@ -163,13 +159,7 @@ impl FederationList {
 
     /// Active until `expires` (exclusive), Expired from then on.
     pub fn status(&self, now_unix: i64) -> ListStatus {
-        if now_unix < self.expires.unix() {
-            ListStatus::Active
-        } else {
-            ListStatus::Expired {
-                since: self.expires,
-            }
-        }
+        if now_unix < self.expires.unix() { ListStatus::Active } else { ListStatus::Expired { since: self.expires } }
     }
 
     /// The exact text that is signed. It is itself valid TOML:
@@ -218,32 +208,14 @@ impl FederationList {
         let mut d = Diagnostics::default();
         let root = Origin::default();
         if self.name.trim().is_empty() {
-            d.push(root.diag(
-                Severity::Error,
-                "name",
-                "federation.name".into(),
-                "must not be empty".into(),
-            ));
+            d.push(root.diag(Severity::Error, "name", "federation.name".into(), "must not be empty".into()));
         }
         if self.version == 0 {
-            d.push(root.diag(
-                Severity::Error,
-                "version",
-                "federation.version".into(),
-                "must be at least 1".into(),
-            ));
+            d.push(root.diag(Severity::Error, "version", "federation.version".into(), "must be at least 1".into()));
         }
         if self.expires <= self.issued {
-            let message = format!(
-                "expires ({}) must be after issued ({})",
-                self.expires, self.issued
-            );
-            d.push(root.diag(
-                Severity::Error,
-                "expires",
-                "federation.expires".into(),
-                message,
-            ));
+            let message = format!("expires ({}) must be after issued ({})", self.expires, self.issued);
+            d.push(root.diag(Severity::Error, "expires", "federation.expires".into(), message));
         }
         if self.members.is_empty() {
             let message = "the list has no members; every server would be refused".to_string();
@@ -253,17 +225,9 @@ impl FederationList {
         for (i, m) in self.members.iter().enumerate() {
             validate_member(m, i, &mut d);
             if let Some(first) = seen.get(m.server_name.as_str()) {
-                let message = format!(
-                    "duplicate server name {:?} (first listed at {})",
-                    m.server_name,
-                    first.origin.describe()
-                );
-                d.push(m.origin.diag(
-                    Severity::Error,
-                    "server_name",
-                    format!("member[{i}].server_name"),
-                    message,
-                ));
+                let message =
+                    format!("duplicate server name {:?} (first listed at {})", m.server_name, first.origin.describe());
+                d.push(m.origin.diag(Severity::Error, "server_name", format!("member[{i}].server_name"), message));
             } else {
                 seen.insert(&m.server_name, m);
             }
@@ -278,10 +242,7 @@ fn validate_member(m: &Member, i: usize, d: &mut Diagnostics) {
         d.push(m.origin.diag(Severity::Error, field, path(field), message));
     };
     if let Err(e) = check_server_name(&m.server_name) {
-        error(
-            "server_name",
-            format!("invalid server name {:?}: {e}", m.server_name),
-        );
+        error("server_name", format!("invalid server name {:?}: {e}", m.server_name));
     }
     if m.agency.trim().is_empty() {
         error("agency", "must not be empty".into());
@@ -304,10 +265,7 @@ fn validate_member(m: &Member, i: usize, d: &mut Diagnostics) {
                 if let Some(fps) = cert_fps
                     && !fps.contains(&fp)
                 {
-                    error(
-                        "ca_fingerprint",
-                        "does not match any certificate in ca_cert".into(),
-                    );
+                    error("ca_fingerprint", "does not match any certificate in ca_cert".into());
                 }
             }
             Err(e) => error("ca_fingerprint", e),
@@ -351,11 +309,7 @@ pub fn parse_federation_list(text: &str, file: Option<&Path>) -> Result<ParsedLi
         diags.sort();
         return Err(diags);
     }
-    Ok(ParsedList {
-        list,
-        signature,
-        warnings: diags,
-    })
+    Ok(ParsedList { list, signature, warnings: diags })
 }
 
 /// Finds `federation.<field>` in the source for diagnostics about list-level fields.
@@ -367,10 +321,7 @@ pub(crate) fn list_field_pos(text: &str, path: &str) -> Option<crate::diagnostic
         let t = line.trim_start();
         if t.starts_with('[') {
             in_federation = t.starts_with("[federation]");
-        } else if in_federation
-            && t.starts_with(field)
-            && t[field.len()..].trim_start().starts_with('=')
-        {
+        } else if in_federation && t.starts_with(field) && t[field.len()..].trim_start().starts_with('=') {
             let indent = line.len() - t.len();
             return Some(crate::diagnostics::Pos::from_offset(text, offset + indent));
         }
@@ -379,10 +330,7 @@ pub(crate) fn list_field_pos(text: &str, path: &str) -> Option<crate::diagnostic
     None
 }
 
-fn decode_list(
-    r: &mut Reader<'_>,
-    root: &mut Obj<'_, '_>,
-) -> Option<(FederationList, Option<Signature>)> {
+fn decode_list(r: &mut Reader<'_>, root: &mut Obj<'_, '_>) -> Option<(FederationList, Option<Signature>)> {
     let header = root.opt_table(r, "federation");
     let members = root.tables(r, "member");
     let sig_obj = root.opt_table(r, "signature");
@@ -395,15 +343,12 @@ fn decode_list(
             let issued = timestamp(r, &mut h, "issued");
             let expires = timestamp(r, &mut h, "expires");
             h.finish(r);
-            if let (Some(name), Some(version), Some(issued), Some(expires)) =
-                (name, version, issued, expires)
-            {
+            if let (Some(name), Some(version), Some(issued), Some(expires)) = (name, version, issued, expires) {
                 fields = Some((name, version.unsigned_abs(), issued, expires));
             }
         }
         None => {
-            let message =
-                "missing required table [federation] (name, version, issued, expires)".to_string();
+            let message = "missing required table [federation] (name, version, issued, expires)".to_string();
             r.error(&(0..0), "federation", message);
         }
     }
@@ -419,15 +364,7 @@ fn decode_list(
         let origin = m.finish(r);
         if let (Some(server_name), Some(agency), Some(role)) = (server_name, agency, role) {
             let ca_fingerprint = ca_fingerprint.map(|fp| normalise_fingerprint(&fp).unwrap_or(fp));
-            decoded_members.push(Member {
-                server_name,
-                agency,
-                role,
-                address,
-                ca_cert,
-                ca_fingerprint,
-                origin,
-            });
+            decoded_members.push(Member { server_name, agency, role, address, ca_cert, ca_fingerprint, origin });
         }
     }
 
@@ -435,23 +372,14 @@ fn decode_list(
         let key_id = s.req_str(r, "key_id");
         let ed25519 = s.req_str(r, "ed25519");
         s.finish(r);
-        Some(Signature {
-            key_id: key_id?,
-            ed25519: ed25519?,
-        })
+        Some(Signature { key_id: key_id?, ed25519: ed25519? })
     });
 
     if r.diags.iter().any(Diagnostic::is_error) {
         return None;
     }
     let (name, version, issued, expires) = fields?;
-    let list = FederationList {
-        name,
-        version,
-        issued,
-        expires,
-        members: decoded_members,
-    };
+    let list = FederationList { name, version, issued, expires, members: decoded_members };
     Some((list, signature))
 }
 
@@ -470,10 +398,8 @@ fn timestamp(r: &mut Reader<'_>, obj: &mut Obj<'_, '_>, key: &'static str) -> Op
 
 /// Reads and parses a federation list file.
 pub fn read_federation_list(path: &Path) -> Result<ParsedList, crate::PolicyError> {
-    let text = std::fs::read_to_string(path).map_err(|source| crate::PolicyError::Io {
-        path: PathBuf::from(path),
-        source,
-    })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| crate::PolicyError::Io { path: PathBuf::from(path), source })?;
     parse_federation_list(&text, Some(path)).map_err(crate::PolicyError::Invalid)
 }
 
@@ -503,16 +429,9 @@ mod tests {
         );
         assert_eq!(member.ca_fingerprints(), vec![fp.clone()]);
 
-        let wrong = list_with(&format!(
-            "ca_cert = {:?}\nca_fingerprint = {:?}\n",
-            PEM,
-            "00".repeat(32)
-        ));
+        let wrong = list_with(&format!("ca_cert = {:?}\nca_fingerprint = {:?}\n", PEM, "00".repeat(32)));
         let d = parse_federation_list(&wrong, None).expect_err("mismatch");
-        assert_eq!(
-            d.to_string(),
-            "<input>:12:18: member[0].ca_fingerprint: does not match any certificate in ca_cert"
-        );
+        assert_eq!(d.to_string(), "<input>:12:18: member[0].ca_fingerprint: does not match any certificate in ca_cert");
         let only_cert = list_with(&format!("ca_cert = {:?}\n", PEM));
         let parsed = parse_federation_list(&only_cert, None).expect("valid");
         assert_eq!(parsed.list.members[0].ca_fingerprints(), vec![fp]);
@@ -520,30 +439,16 @@ mod tests {
 
     #[test]
     fn datetime_literals_must_be_utc() {
-        let local = list_with("").replace(
-            "issued = 2025-01-01T00:00:00Z",
-            "issued = 2025-01-01T00:00:00",
-        );
+        let local = list_with("").replace("issued = 2025-01-01T00:00:00Z", "issued = 2025-01-01T00:00:00");
         let d = parse_federation_list(&local, None).expect_err("local time");
-        assert!(
-            d.to_string()
-                .contains("federation.issued: expected a UTC timestamp"),
-            "{d}"
-        );
+        assert!(d.to_string().contains("federation.issued: expected a UTC timestamp"), "{d}");
     }
 
     #[test]
     fn status_changes_at_expiry() {
-        let list = parse_federation_list(&list_with(""), None)
-            .expect("valid")
-            .list;
+        let list = parse_federation_list(&list_with(""), None).expect("valid").list;
         let expires = list.expires.unix();
         assert_eq!(list.status(expires - 1), ListStatus::Active);
-        assert_eq!(
-            list.status(expires),
-            ListStatus::Expired {
-                since: list.expires
-            }
-        );
+        assert_eq!(list.status(expires), ListStatus::Expired { since: list.expires });
     }
 }

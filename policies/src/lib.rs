@@ -25,17 +25,16 @@ pub use check::{CheckedFile, FileKind, Report, check_paths, check_paths_at, dete
 pub use diagnostics::{Diagnostic, Diagnostics, Origin, Pos, Severity};
 pub use error::PolicyError;
 pub use federation::{
-    FederationList, ListStatus, Member, MemberRole, ParsedList, Signature, parse_federation_list,
-    read_federation_list,
+    FederationList, ListStatus, Member, MemberRole, ParsedList, Signature, parse_federation_list, read_federation_list,
 };
 pub use node_policy::{
-    AccessRule, Account, AlarmLevel, AlarmPolicy, Credential, ExternalUsers, HistoryVisibility,
-    NodePolicy, NodeSettings, ParsedPolicy, Role, Room, RoomDefaults, RoomKind, parse_node_policy,
-    read_node_policy, read_node_policy_files,
+    AccessRule, Account, AlarmLevel, AlarmPolicy, Credential, ExternalUsers, HistoryVisibility, NodePolicy,
+    NodeSettings, ParsedPolicy, Role, Room, RoomDefaults, RoomKind, parse_node_policy, read_node_policy,
+    read_node_policy_files,
 };
 pub use plan::{Change, CurrentAccount, CurrentRoom, CurrentState, RoomSpec, conflicts, plan};
 pub use signing::{
-    OperatorPublicKey, OperatorSecretKey, SignedFederationList, VerifiedList, accept_update,
-    generate_operator_key, key_file_text, sign_list, sign_text, verify, verify_file, verify_parsed,
+    OperatorPublicKey, OperatorSecretKey, SignedFederationList, VerifiedList, accept_update, generate_operator_key,
+    key_file_text, sign_list, sign_text, verify, verify_file, verify_parsed,
 };
 pub use time::{Timestamp, format_duration, parse_duration, parse_rfc3339_utc};

@@ -61,19 +61,13 @@ fn check_port(port: &str) -> Result<(), String> {
 
 fn check_host(host: &str) -> Result<(), String> {
     if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        return inner
-            .parse::<Ipv6Addr>()
-            .map(|_| ())
-            .map_err(|_| format!("{inner:?} is not a valid IPv6 address"));
+        return inner.parse::<Ipv6Addr>().map(|_| ()).map_err(|_| format!("{inner:?} is not a valid IPv6 address"));
     }
     if host.is_empty() {
         return Err("host name is empty".to_string());
     }
     if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return host
-            .parse::<Ipv4Addr>()
-            .map(|_| ())
-            .map_err(|_| format!("{host:?} is not a valid IPv4 address"));
+        return host.parse::<Ipv4Addr>().map(|_| ()).map_err(|_| format!("{host:?} is not a valid IPv4 address"));
     }
     if host.len() > 255 {
         return Err("host name is longer than 255 characters".to_string());
@@ -84,22 +78,13 @@ fn check_host(host: &str) -> Result<(), String> {
             return Err("host name has an empty label".to_string());
         }
         if label.len() > 63 {
-            return Err(format!(
-                "host name label {label:?} is longer than 63 characters"
-            ));
+            return Err(format!("host name label {label:?} is longer than 63 characters"));
         }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return Err(format!(
-                "host name label {label:?} may only contain letters, digits and \"-\""
-            ));
+        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(format!("host name label {label:?} may only contain letters, digits and \"-\""));
         }
         if label.starts_with('-') || label.ends_with('-') {
-            return Err(format!(
-                "host name label {label:?} may not start or end with \"-\""
-            ));
+            return Err(format!("host name label {label:?} may not start or end with \"-\""));
         }
     }
     Ok(())
@@ -113,13 +98,8 @@ pub fn check_localpart(s: &str) -> Result<(), String> {
     if s.len() > 200 {
         return Err("is longer than 200 characters".to_string());
     }
-    match s
-        .chars()
-        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '=' | '-' | '/' | '+'))
-    {
-        Some(c) => Err(format!(
-            "{s:?} contains {c:?}; a localpart may only contain a-z, 0-9 and . _ = - / +"
-        )),
+    match s.chars().find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '=' | '-' | '/' | '+')) {
+        Some(c) => Err(format!("{s:?} contains {c:?}; a localpart may only contain a-z, 0-9 and . _ = - / +")),
         None => Ok(()),
     }
 }
@@ -131,20 +111,13 @@ pub fn check_alias(s: &str) -> Result<(), String> {
         return Err("is empty".to_string());
     }
     if s.starts_with('#') || s.contains(':') {
-        return Err(format!(
-            "give only the alias localpart (e.g. \"crisis\"), not {s:?}"
-        ));
+        return Err(format!("give only the alias localpart (e.g. \"crisis\"), not {s:?}"));
     }
     if s.len() > 200 {
         return Err("is longer than 200 characters".to_string());
     }
-    match s
-        .chars()
-        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '=' | '-'))
-    {
-        Some(c) => Err(format!(
-            "{s:?} contains {c:?}; an alias may only contain a-z, 0-9 and . _ = -"
-        )),
+    match s.chars().find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '=' | '-')) {
+        Some(c) => Err(format!("{s:?} contains {c:?}; an alias may only contain a-z, 0-9 and . _ = -")),
         None => Ok(()),
     }
 }
@@ -152,15 +125,11 @@ pub fn check_alias(s: &str) -> Result<(), String> {
 /// Checks a role name: `a-z 0-9 _ -`, starting with a letter.
 pub fn check_identifier(s: &str) -> Result<(), String> {
     let first_ok = s.chars().next().is_some_and(|c| c.is_ascii_lowercase());
-    let rest_ok = s
-        .chars()
-        .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '-'));
+    let rest_ok = s.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '-'));
     if first_ok && rest_ok && s.len() <= 64 {
         Ok(())
     } else {
-        Err(format!(
-            "{s:?} is not a valid name; use a-z, 0-9, \"_\" and \"-\", starting with a letter (at most 64)"
-        ))
+        Err(format!("{s:?} is not a valid name; use a-z, 0-9, \"_\" and \"-\", starting with a letter (at most 64)"))
     }
 }
 

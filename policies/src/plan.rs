@@ -151,26 +151,14 @@ pub enum Change {
 }
 
 fn opt(s: &Option<String>) -> String {
-    s.as_ref()
-        .map(|s| format!("{s:?}"))
-        .unwrap_or_else(|| "none".to_string())
+    s.as_ref().map(|s| format!("{s:?}")).unwrap_or_else(|| "none".to_string())
 }
 
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Change::CreateAccount {
-                localpart,
-                display_name,
-                roles,
-                admin,
-                credential,
-            } => {
-                write!(
-                    f,
-                    "create account @{localpart} (display name {}",
-                    opt(display_name)
-                )?;
+            Change::CreateAccount { localpart, display_name, roles, admin, credential } => {
+                write!(f, "create account @{localpart} (display name {}", opt(display_name))?;
                 write!(f, ", roles [{}]", roles.join(", "))?;
                 if *admin {
                     write!(f, ", server admin")?;
@@ -181,17 +169,8 @@ impl fmt::Display for Change {
                     None => write!(f, ", no password)"),
                 }
             }
-            Change::UpdateDisplayName {
-                localpart,
-                from,
-                to,
-            } => {
-                write!(
-                    f,
-                    "set display name of @{localpart}: {} -> {}",
-                    opt(from),
-                    opt(to)
-                )
+            Change::UpdateDisplayName { localpart, from, to } => {
+                write!(f, "set display name of @{localpart}: {} -> {}", opt(from), opt(to))
             }
             Change::SetAccountRoles { localpart, roles } => {
                 write!(f, "set roles of @{localpart}: [{}]", roles.join(", "))
@@ -201,15 +180,7 @@ impl fmt::Display for Change {
             }
             Change::CreateRoom(s) => {
                 write!(f, "create {} #{} {:?} (", s.kind, s.alias, s.name)?;
-                write!(
-                    f,
-                    "{}",
-                    if s.encrypted {
-                        "encrypted"
-                    } else {
-                        "NOT encrypted"
-                    }
-                )?;
+                write!(f, "{}", if s.encrypted { "encrypted" } else { "NOT encrypted" })?;
                 write!(f, ", history {}, {}", s.history_visibility, s.access_rule)?;
                 if s.guest_access {
                     write!(f, ", guests allowed")?;
@@ -230,11 +201,7 @@ impl fmt::Display for Change {
                 write!(f, "set history visibility of #{alias}: {from} -> {to}")
             }
             Change::SetGuestAccess { alias, to } => {
-                write!(
-                    f,
-                    "{} guest access in #{alias}",
-                    if *to { "allow" } else { "forbid" }
-                )
+                write!(f, "{} guest access in #{alias}", if *to { "allow" } else { "forbid" })
             }
             Change::SetAccessRule { alias, from, to } => {
                 write!(f, "set access rule of #{alias}: {from} -> {to}")
@@ -248,25 +215,16 @@ impl fmt::Display for Change {
             }
             Change::SetParent { alias, parent } => write!(f, "add #{alias} to space #{parent}"),
             Change::Invite { alias, user_id } => write!(f, "invite {user_id} to #{alias}"),
-            Change::SetPowerLevel {
-                alias,
-                user_id,
-                from,
-                to,
-            } => write!(
-                f,
-                "set power level of {user_id} in #{alias}: {from} -> {to}"
-            ),
+            Change::SetPowerLevel { alias, user_id, from, to } => {
+                write!(f, "set power level of {user_id} in #{alias}: {from} -> {to}")
+            }
         }
     }
 }
 
 impl CurrentState {
     pub fn new(server_name: &str) -> Self {
-        CurrentState {
-            server_name: server_name.to_string(),
-            ..CurrentState::default()
-        }
+        CurrentState { server_name: server_name.to_string(), ..CurrentState::default() }
     }
 
     pub fn user_id(&self, localpart: &str) -> String {
@@ -277,13 +235,7 @@ impl CurrentState {
     /// Changes that name a missing account or room do nothing.
     pub fn apply(&mut self, change: &Change) {
         match change {
-            Change::CreateAccount {
-                localpart,
-                display_name,
-                roles,
-                admin,
-                ..
-            } => {
+            Change::CreateAccount { localpart, display_name, roles, admin, .. } => {
                 let account = CurrentAccount {
                     display_name: display_name.clone(),
                     roles: roles.iter().cloned().collect(),
@@ -312,28 +264,18 @@ impl CurrentState {
             Change::SetName { alias, to, .. } => self.with_room(alias, |r| r.name = to.clone()),
             Change::SetTopic { alias, to, .. } => self.with_room(alias, |r| r.topic = to.clone()),
             Change::EnableEncryption { alias } => self.with_room(alias, |r| r.encrypted = true),
-            Change::SetHistoryVisibility { alias, to, .. } => {
-                self.with_room(alias, |r| r.history_visibility = *to)
-            }
+            Change::SetHistoryVisibility { alias, to, .. } => self.with_room(alias, |r| r.history_visibility = *to),
             Change::SetGuestAccess { alias, to } => self.with_room(alias, |r| r.guest_access = *to),
-            Change::SetAccessRule { alias, to, .. } => {
-                self.with_room(alias, |r| r.access_rule = *to)
+            Change::SetAccessRule { alias, to, .. } => self.with_room(alias, |r| r.access_rule = *to),
+            Change::SetRetention { alias, to } => self.with_room(alias, |r| r.retention_max_age = *to),
+            Change::SetAllowedServers { alias, servers } => {
+                self.with_room(alias, |r| r.allowed_servers = Some(servers.iter().cloned().collect()))
             }
-            Change::SetRetention { alias, to } => {
-                self.with_room(alias, |r| r.retention_max_age = *to)
-            }
-            Change::SetAllowedServers { alias, servers } => self.with_room(alias, |r| {
-                r.allowed_servers = Some(servers.iter().cloned().collect())
-            }),
-            Change::SetParent { alias, parent } => {
-                self.with_room(alias, |r| r.parent = Some(parent.clone()))
-            }
+            Change::SetParent { alias, parent } => self.with_room(alias, |r| r.parent = Some(parent.clone())),
             Change::Invite { alias, user_id } => self.with_room(alias, |r| {
                 r.members.insert(user_id.clone());
             }),
-            Change::SetPowerLevel {
-                alias, user_id, to, ..
-            } => self.with_room(alias, |r| {
+            Change::SetPowerLevel { alias, user_id, to, .. } => self.with_room(alias, |r| {
                 r.power_levels.insert(user_id.clone(), *to);
             }),
         }
@@ -395,40 +337,25 @@ pub fn plan(desired: &NodePolicy, current: &CurrentState) -> Vec<Change> {
     }
     let (mut settings, mut invites, mut levels) = (Vec::new(), Vec::new(), Vec::new());
     for room in &rooms {
-        let Some(have) = current
-            .rooms
-            .get(&room.alias)
-            .or_else(|| created.get(room.alias.as_str()))
-        else {
+        let Some(have) = current.rooms.get(&room.alias).or_else(|| created.get(room.alias.as_str())) else {
             continue;
         };
         plan_room_settings(desired, current, room, have, &mut settings);
         for user_id in &room.remote_members {
             if !have.members.contains(user_id) {
-                invites.push(Change::Invite {
-                    alias: room.alias.clone(),
-                    user_id: user_id.clone(),
-                });
+                invites.push(Change::Invite { alias: room.alias.clone(), user_id: user_id.clone() });
             }
         }
         for localpart in desired.members_of(room) {
             let user_id = current.user_id(&localpart);
             if !have.members.contains(&user_id) {
-                invites.push(Change::Invite {
-                    alias: room.alias.clone(),
-                    user_id: user_id.clone(),
-                });
+                invites.push(Change::Invite { alias: room.alias.clone(), user_id: user_id.clone() });
             }
             let from = have.power_levels.get(&user_id).copied().unwrap_or(0);
             let to = desired.power_level_of(&localpart);
             if from != to {
                 let alias = room.alias.clone();
-                levels.push(Change::SetPowerLevel {
-                    alias,
-                    user_id,
-                    from,
-                    to,
-                });
+                levels.push(Change::SetPowerLevel { alias, user_id, from, to });
             }
         }
     }
@@ -474,47 +401,25 @@ fn plan_accounts(desired: &NodePolicy, current: &CurrentState, changes: &mut Vec
             });
         }
         if have.roles != roles {
-            changes.push(Change::SetAccountRoles {
-                localpart: localpart.clone(),
-                roles: roles.into_iter().collect(),
-            });
+            changes.push(Change::SetAccountRoles { localpart: localpart.clone(), roles: roles.into_iter().collect() });
         }
         if have.admin != account.admin {
-            changes.push(Change::SetAdmin {
-                localpart,
-                admin: account.admin,
-            });
+            changes.push(Change::SetAdmin { localpart, admin: account.admin });
         }
     }
 }
 
-fn plan_room_settings(
-    p: &NodePolicy,
-    current: &CurrentState,
-    room: &Room,
-    have: &CurrentRoom,
-    out: &mut Vec<Change>,
-) {
+fn plan_room_settings(p: &NodePolicy, current: &CurrentState, room: &Room, have: &CurrentRoom, out: &mut Vec<Change>) {
     let want = spec_of(p, room);
     let alias = room.alias.clone();
     if have.name != want.name {
-        out.push(Change::SetName {
-            alias: alias.clone(),
-            from: have.name.clone(),
-            to: want.name.clone(),
-        });
+        out.push(Change::SetName { alias: alias.clone(), from: have.name.clone(), to: want.name.clone() });
     }
     if want.topic.is_some() && have.topic != want.topic {
-        out.push(Change::SetTopic {
-            alias: alias.clone(),
-            from: have.topic.clone(),
-            to: want.topic.clone(),
-        });
+        out.push(Change::SetTopic { alias: alias.clone(), from: have.topic.clone(), to: want.topic.clone() });
     }
     if want.encrypted && !have.encrypted {
-        out.push(Change::EnableEncryption {
-            alias: alias.clone(),
-        });
+        out.push(Change::EnableEncryption { alias: alias.clone() });
     }
     if have.history_visibility != want.history_visibility {
         out.push(Change::SetHistoryVisibility {
@@ -524,40 +429,23 @@ fn plan_room_settings(
         });
     }
     if have.guest_access != want.guest_access {
-        out.push(Change::SetGuestAccess {
-            alias: alias.clone(),
-            to: want.guest_access,
-        });
+        out.push(Change::SetGuestAccess { alias: alias.clone(), to: want.guest_access });
     }
     if have.access_rule != want.access_rule {
-        out.push(Change::SetAccessRule {
-            alias: alias.clone(),
-            from: have.access_rule,
-            to: want.access_rule,
-        });
+        out.push(Change::SetAccessRule { alias: alias.clone(), from: have.access_rule, to: want.access_rule });
     }
     if have.retention_max_age != want.retention_max_age {
-        out.push(Change::SetRetention {
-            alias: alias.clone(),
-            to: want.retention_max_age,
-        });
+        out.push(Change::SetRetention { alias: alias.clone(), to: want.retention_max_age });
     }
-    let servers: BTreeSet<String> = std::iter::once(current.server_name.clone())
-        .chain(room.shared_with.iter().cloned())
-        .collect();
+    let servers: BTreeSet<String> =
+        std::iter::once(current.server_name.clone()).chain(room.shared_with.iter().cloned()).collect();
     if have.allowed_servers.as_ref() != Some(&servers) {
-        out.push(Change::SetAllowedServers {
-            alias: alias.clone(),
-            servers: servers.into_iter().collect(),
-        });
+        out.push(Change::SetAllowedServers { alias: alias.clone(), servers: servers.into_iter().collect() });
     }
     if let Some(parent) = &room.parent
         && have.parent.as_ref() != Some(parent)
     {
-        out.push(Change::SetParent {
-            alias,
-            parent: parent.clone(),
-        });
+        out.push(Change::SetParent { alias, parent: parent.clone() });
     }
 }
 
@@ -575,10 +463,7 @@ pub fn conflicts(desired: &NodePolicy, current: &CurrentState) -> Vec<String> {
             ));
         }
         if have.encrypted && !desired.encrypted(room) && room.kind == RoomKind::Room {
-            out.push(format!(
-                "#{} is encrypted; encryption cannot be turned off",
-                room.alias
-            ));
+            out.push(format!("#{} is encrypted; encryption cannot be turned off", room.alias));
         }
     }
     out

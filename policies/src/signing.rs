@@ -23,9 +23,7 @@ use crate::federation::{FederationList, ListStatus, ParsedList, Signature, parse
 
 const B64: GeneralPurpose = GeneralPurpose::new(
     &STANDARD,
-    GeneralPurposeConfig::new()
-        .with_encode_padding(false)
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    GeneralPurposeConfig::new().with_encode_padding(false).with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
 /// Unpadded standard base64.
@@ -34,26 +32,17 @@ pub fn b64_encode(bytes: &[u8]) -> String {
 }
 
 fn key_bytes(text: &str, what: &str) -> Result<[u8; 32], PolicyError> {
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect();
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
     let [line] = lines.as_slice() else {
         return Err(PolicyError::BadKey(format!(
             "expected exactly one line of base64 for the {what} key, found {}",
             lines.len()
         )));
     };
-    let bytes = B64
-        .decode(line.as_bytes())
-        .map_err(|e| PolicyError::BadKey(format!("{what} key is not valid base64: {e}")))?;
-    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
-        PolicyError::BadKey(format!(
-            "{what} key must be 32 bytes, found {}",
-            bytes.len()
-        ))
-    })
+    let bytes =
+        B64.decode(line.as_bytes()).map_err(|e| PolicyError::BadKey(format!("{what} key is not valid base64: {e}")))?;
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map_err(|_| PolicyError::BadKey(format!("{what} key must be 32 bytes, found {}", bytes.len())))
 }
 
 /// The operator's secret signing key.
@@ -68,9 +57,7 @@ impl std::fmt::Debug for OperatorSecretKey {
 impl OperatorSecretKey {
     /// Reads a secret key from base64 or from the text of a key file.
     pub fn from_text(text: &str) -> Result<Self, PolicyError> {
-        Ok(OperatorSecretKey(SigningKey::from_bytes(&key_bytes(
-            text, "secret",
-        )?)))
+        Ok(OperatorSecretKey(SigningKey::from_bytes(&key_bytes(text, "secret")?)))
     }
 
     pub fn from_file(path: &Path) -> Result<Self, PolicyError> {
@@ -115,10 +102,7 @@ impl OperatorPublicKey {
 }
 
 fn read(path: &Path) -> Result<String, PolicyError> {
-    std::fs::read_to_string(path).map_err(|source| PolicyError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::read_to_string(path).map_err(|source| PolicyError::Io { path: path.to_path_buf(), source })
 }
 
 /// Generates an operator key pair from the OS-seeded thread RNG.
@@ -128,10 +112,7 @@ pub fn generate_operator_key() -> (String, String) {
     rand::rng().fill_bytes(&mut seed);
     let key = SigningKey::from_bytes(&seed);
     seed.fill(0);
-    (
-        b64_encode(key.as_bytes()),
-        b64_encode(key.verifying_key().as_bytes()),
-    )
+    (b64_encode(key.as_bytes()), b64_encode(key.verifying_key().as_bytes()))
 }
 
 /// The text of a key file: comment lines, then the base64 key.
@@ -171,10 +152,7 @@ fn signature_table(sig: &Signature) -> String {
 }
 
 /// Signs a list. Lists with validation errors are refused.
-pub fn sign_list(
-    list: &FederationList,
-    key: &OperatorSecretKey,
-) -> Result<SignedFederationList, PolicyError> {
+pub fn sign_list(list: &FederationList, key: &OperatorSecretKey) -> Result<SignedFederationList, PolicyError> {
     let diags = list.validate();
     if diags.has_errors() {
         return Err(PolicyError::Invalid(diags));
@@ -182,10 +160,7 @@ pub fn sign_list(
     let signature = key.0.sign(list.canonical_text().as_bytes());
     Ok(SignedFederationList {
         list: list.clone(),
-        signature: Signature {
-            key_id: key.public_key().key_id(),
-            ed25519: b64_encode(&signature.to_bytes()),
-        },
+        signature: Signature { key_id: key.public_key().key_id(), ed25519: b64_encode(&signature.to_bytes()) },
     })
 }
 
@@ -194,18 +169,11 @@ pub fn sign_list(
 /// The input keeps its comments and layout; an existing `[signature]` table is removed and a
 /// fresh one is appended at the end. The list is validated first (`file` only names it in
 /// diagnostics).
-pub fn sign_text(
-    text: &str,
-    key: &OperatorSecretKey,
-    file: Option<&Path>,
-) -> Result<String, PolicyError> {
+pub fn sign_text(text: &str, key: &OperatorSecretKey, file: Option<&Path>) -> Result<String, PolicyError> {
     let parsed = parse_federation_list(text, file)?;
     let stripped = strip_signature_table(text);
-    let reparsed =
-        parse_federation_list(&stripped, file).map_err(|_| PolicyError::CannotStripSignature)?;
-    if reparsed.signature.is_some()
-        || reparsed.list.canonical_text() != parsed.list.canonical_text()
-    {
+    let reparsed = parse_federation_list(&stripped, file).map_err(|_| PolicyError::CannotStripSignature)?;
+    if reparsed.signature.is_some() || reparsed.list.canonical_text() != parsed.list.canonical_text() {
         return Err(PolicyError::CannotStripSignature);
     }
     let signed = sign_list(&parsed.list, key)?;
@@ -277,19 +245,13 @@ impl Deref for VerifiedList {
 }
 
 /// Parses a signed list and checks its signature against the pinned operator keys.
-pub fn verify(
-    list_text: &str,
-    pinned_public_keys: &[OperatorPublicKey],
-) -> Result<VerifiedList, PolicyError> {
+pub fn verify(list_text: &str, pinned_public_keys: &[OperatorPublicKey]) -> Result<VerifiedList, PolicyError> {
     let parsed = parse_federation_list(list_text, None)?;
     verify_parsed(&parsed, pinned_public_keys)
 }
 
 /// Reads a signed list file and checks its signature (diagnostics name the file).
-pub fn verify_file(
-    path: &Path,
-    pinned_public_keys: &[OperatorPublicKey],
-) -> Result<VerifiedList, PolicyError> {
+pub fn verify_file(path: &Path, pinned_public_keys: &[OperatorPublicKey]) -> Result<VerifiedList, PolicyError> {
     let text = read(path)?;
     let parsed = parse_federation_list(&text, Some(path))?;
     verify_parsed(&parsed, pinned_public_keys)
@@ -300,36 +262,21 @@ pub fn verify_parsed(
     parsed: &ParsedList,
     pinned_public_keys: &[OperatorPublicKey],
 ) -> Result<VerifiedList, PolicyError> {
-    let sig = parsed
-        .signature
-        .as_ref()
-        .ok_or(PolicyError::MissingSignature)?;
-    let key = pinned_public_keys
-        .iter()
-        .find(|k| k.key_id() == sig.key_id)
-        .ok_or_else(|| PolicyError::UnpinnedKey {
-            key_id: sig.key_id.clone(),
-            pinned: pinned_public_keys
-                .iter()
-                .map(OperatorPublicKey::key_id)
-                .collect(),
-        })?;
+    let sig = parsed.signature.as_ref().ok_or(PolicyError::MissingSignature)?;
+    let key = pinned_public_keys.iter().find(|k| k.key_id() == sig.key_id).ok_or_else(|| PolicyError::UnpinnedKey {
+        key_id: sig.key_id.clone(),
+        pinned: pinned_public_keys.iter().map(OperatorPublicKey::key_id).collect(),
+    })?;
     let bytes = B64
         .decode(sig.ed25519.as_bytes())
         .map_err(|e| PolicyError::MalformedSignature(format!("not valid base64: {e}")))?;
-    let bytes = <[u8; 64]>::try_from(bytes.as_slice()).map_err(|_| {
-        PolicyError::MalformedSignature(format!("expected 64 bytes, found {}", bytes.len()))
-    })?;
+    let bytes = <[u8; 64]>::try_from(bytes.as_slice())
+        .map_err(|_| PolicyError::MalformedSignature(format!("expected 64 bytes, found {}", bytes.len())))?;
     let signature = ed25519_dalek::Signature::from_bytes(&bytes);
     key.0
         .verify(parsed.list.canonical_text().as_bytes(), &signature)
-        .map_err(|_| PolicyError::BadSignature {
-            key_id: sig.key_id.clone(),
-        })?;
-    Ok(VerifiedList {
-        list: parsed.list.clone(),
-        key_id: sig.key_id.clone(),
-    })
+        .map_err(|_| PolicyError::BadSignature { key_id: sig.key_id.clone() })?;
+    Ok(VerifiedList { list: parsed.list.clone(), key_id: sig.key_id.clone() })
 }
 
 /// Decides whether a newly received list replaces the active one.
@@ -345,16 +292,10 @@ pub fn accept_update(
     if let Some(current) = current
         && new.version <= current.version
     {
-        return Err(PolicyError::Rollback {
-            current: current.version,
-            offered: new.version,
-        });
+        return Err(PolicyError::Rollback { current: current.version, offered: new.version });
     }
     if let ListStatus::Expired { since } = new.status(now_unix) {
-        return Err(PolicyError::ExpiredOnArrival {
-            version: new.version,
-            expires: since.to_string(),
-        });
+        return Err(PolicyError::ExpiredOnArrival { version: new.version, expires: since.to_string() });
     }
     Ok(new)
 }
@@ -375,8 +316,7 @@ mod tests {
     #[test]
     fn key_text_round_trip() {
         let (secret, public) = generate_operator_key();
-        let sk = OperatorSecretKey::from_text(&key_file_text("demo only\nsecond line", &secret))
-            .unwrap();
+        let sk = OperatorSecretKey::from_text(&key_file_text("demo only\nsecond line", &secret)).unwrap();
         assert_eq!(sk.public_key().to_base64(), public);
         let pk = OperatorPublicKey::from_text(&public).unwrap();
         assert_eq!(pk.key_id(), sk.public_key().key_id());

@@ -79,20 +79,10 @@ pub fn parse_rfc3339_utc(s: &str) -> Result<i64, TimeError> {
     if !shape_ok {
         return Err(TimeError::Format(s.to_string()));
     }
-    let field = |r: std::ops::Range<usize>| {
-        b.get(r)
-            .and_then(digits)
-            .ok_or_else(|| TimeError::Format(s.to_string()))
-    };
+    let field = |r: std::ops::Range<usize>| b.get(r).and_then(digits).ok_or_else(|| TimeError::Format(s.to_string()));
     let (y, mo, d) = (field(0..4)?, field(5..7)?, field(8..10)?);
     let (h, mi, se) = (field(11..13)?, field(14..16)?, field(17..19)?);
-    let valid = y >= 1
-        && (1..=12).contains(&mo)
-        && d >= 1
-        && d <= days_in_month(y, mo)
-        && h < 24
-        && mi < 60
-        && se < 60;
+    let valid = y >= 1 && (1..=12).contains(&mo) && d >= 1 && d <= days_in_month(y, mo) && h < 24 && mi < 60 && se < 60;
     if !valid {
         return Err(TimeError::Range(s.to_string()));
     }
@@ -107,12 +97,7 @@ pub fn format_rfc3339_utc(unix: i64) -> String {
     let t = unix.clamp(min, max);
     let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
 /// A unix timestamp in seconds that prints as RFC 3339.
@@ -144,11 +129,7 @@ pub fn parse_duration(s: &str) -> Result<u64, TimeError> {
     for c in s.chars() {
         if let Some(d) = c.to_digit(10) {
             let n = number.unwrap_or(0);
-            number = Some(
-                n.checked_mul(10)
-                    .and_then(|n| n.checked_add(u64::from(d)))
-                    .ok_or_else(overflow)?,
-            );
+            number = Some(n.checked_mul(10).and_then(|n| n.checked_add(u64::from(d))).ok_or_else(overflow)?);
             continue;
         }
         let unit: u64 = match c {
@@ -222,10 +203,7 @@ mod tests {
             "",
             "２025-01-01T00:00:00Z",
         ] {
-            assert!(
-                matches!(parse_rfc3339_utc(bad), Err(TimeError::Format(_))),
-                "{bad}"
-            );
+            assert!(matches!(parse_rfc3339_utc(bad), Err(TimeError::Format(_))), "{bad}");
         }
         for bad in [
             "2025-02-29T00:00:00Z",
@@ -236,10 +214,7 @@ mod tests {
             "2025-06-30T23:59:60Z",
             "0000-01-01T00:00:00Z",
         ] {
-            assert!(
-                matches!(parse_rfc3339_utc(bad), Err(TimeError::Range(_))),
-                "{bad}"
-            );
+            assert!(matches!(parse_rfc3339_utc(bad), Err(TimeError::Range(_))), "{bad}");
         }
     }
 
@@ -250,19 +225,10 @@ mod tests {
         assert_eq!(parse_duration("90m"), Ok(5400));
         assert_eq!(parse_duration("45s"), Ok(45));
         for bad in ["", "30", "d", "3x", "1.5h", "-1d", " 1d"] {
-            assert!(
-                matches!(parse_duration(bad), Err(TimeError::Duration(_))),
-                "{bad}"
-            );
+            assert!(matches!(parse_duration(bad), Err(TimeError::Duration(_))), "{bad}");
         }
-        assert!(matches!(
-            parse_duration("0d"),
-            Err(TimeError::ZeroDuration(_))
-        ));
-        assert!(matches!(
-            parse_duration("99999999999999999999d"),
-            Err(TimeError::DurationOverflow(_))
-        ));
+        assert!(matches!(parse_duration("0d"), Err(TimeError::ZeroDuration(_))));
+        assert!(matches!(parse_duration("99999999999999999999d"), Err(TimeError::DurationOverflow(_))));
         assert_eq!(format_duration(129_600), "1d12h");
         assert_eq!(parse_duration(&format_duration(93_784)), Ok(93_784));
     }

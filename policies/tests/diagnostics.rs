@@ -3,8 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use tocsin_policies::{
-    OperatorSecretKey, Pos, check_paths, generate_operator_key, parse_federation_list,
-    parse_node_policy, sign_text,
+    OperatorSecretKey, Pos, check_paths, generate_operator_key, parse_federation_list, parse_node_policy, sign_text,
 };
 
 fn file() -> Option<&'static Path> {
@@ -24,8 +23,7 @@ fn a_syntax_error_has_file_line_and_column() {
     let errors = errors_of(text);
     assert_eq!(errors.len(), 1, "{errors:#?}");
     assert!(
-        errors[0]
-            .starts_with("policies/x.toml:3:15: TOML syntax error: string values must be quoted"),
+        errors[0].starts_with("policies/x.toml:3:15: TOML syntax error: string values must be quoted"),
         "{}",
         errors[0]
     );
@@ -175,15 +173,10 @@ address = "127.0.0.1"
         d.to_string(),
         "fed.toml:5:11: federation.expires: expected a UTC timestamp like \"2025-06-01T12:00:00Z\", found \"2024-12-31 00:00:00\""
     );
-    let bad_role = text.replace(
-        "role = \"municipality\"\naddress",
-        "role = \"army\"\naddress",
-    );
+    let bad_role = text.replace("role = \"municipality\"\naddress", "role = \"army\"\naddress");
     let d = parse_federation_list(&bad_role, None).expect_err("invalid");
     assert!(
-        d.to_string().starts_with(
-            "<input>:15:8: member[1].role: expected one of \"municipality\", \"fire\""
-        ),
+        d.to_string().starts_with("<input>:15:8: member[1].role: expected one of \"municipality\", \"fire\""),
         "{d}"
     );
 }
@@ -223,27 +216,18 @@ shared_with = ["stranger:8448", "contractor:8460"]
     let policy_path = dir.path().join("riverton.toml");
     std::fs::write(&policy_path, policy).expect("write");
     let report = check_paths(&[list_path, policy_path.clone()], &[public]);
-    let errors: Vec<String> = report
-        .diagnostics
-        .errors()
-        .map(ToString::to_string)
-        .collect();
+    let errors: Vec<String> = report.diagnostics.errors().map(ToString::to_string).collect();
     let p = policy_path.display();
     assert_eq!(
         errors,
         [
-            format!(
-                "{p}:7:16: room[0].shared_with[0]: \"stranger:8448\" is not a member of the federation list \"F\""
-            ),
+            format!("{p}:7:16: room[0].shared_with[0]: \"stranger:8448\" is not a member of the federation list \"F\""),
             format!(
                 "{p}:7:33: room[0].shared_with[1]: \"contractor:8460\" is an external member (Pumps Ltd), which a \"restricted\" room keeps out"
             ),
         ]
     );
-    assert!(
-        report.to_string().ends_with("2 errors, 0 warnings"),
-        "{report}"
-    );
+    assert!(report.to_string().ends_with("2 errors, 0 warnings"), "{report}");
 }
 
 #[test]
@@ -254,21 +238,9 @@ fn check_reports_unsigned_lists_and_unreadable_paths() {
     let missing: PathBuf = dir.path().join("missing.toml");
     let report = check_paths(&[list.clone(), missing.clone()], &[]);
     let text = report.to_string();
-    assert!(
-        text.contains(&format!("{}: cannot read:", missing.display())),
-        "{text}"
-    );
-    assert!(
-        text.contains(&format!(
-            "{}: signature: the list is not signed",
-            list.display()
-        )),
-        "{text}"
-    );
-    assert!(
-        text.contains("warning: member: the list has no members"),
-        "{text}"
-    );
+    assert!(text.contains(&format!("{}: cannot read:", missing.display())), "{text}");
+    assert!(text.contains(&format!("{}: signature: the list is not signed", list.display())), "{text}");
+    assert!(text.contains("warning: member: the list has no members"), "{text}");
     assert!(!report.is_ok());
 }
 
@@ -276,9 +248,6 @@ fn check_reports_unsigned_lists_and_unreadable_paths() {
 fn positions_count_characters_not_bytes() {
     let text = "[[role]]\nname = \"mäyör\"\npower_level = 10\n";
     let errors = errors_of(text);
-    assert!(
-        errors[0].starts_with("policies/x.toml:2:8: role[0].name: \"mäyör\" is not a valid name"),
-        "{errors:#?}"
-    );
+    assert!(errors[0].starts_with("policies/x.toml:2:8: role[0].name: \"mäyör\" is not a valid name"), "{errors:#?}");
     assert_eq!(Pos::from_offset("ä\nb", 3), Pos { line: 2, col: 1 });
 }

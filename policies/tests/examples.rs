@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use tocsin_policies::{
-    CurrentState, FileKind, OperatorPublicKey, OperatorSecretKey, Timestamp, check_paths,
-    check_paths_at, parse_node_policy, plan, verify_file,
+    CurrentState, FileKind, OperatorPublicKey, OperatorSecretKey, Timestamp, check_paths, check_paths_at,
+    parse_node_policy, plan, verify_file,
 };
 
 fn examples() -> PathBuf {
@@ -12,15 +12,10 @@ fn examples() -> PathBuf {
 }
 
 fn example_files() -> Vec<PathBuf> {
-    [
-        "federation.toml",
-        "riverton.toml",
-        "lakeside.toml",
-        "county-fire.toml",
-    ]
-    .iter()
-    .map(|f| examples().join(f))
-    .collect()
+    ["federation.toml", "riverton.toml", "lakeside.toml", "county-fire.toml"]
+        .iter()
+        .map(|f| examples().join(f))
+        .collect()
 }
 
 fn operator_key() -> OperatorPublicKey {
@@ -33,33 +28,16 @@ fn every_example_passes_check() {
     assert!(report.is_ok(), "{report}");
     assert_eq!(report.warning_count(), 0, "{report}");
     let kinds: Vec<FileKind> = report.files.iter().map(|f| f.kind).collect();
-    assert_eq!(
-        kinds,
-        [
-            FileKind::FederationList,
-            FileKind::NodePolicy,
-            FileKind::NodePolicy,
-            FileKind::NodePolicy
-        ]
-    );
-    assert!(
-        report.to_string().ends_with("0 errors, 0 warnings"),
-        "{report}"
-    );
+    assert_eq!(kinds, [FileKind::FederationList, FileKind::NodePolicy, FileKind::NodePolicy, FileKind::NodePolicy]);
+    assert!(report.to_string().ends_with("0 errors, 0 warnings"), "{report}");
 }
 
 #[test]
 fn an_expired_list_is_a_warning_not_an_error() {
-    let later = Timestamp::parse("2031-01-01T00:00:00Z")
-        .expect("time")
-        .unix();
+    let later = Timestamp::parse("2031-01-01T00:00:00Z").expect("time").unix();
     let report = check_paths_at(&example_files(), &[operator_key()], later);
     assert!(report.is_ok(), "{report}");
-    let warnings: Vec<String> = report
-        .diagnostics
-        .warnings()
-        .map(ToString::to_string)
-        .collect();
+    let warnings: Vec<String> = report.diagnostics.warnings().map(ToString::to_string).collect();
     assert_eq!(warnings.len(), 1, "{report}");
     assert!(
         warnings[0].ends_with(
@@ -76,11 +54,7 @@ fn without_a_pinned_key_the_signature_is_not_checked() {
     let report = check_paths(&example_files(), &[]);
     assert!(report.is_ok(), "{report}");
     assert_eq!(report.warning_count(), 1, "{report}");
-    assert!(
-        report
-            .to_string()
-            .contains("not checked: no operator public key was given")
-    );
+    assert!(report.to_string().contains("not checked: no operator public key was given"));
 }
 
 #[test]
@@ -93,17 +67,11 @@ fn each_example_also_passes_alone() {
 
 #[test]
 fn the_demo_key_matches_the_pinned_key() {
-    let secret =
-        OperatorSecretKey::from_file(&examples().join("demo-operator.key")).expect("demo key");
+    let secret = OperatorSecretKey::from_file(&examples().join("demo-operator.key")).expect("demo key");
     assert_eq!(secret.public_key(), operator_key());
-    let list =
-        verify_file(&examples().join("federation.toml"), &[operator_key()]).expect("verified");
+    let list = verify_file(&examples().join("federation.toml"), &[operator_key()]).expect("verified");
     assert_eq!(list.members.len(), 3);
-    assert_eq!(
-        list.member("county-fire:8450")
-            .and_then(|m| m.address.as_deref()),
-        Some("127.0.0.1:8450")
-    );
+    assert_eq!(list.member("county-fire:8450").and_then(|m| m.address.as_deref()), Some("127.0.0.1:8450"));
 }
 
 #[test]

@@ -86,9 +86,7 @@ fn duplicates_across_files_name_both_files() {
     assert_eq!(
         errors,
         [
-            format!(
-                "{b}:2:13: account[2].localpart: duplicate account \"clerk\" (first defined at {a}:17:1)"
-            ),
+            format!("{b}:2:13: account[2].localpart: duplicate account \"clerk\" (first defined at {a}:17:1)"),
             format!("{b}:6:8: role[2].name: duplicate role \"staff\" (first defined at {a}:7:1)"),
         ]
     );
@@ -97,25 +95,14 @@ fn duplicates_across_files_name_both_files() {
 #[test]
 fn a_singleton_table_twice_names_both_files() {
     let dir = tempfile::tempdir().expect("tempdir");
-    write(
-        dir.path(),
-        "a.toml",
-        &format!("{ROLES}\n[alarms]\nsenders = [\"mayor\"]\n"),
-    );
-    write(
-        dir.path(),
-        "b.toml",
-        "# more alarms\n[alarms]\nsenders = [\"staff\"]\n",
-    );
+    write(dir.path(), "a.toml", &format!("{ROLES}\n[alarms]\nsenders = [\"mayor\"]\n"));
+    write(dir.path(), "b.toml", "# more alarms\n[alarms]\nsenders = [\"staff\"]\n");
     let Err(PolicyError::Invalid(d)) = read_node_policy(dir.path()) else {
         panic!("expected Invalid");
     };
     let a = dir.path().join("a.toml").display().to_string();
     let b = dir.path().join("b.toml").display().to_string();
-    assert_eq!(
-        d.to_string(),
-        format!("{b}:2:1: alarms: [alarms] is defined twice: in {a}:11:1 and again in {b}:2:1")
-    );
+    assert_eq!(d.to_string(), format!("{b}:2:1: alarms: [alarms] is defined twice: in {a}:11:1 and again in {b}:2:1"));
 }
 
 #[test]
@@ -128,10 +115,7 @@ fn a_syntax_error_in_one_file_does_not_hide_the_others() {
     };
     let text = d.to_string();
     assert!(text.contains("a.toml:1:"), "{text}");
-    assert!(
-        text.contains("b.toml:3:8: room[0].name: expected a string, found integer 5"),
-        "{text}"
-    );
+    assert!(text.contains("b.toml:3:8: room[0].name: expected a string, found integer 5"), "{text}");
 }
 
 #[test]
@@ -149,15 +133,7 @@ fn check_paths_merges_a_folder_and_checks_lists_in_it_apart() {
     let kinds: Vec<(String, FileKind)> = report
         .files
         .iter()
-        .map(|f| {
-            (
-                f.path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                f.kind,
-            )
-        })
+        .map(|f| (f.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), f.kind))
         .collect();
     assert_eq!(
         kinds,
@@ -169,14 +145,7 @@ fn check_paths_merges_a_folder_and_checks_lists_in_it_apart() {
         ]
     );
     // The only error: the list is not signed. The merged policy itself is fine.
-    let errors: Vec<String> = report
-        .diagnostics
-        .errors()
-        .map(ToString::to_string)
-        .collect();
+    let errors: Vec<String> = report.diagnostics.errors().map(ToString::to_string).collect();
     assert_eq!(errors.len(), 1, "{report}");
-    assert!(
-        errors[0].contains("federation.toml: signature: the list is not signed"),
-        "{report}"
-    );
+    assert!(errors[0].contains("federation.toml: signature: the list is not signed"), "{report}");
 }

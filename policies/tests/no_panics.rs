@@ -4,8 +4,7 @@
 use std::path::Path;
 
 use tocsin_policies::{
-    CurrentState, OperatorPublicKey, detect_kind, parse_federation_list, parse_node_policy, plan,
-    verify,
+    CurrentState, OperatorPublicKey, detect_kind, parse_federation_list, parse_node_policy, plan, verify,
 };
 
 /// A small deterministic generator (64-bit LCG).
@@ -13,10 +12,7 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         usize::try_from(self.0 >> 33).unwrap_or(0)
     }
 }
@@ -46,12 +42,7 @@ fn mangled_examples_do_not_panic() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let key = OperatorPublicKey::from_file(&dir.join("operator.pub")).expect("key");
     let mut rng = Lcg(0x5eed);
-    for name in [
-        "federation.toml",
-        "riverton.toml",
-        "lakeside.toml",
-        "county-fire.toml",
-    ] {
+    for name in ["federation.toml", "riverton.toml", "lakeside.toml", "county-fire.toml"] {
         let original = std::fs::read_to_string(dir.join(name)).expect("example");
         for _ in 0..400 {
             let mut text = original.clone();

@@ -91,10 +91,7 @@ fn a_partial_apply_converges_on_the_next_run() {
         let mut state = CurrentState::new("county-fire:8450");
         apply(&mut state, &full[..cut]);
         let rest = plan(&desired, &state);
-        assert!(
-            rest.len() <= full.len() - cut,
-            "cut {cut}: the rest of the plan must not grow"
-        );
+        assert!(rest.len() <= full.len() - cut, "cut {cut}: the rest of the plan must not grow");
         apply(&mut state, &rest);
         assert_eq!(plan(&desired, &state), Vec::<Change>::new(), "cut {cut}");
     }
@@ -106,19 +103,13 @@ fn a_changed_policy_plans_only_the_difference() {
     let first = plan(&policy(), &state);
     apply(&mut state, &first);
     let changed = POLICY
-        .replace(
-            "name = \"Fire operations\"",
-            "name = \"Fire operations (flood)\"",
-        )
+        .replace("name = \"Fire operations\"", "name = \"Fire operations (flood)\"")
         .replace("power_level = 50", "power_level = 60");
     let desired = match parse_node_policy(&changed, None) {
         Ok(p) => p.policy,
         Err(d) => panic!("{d}"),
     };
-    let changes: Vec<String> = plan(&desired, &state)
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let changes: Vec<String> = plan(&desired, &state).iter().map(ToString::to_string).collect();
     assert_eq!(
         changes,
         [

@@ -79,9 +79,8 @@ impl Homeserver {
     fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<Url> {
         let mut url = self.base.clone();
         {
-            let mut path = url
-                .path_segments_mut()
-                .map_err(|()| anyhow!("homeserver URL {} cannot be a base", self.base))?;
+            let mut path =
+                url.path_segments_mut().map_err(|()| anyhow!("homeserver URL {} cannot be a base", self.base))?;
             path.pop_if_empty().extend(["_matrix", "client", "v3"]);
             path.extend(segments);
         }
@@ -107,31 +106,17 @@ impl Homeserver {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("{what}: sending"))?;
+        let resp = req.send().await.with_context(|| format!("{what}: sending"))?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .with_context(|| format!("{what}: reading the body"))?;
+        let bytes = resp.bytes().await.with_context(|| format!("{what}: reading the body"))?;
         if !status.is_success() {
             let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             let field = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-            let err = MatrixError {
-                status,
-                errcode: field("errcode"),
-                error: field("error"),
-                body,
-            };
+            let err = MatrixError { status, errcode: field("errcode"), error: field("error"), body };
             return Err(anyhow::Error::new(err).context(what));
         }
         serde_json::from_slice(&bytes).with_context(|| {
-            format!(
-                "{what}: decoding the answer: {}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
-            )
+            format!("{what}: decoding the answer: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(300)]))
         })
     }
 
@@ -139,8 +124,7 @@ impl Homeserver {
     pub async fn versions(&self) -> Result<Value> {
         let mut url = self.base.clone();
         url.set_path("/_matrix/client/versions");
-        self.request(Method::GET, url, None, None, REQUEST_TIMEOUT)
-            .await
+        self.request(Method::GET, url, None, None, REQUEST_TIMEOUT).await
     }
 
     /// Registers `username` through User-Interactive Auth with `m.login.dummy`; if the name is
@@ -148,10 +132,9 @@ impl Homeserver {
     pub async fn register_or_login(&self, username: &str, password: &str) -> Result<Session> {
         match self.register(username, password).await {
             Ok(s) => Ok(s),
-            Err(e) if matrix_errcode(&e) == Some("M_USER_IN_USE") => self
-                .login(username, password)
-                .await
-                .with_context(|| format!("{username} exists; logging in instead")),
+            Err(e) if matrix_errcode(&e) == Some("M_USER_IN_USE") => {
+                self.login(username, password).await.with_context(|| format!("{username} exists; logging in instead"))
+            }
             Err(e) => Err(e),
         }
     }
@@ -165,15 +148,7 @@ impl Homeserver {
             "password": password,
             "initial_device_display_name": "tocsin-loadgen",
         });
-        let first = self
-            .request::<LoginResponse>(
-                Method::POST,
-                url.clone(),
-                None,
-                Some(&body),
-                REQUEST_TIMEOUT,
-            )
-            .await;
+        let first = self.request::<LoginResponse>(Method::POST, url.clone(), None, Some(&body), REQUEST_TIMEOUT).await;
         let resp = match first {
             Ok(resp) => resp,
             Err(e) => {
@@ -187,10 +162,7 @@ impl Homeserver {
                     .ok_or_else(|| anyhow!("registering {username}: 401 without a UIA session"))?
                     .to_owned();
                 if !dummy_flow_offered(&uia.body) {
-                    bail!(
-                        "registering {username}: no m.login.dummy flow offered: {}",
-                        uia.body
-                    );
+                    bail!("registering {username}: no m.login.dummy flow offered: {}", uia.body);
                 }
                 body["auth"] = json!({"type": "m.login.dummy", "session": session});
                 self.request::<LoginResponse>(Method::POST, url, None, Some(&body), REQUEST_TIMEOUT)
@@ -220,21 +192,15 @@ impl Homeserver {
 
 /// The errcode of a [`MatrixError`] anywhere in `e`'s chain.
 pub fn matrix_errcode(e: &anyhow::Error) -> Option<&str> {
-    e.chain()
-        .find_map(|c| c.downcast_ref::<MatrixError>())
-        .map(|m| m.errcode.as_str())
+    e.chain().find_map(|c| c.downcast_ref::<MatrixError>()).map(|m| m.errcode.as_str())
 }
 
 fn dummy_flow_offered(uia: &Value) -> bool {
-    uia.get("flows")
-        .and_then(Value::as_array)
-        .is_some_and(|flows| {
-            flows.iter().any(|f| {
-                f.get("stages")
-                    .and_then(Value::as_array)
-                    .is_some_and(|s| s.len() == 1 && s[0] == "m.login.dummy")
-            })
-        })
+    uia.get("flows").and_then(Value::as_array).is_some_and(|flows| {
+        flows
+            .iter()
+            .any(|f| f.get("stages").and_then(Value::as_array).is_some_and(|s| s.len() == 1 && s[0] == "m.login.dummy"))
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -332,12 +298,7 @@ pub enum Direction {
 
 impl Session {
     fn from_login(hs: Homeserver, resp: LoginResponse) -> Self {
-        Self {
-            hs,
-            user_id: resp.user_id,
-            device_id: resp.device_id,
-            access_token: resp.access_token,
-        }
+        Self { hs, user_id: resp.user_id, device_id: resp.device_id, access_token: resp.access_token }
     }
 
     pub fn homeserver(&self) -> &Homeserver {
@@ -353,21 +314,13 @@ impl Session {
         timeout: Duration,
     ) -> Result<T> {
         let url = self.hs.url(segments, query)?;
-        self.hs
-            .request(method, url, Some(&self.access_token), body, timeout)
-            .await
+        self.hs.request(method, url, Some(&self.access_token), body, timeout).await
     }
 
     /// `POST /createRoom` with the given body (e.g. `{"preset": "private_chat"}`).
     pub async fn create_room(&self, body: &Value) -> Result<String> {
         let r: RoomIdResponse = self
-            .call(
-                Method::POST,
-                &["createRoom"],
-                &[],
-                Some(body),
-                REQUEST_TIMEOUT,
-            )
+            .call(Method::POST, &["createRoom"], &[], Some(body), REQUEST_TIMEOUT)
             .await
             .with_context(|| format!("{} creating a room", self.user_id))?;
         Ok(r.room_id)
@@ -377,13 +330,7 @@ impl Session {
     pub async fn invite(&self, room_id: &str, user_id: &str) -> Result<()> {
         let body = json!({ "user_id": user_id });
         let _: Value = self
-            .call(
-                Method::POST,
-                &["rooms", room_id, "invite"],
-                &[],
-                Some(&body),
-                REQUEST_TIMEOUT,
-            )
+            .call(Method::POST, &["rooms", room_id, "invite"], &[], Some(&body), REQUEST_TIMEOUT)
             .await
             .with_context(|| format!("{} inviting {user_id} to {room_id}", self.user_id))?;
         Ok(())
@@ -392,34 +339,16 @@ impl Session {
     /// `POST /rooms/{room}/join`.
     pub async fn join(&self, room_id: &str) -> Result<()> {
         let _: Value = self
-            .call(
-                Method::POST,
-                &["rooms", room_id, "join"],
-                &[],
-                Some(&json!({})),
-                REQUEST_TIMEOUT,
-            )
+            .call(Method::POST, &["rooms", room_id, "join"], &[], Some(&json!({})), REQUEST_TIMEOUT)
             .await
             .with_context(|| format!("{} joining {room_id}", self.user_id))?;
         Ok(())
     }
 
     /// `PUT /rooms/{room}/send/{type}/{txn}`; returns the event id.
-    pub async fn send_event(
-        &self,
-        room_id: &str,
-        event_type: &str,
-        txn_id: &str,
-        content: &Value,
-    ) -> Result<String> {
+    pub async fn send_event(&self, room_id: &str, event_type: &str, txn_id: &str, content: &Value) -> Result<String> {
         let r: EventIdResponse = self
-            .call(
-                Method::PUT,
-                &["rooms", room_id, "send", event_type, txn_id],
-                &[],
-                Some(content),
-                REQUEST_TIMEOUT,
-            )
+            .call(Method::PUT, &["rooms", room_id, "send", event_type, txn_id], &[], Some(content), REQUEST_TIMEOUT)
             .await
             .with_context(|| format!("{} sending {event_type} to {room_id}", self.user_id))?;
         Ok(r.event_id)
@@ -428,17 +357,11 @@ impl Session {
     /// Sends an `m.room.message` / `m.text` with `body`.
     pub async fn send_text(&self, room_id: &str, txn_id: &str, body: &str) -> Result<String> {
         let content = json!({ "msgtype": "m.text", "body": body });
-        self.send_event(room_id, "m.room.message", txn_id, &content)
-            .await
+        self.send_event(room_id, "m.room.message", txn_id, &content).await
     }
 
     /// `GET /sync`. `filter` is inline JSON (or a filter id); `timeout_ms` is the long-poll time.
-    pub async fn sync(
-        &self,
-        since: Option<&str>,
-        filter: Option<&str>,
-        timeout_ms: u64,
-    ) -> Result<SyncResponse> {
+    pub async fn sync(&self, since: Option<&str>, filter: Option<&str>, timeout_ms: u64) -> Result<SyncResponse> {
         let timeout_s = timeout_ms.to_string();
         let mut query = vec![("timeout", timeout_s.as_str()), ("set_presence", "offline")];
         if let Some(since) = since {
@@ -474,15 +397,9 @@ impl Session {
         if let Some(filter) = filter {
             query.push(("filter", filter));
         }
-        self.call(
-            Method::GET,
-            &["rooms", room_id, "messages"],
-            &query,
-            None,
-            REQUEST_TIMEOUT,
-        )
-        .await
-        .with_context(|| format!("{} paging {room_id} from {from:?}", self.user_id))
+        self.call(Method::GET, &["rooms", room_id, "messages"], &query, None, REQUEST_TIMEOUT)
+            .await
+            .with_context(|| format!("{} paging {room_id} from {from:?}", self.user_id))
     }
 }
 

@@ -123,21 +123,14 @@ pub fn read_rss(pid: u32) -> Result<RssReport> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     let field = |name: &str| -> Result<u64> {
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .with_context(|| format!("{path} has no {name}"))?;
+        let line = status.lines().find(|l| l.starts_with(name)).with_context(|| format!("{path} has no {name}"))?;
         line[name.len()..]
             .split_whitespace()
             .next()
             .and_then(|v| v.parse().ok())
             .with_context(|| format!("{path}: cannot parse {line:?}"))
     };
-    Ok(RssReport {
-        pid,
-        vm_rss_kb: field("VmRSS:")?,
-        vm_hwm_kb: field("VmHWM:")?,
-    })
+    Ok(RssReport { pid, vm_rss_kb: field("VmRSS:")?, vm_hwm_kb: field("VmHWM:")? })
 }
 
 /// Nearest-rank percentile of sorted `v` (0 when empty).
@@ -157,9 +150,7 @@ fn ms(d: Duration) -> f64 {
 pub async fn run(cfg: &Config, label: &str, pid: Option<u32>) -> Result<Report> {
     let run_id = format!("{:08x}", rand::random::<u32>());
     let hs = Homeserver::new(&cfg.url)?;
-    hs.versions()
-        .await
-        .with_context(|| format!("is a homeserver listening at {}?", cfg.url))?;
+    hs.versions().await.with_context(|| format!("is a homeserver listening at {}?", cfg.url))?;
     let rss_before = pid.map(read_rss).transpose()?;
 
     let setup_start = Instant::now();
@@ -179,8 +170,7 @@ pub async fn run(cfg: &Config, label: &str, pid: Option<u32>) -> Result<Report> 
     let setup_s = setup_start.elapsed().as_secs_f64();
 
     let latency = latency_phase(cfg, &a, &b, &lat_room, &run_id).await?;
-    let (throughput, completeness) =
-        throughput_phase(cfg, &a, &b, &senders, &tp_room, &run_id).await?;
+    let (throughput, completeness) = throughput_phase(cfg, &a, &b, &senders, &tp_room, &run_id).await?;
     let rss_after = pid.map(read_rss).transpose()?;
 
     Ok(Report {
@@ -199,9 +189,7 @@ pub async fn run(cfg: &Config, label: &str, pid: Option<u32>) -> Result<Report> 
 
 /// `creator` makes a private_chat room, invites `members`, and they join.
 async fn new_room(creator: &Session, members: &[&Session], name: &str) -> Result<String> {
-    let room = creator
-        .create_room(&json!({"preset": "private_chat", "name": name}))
-        .await?;
+    let room = creator.create_room(&json!({"preset": "private_chat", "name": name})).await?;
     for m in members {
         creator.invite(&room, &m.user_id).await?;
     }
@@ -209,29 +197,12 @@ async fn new_room(creator: &Session, members: &[&Session], name: &str) -> Result
     Ok(room)
 }
 
-async fn latency_phase(
-    cfg: &Config,
-    a: &Session,
-    b: &Session,
-    room: &str,
-    run_id: &str,
-) -> Result<LatencyReport> {
+async fn latency_phase(cfg: &Config, a: &Session, b: &Session, room: &str, run_id: &str) -> Result<LatencyReport> {
     let filter = room_timeline_filter(room, 50);
-    let since = b
-        .sync(None, Some(&filter), 0)
-        .await
-        .context("latency phase: initial sync")?
-        .next_batch;
+    let since = b.sync(None, Some(&filter), 0).await.context("latency phase: initial sync")?.next_batch;
     let marker = format!("{run_id}-lat-");
     let (tx, mut rx) = mpsc::unbounded_channel::<(String, Instant)>();
-    let reader = tokio::spawn(latency_sync_loop(
-        b.clone(),
-        room.to_owned(),
-        filter,
-        since,
-        marker.clone(),
-        tx,
-    ));
+    let reader = tokio::spawn(latency_sync_loop(b.clone(), room.to_owned(), filter, since, marker.clone(), tx));
 
     let mut latencies = Vec::with_capacity(cfg.latency_events as usize);
     let mut acks = Vec::with_capacity(cfg.latency_events as usize);
@@ -356,15 +327,9 @@ async fn throughput_phase(
 ) -> Result<(ThroughputReport, CompletenessReport)> {
     let marker = format!("{run_id}-tp-");
     let sentinel = format!("{run_id}-sentinel");
-    a.send_text(room, &sentinel, &sentinel)
-        .await
-        .context("throughput phase: sending the sentinel")?;
+    a.send_text(room, &sentinel, &sentinel).await.context("throughput phase: sending the sentinel")?;
     let filter = room_timeline_filter(room, cfg.sync_limit);
-    let since = b
-        .sync(None, Some(&filter), 0)
-        .await
-        .context("throughput phase: reader's initial sync")?
-        .next_batch;
+    let since = b.sync(None, Some(&filter), 0).await.context("throughput phase: reader's initial sync")?.next_batch;
 
     let (done_tx, done_rx) = watch::channel::<Option<SendersDone>>(None);
     let reader = Reader {
@@ -416,9 +381,7 @@ async fn throughput_phase(
         last_ack = last_ack.max(r.last_ack);
         acked.extend(r.acked);
     }
-    let wall = last_ack
-        .unwrap_or(finished)
-        .saturating_duration_since(start);
+    let wall = last_ack.unwrap_or(finished).saturating_duration_since(start);
     let throughput = ThroughputReport {
         senders: cfg.senders,
         per_sender: cfg.per_sender,
@@ -432,10 +395,7 @@ async fn throughput_phase(
 
     let acked = Arc::new(acked);
     // The reader may have finished early (an error); a closed channel is fine then.
-    let _ = done_tx.send(Some(SendersDone {
-        at: finished,
-        acked: Arc::clone(&acked),
-    }));
+    let _ = done_tx.send(Some(SendersDone { at: finished, acked: Arc::clone(&acked) }));
     let outcome = reader.await.context("the completeness reader panicked")?;
     Ok((throughput, outcome.report(&acked, finished)))
 }
@@ -463,11 +423,7 @@ struct ReaderOutcome {
 }
 
 impl Reader {
-    async fn run(
-        self,
-        mut since: String,
-        done: watch::Receiver<Option<SendersDone>>,
-    ) -> ReaderOutcome {
+    async fn run(self, mut since: String, done: watch::Receiver<Option<SendersDone>>) -> ReaderOutcome {
         let mut out = ReaderOutcome::default();
         let mut ids = HashSet::new();
         let start = Instant::now();
@@ -506,12 +462,7 @@ impl Reader {
     }
 
     /// One sync; if its timeline is limited, page back until the gap is closed.
-    async fn round(
-        &self,
-        since: &mut String,
-        ids: &mut HashSet<String>,
-        out: &mut ReaderOutcome,
-    ) -> Result<()> {
+    async fn round(&self, since: &mut String, ids: &mut HashSet<String>, out: &mut ReaderOutcome) -> Result<()> {
         let resp = self.b.sync(Some(since), Some(&self.filter), 5_000).await?;
         let Some(joined) = resp.rooms.join.get(&self.room) else {
             *since = resp.next_batch;
@@ -533,18 +484,10 @@ impl Reader {
 
     /// Pages backwards from `from` until it meets an event already seen, the sentinel sent
     /// before the phase, or the start of the room.
-    async fn fill_gap(
-        &self,
-        from: &str,
-        ids: &mut HashSet<String>,
-        out: &mut ReaderOutcome,
-    ) -> Result<()> {
+    async fn fill_gap(&self, from: &str, ids: &mut HashSet<String>, out: &mut ReaderOutcome) -> Result<()> {
         let mut from = from.to_owned();
         for _ in 0..MAX_PAGES_PER_GAP {
-            let page = self
-                .b
-                .messages(&self.room, Some(&from), Direction::Backward, 100, None)
-                .await?;
+            let page = self.b.messages(&self.room, Some(&from), Direction::Backward, 100, None).await?;
             out.pages_fetched += 1;
             for ev in &page.chunk {
                 if ids.contains(&ev.event_id) || ev.body() == Some(self.sentinel.as_str()) {
@@ -570,10 +513,7 @@ impl Reader {
 
 impl ReaderOutcome {
     fn report(self, acked: &HashSet<String>, senders_done: Instant) -> CompletenessReport {
-        let missing = acked
-            .iter()
-            .filter(|b| !self.counts.contains_key(*b))
-            .count() as u32;
+        let missing = acked.iter().filter(|b| !self.counts.contains_key(*b)).count() as u32;
         let duplicates = self.counts.values().map(|c| c - 1).sum::<u32>();
         let unacknowledged_seen = self.counts.keys().filter(|b| !acked.contains(*b)).count() as u32;
         let ok = missing == 0 && duplicates == 0 && self.error.is_none();
@@ -586,9 +526,7 @@ impl ReaderOutcome {
             sync_rounds: self.sync_rounds,
             limited_batches: self.limited_batches,
             pages_fetched: self.pages_fetched,
-            catch_up_ms: self
-                .complete_at
-                .map(|t| ms(t.saturating_duration_since(senders_done))),
+            catch_up_ms: self.complete_at.map(|t| ms(t.saturating_duration_since(senders_done))),
             timed_out: self.timed_out,
             reader_error: self.error,
             ok,

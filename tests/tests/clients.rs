@@ -42,7 +42,8 @@ async fn two_users_create_invite_join_and_talk() {
     room.invite_user_by_id(bob.user_id().unwrap()).await.unwrap();
 
     let room_id = room.room_id().to_owned();
-    eventually(&bob, 5, || async { bob.get_room(&room_id).filter(|r| r.state() == matrix_sdk::RoomState::Invited) }).await;
+    eventually(&bob, 5, || async { bob.get_room(&room_id).filter(|r| r.state() == matrix_sdk::RoomState::Invited) })
+        .await;
     let bob_room = bob.join_room_by_id(&room_id).await.unwrap();
     bob_room.send(RoomMessageEventContent::text_plain("bob here")).await.unwrap();
     room.send(RoomMessageEventContent::text_plain("alice here")).await.unwrap();
@@ -74,10 +75,13 @@ async fn long_poll_sync_wakes_on_new_event() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!poll.is_finished(), "the long-poll must wait while nothing happens");
     room.send(RoomMessageEventContent::text_plain("wake up")).await.unwrap();
-    let response = tokio::time::timeout(Duration::from_secs(5), poll).await.expect("long-poll returns promptly").unwrap();
+    let response =
+        tokio::time::timeout(Duration::from_secs(5), poll).await.expect("long-poll returns promptly").unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
     let timeline = &response.rooms.joined.get(room.room_id()).expect("room in sync").timeline.events;
-    assert!(timeline.iter().any(|e| e.raw().deserialize().ok().as_ref().and_then(text_of).as_deref() == Some("wake up")));
+    assert!(
+        timeline.iter().any(|e| e.raw().deserialize().ok().as_ref().and_then(text_of).as_deref() == Some("wake up"))
+    );
     node.shutdown().await;
 }
 
@@ -131,17 +135,13 @@ async fn reactions_and_edits_come_back_through_relations() {
     let room = alice.create_room(CreateRoom::new()).await.unwrap();
     let original = room.send(RoomMessageEventContent::text_plain("gauge at 4.1 m")).await.unwrap().response.event_id;
     room.send(ReactionEventContent::new(Annotation::new(original.clone(), "👍".into()))).await.unwrap();
-    let edit = RoomMessageEventContent::text_plain("gauge at 4.3 m").make_replacement(
-        matrix_sdk::ruma::events::room::message::ReplacementMetadata::new(original.clone(), None),
-    );
+    let edit = RoomMessageEventContent::text_plain("gauge at 4.3 m")
+        .make_replacement(matrix_sdk::ruma::events::room::message::ReplacementMetadata::new(original.clone(), None));
     room.send(edit).await.unwrap();
 
     let relations = room.relations(original.clone(), Default::default()).await.unwrap();
-    let kinds: Vec<String> = relations
-        .chunk
-        .iter()
-        .filter_map(|e| e.raw().get_field::<String>("type").ok().flatten())
-        .collect();
+    let kinds: Vec<String> =
+        relations.chunk.iter().filter_map(|e| e.raw().get_field::<String>("type").ok().flatten()).collect();
     assert_eq!(relations.chunk.len(), 2, "a reaction and an edit: {kinds:?}");
     assert!(kinds.contains(&"m.reaction".to_owned()));
     assert!(kinds.contains(&"m.room.message".to_owned()));

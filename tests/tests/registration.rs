@@ -17,27 +17,16 @@ struct Api {
 
 impl Api {
     fn new(node: &NodeHandle) -> Self {
-        Self {
-            http: reqwest::Client::new(),
-            base: node.base_url(),
-        }
+        Self { http: reqwest::Client::new(), base: node.base_url() }
     }
 
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&Value>,
-    ) -> Reply {
+    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<&Value>) -> Reply {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }
         if let Some(body) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(body.to_string());
+            req = req.header("content-type", "application/json").body(body.to_string());
         }
         let resp = req.send().await.expect("the node answers");
         let status = resp.status().as_u16();
@@ -47,13 +36,7 @@ impl Api {
     }
 
     async fn register(&self, body: Value) -> Reply {
-        self.call(
-            Method::POST,
-            "/_matrix/client/v3/register",
-            None,
-            Some(&body),
-        )
-        .await
+        self.call(Method::POST, "/_matrix/client/v3/register", None, Some(&body)).await
     }
 
     async fn login(&self, user: &str, password: &str) -> Reply {
@@ -62,44 +45,27 @@ impl Api {
             "identifier": { "type": "m.id.user", "user": user },
             "password": password,
         });
-        self.call(Method::POST, "/_matrix/client/v3/login", None, Some(&body))
-            .await
+        self.call(Method::POST, "/_matrix/client/v3/login", None, Some(&body)).await
     }
 
     async fn whoami(&self, token: &str) -> Reply {
-        self.call(
-            Method::GET,
-            "/_matrix/client/v3/account/whoami",
-            Some(token),
-            None,
-        )
-        .await
+        self.call(Method::GET, "/_matrix/client/v3/account/whoami", Some(token), None).await
     }
 
     /// Starts a UIA session for `username`; checks the 401 offers `stage`, returns the session.
     async fn start_uia(&self, username: &str, stage: &str) -> String {
-        let (status, body) = self
-            .register(json!({ "username": username, "password": "pw-123456" }))
-            .await;
+        let (status, body) = self.register(json!({ "username": username, "password": "pw-123456" })).await;
         assert_eq!(status, 401, "the first /register asks for UIA: {body}");
         let flows = body["flows"].as_array().expect("flows in the UIA response");
         assert!(
-            flows.iter().any(|f| f["stages"]
-                .as_array()
-                .is_some_and(|s| s.iter().any(|st| st == stage))),
+            flows.iter().any(|f| f["stages"].as_array().is_some_and(|s| s.iter().any(|st| st == stage))),
             "a flow offers {stage}: {body}"
         );
-        body["session"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .expect("a UIA session")
-            .to_owned()
+        body["session"].as_str().filter(|s| !s.is_empty()).expect("a UIA session").to_owned()
     }
 
     async fn assert_serving(&self) {
-        let (status, body) = self
-            .call(Method::GET, "/_matrix/client/versions", None, None)
-            .await;
+        let (status, body) = self.call(Method::GET, "/_matrix/client/versions", None, None).await;
         assert_eq!(status, 200, "the node still serves /versions: {body}");
     }
 }
@@ -107,29 +73,18 @@ impl Api {
 #[track_caller]
 fn assert_error(reply: &Reply, status: u16, errcode: &str, what: &str) {
     assert_eq!(reply.0, status, "{what}: status (body {})", reply.1);
-    assert_eq!(
-        reply.1["errcode"].as_str(),
-        Some(errcode),
-        "{what}: errcode (body {})",
-        reply.1
-    );
+    assert_eq!(reply.1["errcode"].as_str(), Some(errcode), "{what}: errcode (body {})", reply.1);
 }
 
 /// Checks a successful registration reply and that its token works; returns the token.
 async fn assert_registered(api: &Api, reply: &Reply, user_id: &str) -> String {
     assert_eq!(reply.0, 200, "registration completes: {}", reply.1);
     assert_eq!(reply.1["user_id"], user_id, "{}", reply.1);
-    let token = reply.1["access_token"]
-        .as_str()
-        .expect("an access token")
-        .to_owned();
+    let token = reply.1["access_token"].as_str().expect("an access token").to_owned();
     let (status, me) = api.whoami(&token).await;
     assert_eq!(status, 200, "whoami with the new token: {me}");
     assert_eq!(me["user_id"], user_id);
-    assert_eq!(
-        me["device_id"], reply.1["device_id"],
-        "whoami names the new device"
-    );
+    assert_eq!(me["device_id"], reply.1["device_id"], "whoami names the new device");
     token
 }
 
@@ -137,28 +92,13 @@ async fn assert_registered(api: &Api, reply: &Reply, user_id: &str) -> String {
 async fn closed_registration_is_forbidden() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path(), |_| {}).await;
-    assert_eq!(
-        node.services.config.registration,
-        Registration::Closed,
-        "closed is the default"
-    );
+    assert_eq!(node.services.config.registration, Registration::Closed, "closed is the default");
     let api = Api::new(&node);
 
-    let r = api
-        .register(json!({ "username": "eve", "password": "pw-123456" }))
-        .await;
+    let r = api.register(json!({ "username": "eve", "password": "pw-123456" })).await;
     assert_error(&r, 403, "M_FORBIDDEN", "register on a closed node");
-    let r = api
-        .register(
-            json!({ "username": "eve", "password": "pw", "auth": { "type": "m.login.dummy" } }),
-        )
-        .await;
-    assert_error(
-        &r,
-        403,
-        "M_FORBIDDEN",
-        "register with dummy auth on a closed node",
-    );
+    let r = api.register(json!({ "username": "eve", "password": "pw", "auth": { "type": "m.login.dummy" } })).await;
+    assert_error(&r, 403, "M_FORBIDDEN", "register with dummy auth on a closed node");
     let r = api.register(json!({})).await;
     assert_error(&r, 403, "M_FORBIDDEN", "an empty register on a closed node");
     let r = api.login("eve", "pw-123456").await;
@@ -223,13 +163,8 @@ async fn open_registration_completes_with_dummy_auth() {
     // The account logs in with its password.
     let (status, login) = api.login("newbie", "pw-123456").await;
     assert_eq!(status, 200, "{login}");
-    let (status, me) = api
-        .whoami(login["access_token"].as_str().expect("token"))
-        .await;
-    assert_eq!(
-        (status, &me["user_id"]),
-        (200, &json!("@newbie:tocsin.test"))
-    );
+    let (status, me) = api.whoami(login["access_token"].as_str().expect("token")).await;
+    assert_eq!((status, &me["user_id"]), (200, &json!("@newbie:tocsin.test")));
     let (status, _) = api.whoami(&token).await;
     assert_eq!(status, 200, "the registration token still works alongside");
 
@@ -247,9 +182,7 @@ async fn token_registration_checks_the_token() {
     .await;
     let api = Api::new(&node);
 
-    let session = api
-        .start_uia("responder", "m.login.registration_token")
-        .await;
+    let session = api.start_uia("responder", "m.login.registration_token").await;
     let r = api
         .register(json!({
             "username": "responder",
@@ -265,19 +198,9 @@ async fn token_registration_checks_the_token() {
             "auth": { "type": "m.login.dummy", "session": session },
         }))
         .await;
-    assert_error(
-        &r,
-        403,
-        "M_FORBIDDEN",
-        "dummy auth where a token is required",
-    );
+    assert_error(&r, 403, "M_FORBIDDEN", "dummy auth where a token is required");
     let r = api.login("responder", "pw-123456").await;
-    assert_error(
-        &r,
-        403,
-        "M_FORBIDDEN",
-        "no account was made by the refused attempts",
-    );
+    assert_error(&r, 403, "M_FORBIDDEN", "no account was made by the refused attempts");
 
     let reply = api
         .register(json!({
@@ -313,12 +236,7 @@ async fn login_with_a_wrong_password_and_logout() {
             Some(&json!({ "type": "m.login.token", "token": "made-up" })),
         )
         .await;
-    assert_error(
-        &r,
-        400,
-        "M_UNKNOWN",
-        "login with a type the node does not offer",
-    );
+    assert_error(&r, 400, "M_UNKNOWN", "login with a type the node does not offer");
 
     let (status, first) = api.login("alice", "correct horse").await;
     assert_eq!(status, 200, "{first}");
@@ -328,41 +246,16 @@ async fn login_with_a_wrong_password_and_logout() {
     let second = second["access_token"].as_str().expect("token").to_owned();
     assert_ne!(first, second, "each login is its own device");
 
-    let (status, body) = api
-        .call(
-            Method::POST,
-            "/_matrix/client/v3/logout",
-            Some(&first),
-            Some(&json!({})),
-        )
-        .await;
+    let (status, body) = api.call(Method::POST, "/_matrix/client/v3/logout", Some(&first), Some(&json!({}))).await;
     assert_eq!(status, 200, "logout: {body}");
     let r = api.whoami(&first).await;
     assert_error(&r, 401, "M_UNKNOWN_TOKEN", "whoami after logout");
-    let r = api
-        .call(
-            Method::POST,
-            "/_matrix/client/v3/logout",
-            Some(&first),
-            Some(&json!({})),
-        )
-        .await;
+    let r = api.call(Method::POST, "/_matrix/client/v3/logout", Some(&first), Some(&json!({}))).await;
     assert_error(&r, 401, "M_UNKNOWN_TOKEN", "logging out twice");
     let (status, me) = api.whoami(&second).await;
-    assert_eq!(
-        (status, &me["user_id"]),
-        (200, &json!("@alice:tocsin.test")),
-        "the other device is still logged in"
-    );
+    assert_eq!((status, &me["user_id"]), (200, &json!("@alice:tocsin.test")), "the other device is still logged in");
 
-    let (status, body) = api
-        .call(
-            Method::POST,
-            "/_matrix/client/v3/logout/all",
-            Some(&second),
-            Some(&json!({})),
-        )
-        .await;
+    let (status, body) = api.call(Method::POST, "/_matrix/client/v3/logout/all", Some(&second), Some(&json!({}))).await;
     assert_eq!(status, 200, "logout/all: {body}");
     let r = api.whoami(&second).await;
     assert_error(&r, 401, "M_UNKNOWN_TOKEN", "whoami after logout/all");

@@ -35,7 +35,8 @@ async fn media_upload_and_download_over_v1_and_legacy() {
     let uri = upload["content_uri"].as_str().expect("content_uri").to_owned();
     let path = uri.strip_prefix("mxc://").unwrap();
 
-    let v1 = http.get(format!("{base}/_matrix/client/v1/media/download/{path}")).bearer_auth(&token).send().await.unwrap();
+    let v1 =
+        http.get(format!("{base}/_matrix/client/v1/media/download/{path}")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(v1.status(), 200);
     assert_eq!(v1.headers()["content-type"], "image/png");
     assert_eq!(v1.bytes().await.unwrap().to_vec(), bytes);
@@ -58,7 +59,12 @@ async fn media_upload_and_download_over_v1_and_legacy() {
     let body: serde_json::Value = too_big.json().await.unwrap();
     assert_eq!(body["errcode"], "M_TOO_LARGE");
 
-    let missing = http.get(format!("{base}/_matrix/client/v1/media/download/{}/nope", node.server_name)).bearer_auth(&token).send().await.unwrap();
+    let missing = http
+        .get(format!("{base}/_matrix/client/v1/media/download/{}/nope", node.server_name))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
     node.shutdown().await;
 }
@@ -88,13 +94,15 @@ async fn join_by_alias_see_profile_typing_and_receipts() {
     assert_eq!(name, "Bob (fire chief)");
 
     sync(&alice).await;
-    let token = alice.sync_once(matrix_sdk::config::SyncSettings::default().timeout(Duration::ZERO)).await.unwrap().next_batch;
+    let token =
+        alice.sync_once(matrix_sdk::config::SyncSettings::default().timeout(Duration::ZERO)).await.unwrap().next_batch;
     bob_room.typing_notice(true).await.unwrap();
     let response = alice
         .sync_once(matrix_sdk::config::SyncSettings::default().token(token).timeout(Duration::from_secs(5)))
         .await
         .unwrap();
-    let ephemeral = &response.rooms.joined.get(room.room_id()).unwrap_or_else(|| panic!("room in sync: {response:?}")).ephemeral;
+    let ephemeral =
+        &response.rooms.joined.get(room.room_id()).unwrap_or_else(|| panic!("room in sync: {response:?}")).ephemeral;
     let typing = ephemeral.iter().find_map(|e| {
         let v: serde_json::Value = e.deserialize_as().ok()?;
         (v["type"] == "m.typing").then(|| v["content"]["user_ids"].clone())

@@ -9,8 +9,8 @@ use ruma::{
         filter::{create_filter, get_filter},
         profile::{delete_profile_field, get_profile, get_profile_field, set_profile_field},
         push::{
-            delete_pushrule, get_pushers, get_pushrule, get_pushrule_actions, get_pushrule_enabled,
-            get_pushrules_all, set_pusher, set_pushrule, set_pushrule_actions, set_pushrule_enabled,
+            delete_pushrule, get_pushers, get_pushrule, get_pushrule_actions, get_pushrule_enabled, get_pushrules_all,
+            set_pusher, set_pushrule, set_pushrule_actions, set_pushrule_enabled,
         },
         user_directory::search_users,
     },
@@ -42,7 +42,10 @@ pub async fn profile(s: Arc<Services>, req: Ruma<get_profile::v3::Request>) -> R
     Ok(response)
 }
 
-pub async fn profile_field(s: Arc<Services>, req: Ruma<get_profile_field::v3::Request>) -> Result<get_profile_field::v3::Response> {
+pub async fn profile_field(
+    s: Arc<Services>,
+    req: Ruma<get_profile_field::v3::Request>,
+) -> Result<get_profile_field::v3::Response> {
     let account = not_found_or_forbidden(&s, &req.user_id)?;
     let value = match req.field {
         ProfileFieldName::DisplayName => account.displayname.map(ProfileFieldValue::DisplayName),
@@ -53,7 +56,12 @@ pub async fn profile_field(s: Arc<Services>, req: Ruma<get_profile_field::v3::Re
     Ok(get_profile_field::v3::Response::new(value))
 }
 
-async fn update_profile(s: &Services, user: &UserId, displayname: Option<Option<String>>, avatar: Option<Option<String>>) -> Result<()> {
+async fn update_profile(
+    s: &Services,
+    user: &UserId,
+    displayname: Option<Option<String>>,
+    avatar: Option<Option<String>>,
+) -> Result<()> {
     let mut account = not_found_or_forbidden(s, user)?;
     if let Some(name) = displayname {
         account.displayname = name;
@@ -72,20 +80,30 @@ async fn update_profile(s: &Services, user: &UserId, displayname: Option<Option<
     Ok(())
 }
 
-pub async fn set_field(s: Arc<Services>, req: Ruma<set_profile_field::v3::Request>) -> Result<set_profile_field::v3::Response> {
+pub async fn set_field(
+    s: Arc<Services>,
+    req: Ruma<set_profile_field::v3::Request>,
+) -> Result<set_profile_field::v3::Response> {
     let auth = req.user()?;
     if auth.user_id != req.user_id {
         return Err(Error::forbidden("you can only change your own profile"));
     }
     match &req.value {
-        ProfileFieldValue::DisplayName(name) => update_profile(&s, &auth.user_id, Some(Some(name.clone())), None).await?,
-        ProfileFieldValue::AvatarUrl(url) => update_profile(&s, &auth.user_id, None, Some(Some(url.to_string()))).await?,
+        ProfileFieldValue::DisplayName(name) => {
+            update_profile(&s, &auth.user_id, Some(Some(name.clone())), None).await?
+        }
+        ProfileFieldValue::AvatarUrl(url) => {
+            update_profile(&s, &auth.user_id, None, Some(Some(url.to_string()))).await?
+        }
         _ => return Err(Error::invalid_param("only displayname and avatar_url are supported")),
     }
     Ok(set_profile_field::v3::Response::new())
 }
 
-pub async fn delete_field(s: Arc<Services>, req: Ruma<delete_profile_field::v3::Request>) -> Result<delete_profile_field::v3::Response> {
+pub async fn delete_field(
+    s: Arc<Services>,
+    req: Ruma<delete_profile_field::v3::Request>,
+) -> Result<delete_profile_field::v3::Response> {
     let auth = req.user()?;
     if auth.user_id != req.user_id {
         return Err(Error::forbidden("you can only change your own profile"));
@@ -109,19 +127,31 @@ fn json_of<T>(raw: &ruma::serde::Raw<T>) -> Result<Value> {
     serde_json::from_str(raw.json().get()).map_err(Error::bad_json)
 }
 
-pub async fn get_global(s: Arc<Services>, req: Ruma<get_global_account_data::v3::Request>) -> Result<get_global_account_data::v3::Response> {
+pub async fn get_global(
+    s: Arc<Services>,
+    req: Ruma<get_global_account_data::v3::Request>,
+) -> Result<get_global_account_data::v3::Response> {
     own(req.user()?, &req.user_id)?;
-    let content = s.users.account_data(&req.user_id, None, &req.event_type.to_string())?.ok_or_else(|| Error::not_found("no such account data"))?;
+    let content = s
+        .users
+        .account_data(&req.user_id, None, &req.event_type.to_string())?
+        .ok_or_else(|| Error::not_found("no such account data"))?;
     Ok(get_global_account_data::v3::Response::new(raw(&content)?))
 }
 
-pub async fn set_global(s: Arc<Services>, req: Ruma<set_global_account_data::v3::Request>) -> Result<set_global_account_data::v3::Response> {
+pub async fn set_global(
+    s: Arc<Services>,
+    req: Ruma<set_global_account_data::v3::Request>,
+) -> Result<set_global_account_data::v3::Response> {
     own(req.user()?, &req.user_id)?;
     s.users.set_account_data(&req.user_id, None, &req.event_type.to_string(), &json_of(&req.data)?).await?;
     Ok(set_global_account_data::v3::Response::new())
 }
 
-pub async fn get_room(s: Arc<Services>, req: Ruma<get_room_account_data::v3::Request>) -> Result<get_room_account_data::v3::Response> {
+pub async fn get_room(
+    s: Arc<Services>,
+    req: Ruma<get_room_account_data::v3::Request>,
+) -> Result<get_room_account_data::v3::Response> {
     own(req.user()?, &req.user_id)?;
     let content = s
         .users
@@ -130,13 +160,21 @@ pub async fn get_room(s: Arc<Services>, req: Ruma<get_room_account_data::v3::Req
     Ok(get_room_account_data::v3::Response::new(raw(&content)?))
 }
 
-pub async fn set_room(s: Arc<Services>, req: Ruma<set_room_account_data::v3::Request>) -> Result<set_room_account_data::v3::Response> {
+pub async fn set_room(
+    s: Arc<Services>,
+    req: Ruma<set_room_account_data::v3::Request>,
+) -> Result<set_room_account_data::v3::Response> {
     own(req.user()?, &req.user_id)?;
-    s.users.set_account_data(&req.user_id, Some(&req.room_id), &req.event_type.to_string(), &json_of(&req.data)?).await?;
+    s.users
+        .set_account_data(&req.user_id, Some(&req.room_id), &req.event_type.to_string(), &json_of(&req.data)?)
+        .await?;
     Ok(set_room_account_data::v3::Response::new())
 }
 
-pub async fn create_filter(s: Arc<Services>, req: Ruma<create_filter::v3::Request>) -> Result<create_filter::v3::Response> {
+pub async fn create_filter(
+    s: Arc<Services>,
+    req: Ruma<create_filter::v3::Request>,
+) -> Result<create_filter::v3::Response> {
     own(req.user()?, &req.user_id)?;
     Ok(create_filter::v3::Response::new(s.users.create_filter(&req.user_id, &req.filter).await?))
 }
@@ -156,7 +194,10 @@ async fn save_rules(s: &Services, user: &UserId, rules: &Ruleset) -> Result<()> 
     s.users.set_account_data(user, None, "m.push_rules", &content).await
 }
 
-pub async fn pushrules_all(s: Arc<Services>, req: Ruma<get_pushrules_all::v3::Request>) -> Result<get_pushrules_all::v3::Response> {
+pub async fn pushrules_all(
+    s: Arc<Services>,
+    req: Ruma<get_pushrules_all::v3::Request>,
+) -> Result<get_pushrules_all::v3::Response> {
     let auth = req.user()?;
     Ok(get_pushrules_all::v3::Response::new(rules_of(&s, &auth.user_id)?))
 }
@@ -168,7 +209,10 @@ pub async fn pushrule(s: Arc<Services>, req: Ruma<get_pushrule::v3::Request>) ->
     Ok(get_pushrule::v3::Response::new(rule.into()))
 }
 
-pub async fn set_pushrule(s: Arc<Services>, req: Ruma<set_pushrule::v3::Request>) -> Result<set_pushrule::v3::Response> {
+pub async fn set_pushrule(
+    s: Arc<Services>,
+    req: Ruma<set_pushrule::v3::Request>,
+) -> Result<set_pushrule::v3::Response> {
     let auth = req.user()?;
     let mut rules = rules_of(&s, &auth.user_id)?;
     rules
@@ -178,7 +222,10 @@ pub async fn set_pushrule(s: Arc<Services>, req: Ruma<set_pushrule::v3::Request>
     Ok(set_pushrule::v3::Response::new())
 }
 
-pub async fn delete_pushrule(s: Arc<Services>, req: Ruma<delete_pushrule::v3::Request>) -> Result<delete_pushrule::v3::Response> {
+pub async fn delete_pushrule(
+    s: Arc<Services>,
+    req: Ruma<delete_pushrule::v3::Request>,
+) -> Result<delete_pushrule::v3::Response> {
     let auth = req.user()?;
     let mut rules = rules_of(&s, &auth.user_id)?;
     rules.remove(req.kind.clone(), &req.rule_id).map_err(|e| Error::NotFound(e.to_string()))?;
@@ -186,14 +233,20 @@ pub async fn delete_pushrule(s: Arc<Services>, req: Ruma<delete_pushrule::v3::Re
     Ok(delete_pushrule::v3::Response::new())
 }
 
-pub async fn pushrule_enabled(s: Arc<Services>, req: Ruma<get_pushrule_enabled::v3::Request>) -> Result<get_pushrule_enabled::v3::Response> {
+pub async fn pushrule_enabled(
+    s: Arc<Services>,
+    req: Ruma<get_pushrule_enabled::v3::Request>,
+) -> Result<get_pushrule_enabled::v3::Response> {
     let auth = req.user()?;
     let rules = rules_of(&s, &auth.user_id)?;
     let rule = rules.get(req.kind.clone(), &req.rule_id).ok_or_else(|| Error::not_found("no such push rule"))?;
     Ok(get_pushrule_enabled::v3::Response::new(rule.enabled()))
 }
 
-pub async fn set_pushrule_enabled(s: Arc<Services>, req: Ruma<set_pushrule_enabled::v3::Request>) -> Result<set_pushrule_enabled::v3::Response> {
+pub async fn set_pushrule_enabled(
+    s: Arc<Services>,
+    req: Ruma<set_pushrule_enabled::v3::Request>,
+) -> Result<set_pushrule_enabled::v3::Response> {
     let auth = req.user()?;
     let mut rules = rules_of(&s, &auth.user_id)?;
     rules.set_enabled(req.kind.clone(), &req.rule_id, req.enabled).map_err(|e| Error::NotFound(e.to_string()))?;
@@ -201,17 +254,25 @@ pub async fn set_pushrule_enabled(s: Arc<Services>, req: Ruma<set_pushrule_enabl
     Ok(set_pushrule_enabled::v3::Response::new())
 }
 
-pub async fn pushrule_actions(s: Arc<Services>, req: Ruma<get_pushrule_actions::v3::Request>) -> Result<get_pushrule_actions::v3::Response> {
+pub async fn pushrule_actions(
+    s: Arc<Services>,
+    req: Ruma<get_pushrule_actions::v3::Request>,
+) -> Result<get_pushrule_actions::v3::Response> {
     let auth = req.user()?;
     let rules = rules_of(&s, &auth.user_id)?;
     let rule = rules.get(req.kind.clone(), &req.rule_id).ok_or_else(|| Error::not_found("no such push rule"))?;
     Ok(get_pushrule_actions::v3::Response::new(rule.actions().to_vec()))
 }
 
-pub async fn set_pushrule_actions(s: Arc<Services>, req: Ruma<set_pushrule_actions::v3::Request>) -> Result<set_pushrule_actions::v3::Response> {
+pub async fn set_pushrule_actions(
+    s: Arc<Services>,
+    req: Ruma<set_pushrule_actions::v3::Request>,
+) -> Result<set_pushrule_actions::v3::Response> {
     let auth = req.user()?;
     let mut rules = rules_of(&s, &auth.user_id)?;
-    rules.set_actions(req.kind.clone(), &req.rule_id, req.actions.clone()).map_err(|e| Error::NotFound(e.to_string()))?;
+    rules
+        .set_actions(req.kind.clone(), &req.rule_id, req.actions.clone())
+        .map_err(|e| Error::NotFound(e.to_string()))?;
     save_rules(&s, &auth.user_id, &rules).await?;
     Ok(set_pushrule_actions::v3::Response::new())
 }
@@ -226,7 +287,10 @@ pub async fn set_pusher(_: Arc<Services>, _: Ruma<set_pusher::v3::Request>) -> R
     Ok(set_pusher::v3::Response::new())
 }
 
-pub async fn search_users(s: Arc<Services>, req: Ruma<search_users::v3::Request>) -> Result<search_users::v3::Response> {
+pub async fn search_users(
+    s: Arc<Services>,
+    req: Ruma<search_users::v3::Request>,
+) -> Result<search_users::v3::Response> {
     req.user()?;
     let limit = usize::try_from(u64::from(req.limit)).unwrap_or(10).clamp(1, 100);
     let (found, limited) = s.users.search(&req.search_term, limit)?;

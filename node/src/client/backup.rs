@@ -7,10 +7,9 @@ use std::{collections::BTreeMap, sync::Arc};
 use ruma::{
     OwnedRoomId, UInt,
     api::client::backup::{
-        KeyBackupData, RoomKeyBackup, add_backup_keys, add_backup_keys_for_room,
-        add_backup_keys_for_session, create_backup_version, delete_backup_keys,
-        delete_backup_keys_for_room, delete_backup_keys_for_session, delete_backup_version,
-        get_backup_info, get_backup_keys, get_backup_keys_for_room, get_backup_keys_for_session,
+        KeyBackupData, RoomKeyBackup, add_backup_keys, add_backup_keys_for_room, add_backup_keys_for_session,
+        create_backup_version, delete_backup_keys, delete_backup_keys_for_room, delete_backup_keys_for_session,
+        delete_backup_version, get_backup_info, get_backup_keys, get_backup_keys_for_room, get_backup_keys_for_session,
         get_latest_backup_info, update_backup_version,
     },
     serde::Raw,
@@ -46,9 +45,7 @@ fn algorithm_of(raw: &Raw<ruma::api::client::backup::BackupAlgorithm>) -> Result
 fn key_data(raw: &Raw<KeyBackupData>) -> Result<Value> {
     let value: Value = serde_json::from_str(raw.json().get()).map_err(Error::bad_json)?;
     if !value.is_object() || !value.get("session_data").is_some_and(Value::is_object) {
-        return Err(Error::bad_json(
-            "key backup data must be an object with `session_data`",
-        ));
+        return Err(Error::bad_json("key backup data must be an object with `session_data`"));
     }
     Ok(value)
 }
@@ -59,15 +56,9 @@ fn info(
     user: &ruma::UserId,
     version: &str,
     record: &Value,
-) -> Result<(
-    Raw<ruma::api::client::backup::BackupAlgorithm>,
-    UInt,
-    String,
-)> {
+) -> Result<(Raw<ruma::api::client::backup::BackupAlgorithm>, UInt, String)> {
     let (etag, n) = s.e2ee.backup_etag_and_count(user, version)?;
-    let algorithm = record
-        .get("algorithm")
-        .ok_or_else(|| Error::internal("backup record without algorithm"))?;
+    let algorithm = record.get("algorithm").ok_or_else(|| Error::internal("backup record without algorithm"))?;
     Ok((raw(algorithm)?, count(n), etag))
 }
 
@@ -92,14 +83,9 @@ pub async fn latest_version(
     req: Ruma<get_latest_backup_info::v3::Request>,
 ) -> Result<get_latest_backup_info::v3::Response> {
     let auth = req.user()?;
-    let (version, record) = s
-        .e2ee
-        .latest_backup(&auth.user_id)?
-        .ok_or_else(|| Error::not_found("no backup exists"))?;
+    let (version, record) = s.e2ee.latest_backup(&auth.user_id)?.ok_or_else(|| Error::not_found("no backup exists"))?;
     let (algorithm, n, etag) = info(&s, &auth.user_id, &version, &record)?;
-    Ok(get_latest_backup_info::v3::Response::new(
-        algorithm, n, etag, version,
-    ))
+    Ok(get_latest_backup_info::v3::Response::new(algorithm, n, etag, version))
 }
 
 pub async fn version(
@@ -107,17 +93,10 @@ pub async fn version(
     req: Ruma<get_backup_info::v3::Request>,
 ) -> Result<get_backup_info::v3::Response> {
     let auth = req.user()?;
-    let record = s
-        .e2ee
-        .backup(&auth.user_id, &req.version)?
-        .ok_or_else(|| Error::not_found("unknown backup version"))?;
+    let record =
+        s.e2ee.backup(&auth.user_id, &req.version)?.ok_or_else(|| Error::not_found("unknown backup version"))?;
     let (algorithm, n, etag) = info(&s, &auth.user_id, &req.version, &record)?;
-    Ok(get_backup_info::v3::Response::new(
-        algorithm,
-        n,
-        etag,
-        req.version.clone(),
-    ))
+    Ok(get_backup_info::v3::Response::new(algorithm, n, etag, req.version.clone()))
 }
 
 pub async fn update_version(
@@ -129,24 +108,16 @@ pub async fn update_version(
     if let Some(v) = body.get("version")
         && v.as_str() != Some(req.version.as_str())
     {
-        return Err(Error::invalid_param(
-            "`version` in the body does not match the path",
-        ));
+        return Err(Error::invalid_param("`version` in the body does not match the path"));
     }
     let algorithm = algorithm_of(&req.algorithm)?;
-    let record = s
-        .e2ee
-        .backup(&auth.user_id, &req.version)?
-        .ok_or_else(|| Error::not_found("unknown backup version"))?;
+    let record =
+        s.e2ee.backup(&auth.user_id, &req.version)?.ok_or_else(|| Error::not_found("unknown backup version"))?;
     // The spec lets a client update the auth data (new signatures), not switch algorithms.
     if record.get("algorithm").and_then(|a| a.get("algorithm")) != algorithm.get("algorithm") {
-        return Err(Error::invalid_param(
-            "the algorithm of a backup version cannot change",
-        ));
+        return Err(Error::invalid_param("the algorithm of a backup version cannot change"));
     }
-    s.e2ee
-        .update_backup(&auth.user_id, &req.version, algorithm)
-        .await?;
+    s.e2ee.update_backup(&auth.user_id, &req.version, algorithm).await?;
     Ok(update_backup_version::v3::Response::new())
 }
 
@@ -170,9 +141,7 @@ pub async fn put_keys(
             keys.push((room.clone(), session.clone(), key_data(data)?));
         }
     }
-    s.e2ee
-        .put_backup_keys(&auth.user_id, &req.version, keys)
-        .await?;
+    s.e2ee.put_backup_keys(&auth.user_id, &req.version, keys).await?;
     let (etag, n) = etag_and_count(&s, &auth.user_id, &req.version)?;
     Ok(add_backup_keys::v3::Response::new(etag, n))
 }
@@ -186,9 +155,7 @@ pub async fn put_room_keys(
     for (session, data) in &req.sessions {
         keys.push((req.room_id.clone(), session.clone(), key_data(data)?));
     }
-    s.e2ee
-        .put_backup_keys(&auth.user_id, &req.version, keys)
-        .await?;
+    s.e2ee.put_backup_keys(&auth.user_id, &req.version, keys).await?;
     let (etag, n) = etag_and_count(&s, &auth.user_id, &req.version)?;
     Ok(add_backup_keys_for_room::v3::Response::new(etag, n))
 }
@@ -198,14 +165,8 @@ pub async fn put_session_key(
     req: Ruma<add_backup_keys_for_session::v3::Request>,
 ) -> Result<add_backup_keys_for_session::v3::Response> {
     let auth = req.user()?;
-    let keys = vec![(
-        req.room_id.clone(),
-        req.session_id.clone(),
-        key_data(&req.session_data)?,
-    )];
-    s.e2ee
-        .put_backup_keys(&auth.user_id, &req.version, keys)
-        .await?;
+    let keys = vec![(req.room_id.clone(), req.session_id.clone(), key_data(&req.session_data)?)];
+    s.e2ee.put_backup_keys(&auth.user_id, &req.version, keys).await?;
     let (etag, n) = etag_and_count(&s, &auth.user_id, &req.version)?;
     Ok(add_backup_keys_for_session::v3::Response::new(etag, n))
 }
@@ -226,17 +187,11 @@ pub async fn get_keys(
     let auth = req.user()?;
     require_version(&s, &auth.user_id, &req.version)?;
     let mut rooms: BTreeMap<OwnedRoomId, BTreeMap<String, Raw<KeyBackupData>>> = BTreeMap::new();
-    for (room, session, data) in s
-        .e2ee
-        .backup_keys(&auth.user_id, &req.version, None, None)?
-    {
+    for (room, session, data) in s.e2ee.backup_keys(&auth.user_id, &req.version, None, None)? {
         let room = OwnedRoomId::try_from(room).map_err(Error::internal)?;
         rooms.entry(room).or_default().insert(session, raw(&data)?);
     }
-    let rooms = rooms
-        .into_iter()
-        .map(|(room, sessions)| (room, RoomKeyBackup::new(sessions)))
-        .collect();
+    let rooms = rooms.into_iter().map(|(room, sessions)| (room, RoomKeyBackup::new(sessions))).collect();
     Ok(get_backup_keys::v3::Response::new(rooms))
 }
 
@@ -247,10 +202,7 @@ pub async fn get_room_keys(
     let auth = req.user()?;
     require_version(&s, &auth.user_id, &req.version)?;
     let mut sessions = BTreeMap::new();
-    for (_, session, data) in
-        s.e2ee
-            .backup_keys(&auth.user_id, &req.version, Some(&req.room_id), None)?
-    {
+    for (_, session, data) in s.e2ee.backup_keys(&auth.user_id, &req.version, Some(&req.room_id), None)? {
         sessions.insert(session, raw(&data)?);
     }
     Ok(get_backup_keys_for_room::v3::Response::new(sessions))
@@ -264,12 +216,7 @@ pub async fn get_session_key(
     require_version(&s, &auth.user_id, &req.version)?;
     let (_, _, data) = s
         .e2ee
-        .backup_keys(
-            &auth.user_id,
-            &req.version,
-            Some(&req.room_id),
-            Some(&req.session_id),
-        )?
+        .backup_keys(&auth.user_id, &req.version, Some(&req.room_id), Some(&req.session_id))?
         .into_iter()
         .next()
         .ok_or_else(|| Error::not_found("no such session in the backup"))?;
@@ -281,9 +228,7 @@ pub async fn delete_keys(
     req: Ruma<delete_backup_keys::v3::Request>,
 ) -> Result<delete_backup_keys::v3::Response> {
     let auth = req.user()?;
-    s.e2ee
-        .delete_backup_keys(&auth.user_id, &req.version, None, None)
-        .await?;
+    s.e2ee.delete_backup_keys(&auth.user_id, &req.version, None, None).await?;
     let (etag, n) = etag_and_count(&s, &auth.user_id, &req.version)?;
     Ok(delete_backup_keys::v3::Response::new(etag, n))
 }
@@ -293,9 +238,7 @@ pub async fn delete_room_keys(
     req: Ruma<delete_backup_keys_for_room::v3::Request>,
 ) -> Result<delete_backup_keys_for_room::v3::Response> {
     let auth = req.user()?;
-    s.e2ee
-        .delete_backup_keys(&auth.user_id, &req.version, Some(&req.room_id), None)
-        .await?;
+    s.e2ee.delete_backup_keys(&auth.user_id, &req.version, Some(&req.room_id), None).await?;
     let (etag, n) = etag_and_count(&s, &auth.user_id, &req.version)?;
     Ok(delete_backup_keys_for_room::v3::Response::new(etag, n))
 }
@@ -305,14 +248,7 @@ pub async fn delete_session_key(
     req: Ruma<delete_backup_keys_for_session::v3::Request>,
 ) -> Result<delete_backup_keys_for_session::v3::Response> {
     let auth = req.user()?;
-    s.e2ee
-        .delete_backup_keys(
-            &auth.user_id,
-            &req.version,
-            Some(&req.room_id),
-            Some(&req.session_id),
-        )
-        .await?;
+    s.e2ee.delete_backup_keys(&auth.user_id, &req.version, Some(&req.room_id), Some(&req.session_id)).await?;
     let (etag, n) = etag_and_count(&s, &auth.user_id, &req.version)?;
     Ok(delete_backup_keys_for_session::v3::Response::new(etag, n))
 }

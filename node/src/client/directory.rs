@@ -60,12 +60,18 @@ pub async fn room_aliases(s: Arc<Services>, req: Ruma<aliases::v3::Request>) -> 
     Ok(aliases::v3::Response::new(s.rooms.aliases_of(&req.room_id)?))
 }
 
-pub async fn visibility(s: Arc<Services>, req: Ruma<get_room_visibility::v3::Request>) -> Result<get_room_visibility::v3::Response> {
+pub async fn visibility(
+    s: Arc<Services>,
+    req: Ruma<get_room_visibility::v3::Request>,
+) -> Result<get_room_visibility::v3::Response> {
     let public = s.rooms.public_rooms()?.contains(&req.room_id);
     Ok(get_room_visibility::v3::Response::new(if public { Visibility::Public } else { Visibility::Private }))
 }
 
-pub async fn set_visibility(s: Arc<Services>, req: Ruma<set_room_visibility::v3::Request>) -> Result<set_room_visibility::v3::Response> {
+pub async fn set_visibility(
+    s: Arc<Services>,
+    req: Ruma<set_room_visibility::v3::Request>,
+) -> Result<set_room_visibility::v3::Response> {
     let auth = req.user()?;
     if s.rooms.membership(&req.room_id, &auth.user_id).await?.as_deref() != Some("join") {
         return Err(Error::forbidden("you are not in this room"));
@@ -86,7 +92,12 @@ async fn chunks(s: &Services, term: Option<&str>) -> Result<Vec<PublicRoomsChunk
         let alias = str_of(s.rooms.state_event(&room_id, &StateEventType::RoomCanonicalAlias, "").await?, "alias");
         if let Some(term) = term {
             let term = term.to_lowercase();
-            let hay = format!("{} {} {}", name.as_deref().unwrap_or(""), topic.as_deref().unwrap_or(""), alias.as_deref().unwrap_or(""));
+            let hay = format!(
+                "{} {} {}",
+                name.as_deref().unwrap_or(""),
+                topic.as_deref().unwrap_or(""),
+                alias.as_deref().unwrap_or("")
+            );
             if !hay.to_lowercase().contains(&term) {
                 continue;
             }
@@ -116,7 +127,8 @@ struct Page {
 
 fn page(all: Vec<PublicRoomsChunk>, since: Option<&str>, limit: Option<UInt>) -> Result<Page> {
     let total = all.len();
-    let start: usize = since.map(|s| s.parse().map_err(|_| Error::invalid_param("bad since token"))).transpose()?.unwrap_or(0);
+    let start: usize =
+        since.map(|s| s.parse().map_err(|_| Error::invalid_param("bad since token"))).transpose()?.unwrap_or(0);
     let limit = limit.and_then(|l| usize::try_from(u64::from(l)).ok()).unwrap_or(100).max(1);
     let end = (start + limit).min(total);
     let chunk = all.into_iter().skip(start).take(limit).collect();
@@ -125,7 +137,10 @@ fn page(all: Vec<PublicRoomsChunk>, since: Option<&str>, limit: Option<UInt>) ->
     Ok(Page { chunk, next, prev, total })
 }
 
-pub async fn public_rooms(s: Arc<Services>, req: Ruma<get_public_rooms::v3::Request>) -> Result<get_public_rooms::v3::Response> {
+pub async fn public_rooms(
+    s: Arc<Services>,
+    req: Ruma<get_public_rooms::v3::Request>,
+) -> Result<get_public_rooms::v3::Response> {
     let Page { chunk, next, prev, total } = page(chunks(&s, None).await?, req.since.as_deref(), req.limit)?;
     let mut response = get_public_rooms::v3::Response::new(chunk);
     response.next_batch = next;
@@ -134,7 +149,10 @@ pub async fn public_rooms(s: Arc<Services>, req: Ruma<get_public_rooms::v3::Requ
     Ok(response)
 }
 
-pub async fn public_rooms_filtered(s: Arc<Services>, req: Ruma<get_public_rooms_filtered::v3::Request>) -> Result<get_public_rooms_filtered::v3::Response> {
+pub async fn public_rooms_filtered(
+    s: Arc<Services>,
+    req: Ruma<get_public_rooms_filtered::v3::Request>,
+) -> Result<get_public_rooms_filtered::v3::Response> {
     req.user()?;
     let all = chunks(&s, req.filter.generic_search_term.as_deref()).await?;
     let Page { chunk, next, prev, total } = page(all, req.since.as_deref(), req.limit)?;

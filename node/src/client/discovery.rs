@@ -6,21 +6,31 @@ use axum::{extract::State, response::IntoResponse};
 use ruma::{
     RoomVersionId,
     api::client::discovery::{
-        get_capabilities::{self, v3::{Capabilities, RoomVersionStability, RoomVersionsCapability}},
+        get_capabilities::{
+            self,
+            v3::{Capabilities, RoomVersionStability, RoomVersionsCapability},
+        },
         get_supported_versions,
     },
 };
 
 use crate::{Services, error::Result, http::Ruma, rooms::version};
 
-pub async fn versions(_: Arc<Services>, _: Ruma<get_supported_versions::Request>) -> Result<get_supported_versions::Response> {
-    let versions = ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12"];
+pub async fn versions(
+    _: Arc<Services>,
+    _: Ruma<get_supported_versions::Request>,
+) -> Result<get_supported_versions::Response> {
+    let versions =
+        ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12"];
     let mut response = get_supported_versions::Response::new(versions.iter().map(|v| (*v).to_owned()).collect());
     response.unstable_features = BTreeMap::from([("org.matrix.msc3916.stable".to_owned(), true)]);
     Ok(response)
 }
 
-pub async fn capabilities(s: Arc<Services>, _: Ruma<get_capabilities::v3::Request>) -> Result<get_capabilities::v3::Response> {
+pub async fn capabilities(
+    s: Arc<Services>,
+    _: Ruma<get_capabilities::v3::Request>,
+) -> Result<get_capabilities::v3::Response> {
     let default = RoomVersionId::try_from(s.config.default_room_version.as_str()).unwrap_or(RoomVersionId::V12);
     let available = version::SUPPORTED.iter().map(|v| (v.clone(), RoomVersionStability::Stable)).collect();
     let mut caps = Capabilities::new();

@@ -5,10 +5,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use ruma::{
     api::client::{
         device::{delete_device, delete_devices, get_device, get_devices, update_device},
-        keys::{
-            claim_keys, get_key_changes, get_keys, upload_keys, upload_signatures,
-            upload_signing_keys,
-        },
+        keys::{claim_keys, get_key_changes, get_keys, upload_keys, upload_signatures, upload_signing_keys},
         to_device::send_event_to_device,
     },
     to_device::DeviceIdOrAllDevices,
@@ -26,57 +23,37 @@ fn json_of<T>(raw: &ruma::serde::Raw<T>) -> Result<Value> {
     serde_json::from_str(raw.json().get()).map_err(Error::bad_json)
 }
 
-pub async fn upload(
-    s: Arc<Services>,
-    req: Ruma<upload_keys::v3::Request>,
-) -> Result<upload_keys::v3::Response> {
+pub async fn upload(s: Arc<Services>, req: Ruma<upload_keys::v3::Request>) -> Result<upload_keys::v3::Response> {
     let auth = req.user()?.clone();
     if let Some(keys) = &req.device_keys {
         let value = json_of(keys)?;
         let user_ok = value.get("user_id").and_then(Value::as_str) == Some(auth.user_id.as_str());
-        let device_ok =
-            value.get("device_id").and_then(Value::as_str) == Some(auth.device_id.as_str());
+        let device_ok = value.get("device_id").and_then(Value::as_str) == Some(auth.device_id.as_str());
         if !user_ok || !device_ok {
-            return Err(Error::bad_json(
-                "device_keys must name your own user and device",
-            ));
+            return Err(Error::bad_json("device_keys must name your own user and device"));
         }
-        s.e2ee
-            .upload_device_keys(&auth.user_id, &auth.device_id, value)
-            .await?;
+        s.e2ee.upload_device_keys(&auth.user_id, &auth.device_id, value).await?;
     }
     let mut otks = BTreeMap::new();
     for (id, key) in &req.one_time_keys {
         otks.insert(id.to_string(), json_of(key)?);
     }
-    s.e2ee
-        .upload_one_time_keys(&auth.user_id, &auth.device_id, otks)
-        .await?;
+    s.e2ee.upload_one_time_keys(&auth.user_id, &auth.device_id, otks).await?;
     let mut fallbacks = BTreeMap::new();
     for (id, key) in &req.fallback_keys {
         fallbacks.insert(id.to_string(), json_of(key)?);
     }
-    s.e2ee
-        .upload_fallback_keys(&auth.user_id, &auth.device_id, fallbacks)
-        .await?;
+    s.e2ee.upload_fallback_keys(&auth.user_id, &auth.device_id, fallbacks).await?;
     let counts = s
         .e2ee
         .one_time_key_counts(&auth.user_id, &auth.device_id)?
         .into_iter()
-        .map(|(alg, n)| {
-            (
-                alg.as_str().into(),
-                ruma::UInt::try_from(n).unwrap_or(ruma::UInt::MAX),
-            )
-        })
+        .map(|(alg, n)| (alg.as_str().into(), ruma::UInt::try_from(n).unwrap_or(ruma::UInt::MAX)))
         .collect();
     Ok(upload_keys::v3::Response::new(counts))
 }
 
-pub async fn query(
-    s: Arc<Services>,
-    req: Ruma<get_keys::v3::Request>,
-) -> Result<get_keys::v3::Response> {
+pub async fn query(s: Arc<Services>, req: Ruma<get_keys::v3::Request>) -> Result<get_keys::v3::Response> {
     let auth = req.user()?.clone();
     let mut response = get_keys::v3::Response::new();
     for (user, devices) in &req.device_keys {
@@ -92,19 +69,13 @@ pub async fn query(
                 && let Some(name) = device.display_name
                 && let Some(object) = keys.as_object_mut()
             {
-                object.insert(
-                    "unsigned".to_owned(),
-                    serde_json::json!({ "device_display_name": name }),
-                );
+                object.insert("unsigned".to_owned(), serde_json::json!({ "device_display_name": name }));
             }
             out.insert(device_id, raw(&keys)?);
         }
         response.device_keys.insert(user.clone(), out);
         if let Some(master) = s.e2ee.cross_signing_key(user, "master")? {
-            response.master_keys.insert(
-                user.clone(),
-                raw(&visible_signatures(master, user, &auth.user_id))?,
-            );
+            response.master_keys.insert(user.clone(), raw(&visible_signatures(master, user, &auth.user_id))?);
         }
         if let Some(ssk) = s.e2ee.cross_signing_key(user, "self_signing")? {
             response.self_signing_keys.insert(user.clone(), raw(&ssk)?);
@@ -128,10 +99,7 @@ fn visible_signatures(mut key: Value, owner: &ruma::UserId, viewer: &ruma::UserI
     key
 }
 
-pub async fn claim(
-    s: Arc<Services>,
-    req: Ruma<claim_keys::v3::Request>,
-) -> Result<claim_keys::v3::Response> {
+pub async fn claim(s: Arc<Services>, req: Ruma<claim_keys::v3::Request>) -> Result<claim_keys::v3::Response> {
     req.user()?;
     let mut claimed = BTreeMap::new();
     for (user, devices) in &req.one_time_keys {
@@ -152,19 +120,11 @@ pub async fn changes(
     req: Ruma<get_key_changes::v3::Request>,
 ) -> Result<get_key_changes::v3::Response> {
     let auth = req.user()?;
-    let from = Token::parse(&req.from)
-        .map(|t| t.pos)
-        .or_else(|_| crate::sync::parse_pagination_token(&req.from))?;
-    let to = Token::parse(&req.to)
-        .map(|t| t.pos)
-        .or_else(|_| crate::sync::parse_pagination_token(&req.to))?;
+    let from = Token::parse(&req.from).map(|t| t.pos).or_else(|_| crate::sync::parse_pagination_token(&req.from))?;
+    let to = Token::parse(&req.to).map(|t| t.pos).or_else(|_| crate::sync::parse_pagination_token(&req.to))?;
     // The same answer `/sync` gives in `device_lists` for this window.
-    let updates =
-        crate::e2ee::device_lists::device_list_updates(&s, &auth.user_id, from, to).await?;
-    Ok(get_key_changes::v3::Response::new(
-        updates.changed,
-        updates.left,
-    ))
+    let updates = crate::e2ee::device_lists::device_list_updates(&s, &auth.user_id, from, to).await?;
+    Ok(get_key_changes::v3::Response::new(updates.changed, updates.left))
 }
 
 pub async fn upload_signing(
@@ -184,9 +144,7 @@ pub async fn upload_signing(
     }
     for (_, key) in &keys {
         if key.get("user_id").and_then(Value::as_str) != Some(auth.user_id.as_str()) {
-            return Err(Error::bad_json(
-                "cross-signing keys must name your own user",
-            ));
+            return Err(Error::bad_json("cross-signing keys must name your own user"));
         }
     }
     // Replacing an existing master key needs the password; the first upload does not (as in
@@ -211,9 +169,7 @@ pub async fn upload_signatures(
     for (target, signed) in &req.signed_keys {
         for (key_id, raw_key) in signed.iter() {
             let value: Value = serde_json::from_str(raw_key.get()).map_err(Error::bad_json)?;
-            s.e2ee
-                .add_signatures(&auth.user_id, target, key_id, &value)
-                .await?;
+            s.e2ee.add_signatures(&auth.user_id, target, key_id, &value).await?;
         }
     }
     Ok(upload_signatures::v3::Response::new())
@@ -229,9 +185,7 @@ pub async fn send_to_device(
         for (device, content) in devices {
             let content = json_of(content)?;
             match device {
-                DeviceIdOrAllDevices::DeviceId(d) => {
-                    targets.push((user.clone(), d.clone(), content))
-                }
+                DeviceIdOrAllDevices::DeviceId(d) => targets.push((user.clone(), d.clone(), content)),
                 DeviceIdOrAllDevices::AllDevices => {
                     for (d, _) in s.users.devices(user)? {
                         targets.push((user.clone(), d, content.clone()));
@@ -241,74 +195,38 @@ pub async fn send_to_device(
         }
     }
     s.e2ee
-        .send_to_device(
-            &auth.user_id,
-            &auth.device_id,
-            req.txn_id.as_str(),
-            &req.event_type.to_string(),
-            targets,
-        )
+        .send_to_device(&auth.user_id, &auth.device_id, req.txn_id.as_str(), &req.event_type.to_string(), targets)
         .await?;
     Ok(send_event_to_device::v3::Response::new())
 }
 
-fn device_of(
-    id: ruma::OwnedDeviceId,
-    d: crate::users::Device,
-) -> ruma::api::client::device::Device {
+fn device_of(id: ruma::OwnedDeviceId, d: crate::users::Device) -> ruma::api::client::device::Device {
     let mut device = ruma::api::client::device::Device::new(id);
     device.display_name = d.display_name;
-    device.last_seen_ts = d
-        .last_seen_ts
-        .and_then(|t| ruma::UInt::try_from(t).ok())
-        .map(ruma::MilliSecondsSinceUnixEpoch);
+    device.last_seen_ts =
+        d.last_seen_ts.and_then(|t| ruma::UInt::try_from(t).ok()).map(ruma::MilliSecondsSinceUnixEpoch);
     device
 }
 
-pub async fn devices(
-    s: Arc<Services>,
-    req: Ruma<get_devices::v3::Request>,
-) -> Result<get_devices::v3::Response> {
+pub async fn devices(s: Arc<Services>, req: Ruma<get_devices::v3::Request>) -> Result<get_devices::v3::Response> {
     let auth = req.user()?;
-    let devices = s
-        .users
-        .devices(&auth.user_id)?
-        .into_iter()
-        .map(|(id, d)| device_of(id, d))
-        .collect();
+    let devices = s.users.devices(&auth.user_id)?.into_iter().map(|(id, d)| device_of(id, d)).collect();
     Ok(get_devices::v3::Response::new(devices))
 }
 
-pub async fn device(
-    s: Arc<Services>,
-    req: Ruma<get_device::v3::Request>,
-) -> Result<get_device::v3::Response> {
+pub async fn device(s: Arc<Services>, req: Ruma<get_device::v3::Request>) -> Result<get_device::v3::Response> {
     let auth = req.user()?;
-    let d = s
-        .users
-        .device(&auth.user_id, &req.device_id)?
-        .ok_or_else(|| Error::not_found("no such device"))?;
-    Ok(get_device::v3::Response::new(device_of(
-        req.device_id.clone(),
-        d,
-    )))
+    let d = s.users.device(&auth.user_id, &req.device_id)?.ok_or_else(|| Error::not_found("no such device"))?;
+    Ok(get_device::v3::Response::new(device_of(req.device_id.clone(), d)))
 }
 
-pub async fn update(
-    s: Arc<Services>,
-    req: Ruma<update_device::v3::Request>,
-) -> Result<update_device::v3::Response> {
+pub async fn update(s: Arc<Services>, req: Ruma<update_device::v3::Request>) -> Result<update_device::v3::Response> {
     let auth = req.user()?;
-    s.users
-        .update_device(&auth.user_id, &req.device_id, req.display_name.clone())
-        .await?;
+    s.users.update_device(&auth.user_id, &req.device_id, req.display_name.clone()).await?;
     Ok(update_device::v3::Response::new())
 }
 
-pub async fn delete(
-    s: Arc<Services>,
-    req: Ruma<delete_device::v3::Request>,
-) -> Result<delete_device::v3::Response> {
+pub async fn delete(s: Arc<Services>, req: Ruma<delete_device::v3::Request>) -> Result<delete_device::v3::Response> {
     let auth = req.user()?.clone();
     super::session::require_password(&s, &auth.user_id, req.auth.as_ref()).await?;
     if !s.users.remove_device(&auth.user_id, &req.device_id).await? {

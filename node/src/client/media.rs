@@ -20,7 +20,10 @@ use crate::{
     media::MediaMeta,
 };
 
-pub async fn upload(s: Arc<Services>, req: Ruma<legacy::create_content::v3::Request>) -> Result<legacy::create_content::v3::Response> {
+pub async fn upload(
+    s: Arc<Services>,
+    req: Ruma<legacy::create_content::v3::Request>,
+) -> Result<legacy::create_content::v3::Response> {
     let auth = req.user()?.clone();
     let body = req.body;
     let media_id = s.media.upload(auth.user_id.as_str(), body.file, body.content_type, body.filename).await?;
@@ -29,65 +32,124 @@ pub async fn upload(s: Arc<Services>, req: Ruma<legacy::create_content::v3::Requ
 }
 
 /// The file and what to send with it, or `M_NOT_FOUND`.
-async fn fetch(s: &Services, server: &ServerName, media_id: &str, filename: Option<String>) -> Result<(Vec<u8>, Option<String>, ContentDisposition)> {
+async fn fetch(
+    s: &Services,
+    server: &ServerName,
+    media_id: &str,
+    filename: Option<String>,
+) -> Result<(Vec<u8>, Option<String>, ContentDisposition)> {
     if server != s.server_name {
         return Err(Error::not_found("remote media is not available on this node yet"));
     }
-    let (meta, bytes): (MediaMeta, Vec<u8>) = s.media.get(media_id).await?.ok_or_else(|| Error::not_found("no such media"))?;
+    let (meta, bytes): (MediaMeta, Vec<u8>) =
+        s.media.get(media_id).await?.ok_or_else(|| Error::not_found("no such media"))?;
     // Active content (HTML, SVG, scripts) is never shown inline: that would run it on our origin.
     let inline = meta.content_type.as_deref().is_some_and(|t| {
-        t.starts_with("image/") && t != "image/svg+xml" || t.starts_with("video/") || t.starts_with("audio/") || t == "text/plain"
+        t.starts_with("image/") && t != "image/svg+xml"
+            || t.starts_with("video/")
+            || t.starts_with("audio/")
+            || t == "text/plain"
     });
     let kind = if inline { ContentDispositionType::Inline } else { ContentDispositionType::Attachment };
     let disposition = ContentDisposition::new(kind).with_filename(filename.or(meta.filename));
     Ok((bytes, meta.content_type, disposition))
 }
 
-pub async fn download(s: Arc<Services>, req: Ruma<v1::get_content::v1::Request>) -> Result<v1::get_content::v1::Response> {
+pub async fn download(
+    s: Arc<Services>,
+    req: Ruma<v1::get_content::v1::Request>,
+) -> Result<v1::get_content::v1::Response> {
     req.user()?;
     let (file, content_type, disposition) = fetch(&s, &req.server_name, &req.media_id, None).await?;
-    Ok(v1::get_content::v1::Response::new(file, content_type.unwrap_or_else(|| "application/octet-stream".into()), disposition))
+    Ok(v1::get_content::v1::Response::new(
+        file,
+        content_type.unwrap_or_else(|| "application/octet-stream".into()),
+        disposition,
+    ))
 }
 
-pub async fn download_named(s: Arc<Services>, req: Ruma<v1::get_content_as_filename::v1::Request>) -> Result<v1::get_content_as_filename::v1::Response> {
+pub async fn download_named(
+    s: Arc<Services>,
+    req: Ruma<v1::get_content_as_filename::v1::Request>,
+) -> Result<v1::get_content_as_filename::v1::Response> {
     req.user()?;
-    let (file, content_type, disposition) = fetch(&s, &req.server_name, &req.media_id, Some(req.filename.clone())).await?;
-    Ok(v1::get_content_as_filename::v1::Response::new(file, content_type.unwrap_or_else(|| "application/octet-stream".into()), disposition))
+    let (file, content_type, disposition) =
+        fetch(&s, &req.server_name, &req.media_id, Some(req.filename.clone())).await?;
+    Ok(v1::get_content_as_filename::v1::Response::new(
+        file,
+        content_type.unwrap_or_else(|| "application/octet-stream".into()),
+        disposition,
+    ))
 }
 
-pub async fn thumbnail(s: Arc<Services>, req: Ruma<v1::get_content_thumbnail::v1::Request>) -> Result<v1::get_content_thumbnail::v1::Response> {
+pub async fn thumbnail(
+    s: Arc<Services>,
+    req: Ruma<v1::get_content_thumbnail::v1::Request>,
+) -> Result<v1::get_content_thumbnail::v1::Response> {
     req.user()?;
     let (file, content_type, disposition) = fetch(&s, &req.server_name, &req.media_id, None).await?;
-    Ok(v1::get_content_thumbnail::v1::Response::new(file, content_type.unwrap_or_else(|| "application/octet-stream".into()), disposition))
+    Ok(v1::get_content_thumbnail::v1::Response::new(
+        file,
+        content_type.unwrap_or_else(|| "application/octet-stream".into()),
+        disposition,
+    ))
 }
 
-pub async fn config(s: Arc<Services>, req: Ruma<v1::get_media_config::v1::Request>) -> Result<v1::get_media_config::v1::Response> {
+pub async fn config(
+    s: Arc<Services>,
+    req: Ruma<v1::get_media_config::v1::Request>,
+) -> Result<v1::get_media_config::v1::Response> {
     req.user()?;
     Ok(v1::get_media_config::v1::Response::new(UInt::try_from(s.media.max_bytes).unwrap_or(UInt::MAX)))
 }
 
-pub async fn legacy_download(s: Arc<Services>, req: Ruma<legacy::get_content::v3::Request>) -> Result<legacy::get_content::v3::Response> {
+pub async fn legacy_download(
+    s: Arc<Services>,
+    req: Ruma<legacy::get_content::v3::Request>,
+) -> Result<legacy::get_content::v3::Response> {
     let (file, content_type, disposition) = fetch(&s, &req.server_name, &req.media_id, None).await?;
-    let mut response = legacy::get_content::v3::Response::new(file, content_type.unwrap_or_else(|| "application/octet-stream".into()), disposition);
+    let mut response = legacy::get_content::v3::Response::new(
+        file,
+        content_type.unwrap_or_else(|| "application/octet-stream".into()),
+        disposition,
+    );
     response.cross_origin_resource_policy = Some("cross-origin".into());
     Ok(response)
 }
 
-pub async fn legacy_download_named(s: Arc<Services>, req: Ruma<legacy::get_content_as_filename::v3::Request>) -> Result<legacy::get_content_as_filename::v3::Response> {
-    let (file, content_type, disposition) = fetch(&s, &req.server_name, &req.media_id, Some(req.filename.clone())).await?;
-    let mut response = legacy::get_content_as_filename::v3::Response::new(file, content_type.unwrap_or_else(|| "application/octet-stream".into()), disposition);
+pub async fn legacy_download_named(
+    s: Arc<Services>,
+    req: Ruma<legacy::get_content_as_filename::v3::Request>,
+) -> Result<legacy::get_content_as_filename::v3::Response> {
+    let (file, content_type, disposition) =
+        fetch(&s, &req.server_name, &req.media_id, Some(req.filename.clone())).await?;
+    let mut response = legacy::get_content_as_filename::v3::Response::new(
+        file,
+        content_type.unwrap_or_else(|| "application/octet-stream".into()),
+        disposition,
+    );
     response.cross_origin_resource_policy = Some("cross-origin".into());
     Ok(response)
 }
 
-pub async fn legacy_thumbnail(s: Arc<Services>, req: Ruma<legacy::get_content_thumbnail::v3::Request>) -> Result<legacy::get_content_thumbnail::v3::Response> {
+pub async fn legacy_thumbnail(
+    s: Arc<Services>,
+    req: Ruma<legacy::get_content_thumbnail::v3::Request>,
+) -> Result<legacy::get_content_thumbnail::v3::Response> {
     let (file, content_type, disposition) = fetch(&s, &req.server_name, &req.media_id, None).await?;
-    let mut response = legacy::get_content_thumbnail::v3::Response::new(file, content_type.unwrap_or_else(|| "application/octet-stream".into()), disposition);
+    let mut response = legacy::get_content_thumbnail::v3::Response::new(
+        file,
+        content_type.unwrap_or_else(|| "application/octet-stream".into()),
+        disposition,
+    );
     response.cross_origin_resource_policy = Some("cross-origin".into());
     Ok(response)
 }
 
-pub async fn legacy_config(s: Arc<Services>, req: Ruma<legacy::get_media_config::v3::Request>) -> Result<legacy::get_media_config::v3::Response> {
+pub async fn legacy_config(
+    s: Arc<Services>,
+    req: Ruma<legacy::get_media_config::v3::Request>,
+) -> Result<legacy::get_media_config::v3::Response> {
     req.user()?;
     Ok(legacy::get_media_config::v3::Response::new(UInt::try_from(s.media.max_bytes).unwrap_or(UInt::MAX)))
 }

@@ -17,21 +17,22 @@ use std::sync::Arc;
 use axum::{Router, routing::get};
 use ruma::api::client::{
     account::{change_password, register, whoami},
-    backup::{
-        add_backup_keys, add_backup_keys_for_room, add_backup_keys_for_session, create_backup_version, delete_backup_keys,
-        delete_backup_keys_for_room, delete_backup_keys_for_session, delete_backup_version, get_backup_info, get_backup_keys,
-        get_backup_keys_for_room, get_backup_keys_for_session, get_latest_backup_info, update_backup_version,
-    },
     alias::{create_alias, delete_alias, get_alias},
     authenticated_media as media_v1,
-    directory::{get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility},
-    media as media_v3,
+    backup::{
+        add_backup_keys, add_backup_keys_for_room, add_backup_keys_for_session, create_backup_version,
+        delete_backup_keys, delete_backup_keys_for_room, delete_backup_keys_for_session, delete_backup_version,
+        get_backup_info, get_backup_keys, get_backup_keys_for_room, get_backup_keys_for_session,
+        get_latest_backup_info, update_backup_version,
+    },
     config::{get_global_account_data, get_room_account_data, set_global_account_data, set_room_account_data},
     context::get_context,
     device::{delete_device, delete_devices, get_device, get_devices, update_device},
+    directory::{get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility},
     discovery::{get_capabilities, get_supported_versions},
     filter::{create_filter, get_filter},
     keys::{claim_keys, get_key_changes, get_keys, upload_keys, upload_signatures, upload_signing_keys},
+    media as media_v3,
     membership::{
         ban_user, forget_room, get_member_events, invite_user, join_room_by_id, join_room_by_id_or_alias,
         joined_members, joined_rooms, kick_user, leave_room, unban_user,
@@ -45,7 +46,9 @@ use ruma::api::client::{
     read_marker::set_read_marker,
     receipt::create_receipt,
     redact::redact_event,
-    relations::{get_relating_events, get_relating_events_with_rel_type, get_relating_events_with_rel_type_and_event_type},
+    relations::{
+        get_relating_events, get_relating_events_with_rel_type, get_relating_events_with_rel_type_and_event_type,
+    },
     room::{aliases, create_room, get_room_event},
     session::{get_login_types, login, logout, logout_all},
     state::{get_state_event_for_key, get_state_events, send_state_event},
@@ -96,7 +99,9 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<joined_members::v3::Request, _, _>(read::joined_members)
         .ruma::<get_relating_events::v1::Request, _, _>(read::relations)
         .ruma::<get_relating_events_with_rel_type::v1::Request, _, _>(read::relations_of_type)
-        .ruma::<get_relating_events_with_rel_type_and_event_type::v1::Request, _, _>(read::relations_of_type_and_event_type)
+        .ruma::<get_relating_events_with_rel_type_and_event_type::v1::Request, _, _>(
+            read::relations_of_type_and_event_type,
+        )
         .ruma::<sync_events::v3::Request, _, _>(sync::sync)
         .ruma::<create_typing_event::v3::Request, _, _>(sync::typing)
         .ruma::<create_receipt::v3::Request, _, _>(sync::create_receipt)
@@ -165,9 +170,5 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<set_room_visibility::v3::Request, _, _>(directory::set_visibility)
         .ruma::<get_public_rooms::v3::Request, _, _>(directory::public_rooms)
         .ruma::<get_public_rooms_filtered::v3::Request, _, _>(directory::public_rooms_filtered);
-    endpoints
-        .into_router()
-        .fallback(unrecognized)
-        .layer(axum::middleware::from_fn(cors))
-        .with_state(services)
+    endpoints.into_router().fallback(unrecognized).layer(axum::middleware::from_fn(cors)).with_state(services)
 }

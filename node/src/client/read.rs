@@ -10,7 +10,10 @@ use ruma::{
             context::get_context,
             membership::{get_member_events, joined_members},
             message::get_message_events,
-            relations::{get_relating_events, get_relating_events_with_rel_type, get_relating_events_with_rel_type_and_event_type},
+            relations::{
+                get_relating_events, get_relating_events_with_rel_type,
+                get_relating_events_with_rel_type_and_event_type,
+            },
             room::get_room_event,
             state::{get_state_event_for_key, get_state_events},
         },
@@ -23,7 +26,10 @@ use crate::{
     error::{Error, Result},
     http::{Auth, Ruma},
     rooms::{Pdu, Visibility},
-    sync::{assemble::{filter_matches, raw}, pagination_token, parse_pagination_token},
+    sync::{
+        assemble::{filter_matches, raw},
+        pagination_token, parse_pagination_token,
+    },
 };
 
 async fn visibility(s: &Services, auth: &Auth, room_id: &ruma::RoomId) -> Result<Visibility> {
@@ -41,7 +47,10 @@ fn limit_of(limit: UInt, max: usize) -> usize {
     usize::try_from(u64::from(limit)).unwrap_or(max).clamp(1, max)
 }
 
-pub async fn messages(s: Arc<Services>, req: Ruma<get_message_events::v3::Request>) -> Result<get_message_events::v3::Response> {
+pub async fn messages(
+    s: Arc<Services>,
+    req: Ruma<get_message_events::v3::Request>,
+) -> Result<get_message_events::v3::Response> {
     let auth = req.user()?.clone();
     let req = req.body;
     let vis = visibility(&s, &auth, &req.room_id).await?;
@@ -92,7 +101,11 @@ pub async fn event(s: Arc<Services>, req: Ruma<get_room_event::v3::Request>) -> 
     if pdu.room_id != req.room_id || !visible(vis, pos) {
         return Err(Error::not_found("no such event"));
     }
-    Ok(get_room_event::v3::Response::new(raw(&s.rooms.client_event(&(pos, pdu), Some((&auth.user_id, &auth.device_id)), true)?)?))
+    Ok(get_room_event::v3::Response::new(raw(&s.rooms.client_event(
+        &(pos, pdu),
+        Some((&auth.user_id, &auth.device_id)),
+        true,
+    )?)?))
 }
 
 pub async fn context(s: Arc<Services>, req: Ruma<get_context::v3::Request>) -> Result<get_context::v3::Response> {
@@ -126,7 +139,10 @@ async fn require_member(s: &Services, auth: &Auth, room_id: &ruma::RoomId) -> Re
     visibility(s, auth, room_id).await.map(|_| ())
 }
 
-pub async fn state_all(s: Arc<Services>, req: Ruma<get_state_events::v3::Request>) -> Result<get_state_events::v3::Response> {
+pub async fn state_all(
+    s: Arc<Services>,
+    req: Ruma<get_state_events::v3::Request>,
+) -> Result<get_state_events::v3::Response> {
     let auth = req.user()?;
     require_member(&s, auth, &req.room_id).await?;
     let mut room_state = Vec::new();
@@ -136,7 +152,10 @@ pub async fn state_all(s: Arc<Services>, req: Ruma<get_state_events::v3::Request
     Ok(get_state_events::v3::Response::new(room_state))
 }
 
-pub async fn state_for_key(s: Arc<Services>, req: Ruma<get_state_event_for_key::v3::Request>) -> Result<get_state_event_for_key::v3::Response> {
+pub async fn state_for_key(
+    s: Arc<Services>,
+    req: Ruma<get_state_event_for_key::v3::Request>,
+) -> Result<get_state_event_for_key::v3::Response> {
     let auth = req.user()?;
     require_member(&s, auth, &req.room_id).await?;
     let kind = StateEventType::from(req.event_type.to_string());
@@ -146,13 +165,18 @@ pub async fn state_for_key(s: Arc<Services>, req: Ruma<get_state_event_for_key::
         .await?
         .ok_or_else(|| Error::not_found("no such state event"))?;
     let event = match req.format {
-        get_state_event_for_key::v3::StateEventFormat::Event => s.rooms.client_event(&(0, (*pdu).clone()), None, true)?,
+        get_state_event_for_key::v3::StateEventFormat::Event => {
+            s.rooms.client_event(&(0, (*pdu).clone()), None, true)?
+        }
         _ => pdu.content_value(),
     };
     Ok(get_state_event_for_key::v3::Response::new(serde_json::value::to_raw_value(&event).map_err(Error::internal)?))
 }
 
-pub async fn members(s: Arc<Services>, req: Ruma<get_member_events::v3::Request>) -> Result<get_member_events::v3::Response> {
+pub async fn members(
+    s: Arc<Services>,
+    req: Ruma<get_member_events::v3::Request>,
+) -> Result<get_member_events::v3::Response> {
     let auth = req.user()?;
     require_member(&s, auth, &req.room_id).await?;
     let mut chunk = Vec::new();
@@ -176,7 +200,10 @@ pub async fn members(s: Arc<Services>, req: Ruma<get_member_events::v3::Request>
     Ok(get_member_events::v3::Response::new(chunk))
 }
 
-pub async fn joined_members(s: Arc<Services>, req: Ruma<joined_members::v3::Request>) -> Result<joined_members::v3::Response> {
+pub async fn joined_members(
+    s: Arc<Services>,
+    req: Ruma<joined_members::v3::Request>,
+) -> Result<joined_members::v3::Response> {
     let auth = req.user()?;
     require_member(&s, auth, &req.room_id).await?;
     let mut joined = std::collections::BTreeMap::new();
@@ -211,14 +238,20 @@ struct RelationsQuery<'a> {
     limit: Option<UInt>,
 }
 
-async fn relations_page<T>(s: &Services, auth: &Auth, q: RelationsQuery<'_>) -> Result<(Vec<ruma::serde::Raw<T>>, Option<String>)> {
+async fn relations_page<T>(
+    s: &Services,
+    auth: &Auth,
+    q: RelationsQuery<'_>,
+) -> Result<(Vec<ruma::serde::Raw<T>>, Option<String>)> {
     let vis = visibility(s, auth, q.room_id).await?;
     let limit = q.limit.map(|l| limit_of(l, 1000)).unwrap_or(50);
     let mut related: Vec<_> = s
         .rooms
         .relations(q.room_id, q.target)?
         .into_iter()
-        .filter(|(pos, pdu)| visible(vis, *pos) && relation_matches(pdu, q.rel_type.as_deref(), q.event_type.as_deref()))
+        .filter(|(pos, pdu)| {
+            visible(vis, *pos) && relation_matches(pdu, q.rel_type.as_deref(), q.event_type.as_deref())
+        })
         .collect();
     let backwards = q.dir == Direction::Backward;
     if backwards {
@@ -238,19 +271,41 @@ async fn relations_page<T>(s: &Services, auth: &Auth, q: RelationsQuery<'_>) -> 
     Ok((chunk, next))
 }
 
-pub async fn relations(s: Arc<Services>, req: Ruma<get_relating_events::v1::Request>) -> Result<get_relating_events::v1::Response> {
+pub async fn relations(
+    s: Arc<Services>,
+    req: Ruma<get_relating_events::v1::Request>,
+) -> Result<get_relating_events::v1::Response> {
     let auth = req.user()?.clone();
-    let query = RelationsQuery { room_id: &req.room_id, target: &req.event_id, rel_type: None, event_type: None, from: req.from.as_deref(), dir: req.dir, limit: req.limit };
+    let query = RelationsQuery {
+        room_id: &req.room_id,
+        target: &req.event_id,
+        rel_type: None,
+        event_type: None,
+        from: req.from.as_deref(),
+        dir: req.dir,
+        limit: req.limit,
+    };
     let (chunk, next) = relations_page(&s, &auth, query).await?;
     let mut response = get_relating_events::v1::Response::new(chunk);
     response.next_batch = next;
     Ok(response)
 }
 
-pub async fn relations_of_type(s: Arc<Services>, req: Ruma<get_relating_events_with_rel_type::v1::Request>) -> Result<get_relating_events_with_rel_type::v1::Response> {
+pub async fn relations_of_type(
+    s: Arc<Services>,
+    req: Ruma<get_relating_events_with_rel_type::v1::Request>,
+) -> Result<get_relating_events_with_rel_type::v1::Response> {
     let auth = req.user()?.clone();
     let rel_type = Some(req.rel_type.to_string());
-    let query = RelationsQuery { room_id: &req.room_id, target: &req.event_id, rel_type, event_type: None, from: req.from.as_deref(), dir: req.dir, limit: req.limit };
+    let query = RelationsQuery {
+        room_id: &req.room_id,
+        target: &req.event_id,
+        rel_type,
+        event_type: None,
+        from: req.from.as_deref(),
+        dir: req.dir,
+        limit: req.limit,
+    };
     let (chunk, next) = relations_page(&s, &auth, query).await?;
     let mut response = get_relating_events_with_rel_type::v1::Response::new(chunk);
     response.next_batch = next;
@@ -263,7 +318,15 @@ pub async fn relations_of_type_and_event_type(
 ) -> Result<get_relating_events_with_rel_type_and_event_type::v1::Response> {
     let auth = req.user()?.clone();
     let (rel_type, event_type) = (Some(req.rel_type.to_string()), Some(req.event_type.to_string()));
-    let query = RelationsQuery { room_id: &req.room_id, target: &req.event_id, rel_type, event_type, from: req.from.as_deref(), dir: req.dir, limit: req.limit };
+    let query = RelationsQuery {
+        room_id: &req.room_id,
+        target: &req.event_id,
+        rel_type,
+        event_type,
+        from: req.from.as_deref(),
+        dir: req.dir,
+        limit: req.limit,
+    };
     let (chunk, next) = relations_page(&s, &auth, query).await?;
     let mut response = get_relating_events_with_rel_type_and_event_type::v1::Response::new(chunk);
     response.next_batch = next;

@@ -43,14 +43,18 @@ pub async fn create(s: Arc<Services>, req: Ruma<create_room::v3::Request>) -> Re
     let mut initial_state = Vec::new();
     for raw in &body.initial_state {
         let event = to_object(raw)?;
-        let kind = event.get("type").and_then(Value::as_str).ok_or_else(|| Error::bad_json("initial_state event without type"))?;
+        let kind = event
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::bad_json("initial_state event without type"))?;
         let key = event.get("state_key").and_then(Value::as_str).unwrap_or_default();
         let content = event.get("content").cloned().unwrap_or_else(|| Value::Object(Default::default()));
         initial_state.push((kind.to_owned(), key.to_owned(), content));
     }
     let alias = match &body.room_alias_name {
         Some(local) => Some(
-            RoomAliasId::parse(format!("#{local}:{}", s.server_name)).map_err(|e| Error::invalid_param(format!("bad alias: {e}")))?,
+            RoomAliasId::parse(format!("#{local}:{}", s.server_name))
+                .map_err(|e| Error::invalid_param(format!("bad alias: {e}")))?,
         ),
         None => None,
     };
@@ -94,12 +98,18 @@ async fn join(s: &Services, user: &ruma::UserId, room_id: &RoomId) -> Result<Own
     Ok(room_id.to_owned())
 }
 
-pub async fn join_by_id(s: Arc<Services>, req: Ruma<join_room_by_id::v3::Request>) -> Result<join_room_by_id::v3::Response> {
+pub async fn join_by_id(
+    s: Arc<Services>,
+    req: Ruma<join_room_by_id::v3::Request>,
+) -> Result<join_room_by_id::v3::Response> {
     let auth = req.user()?;
     Ok(join_room_by_id::v3::Response::new(join(&s, &auth.user_id, &req.room_id).await?))
 }
 
-pub async fn join_by_id_or_alias(s: Arc<Services>, req: Ruma<join_room_by_id_or_alias::v3::Request>) -> Result<join_room_by_id_or_alias::v3::Response> {
+pub async fn join_by_id_or_alias(
+    s: Arc<Services>,
+    req: Ruma<join_room_by_id_or_alias::v3::Request>,
+) -> Result<join_room_by_id_or_alias::v3::Response> {
     let auth = req.user()?;
     let room_id = resolve(&s, &req.room_id_or_alias)?;
     Ok(join_room_by_id_or_alias::v3::Response::new(join(&s, &auth.user_id, &room_id).await?))
@@ -108,7 +118,9 @@ pub async fn join_by_id_or_alias(s: Arc<Services>, req: Ruma<join_room_by_id_or_
 pub fn resolve(s: &Services, id: &RoomOrAliasId) -> Result<OwnedRoomId> {
     match <&RoomId>::try_from(id) {
         Ok(room) => Ok(room.to_owned()),
-        Err(alias) => s.rooms.resolve_alias(alias)?.ok_or_else(|| Error::not_found(format!("no room has the alias {alias}"))),
+        Err(alias) => {
+            s.rooms.resolve_alias(alias)?.ok_or_else(|| Error::not_found(format!("no room has the alias {alias}")))
+        }
     }
 }
 
@@ -122,44 +134,62 @@ pub async fn invite(s: Arc<Services>, req: Ruma<invite_user::v3::Request>) -> Re
         return Err(Error::not_found(format!("no user {user_id} on this node")));
     }
     let profile = s.users.profile(user_id)?.unwrap_or_default();
-    s.rooms.set_membership(&req.room_id, &auth.user_id, user_id, "invite", profile, recipient.reason.as_deref()).await?;
+    s.rooms
+        .set_membership(&req.room_id, &auth.user_id, user_id, "invite", profile, recipient.reason.as_deref())
+        .await?;
     Ok(invite_user::v3::Response::new())
 }
 
 pub async fn leave(s: Arc<Services>, req: Ruma<leave_room::v3::Request>) -> Result<leave_room::v3::Response> {
     let auth = req.user()?;
-    s.rooms.set_membership(&req.room_id, &auth.user_id, &auth.user_id, "leave", (None, None), req.reason.as_deref()).await?;
+    s.rooms
+        .set_membership(&req.room_id, &auth.user_id, &auth.user_id, "leave", (None, None), req.reason.as_deref())
+        .await?;
     Ok(leave_room::v3::Response::new())
 }
 
 pub async fn forget(s: Arc<Services>, req: Ruma<forget_room::v3::Request>) -> Result<forget_room::v3::Response> {
     let auth = req.user()?;
     match s.rooms.membership(&req.room_id, &auth.user_id).await {
-        Ok(Some(m)) if m == "join" || m == "invite" => Err(Error::BadState("leave the room before forgetting it".into())),
+        Ok(Some(m)) if m == "join" || m == "invite" => {
+            Err(Error::BadState("leave the room before forgetting it".into()))
+        }
         _ => Ok(forget_room::v3::Response::new()),
     }
 }
 
 pub async fn kick(s: Arc<Services>, req: Ruma<kick_user::v3::Request>) -> Result<kick_user::v3::Response> {
     let auth = req.user()?;
-    s.rooms.set_membership(&req.room_id, &auth.user_id, &req.user_id, "leave", (None, None), req.reason.as_deref()).await?;
+    s.rooms
+        .set_membership(&req.room_id, &auth.user_id, &req.user_id, "leave", (None, None), req.reason.as_deref())
+        .await?;
     Ok(kick_user::v3::Response::new())
 }
 
 pub async fn ban(s: Arc<Services>, req: Ruma<ban_user::v3::Request>) -> Result<ban_user::v3::Response> {
     let auth = req.user()?;
-    s.rooms.set_membership(&req.room_id, &auth.user_id, &req.user_id, "ban", (None, None), req.reason.as_deref()).await?;
+    s.rooms
+        .set_membership(&req.room_id, &auth.user_id, &req.user_id, "ban", (None, None), req.reason.as_deref())
+        .await?;
     Ok(ban_user::v3::Response::new())
 }
 
 pub async fn unban(s: Arc<Services>, req: Ruma<unban_user::v3::Request>) -> Result<unban_user::v3::Response> {
     let auth = req.user()?;
-    s.rooms.set_membership(&req.room_id, &auth.user_id, &req.user_id, "leave", (None, None), req.reason.as_deref()).await?;
+    s.rooms
+        .set_membership(&req.room_id, &auth.user_id, &req.user_id, "leave", (None, None), req.reason.as_deref())
+        .await?;
     Ok(unban_user::v3::Response::new())
 }
 
 pub async fn joined(s: Arc<Services>, req: Ruma<joined_rooms::v3::Request>) -> Result<joined_rooms::v3::Response> {
     let auth = req.user()?;
-    let rooms = s.rooms.user_rooms(&auth.user_id)?.into_iter().filter(|(_, r)| r.membership == "join").map(|(id, _)| id).collect();
+    let rooms = s
+        .rooms
+        .user_rooms(&auth.user_id)?
+        .into_iter()
+        .filter(|(_, r)| r.membership == "join")
+        .map(|(id, _)| id)
+        .collect();
     Ok(joined_rooms::v3::Response::new(rooms))
 }

@@ -16,14 +16,18 @@ use crate::{
 };
 
 fn content_of<T>(raw: &ruma::serde::Raw<T>) -> Result<Value> {
-    let v: Value = serde_json::from_str(raw.json().get()).map_err(|e| Error::bad_json(format!("content is not JSON: {e}")))?;
+    let v: Value =
+        serde_json::from_str(raw.json().get()).map_err(|e| Error::bad_json(format!("content is not JSON: {e}")))?;
     if !v.is_object() {
         return Err(Error::bad_json("event content must be a JSON object"));
     }
     Ok(v)
 }
 
-pub async fn message(s: Arc<Services>, req: Ruma<send_message_event::v3::Request>) -> Result<send_message_event::v3::Response> {
+pub async fn message(
+    s: Arc<Services>,
+    req: Ruma<send_message_event::v3::Request>,
+) -> Result<send_message_event::v3::Response> {
     let auth = req.user()?;
     let content = content_of(&req.body.body)?;
     let kind = TimelineEventType::from(req.event_type.to_string());
@@ -32,7 +36,10 @@ pub async fn message(s: Arc<Services>, req: Ruma<send_message_event::v3::Request
     Ok(send_message_event::v3::Response::new(pdu.event_id.clone()))
 }
 
-pub async fn state(s: Arc<Services>, req: Ruma<send_state_event::v3::Request>) -> Result<send_state_event::v3::Response> {
+pub async fn state(
+    s: Arc<Services>,
+    req: Ruma<send_state_event::v3::Request>,
+) -> Result<send_state_event::v3::Response> {
     let auth = req.user()?;
     let content = content_of(&req.body.body)?;
     let event = NewEvent::state(req.event_type.to_string(), req.state_key.clone(), content);

@@ -8,9 +8,16 @@ use ruma::api::client::{
     uiaa::{AuthData, AuthType, UserIdentifier},
 };
 
-use crate::{Registration, Services, error::{Error, Result}, http::Ruma};
+use crate::{
+    Registration, Services,
+    error::{Error, Result},
+    http::Ruma,
+};
 
-pub async fn login_types(_: Arc<Services>, _: Ruma<get_login_types::v3::Request>) -> Result<get_login_types::v3::Response> {
+pub async fn login_types(
+    _: Arc<Services>,
+    _: Ruma<get_login_types::v3::Request>,
+) -> Result<get_login_types::v3::Response> {
     Ok(get_login_types::v3::Response::new(vec![get_login_types::v3::LoginType::Password(Default::default())]))
 }
 
@@ -71,7 +78,8 @@ pub async fn register(s: Arc<Services>, req: Ruma<register::v3::Request>) -> Res
     let Some(auth) = &req.auth else {
         return Err(Error::Uiaa(Box::new(s.users.uiaa.start(flows))));
     };
-    let session = auth.session().map(str::to_owned).ok_or_else(|| Error::Uiaa(Box::new(s.users.uiaa.start(flows.clone()))))?;
+    let session =
+        auth.session().map(str::to_owned).ok_or_else(|| Error::Uiaa(Box::new(s.users.uiaa.start(flows.clone()))))?;
     if !s.users.uiaa.exists(&session) {
         return Err(Error::forbidden("unknown or expired auth session"));
     }
@@ -137,7 +145,10 @@ pub async fn require_password(s: &Services, user_id: &ruma::UserId, auth: Option
     Ok(())
 }
 
-pub async fn change_password(s: Arc<Services>, req: Ruma<change_password::v3::Request>) -> Result<change_password::v3::Response> {
+pub async fn change_password(
+    s: Arc<Services>,
+    req: Ruma<change_password::v3::Request>,
+) -> Result<change_password::v3::Response> {
     let auth = req.user()?.clone();
     require_password(&s, &auth.user_id, req.body.auth.as_ref()).await?;
     s.users.set_password(&auth.user_id, &req.body.new_password).await?;

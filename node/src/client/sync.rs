@@ -20,7 +20,10 @@ pub async fn sync(s: Arc<Services>, req: Ruma<sync_events::v3::Request>) -> Resu
     crate::sync::sync(&s, &auth, req.body).await
 }
 
-pub async fn typing(s: Arc<Services>, req: Ruma<create_typing_event::v3::Request>) -> Result<create_typing_event::v3::Response> {
+pub async fn typing(
+    s: Arc<Services>,
+    req: Ruma<create_typing_event::v3::Request>,
+) -> Result<create_typing_event::v3::Response> {
     let auth = req.user()?;
     if auth.user_id != req.user_id {
         return Err(Error::forbidden("you can only set your own typing state"));
@@ -36,7 +39,14 @@ pub async fn typing(s: Arc<Services>, req: Ruma<create_typing_event::v3::Request
     Ok(create_typing_event::v3::Response::new())
 }
 
-async fn receipt(s: &Services, auth: &crate::http::Auth, room: &ruma::RoomId, kind: &str, event_id: &ruma::EventId, thread: Option<String>) -> Result<()> {
+async fn receipt(
+    s: &Services,
+    auth: &crate::http::Auth,
+    room: &ruma::RoomId,
+    kind: &str,
+    event_id: &ruma::EventId,
+    thread: Option<String>,
+) -> Result<()> {
     if s.rooms.membership(room, &auth.user_id).await?.as_deref() != Some("join") {
         return Err(Error::forbidden("you are not in this room"));
     }
@@ -46,7 +56,10 @@ async fn receipt(s: &Services, auth: &crate::http::Auth, room: &ruma::RoomId, ki
     s.rooms.set_receipt(room, &auth.user_id, kind, event_id, thread).await
 }
 
-pub async fn create_receipt(s: Arc<Services>, req: Ruma<create_receipt::v3::Request>) -> Result<create_receipt::v3::Response> {
+pub async fn create_receipt(
+    s: Arc<Services>,
+    req: Ruma<create_receipt::v3::Request>,
+) -> Result<create_receipt::v3::Response> {
     let auth = req.user()?;
     let thread = match &req.thread {
         ruma::events::receipt::ReceiptThread::Unthreaded => None,
@@ -64,7 +77,10 @@ pub async fn create_receipt(s: Arc<Services>, req: Ruma<create_receipt::v3::Requ
     Ok(create_receipt::v3::Response::new())
 }
 
-pub async fn read_markers(s: Arc<Services>, req: Ruma<set_read_marker::v3::Request>) -> Result<set_read_marker::v3::Response> {
+pub async fn read_markers(
+    s: Arc<Services>,
+    req: Ruma<set_read_marker::v3::Request>,
+) -> Result<set_read_marker::v3::Response> {
     let auth = req.user()?;
     if let Some(fully_read) = &req.fully_read {
         let content = serde_json::json!({ "event_id": fully_read });

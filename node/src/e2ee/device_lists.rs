@@ -26,19 +26,13 @@ pub async fn device_list_updates(
     since: u64,
     upto: u64,
 ) -> Result<DeviceListUpdates> {
-    let own_changes: BTreeSet<_> = services
-        .rooms
-        .membership_changes(user, since, upto)?
-        .into_iter()
-        .collect();
+    let own_changes: BTreeSet<_> = services.rooms.membership_changes(user, since, upto)?.into_iter().collect();
     let mut shared: BTreeSet<OwnedUserId> = BTreeSet::from([user.to_owned()]);
     let mut joined_since = BTreeSet::new();
     let mut gone = BTreeSet::new();
     for (room_id, user_room) in services.rooms.user_rooms(user)? {
         if user_room.membership != "join" {
-            if matches!(user_room.membership.as_str(), "leave" | "ban")
-                && own_changes.contains(&room_id)
-            {
+            if matches!(user_room.membership.as_str(), "leave" | "ban") && own_changes.contains(&room_id) {
                 // We left (or were removed) in the window: its members are candidates for `left`.
                 gone.extend(services.rooms.members(&room_id, "join").await?);
             }
@@ -59,11 +53,7 @@ pub async fn device_list_updates(
             };
             let membership = serde_json::from_str::<serde_json::Value>(pdu.content.get())
                 .ok()
-                .and_then(|c| {
-                    c.get("membership")
-                        .and_then(|m| m.as_str())
-                        .map(str::to_owned)
-                });
+                .and_then(|c| c.get("membership").and_then(|m| m.as_str()).map(str::to_owned));
             match membership.as_deref() {
                 Some("join") => {
                     joined_since.insert(member);
@@ -76,12 +66,8 @@ pub async fn device_list_updates(
         }
     }
 
-    let mut changed: Vec<OwnedUserId> = services
-        .e2ee
-        .changed_users(since, upto)?
-        .into_iter()
-        .filter(|u| shared.contains(u))
-        .collect();
+    let mut changed: Vec<OwnedUserId> =
+        services.e2ee.changed_users(since, upto)?.into_iter().filter(|u| shared.contains(u)).collect();
     for u in joined_since {
         // Our own join is no news about our own devices.
         if u != user && shared.contains(&u) && !changed.contains(&u) {

@@ -14,12 +14,7 @@ use crate::{
 
 impl E2ee {
     /// Stores a device's identity keys and records a device-list change.
-    pub async fn upload_device_keys(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-        keys: Value,
-    ) -> Result<()> {
+    pub async fn upload_device_keys(&self, user: &UserId, device: &DeviceId, keys: Value) -> Result<()> {
         let k = key(&[user.as_bytes(), device.as_bytes()]);
         if self.db.get(trees::DEVICE_KEYS, &k)?.as_deref() == Some(&Db::to_json(&keys)?[..]) {
             return Ok(());
@@ -35,38 +30,22 @@ impl E2ee {
     }
 
     fn key_change(batch: &mut WriteBatch, user: &UserId, pos: u64) {
-        batch.insert(
-            trees::KEY_CHANGES,
-            pos_bytes(pos).to_vec(),
-            user.as_bytes().to_vec(),
-        );
-        batch.insert(
-            trees::USER_KEY_CHANGE,
-            user.as_bytes().to_vec(),
-            pos_bytes(pos).to_vec(),
-        );
+        batch.insert(trees::KEY_CHANGES, pos_bytes(pos).to_vec(), user.as_bytes().to_vec());
+        batch.insert(trees::USER_KEY_CHANGE, user.as_bytes().to_vec(), pos_bytes(pos).to_vec());
     }
 
     /// Records that a user's devices changed (a device was deleted, say).
     pub async fn mark_device_change(&self, user: &UserId) -> Result<()> {
-        self.db
-            .write_streamed(|pos, batch| Self::key_change(batch, user, pos))
-            .await?;
+        self.db.write_streamed(|pos, batch| Self::key_change(batch, user, pos)).await?;
         Ok(())
     }
 
     pub async fn remove_device(&self, user: &UserId, device: &DeviceId) -> Result<()> {
         let dk = key(&[user.as_bytes(), device.as_bytes()]);
         let otk_prefix = prefix(&[user.as_bytes(), device.as_bytes()]);
-        let otks = self
-            .db
-            .scan_prefix(trees::ONE_TIME_KEYS, &otk_prefix, usize::MAX)?;
-        let fallbacks = self
-            .db
-            .scan_prefix(trees::FALLBACK_KEYS, &otk_prefix, usize::MAX)?;
-        let to_device = self
-            .db
-            .scan_prefix(trees::TO_DEVICE, &otk_prefix, usize::MAX)?;
+        let otks = self.db.scan_prefix(trees::ONE_TIME_KEYS, &otk_prefix, usize::MAX)?;
+        let fallbacks = self.db.scan_prefix(trees::FALLBACK_KEYS, &otk_prefix, usize::MAX)?;
+        let to_device = self.db.scan_prefix(trees::TO_DEVICE, &otk_prefix, usize::MAX)?;
         self.db
             .write_streamed(|pos, batch| {
                 batch.remove(trees::DEVICE_KEYS, dk);
@@ -126,23 +105,13 @@ impl E2ee {
     /// How many one-time keys the device has left, per algorithm. `signed_curve25519` is always
     /// there, with 0 when none are left: clients (matrix-sdk among them) only replenish when
     /// they see the count, and an absent key reads as "unchanged", not as zero.
-    pub fn one_time_key_counts(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-    ) -> Result<BTreeMap<String, u64>> {
+    pub fn one_time_key_counts(&self, user: &UserId, device: &DeviceId) -> Result<BTreeMap<String, u64>> {
         let mut counts = BTreeMap::from([("signed_curve25519".to_owned(), 0)]);
-        for (k, _) in self.db.scan_prefix(
-            trees::ONE_TIME_KEYS,
-            &prefix(&[user.as_bytes(), device.as_bytes()]),
-            usize::MAX,
-        )? {
+        for (k, _) in
+            self.db.scan_prefix(trees::ONE_TIME_KEYS, &prefix(&[user.as_bytes(), device.as_bytes()]), usize::MAX)?
+        {
             if let Some(key_id) = split(&k).get(2) {
-                let algorithm = utf8(key_id)?
-                    .split(':')
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
+                let algorithm = utf8(key_id)?.split(':').next().unwrap_or_default().to_owned();
                 *counts.entry(algorithm).or_insert(0) += 1;
             }
         }
@@ -150,17 +119,11 @@ impl E2ee {
     }
 
     /// Algorithms for which the device has a fallback key that has not been used yet.
-    pub fn unused_fallback_key_types(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-    ) -> Result<Vec<String>> {
+    pub fn unused_fallback_key_types(&self, user: &UserId, device: &DeviceId) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        for (k, v) in self.db.scan_prefix(
-            trees::FALLBACK_KEYS,
-            &prefix(&[user.as_bytes(), device.as_bytes()]),
-            usize::MAX,
-        )? {
+        for (k, v) in
+            self.db.scan_prefix(trees::FALLBACK_KEYS, &prefix(&[user.as_bytes(), device.as_bytes()]), usize::MAX)?
+        {
             let record: Value = serde_json::from_slice(&v).map_err(Error::internal)?;
             if record.get("used").and_then(Value::as_bool) == Some(false)
                 && let Some(alg) = split(&k).get(2)
@@ -173,23 +136,9 @@ impl E2ee {
 
     /// Claims one key per (user, device, algorithm): a one-time key if any is left, else the
     /// fallback key (which stays, marked used).
-    pub async fn claim(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-        algorithm: &str,
-    ) -> Result<Option<(String, Value)>> {
-        let p = key(&[
-            user.as_bytes(),
-            device.as_bytes(),
-            format!("{algorithm}:").as_bytes(),
-        ]);
-        if let Some((k, v)) = self
-            .db
-            .scan_prefix(trees::ONE_TIME_KEYS, &p, 1)?
-            .into_iter()
-            .next()
-        {
+    pub async fn claim(&self, user: &UserId, device: &DeviceId, algorithm: &str) -> Result<Option<(String, Value)>> {
+        let p = key(&[user.as_bytes(), device.as_bytes(), format!("{algorithm}:").as_bytes()]);
+        if let Some((k, v)) = self.db.scan_prefix(trees::ONE_TIME_KEYS, &p, 1)?.into_iter().next() {
             let key_id = utf8(split(&k).get(2).copied().unwrap_or_default())?.to_owned();
             let value: Value = serde_json::from_slice(&v).map_err(Error::internal)?;
             let mut batch = WriteBatch::new();
@@ -199,11 +148,7 @@ impl E2ee {
         }
         let fk = key(&[user.as_bytes(), device.as_bytes(), algorithm.as_bytes()]);
         if let Some(mut record) = self.db.get_json::<Value>(trees::FALLBACK_KEYS, &fk)? {
-            let key_id = record
-                .get("key_id")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
+            let key_id = record.get("key_id").and_then(Value::as_str).unwrap_or_default().to_owned();
             let value = record.get("key").cloned().unwrap_or(Value::Null);
             record["used"] = Value::Bool(true);
             let mut batch = WriteBatch::new();
@@ -216,35 +161,22 @@ impl E2ee {
 
     pub fn device_keys(&self, user: &UserId) -> Result<BTreeMap<OwnedDeviceId, Value>> {
         let mut out = BTreeMap::new();
-        for (k, v) in
-            self.db
-                .scan_prefix(trees::DEVICE_KEYS, &prefix(&[user.as_bytes()]), usize::MAX)?
-        {
+        for (k, v) in self.db.scan_prefix(trees::DEVICE_KEYS, &prefix(&[user.as_bytes()]), usize::MAX)? {
             if let Some(device) = split(&k).get(1) {
-                out.insert(
-                    OwnedDeviceId::from(utf8(device)?),
-                    serde_json::from_slice(&v).map_err(Error::internal)?,
-                );
+                out.insert(OwnedDeviceId::from(utf8(device)?), serde_json::from_slice(&v).map_err(Error::internal)?);
             }
         }
         Ok(out)
     }
 
     pub fn cross_signing_key(&self, user: &UserId, kind: &str) -> Result<Option<Value>> {
-        self.db.get_json(
-            trees::CROSS_SIGNING_KEYS,
-            &key(&[user.as_bytes(), kind.as_bytes()]),
-        )
+        self.db.get_json(trees::CROSS_SIGNING_KEYS, &key(&[user.as_bytes(), kind.as_bytes()]))
     }
 
     /// Whether each of `keys` is already stored with the same public key and usage. Signatures
     /// are left out of the comparison: the stored copy gains signatures from
     /// `/keys/signatures/upload` that a re-upload does not carry.
-    pub fn cross_signing_keys_unchanged(
-        &self,
-        user: &UserId,
-        keys: &[(&'static str, Value)],
-    ) -> Result<bool> {
+    pub fn cross_signing_keys_unchanged(&self, user: &UserId, keys: &[(&'static str, Value)]) -> Result<bool> {
         for (kind, new) in keys {
             let Some(stored) = self.cross_signing_key(user, kind)? else {
                 return Ok(false);
@@ -256,17 +188,10 @@ impl E2ee {
         Ok(true)
     }
 
-    pub async fn set_cross_signing_keys(
-        &self,
-        user: &UserId,
-        keys: Vec<(&'static str, Value)>,
-    ) -> Result<()> {
+    pub async fn set_cross_signing_keys(&self, user: &UserId, keys: Vec<(&'static str, Value)>) -> Result<()> {
         let mut rows = Vec::new();
         for (kind, value) in keys {
-            rows.push((
-                key(&[user.as_bytes(), kind.as_bytes()]),
-                Db::to_json(&value)?,
-            ));
+            rows.push((key(&[user.as_bytes(), kind.as_bytes()]), Db::to_json(&value)?));
         }
         self.db
             .write_streamed(|pos, batch| {
@@ -280,33 +205,14 @@ impl E2ee {
     }
 
     /// Adds signatures to a stored key (device key or cross-signing key) of `target`.
-    pub async fn add_signatures(
-        &self,
-        signer: &UserId,
-        target: &UserId,
-        key_id: &str,
-        signed: &Value,
-    ) -> Result<bool> {
-        let Some(new_sigs) = signed
-            .get("signatures")
-            .and_then(|s| s.get(signer.as_str()))
-            .and_then(Value::as_object)
+    pub async fn add_signatures(&self, signer: &UserId, target: &UserId, key_id: &str, signed: &Value) -> Result<bool> {
+        let Some(new_sigs) = signed.get("signatures").and_then(|s| s.get(signer.as_str())).and_then(Value::as_object)
         else {
             return Ok(false);
         };
         // The key id is either a device id or the base64 public key of a cross-signing key.
-        let (tree, k) = if self
-            .db
-            .get(
-                trees::DEVICE_KEYS,
-                &key(&[target.as_bytes(), key_id.as_bytes()]),
-            )?
-            .is_some()
-        {
-            (
-                trees::DEVICE_KEYS,
-                key(&[target.as_bytes(), key_id.as_bytes()]),
-            )
+        let (tree, k) = if self.db.get(trees::DEVICE_KEYS, &key(&[target.as_bytes(), key_id.as_bytes()]))?.is_some() {
+            (trees::DEVICE_KEYS, key(&[target.as_bytes(), key_id.as_bytes()]))
         } else {
             let mut found = None;
             for kind in ["master", "self_signing", "user_signing"] {

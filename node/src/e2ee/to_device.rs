@@ -29,33 +29,19 @@ impl E2ee {
     ) -> Result<()> {
         // The room-event transactions use three key parts; the extra `to_device` part keeps
         // these apart (ids are UTF-8, so none can contain the separator byte).
-        let txn_key = key(&[
-            sender.as_bytes(),
-            sender_device.as_bytes(),
-            b"to_device",
-            txn_id.as_bytes(),
-        ]);
+        let txn_key = key(&[sender.as_bytes(), sender_device.as_bytes(), b"to_device", txn_id.as_bytes()]);
         if targets.is_empty() || self.db.get(trees::TXNS, &txn_key)?.is_some() {
             return Ok(());
         }
         let mut rows = Vec::new();
         for (user, device, content) in &targets {
-            let event =
-                serde_json::json!({ "type": event_type, "sender": sender, "content": content });
-            rows.push((
-                user.clone(),
-                device.clone(),
-                serde_json::to_vec(&event).map_err(Error::internal)?,
-            ));
+            let event = serde_json::json!({ "type": event_type, "sender": sender, "content": content });
+            rows.push((user.clone(), device.clone(), serde_json::to_vec(&event).map_err(Error::internal)?));
         }
         self.db
             .write_streamed(|pos, batch| {
                 for (user, device, event) in rows {
-                    batch.insert(
-                        trees::TO_DEVICE,
-                        key(&[user.as_bytes(), device.as_bytes(), &pos_bytes(pos)]),
-                        event,
-                    );
+                    batch.insert(trees::TO_DEVICE, key(&[user.as_bytes(), device.as_bytes(), &pos_bytes(pos)]), event);
                 }
                 batch.insert(trees::TXNS, txn_key, pos_bytes(pos).to_vec());
             })
@@ -77,24 +63,10 @@ impl E2ee {
         upto: u64,
         limit: usize,
     ) -> Result<Vec<Value>> {
-        let from = key(&[
-            user.as_bytes(),
-            device.as_bytes(),
-            &pos_bytes(since.saturating_add(1)),
-        ]);
-        let to = key(&[
-            user.as_bytes(),
-            device.as_bytes(),
-            &pos_bytes(upto.saturating_add(1)),
-        ]);
+        let from = key(&[user.as_bytes(), device.as_bytes(), &pos_bytes(since.saturating_add(1))]);
+        let to = key(&[user.as_bytes(), device.as_bytes(), &pos_bytes(upto.saturating_add(1))]);
         self.db
-            .range(
-                trees::TO_DEVICE,
-                Bound::Included(&from),
-                Bound::Excluded(&to),
-                false,
-                limit,
-            )?
+            .range(trees::TO_DEVICE, Bound::Included(&from), Bound::Excluded(&to), false, limit)?
             .into_iter()
             .map(|(_, v)| serde_json::from_slice(&v).map_err(Error::internal))
             .collect()
@@ -103,18 +75,8 @@ impl E2ee {
     /// Deletes messages the device has acknowledged by syncing with `since`.
     pub async fn ack_to_device(&self, user: &UserId, device: &DeviceId, since: u64) -> Result<()> {
         let p = prefix(&[user.as_bytes(), device.as_bytes()]);
-        let end = key(&[
-            user.as_bytes(),
-            device.as_bytes(),
-            &pos_bytes(since.saturating_add(1)),
-        ]);
-        let rows = self.db.range(
-            trees::TO_DEVICE,
-            Bound::Included(&p),
-            Bound::Excluded(&end),
-            false,
-            1000,
-        )?;
+        let end = key(&[user.as_bytes(), device.as_bytes(), &pos_bytes(since.saturating_add(1))]);
+        let rows = self.db.range(trees::TO_DEVICE, Bound::Included(&p), Bound::Excluded(&end), false, 1000)?;
         if rows.is_empty() {
             return Ok(());
         }

@@ -2,9 +2,7 @@
 
 use std::{any::TypeId, sync::Arc};
 
-use axum::{
-    extract::{FromRequest, RawPathParams, Request},
-};
+use axum::extract::{FromRequest, RawPathParams, Request};
 use bytes::Bytes;
 use ruma::{
     OwnedDeviceId, OwnedUserId,
@@ -109,26 +107,18 @@ where
         };
 
         let http_req = http::Request::from_parts(parts, bytes.clone());
-        let body = T::try_from_http_request(http_req, &path_args)
-            .map_err(|e| request_error(e, &bytes))?;
+        let body = T::try_from_http_request(http_req, &path_args).map_err(|e| request_error(e, &bytes))?;
         Ok(Ruma { body, caller: auth, json_body: bytes })
     }
 }
 
 fn access_token(parts: &http::request::Parts) -> Option<String> {
     if let Some(value) = parts.headers.get(http::header::AUTHORIZATION) {
-        return value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| t.trim().to_owned());
+        return value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(|t| t.trim().to_owned());
     }
     // The query parameter is deprecated but still sent by some clients.
     parts.uri.query().and_then(|q| {
-        q.split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == "access_token")
-            .map(|(_, v)| v.to_owned())
+        q.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == "access_token").map(|(_, v)| v.to_owned())
     })
 }
 
@@ -136,8 +126,7 @@ fn access_token(parts: &http::request::Parts) -> Option<String> {
 fn request_error(e: FromHttpRequestError, body: &[u8]) -> Error {
     match e {
         FromHttpRequestError::Deserialization(d) => {
-            let is_json = body.is_empty()
-                || serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
+            let is_json = body.is_empty() || serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
             if is_json {
                 Error::BadJson(format!("invalid request: {d}"))
             } else {
@@ -148,4 +137,3 @@ fn request_error(e: FromHttpRequestError, body: &[u8]) -> Error {
         other => Error::InvalidParam(other.to_string()),
     }
 }
-

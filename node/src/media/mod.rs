@@ -34,7 +34,13 @@ impl Media {
     }
 
     /// Stores `bytes` and returns the new media id. The file is synced before the id is given out.
-    pub async fn upload(&self, uploader: &str, bytes: Vec<u8>, content_type: Option<String>, filename: Option<String>) -> Result<String> {
+    pub async fn upload(
+        &self,
+        uploader: &str,
+        bytes: Vec<u8>,
+        content_type: Option<String>,
+        filename: Option<String>,
+    ) -> Result<String> {
         if bytes.len() as u64 > self.max_bytes {
             return Err(Error::TooLarge(format!("upload is larger than {} bytes", self.max_bytes)));
         }

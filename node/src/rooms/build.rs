@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, EventId, MilliSecondsSinceUnixEpoch, OwnedDeviceId,
-    OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, UserId,
+    CanonicalJsonObject, CanonicalJsonValue, EventId, MilliSecondsSinceUnixEpoch, OwnedDeviceId, OwnedEventId,
+    OwnedRoomId, RoomId, RoomVersionId, UserId,
     canonical_json::to_canonical_value,
     events::{StateEventType, TimelineEventType},
     signatures::{JsonError, hash_and_sign_event, reference_hash},
@@ -87,7 +87,13 @@ impl Rooms {
     }
 
     /// Builds, authorises and durably appends a local event. Returns once it is on disk.
-    pub async fn send(&self, room_id: &RoomId, sender: &UserId, event: NewEvent, txn: Option<TxnRef>) -> Result<Arc<Pdu>> {
+    pub async fn send(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        event: NewEvent,
+        txn: Option<TxnRef>,
+    ) -> Result<Arc<Pdu>> {
         let head_lock = self.head(room_id)?;
         let mut head = head_lock.lock().await;
         if let Some(txn) = &txn
@@ -112,7 +118,12 @@ impl Rooms {
     }
 
     /// Creates a room's `m.room.create` event and head. The room exists once this returns.
-    pub async fn create(&self, version: RoomVersionId, creator: &UserId, content: serde_json::Value) -> Result<OwnedRoomId> {
+    pub async fn create(
+        &self,
+        version: RoomVersionId,
+        creator: &UserId,
+        content: serde_json::Value,
+    ) -> Result<OwnedRoomId> {
         let rules = super::version::rules(&version)?;
         let v12 = rules.authorization.room_create_event_id_as_room_id;
         // For v12 the room id is the create event's hash and the event carries none; the scratch
@@ -157,10 +168,8 @@ impl Rooms {
             &head.rules.authorization,
         )
         .map_err(Error::BadJson)?;
-        let mut auth_events: Vec<OwnedEventId> = auth_types
-            .iter()
-            .filter_map(|(kind, key)| head.get(kind, key).map(|p| p.event_id.clone()))
-            .collect();
+        let mut auth_events: Vec<OwnedEventId> =
+            auth_types.iter().filter_map(|(kind, key)| head.get(kind, key).map(|p| p.event_id.clone())).collect();
         auth_events.sort();
         auth_events.dedup();
         if event.kind == TimelineEventType::RoomCreate {
@@ -178,10 +187,7 @@ impl Rooms {
         obj.insert("content".into(), content);
         let depth = ruma::Int::try_from(head.depth + 1).map_err(|_| Error::internal("room depth overflow"))?;
         obj.insert("depth".into(), CanonicalJsonValue::Integer(depth));
-        obj.insert(
-            "origin_server_ts".into(),
-            CanonicalJsonValue::Integer(MilliSecondsSinceUnixEpoch::now().0.into()),
-        );
+        obj.insert("origin_server_ts".into(), CanonicalJsonValue::Integer(MilliSecondsSinceUnixEpoch::now().0.into()));
         if with_room_id {
             obj.insert("room_id".into(), CanonicalJsonValue::String(head.room_id.to_string()));
         }
@@ -216,9 +222,9 @@ impl Rooms {
         let rules = &head.rules.authorization;
         let fetch_event = |id: &EventId| {
             head.find_state_event(id).or_else(|| {
-                (pdu.event_id == id).then(|| pdu.clone()).or_else(|| {
-                    super::read::load_pdu(&self.db, id).ok().flatten().map(Arc::new)
-                })
+                (pdu.event_id == id)
+                    .then(|| pdu.clone())
+                    .or_else(|| super::read::load_pdu(&self.db, id).ok().flatten().map(Arc::new))
             })
         };
         state_res::check_state_independent_auth_rules(rules, pdu, fetch_event)
@@ -273,7 +279,13 @@ impl Rooms {
     }
 
     /// Redacts the target in place (the server keeps only what the redaction algorithm keeps).
-    fn redaction_writes(&self, head: &RoomHead, redaction: &Pdu, target: &EventId, batch: &mut WriteBatch) -> Result<()> {
+    fn redaction_writes(
+        &self,
+        head: &RoomHead,
+        redaction: &Pdu,
+        target: &EventId,
+        batch: &mut WriteBatch,
+    ) -> Result<()> {
         batch.insert(trees::REDACTIONS, target.as_bytes().to_vec(), redaction.event_id.as_bytes().to_vec());
         let Some(mut stored) = self.db.get_json::<StoredEvent>(trees::EVENTS, target.as_bytes())? else {
             return Ok(());
@@ -289,9 +301,6 @@ impl Rooms {
 /// The event an event relates to (`m.relates_to.event_id`, or a reply's `m.in_reply_to`).
 pub fn relates_to(pdu: &Pdu) -> Option<OwnedEventId> {
     let rel = pdu.content_field("m.relates_to")?;
-    let id = rel
-        .get("event_id")
-        .or_else(|| rel.get("m.in_reply_to").and_then(|r| r.get("event_id")))?
-        .as_str()?;
+    let id = rel.get("event_id").or_else(|| rel.get("m.in_reply_to").and_then(|r| r.get("event_id")))?.as_str()?;
     EventId::parse(id).ok()
 }

@@ -3,8 +3,8 @@
 use std::{collections::HashMap, sync::Arc};
 
 use ruma::{
-    EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId,
-    events::StateEventType, room_version_rules::RoomVersionRules,
+    EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId, events::StateEventType,
+    room_version_rules::RoomVersionRules,
 };
 use serde::{Deserialize, Serialize};
 
@@ -48,7 +48,8 @@ impl RoomHead {
         head.depth = meta.depth;
         for (_, event_id) in db.scan_prefix(trees::ROOM_STATE, &prefix(&[room_id.as_bytes()]), usize::MAX)? {
             let event_id = EventId::parse(crate::store::utf8(&event_id)?).map_err(Error::internal)?;
-            let pdu = load_pdu(db, &event_id)?.ok_or_else(|| Error::internal(format!("state event {event_id} missing")))?;
+            let pdu =
+                load_pdu(db, &event_id)?.ok_or_else(|| Error::internal(format!("state event {event_id} missing")))?;
             let key = (pdu.state_event_type(), pdu.state_key.clone().unwrap_or_default());
             head.state.insert(key, Arc::new(pdu));
         }
@@ -75,15 +76,15 @@ impl RoomHead {
     pub fn members_with(&self, membership: &str) -> Vec<OwnedUserId> {
         self.state
             .iter()
-            .filter(|((kind, _), pdu)| *kind == StateEventType::RoomMember && pdu.membership().as_deref() == Some(membership))
+            .filter(|((kind, _), pdu)| {
+                *kind == StateEventType::RoomMember && pdu.membership().as_deref() == Some(membership)
+            })
             .filter_map(|((_, key), _)| UserId::parse(key.as_str()).ok())
             .collect()
     }
 
     pub fn content_str(&self, kind: StateEventType, field: &str) -> Option<String> {
-        self.get(&kind, "")
-            .and_then(|p| p.content_field(field))
-            .and_then(|v| v.as_str().map(str::to_owned))
+        self.get(&kind, "").and_then(|p| p.content_field(field)).and_then(|v| v.as_str().map(str::to_owned))
     }
 
     /// Records an accepted event as the new head.

@@ -69,7 +69,13 @@ impl Rooms {
         let creator = &*req.creator;
         let send_state = |kind: &str, key: &str, content: Value| NewEvent::state(kind, key, content);
 
-        self.send(&room_id, creator, send_state("m.room.member", creator.as_str(), member_content("join", &req.creator_profile, None)), None).await?;
+        self.send(
+            &room_id,
+            creator,
+            send_state("m.room.member", creator.as_str(), member_content("join", &req.creator_profile, None)),
+            None,
+        )
+        .await?;
 
         // Creators have unbounded power from v12 on and must not be listed in `users`.
         let creators_implicit = rules.authorization.explicitly_privilege_room_creators;
@@ -100,13 +106,27 @@ impl Rooms {
         self.send(&room_id, creator, send_state("m.room.power_levels", "", power), None).await?;
 
         if let Some(alias) = &req.alias {
-            self.send(&room_id, creator, send_state("m.room.canonical_alias", "", json!({ "alias": alias })), None).await?;
+            self.send(&room_id, creator, send_state("m.room.canonical_alias", "", json!({ "alias": alias })), None)
+                .await?;
         }
         let join_rule = if req.preset == Preset::PublicChat { "public" } else { "invite" };
-        self.send(&room_id, creator, send_state("m.room.join_rules", "", json!({ "join_rule": join_rule })), None).await?;
-        self.send(&room_id, creator, send_state("m.room.history_visibility", "", json!({ "history_visibility": "shared" })), None).await?;
+        self.send(&room_id, creator, send_state("m.room.join_rules", "", json!({ "join_rule": join_rule })), None)
+            .await?;
+        self.send(
+            &room_id,
+            creator,
+            send_state("m.room.history_visibility", "", json!({ "history_visibility": "shared" })),
+            None,
+        )
+        .await?;
         // Crisis default: no guests, whatever the preset says.
-        self.send(&room_id, creator, send_state("m.room.guest_access", "", json!({ "guest_access": "forbidden" })), None).await?;
+        self.send(
+            &room_id,
+            creator,
+            send_state("m.room.guest_access", "", json!({ "guest_access": "forbidden" })),
+            None,
+        )
+        .await?;
 
         let has_encryption = req.initial_state.iter().any(|(kind, _, _)| kind == "m.room.encryption");
         for (kind, key, content) in &req.initial_state {
@@ -144,9 +164,22 @@ impl Rooms {
     }
 
     /// Sets a membership for `target`, sent by `sender`; the auth rules decide if it's allowed.
-    pub async fn set_membership(&self, room_id: &RoomId, sender: &UserId, target: &UserId, membership: &str, profile: (Option<String>, Option<String>), reason: Option<&str>) -> Result<ruma::OwnedEventId> {
+    pub async fn set_membership(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        target: &UserId,
+        membership: &str,
+        profile: (Option<String>, Option<String>),
+        reason: Option<&str>,
+    ) -> Result<ruma::OwnedEventId> {
         let content = member_content(membership, &profile, reason);
-        let event = NewEvent { kind: TimelineEventType::RoomMember, content, state_key: Some(target.to_string()), redacts: None };
+        let event = NewEvent {
+            kind: TimelineEventType::RoomMember,
+            content,
+            state_key: Some(target.to_string()),
+            redacts: None,
+        };
         Ok(self.send(room_id, sender, event, None).await?.event_id.clone())
     }
 

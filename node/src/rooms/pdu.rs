@@ -2,8 +2,8 @@
 //! and the client format need.
 
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId,
-    OwnedUserId, RoomId, UInt, UserId,
+    CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId,
+    RoomId, UInt, UserId,
     events::{StateEventType, TimelineEventType},
 };
 use serde::Deserialize;
@@ -118,7 +118,11 @@ impl Pdu {
     }
 
     /// The event in the Client-Server format, with `unsigned` as given.
-    pub fn to_client_value(&self, unsigned: serde_json::Map<String, serde_json::Value>, with_room_id: bool) -> serde_json::Value {
+    pub fn to_client_value(
+        &self,
+        unsigned: serde_json::Map<String, serde_json::Value>,
+        with_room_id: bool,
+    ) -> serde_json::Value {
         let mut obj = serde_json::Map::new();
         obj.insert("event_id".into(), self.event_id.as_str().into());
         obj.insert("type".into(), self.kind.to_string().into());

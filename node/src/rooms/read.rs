@@ -75,7 +75,12 @@ impl Rooms {
         Ok(head.state.values().cloned().collect())
     }
 
-    pub async fn state_event(&self, room_id: &RoomId, kind: &StateEventType, state_key: &str) -> Result<Option<Arc<Pdu>>> {
+    pub async fn state_event(
+        &self,
+        room_id: &RoomId,
+        kind: &StateEventType,
+        state_key: &str,
+    ) -> Result<Option<Arc<Pdu>>> {
         let head = self.head(room_id)?;
         let head = head.lock().await;
         Ok(head.get(kind, state_key).cloned())
@@ -120,7 +125,13 @@ impl Rooms {
         let from = key(&[user_id.as_bytes(), &pos_bytes(since + 1)]);
         let end = key(&[user_id.as_bytes(), &pos_bytes(to.saturating_add(1))]);
         let mut out = Vec::new();
-        for (_, room) in self.db.range(trees::MEMBERSHIP_CHANGES, Bound::Included(&from), Bound::Excluded(&end), false, usize::MAX)? {
+        for (_, room) in self.db.range(
+            trees::MEMBERSHIP_CHANGES,
+            Bound::Included(&from),
+            Bound::Excluded(&end),
+            false,
+            usize::MAX,
+        )? {
             let room_id = RoomId::parse(utf8(&room)?).map_err(Error::internal)?;
             if !out.contains(&room_id) {
                 out.push(room_id);
@@ -131,7 +142,13 @@ impl Rooms {
 
     /// Timeline events of a room with position in `(after, upto]`, newest last. When there are
     /// more than `limit`, the newest `limit` come back and the flag says so.
-    pub fn timeline_since(&self, room_id: &RoomId, after: u64, upto: u64, limit: usize) -> Result<(Vec<(u64, Pdu)>, bool)> {
+    pub fn timeline_since(
+        &self,
+        room_id: &RoomId,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<(Vec<(u64, Pdu)>, bool)> {
         let (from, to) = (
             key(&[room_id.as_bytes(), &pos_bytes(after.saturating_add(1))]),
             key(&[room_id.as_bytes(), &pos_bytes(upto.saturating_add(1))]),
@@ -173,7 +190,8 @@ impl Rooms {
     pub fn state_changes(&self, room_id: &RoomId, after: u64, upto: u64) -> Result<Vec<(u64, Pdu)>> {
         let from = key(&[room_id.as_bytes(), &pos_bytes(after.saturating_add(1))]);
         let to = key(&[room_id.as_bytes(), &pos_bytes(upto.saturating_add(1))]);
-        let rows = self.db.range(trees::STATE_CHANGES, Bound::Included(&from), Bound::Excluded(&to), false, usize::MAX)?;
+        let rows =
+            self.db.range(trees::STATE_CHANGES, Bound::Included(&from), Bound::Excluded(&to), false, usize::MAX)?;
         self.rows_to_pdus(rows.into_iter())
     }
 
@@ -214,7 +232,9 @@ impl Rooms {
     async fn history_visibility(&self, room_id: &RoomId) -> Result<String> {
         let head = self.head(room_id)?;
         let head = head.lock().await;
-        Ok(head.content_str(StateEventType::RoomHistoryVisibility, "history_visibility").unwrap_or_else(|| "shared".into()))
+        Ok(head
+            .content_str(StateEventType::RoomHistoryVisibility, "history_visibility")
+            .unwrap_or_else(|| "shared".into()))
     }
 
     fn first_membership_pos(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<u64>> {
@@ -229,7 +249,12 @@ impl Rooms {
 
     /// The event as a client sees it: `unsigned` with the transaction id (for the sending
     /// device), `redacted_because`, and the previous content of state events.
-    pub fn client_event(&self, pos_and_pdu: &(u64, Pdu), viewer_device: Option<(&UserId, &DeviceId)>, with_room_id: bool) -> Result<serde_json::Value> {
+    pub fn client_event(
+        &self,
+        pos_and_pdu: &(u64, Pdu),
+        viewer_device: Option<(&UserId, &DeviceId)>,
+        with_room_id: bool,
+    ) -> Result<serde_json::Value> {
         let (_, pdu) = pos_and_pdu;
         let mut unsigned = serde_json::Map::new();
         if let Some((user, device)) = viewer_device

@@ -21,7 +21,14 @@ pub struct Receipt {
 }
 
 impl Rooms {
-    pub async fn set_receipt(&self, room: &RoomId, user: &UserId, kind: &str, event_id: &EventId, thread_id: Option<String>) -> Result<()> {
+    pub async fn set_receipt(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        kind: &str,
+        event_id: &EventId,
+        thread_id: Option<String>,
+    ) -> Result<()> {
         let k = key(&[room.as_bytes(), kind.as_bytes(), user.as_bytes()]);
         let receipt = Receipt { event_id: event_id.to_owned(), ts: crate::users::now_ms(), thread_id };
         let value = Db::to_json(&receipt)?;
@@ -42,7 +49,11 @@ impl Rooms {
     /// 0). Private receipts are only shown to their owner.
     pub fn receipt_event(&self, room: &RoomId, viewer: &UserId, since: u64, upto: u64) -> Result<Option<Value>> {
         let keys: Vec<Vec<u8>> = if since == 0 {
-            self.db.scan_prefix(trees::RECEIPTS, &prefix(&[room.as_bytes()]), usize::MAX)?.into_iter().map(|(k, _)| k).collect()
+            self.db
+                .scan_prefix(trees::RECEIPTS, &prefix(&[room.as_bytes()]), usize::MAX)?
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
         } else {
             let from = key(&[room.as_bytes(), &pos_bytes(since.saturating_add(1))]);
             let to = key(&[room.as_bytes(), &pos_bytes(upto.saturating_add(1))]);

@@ -11,7 +11,7 @@ pub mod trees;
 use std::{ops::Bound, path::Path, sync::Arc};
 
 use serde::{Serialize, de::DeserializeOwned};
-use tocsin_store::{Entries, EngineKind, Store, WriteBatch};
+use tocsin_store::{EngineKind, Entries, Store, WriteBatch};
 
 pub use streams::Streams;
 

@@ -17,7 +17,12 @@ use ruma::{
 use serde_json::Value;
 
 use super::Token;
-use crate::{Services, error::{Error, Result}, http::Auth, rooms::Pdu};
+use crate::{
+    Services,
+    error::{Error, Result},
+    http::Auth,
+    rooms::Pdu,
+};
 
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
 const MAX_TIMELINE_LIMIT: usize = 500;
@@ -86,7 +91,14 @@ pub async fn sync(services: &Services, auth: &Auth, req: Request) -> Result<Resp
     }
 }
 
-async fn build(services: &Services, auth: &Auth, since: Option<Token>, now: Token, filter: &FilterDefinition, full_state: bool) -> Result<(Response, bool)> {
+async fn build(
+    services: &Services,
+    auth: &Auth,
+    since: Option<Token>,
+    now: Token,
+    filter: &FilterDefinition,
+    full_state: bool,
+) -> Result<(Response, bool)> {
     let user = &auth.user_id;
     let since_pos = since.map(|t| t.pos).unwrap_or(0);
     let since_typing = since.map(|t| t.typing).unwrap_or(0);
@@ -117,7 +129,20 @@ async fn build(services: &Services, auth: &Auth, since: Option<Token>, now: Toke
                 let members = services.rooms.members(&room_id, "join").await?;
                 // A room joined since the token is sent whole, as in an initial sync.
                 let room_since = if newly { 0 } else { since_pos };
-                let joined = joined_room(services, auth, &room_id, room_since, since_typing, now, limit, filter, full_state || newly, &members, &display_name).await?;
+                let joined = joined_room(
+                    services,
+                    auth,
+                    &room_id,
+                    room_since,
+                    since_typing,
+                    now,
+                    limit,
+                    filter,
+                    full_state || newly,
+                    &members,
+                    &display_name,
+                )
+                .await?;
                 if let Some(joined) = joined {
                     changed = true;
                     response.rooms.join.insert(room_id, joined);
@@ -140,7 +165,11 @@ async fn build(services: &Services, auth: &Auth, since: Option<Token>, now: Toke
                 let (events, limited) = services.rooms.timeline_since(&room_id, since_pos, user_room.pos, limit)?;
                 left.timeline.limited = limited;
                 for e in &events {
-                    left.timeline.events.push(raw(&services.rooms.client_event(e, Some((user, &auth.device_id)), false)?)?);
+                    left.timeline.events.push(raw(&services.rooms.client_event(
+                        e,
+                        Some((user, &auth.device_id)),
+                        false,
+                    )?)?);
                 }
                 changed = true;
                 response.rooms.leave.insert(room_id, left);
@@ -180,7 +209,9 @@ async fn build(services: &Services, auth: &Auth, since: Option<Token>, now: Toke
         response.device_lists.left = updates.left;
     }
     for (algorithm, count) in services.e2ee.one_time_key_counts(user, &auth.device_id)? {
-        response.device_one_time_keys_count.insert(algorithm.as_str().into(), UInt::try_from(count).unwrap_or(UInt::MAX));
+        response
+            .device_one_time_keys_count
+            .insert(algorithm.as_str().into(), UInt::try_from(count).unwrap_or(UInt::MAX));
     }
     response.device_unused_fallback_key_types = Some(
         services.e2ee.unused_fallback_key_types(user, &auth.device_id)?.iter().map(|a| a.as_str().into()).collect(),
@@ -192,7 +223,13 @@ async fn build(services: &Services, auth: &Auth, since: Option<Token>, now: Toke
 fn stripped_state_type(pdu: &Pdu) -> bool {
     matches!(
         pdu.kind.to_string().as_str(),
-        "m.room.create" | "m.room.join_rules" | "m.room.name" | "m.room.avatar" | "m.room.canonical_alias" | "m.room.encryption" | "m.room.topic"
+        "m.room.create"
+            | "m.room.join_rules"
+            | "m.room.name"
+            | "m.room.avatar"
+            | "m.room.canonical_alias"
+            | "m.room.encryption"
+            | "m.room.topic"
     )
 }
 
@@ -232,7 +269,8 @@ async fn joined_room(
     // are left out, and with lazy loading only the members the timeline needs are sent.
     let in_timeline: BTreeSet<_> = events.iter().map(|(_, p)| p.event_id.clone()).collect();
     let lazy = matches!(filter.room.state.lazy_load_options, LazyLoadOptions::Enabled { .. });
-    let senders: BTreeSet<String> = events.iter().map(|(_, p)| p.sender.to_string()).chain([user.to_string()]).collect();
+    let senders: BTreeSet<String> =
+        events.iter().map(|(_, p)| p.sender.to_string()).chain([user.to_string()]).collect();
     let state: Vec<crate::rooms::Pdu> = if full_state || since == 0 {
         services.rooms.current_state(room_id).await?.iter().map(|p| (**p).clone()).collect()
     } else {
@@ -247,7 +285,10 @@ async fn joined_room(
         if in_timeline.contains(&pdu.event_id) {
             continue;
         }
-        if lazy && pdu.kind == ruma::events::TimelineEventType::RoomMember && !pdu.state_key.as_ref().is_some_and(|k| senders.contains(k)) {
+        if lazy
+            && pdu.kind == ruma::events::TimelineEventType::RoomMember
+            && !pdu.state_key.as_ref().is_some_and(|k| senders.contains(k))
+        {
             continue;
         }
         state_events.events.push(raw(&services.rooms.client_event(&(0, pdu), None, false)?)?);
@@ -266,7 +307,8 @@ async fn joined_room(
     }
 
     if any || since == 0 {
-        let (notify, highlight) = services.sync.unread_counts(services, user, room_id, now.pos, members.len(), display_name).await?;
+        let (notify, highlight) =
+            services.sync.unread_counts(services, user, room_id, now.pos, members.len(), display_name).await?;
         joined.unread_notifications = UnreadNotificationsCount::new();
         joined.unread_notifications.notification_count = Some(UInt::try_from(notify).unwrap_or(UInt::MAX));
         joined.unread_notifications.highlight_count = Some(UInt::try_from(highlight).unwrap_or(UInt::MAX));
@@ -275,7 +317,8 @@ async fn joined_room(
         joined.summary.invited_member_count = Some(UInt::try_from(invited.len()).unwrap_or(UInt::MAX));
         let has_name = services.rooms.state_event(room_id, &StateEventType::RoomName, "").await?.is_some();
         if !has_name {
-            joined.summary.heroes = members.iter().chain(invited.iter()).filter(|m| *m != user).take(5).cloned().collect();
+            joined.summary.heroes =
+                members.iter().chain(invited.iter()).filter(|m| *m != user).take(5).cloned().collect();
         }
     }
     Ok((any || since == 0).then_some(joined))

@@ -37,7 +37,15 @@ pub fn push_rules(services: &Services, user: &UserId) -> Result<Ruleset> {
 }
 
 impl UnreadCache {
-    pub async fn counts(&self, services: &Services, user: &UserId, room: &RoomId, upto: u64, members: usize, display_name: &str) -> Result<(u64, u64)> {
+    pub async fn counts(
+        &self,
+        services: &Services,
+        user: &UserId,
+        room: &RoomId,
+        upto: u64,
+        members: usize,
+        display_name: &str,
+    ) -> Result<(u64, u64)> {
         let read_pos = ["m.read", "m.read.private"]
             .iter()
             .filter_map(|kind| services.rooms.receipt(room, user, kind).ok().flatten())
@@ -88,7 +96,15 @@ impl UnreadCache {
 }
 
 impl super::SyncService {
-    pub async fn unread_counts(&self, services: &Services, user: &UserId, room: &RoomId, upto: u64, members: usize, display_name: &str) -> Result<(u64, u64)> {
+    pub async fn unread_counts(
+        &self,
+        services: &Services,
+        user: &UserId,
+        room: &RoomId,
+        upto: u64,
+        members: usize,
+        display_name: &str,
+    ) -> Result<(u64, u64)> {
         self.unread.counts(services, user, room, upto, members, display_name).await
     }
 }

@@ -65,7 +65,10 @@ impl HashPool {
         Self { jobs: std::sync::Mutex::new(tx) }
     }
 
-    async fn run<T: Send + 'static>(&self, f: impl FnOnce(&mut Vec<argon2::Block>) -> Result<T> + Send + 'static) -> Result<T> {
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Vec<argon2::Block>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |memory| {
             let _ = tx.send(f(memory));
@@ -83,7 +86,14 @@ impl HashPool {
             compute(&params, password.as_bytes(), &salt, &mut out, memory)?;
             let salt = SaltString::encode_b64(&salt).map_err(Error::internal)?;
             let output = argon2::password_hash::Output::new(&out).map_err(Error::internal)?;
-            Ok(format!("$argon2id$v=19$m={},t={},p={}${}${}", params.m_cost(), params.t_cost(), params.p_cost(), salt.as_str(), output))
+            Ok(format!(
+                "$argon2id$v=19$m={},t={},p={}${}${}",
+                params.m_cost(),
+                params.t_cost(),
+                params.p_cost(),
+                salt.as_str(),
+                output
+            ))
         })
         .await
     }
@@ -105,7 +115,13 @@ impl HashPool {
     }
 }
 
-fn compute(params: &argon2::Params, password: &[u8], salt: &[u8], out: &mut [u8], memory: &mut Vec<argon2::Block>) -> Result<()> {
+fn compute(
+    params: &argon2::Params,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+    memory: &mut Vec<argon2::Block>,
+) -> Result<()> {
     memory.resize(params.block_count(), argon2::Block::default());
     Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params.clone())
         .hash_password_into_with_memory(password, salt, out, memory.as_mut_slice())

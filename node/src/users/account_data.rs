@@ -23,7 +23,13 @@ impl Users {
         self.db.get_json(trees::ACCOUNT_DATA, &key(&[user.as_bytes(), room_part(room), kind.as_bytes()]))
     }
 
-    pub async fn set_account_data(&self, user: &UserId, room: Option<&RoomId>, kind: &str, content: &Value) -> Result<()> {
+    pub async fn set_account_data(
+        &self,
+        user: &UserId,
+        room: Option<&RoomId>,
+        kind: &str,
+        content: &Value,
+    ) -> Result<()> {
         let k = key(&[user.as_bytes(), room_part(room), kind.as_bytes()]);
         let change = key(&[room_part(room), kind.as_bytes()]);
         let value = Db::to_json(content)?;
@@ -47,7 +53,13 @@ impl Users {
         } else {
             let from = key(&[user.as_bytes(), &pos_bytes(since.saturating_add(1))]);
             let to = key(&[user.as_bytes(), &pos_bytes(upto.saturating_add(1))]);
-            for (_, change) in self.db.range(trees::ACCOUNT_DATA_CHANGES, Bound::Included(&from), Bound::Excluded(&to), false, usize::MAX)? {
+            for (_, change) in self.db.range(
+                trees::ACCOUNT_DATA_CHANGES,
+                Bound::Included(&from),
+                Bound::Excluded(&to),
+                false,
+                usize::MAX,
+            )? {
                 if !keys.contains(&change) {
                     keys.push(change);
                 }

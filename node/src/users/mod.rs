@@ -37,7 +37,13 @@ pub struct Users {
 
 impl Users {
     pub fn new(db: Db, server_name: OwnedServerName) -> Self {
-        Self { db, server_name, token_cache: RwLock::default(), uiaa: UiaaSessions::default(), hasher: account::HashPool::new() }
+        Self {
+            db,
+            server_name,
+            token_cache: RwLock::default(),
+            uiaa: UiaaSessions::default(),
+            hasher: account::HashPool::new(),
+        }
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {
@@ -55,8 +61,7 @@ impl Users {
                 "`{localpart}` is not a valid username: use a-z, 0-9, and . _ = - / +"
             )));
         }
-        UserId::parse(format!("@{localpart}:{}", self.server_name))
-            .map_err(|e| Error::InvalidUsername(e.to_string()))
+        UserId::parse(format!("@{localpart}:{}", self.server_name)).map_err(|e| Error::InvalidUsername(e.to_string()))
     }
 
     /// Parses a login identifier: a full user id or a bare localpart.
@@ -64,8 +69,7 @@ impl Users {
         if user.starts_with('@') {
             UserId::parse(user).map_err(Error::invalid_param)
         } else {
-            UserId::parse(format!("@{}:{}", user.to_lowercase(), self.server_name))
-                .map_err(Error::invalid_param)
+            UserId::parse(format!("@{}:{}", user.to_lowercase(), self.server_name)).map_err(Error::invalid_param)
         }
     }
 
@@ -124,8 +128,7 @@ impl Users {
     }
 
     pub async fn set_password(&self, user_id: &UserId, password: &str) -> Result<()> {
-        let mut account =
-            self.account(user_id)?.ok_or_else(|| Error::not_found("no such user"))?;
+        let mut account = self.account(user_id)?.ok_or_else(|| Error::not_found("no such user"))?;
         account.password_hash = Some(self.hasher.hash(password.to_owned()).await?);
         self.put_account(user_id, &account).await
     }
@@ -168,8 +171,7 @@ impl Users {
         {
             return Ok(auth.clone());
         }
-        let info: TokenInfo =
-            self.db.get_json(trees::TOKENS, token.as_bytes())?.ok_or(Error::UnknownToken)?;
+        let info: TokenInfo = self.db.get_json(trees::TOKENS, token.as_bytes())?.ok_or(Error::UnknownToken)?;
         let auth = Auth { user_id: info.user_id, device_id: info.device_id, access_token: token.to_owned() };
         if let Ok(mut cache) = self.token_cache.write() {
             cache.insert(token.to_owned(), auth.clone());
@@ -198,7 +200,12 @@ impl Users {
         Ok(out)
     }
 
-    pub async fn update_device(&self, user_id: &UserId, device_id: &ruma::DeviceId, display_name: Option<String>) -> Result<()> {
+    pub async fn update_device(
+        &self,
+        user_id: &UserId,
+        device_id: &ruma::DeviceId,
+        display_name: Option<String>,
+    ) -> Result<()> {
         let device_key = key(&[user_id.as_bytes(), device_id.as_bytes()]);
         let mut device: Device =
             self.db.get_json(trees::DEVICES, &device_key)?.ok_or_else(|| Error::not_found("no such device"))?;
@@ -263,10 +270,7 @@ pub fn random_string(len: usize) -> String {
 }
 
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl Users {
@@ -277,10 +281,18 @@ impl Users {
         }
     }
 
-    pub async fn create_filter(&self, user: &UserId, filter: &ruma::api::client::filter::FilterDefinition) -> Result<String> {
+    pub async fn create_filter(
+        &self,
+        user: &UserId,
+        filter: &ruma::api::client::filter::FilterDefinition,
+    ) -> Result<String> {
         let id = random_string(12);
         let mut batch = WriteBatch::new();
-        batch.insert(trees::FILTERS, key(&[user.as_bytes(), id.as_bytes()]), serde_json::to_vec(filter).map_err(Error::internal)?);
+        batch.insert(
+            trees::FILTERS,
+            key(&[user.as_bytes(), id.as_bytes()]),
+            serde_json::to_vec(filter).map_err(Error::internal)?,
+        );
         self.db.write(batch).await?;
         Ok(id)
     }

@@ -1,8 +1,8 @@
 //! Reading one node policy file into the model (schema checks only).
 
 use super::{
-    AccessRule, Account, AlarmLevel, AlarmPolicy, Credential, ExternalUsers, HistoryVisibility,
-    NodePolicy, NodeSettings, Role, Room, RoomDefaults, RoomKind,
+    AccessRule, Account, AlarmLevel, AlarmPolicy, Credential, ExternalUsers, HistoryVisibility, NodePolicy,
+    NodeSettings, Role, Room, RoomDefaults, RoomKind,
 };
 use crate::decode::{Keyword, Obj, Reader};
 use crate::time::parse_duration;
@@ -14,10 +14,7 @@ pub(super) fn decode(r: &mut Reader<'_>, root: &mut Obj<'_, '_>) -> NodePolicy {
 
     if let Some(mut t) = root.opt_table(r, "node") {
         let server_name = t.opt_str(r, "server_name");
-        policy.node = NodeSettings {
-            server_name,
-            origin: t.finish(r),
-        };
+        policy.node = NodeSettings { server_name, origin: t.finish(r) };
     }
 
     for mut t in root.tables(r, "role") {
@@ -29,13 +26,7 @@ pub(super) fn decode(r: &mut Reader<'_>, root: &mut Obj<'_, '_>) -> NodePolicy {
             .unwrap_or_else(|| AlarmLevel::ALL.iter().map(|(_, l)| *l).collect());
         let origin = t.finish(r);
         if let (Some(name), Some(power_level)) = (name, power_level) {
-            policy.roles.push(Role {
-                name,
-                power_level,
-                may_send_alarms,
-                alarm_levels,
-                origin,
-            });
+            policy.roles.push(Role { name, power_level, may_send_alarms, alarm_levels, origin });
         }
     }
 
@@ -58,14 +49,7 @@ pub(super) fn decode(r: &mut Reader<'_>, root: &mut Obj<'_, '_>) -> NodePolicy {
         };
         let origin = t.finish(r);
         if let Some(localpart) = localpart {
-            policy.accounts.push(Account {
-                localpart,
-                display_name,
-                roles,
-                credential,
-                admin,
-                origin,
-            });
+            policy.accounts.push(Account { localpart, display_name, roles, credential, admin, origin });
         }
     }
 
@@ -73,9 +57,7 @@ pub(super) fn decode(r: &mut Reader<'_>, root: &mut Obj<'_, '_>) -> NodePolicy {
         let alias = t.req_str(r, "alias");
         let name = t.req_str(r, "name");
         let topic = t.opt_str(r, "topic");
-        let kind = t
-            .opt_keyword::<RoomKind>(r, "kind")
-            .unwrap_or(RoomKind::Room);
+        let kind = t.opt_keyword::<RoomKind>(r, "kind").unwrap_or(RoomKind::Room);
         let members_by_role = t.opt_str_list(r, "members_by_role").unwrap_or_default();
         let members = t.opt_str_list(r, "members").unwrap_or_default();
         let remote_members = t.opt_str_list(r, "remote_members").unwrap_or_default();
@@ -107,9 +89,7 @@ pub(super) fn decode(r: &mut Reader<'_>, root: &mut Obj<'_, '_>) -> NodePolicy {
     if let Some(mut t) = root.opt_table(r, "room_defaults") {
         let d = RoomDefaults::default();
         let encryption = t.opt_bool(r, "encryption").unwrap_or(d.encryption);
-        let history_visibility = t
-            .opt_keyword(r, "history_visibility")
-            .unwrap_or(d.history_visibility);
+        let history_visibility = t.opt_keyword(r, "history_visibility").unwrap_or(d.history_visibility);
         let guest_access = t.opt_bool(r, "guest_access").unwrap_or(d.guest_access);
         let access_rule = t.opt_keyword(r, "access_rule").unwrap_or(d.access_rule);
         let retention_max_age = duration(r, &mut t, "retention_max_age");
@@ -128,30 +108,16 @@ pub(super) fn decode(r: &mut Reader<'_>, root: &mut Obj<'_, '_>) -> NodePolicy {
         let senders = t.opt_str_list(r, "senders").unwrap_or_default();
         let ack_deadline = duration(r, &mut t, "ack_deadline");
         let escalation_room = t.opt_str(r, "escalation_room");
-        let ring_in_muted_rooms = t
-            .opt_bool(r, "ring_in_muted_rooms")
-            .unwrap_or(d.ring_in_muted_rooms);
-        policy.alarms = AlarmPolicy {
-            senders,
-            ack_deadline,
-            escalation_room,
-            ring_in_muted_rooms,
-            origin: t.finish(r),
-        };
+        let ring_in_muted_rooms = t.opt_bool(r, "ring_in_muted_rooms").unwrap_or(d.ring_in_muted_rooms);
+        policy.alarms =
+            AlarmPolicy { senders, ack_deadline, escalation_room, ring_in_muted_rooms, origin: t.finish(r) };
     }
 
     if let Some(mut t) = root.opt_table(r, "external_users") {
         let allowed = t.opt_bool(r, "allowed").unwrap_or(false);
         let may_invite = t.opt_bool(r, "may_invite").unwrap_or(false);
-        let max_per_room = t
-            .opt_int(r, "max_per_room", 0, i64::from(u32::MAX))
-            .and_then(|n| u32::try_from(n).ok());
-        policy.external_users = ExternalUsers {
-            allowed,
-            may_invite,
-            max_per_room,
-            origin: t.finish(r),
-        };
+        let max_per_room = t.opt_int(r, "max_per_room", 0, i64::from(u32::MAX)).and_then(|n| u32::try_from(n).ok());
+        policy.external_users = ExternalUsers { allowed, may_invite, max_per_room, origin: t.finish(r) };
     }
 
     policy

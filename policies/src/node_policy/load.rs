@@ -43,23 +43,13 @@ pub(crate) fn merge(fragments: Vec<NodePolicy>) -> (NodePolicy, Vec<Diagnostic>)
         if take(&out.node.origin, &f.node.origin, "node", &mut diags) {
             out.node = f.node;
         }
-        if take(
-            &out.room_defaults.origin,
-            &f.room_defaults.origin,
-            "room_defaults",
-            &mut diags,
-        ) {
+        if take(&out.room_defaults.origin, &f.room_defaults.origin, "room_defaults", &mut diags) {
             out.room_defaults = f.room_defaults;
         }
         if take(&out.alarms.origin, &f.alarms.origin, "alarms", &mut diags) {
             out.alarms = f.alarms;
         }
-        if take(
-            &out.external_users.origin,
-            &f.external_users.origin,
-            "external_users",
-            &mut diags,
-        ) {
+        if take(&out.external_users.origin, &f.external_users.origin, "external_users", &mut diags) {
             out.external_users = f.external_users;
         }
     }
@@ -73,11 +63,8 @@ fn take(existing: &Origin, new: &Origin, name: &str, diags: &mut Vec<Diagnostic>
         return false;
     }
     if existing.pos.is_some() {
-        let mut message = format!(
-            "[{name}] is defined twice: in {} and again in {}",
-            existing.describe(),
-            new.describe()
-        );
+        let mut message =
+            format!("[{name}] is defined twice: in {} and again in {}", existing.describe(), new.describe());
         if name == "node" {
             message.push_str(" (the files of a folder are merged into one node's policy; give the policies of different nodes as separate files)");
         }
@@ -103,11 +90,7 @@ pub(crate) fn conclude(
     if diags.has_errors() {
         return Err(diags);
     }
-    Ok(ParsedPolicy {
-        policy,
-        warnings: diags,
-        files,
-    })
+    Ok(ParsedPolicy { policy, warnings: diags, files })
 }
 
 /// Parses and validates one node policy file's text.
@@ -120,11 +103,7 @@ pub fn parse_node_policy(text: &str, file: Option<&Path>) -> Result<ParsedPolicy
 /// Reads a node policy from a file, or from a folder whose `*.toml` files are merged (in file
 /// name order, not recursing). Federation lists found in the folder are skipped.
 pub fn read_node_policy(path: &Path) -> Result<ParsedPolicy, PolicyError> {
-    let files = if path.is_dir() {
-        policy_files_in(path)?
-    } else {
-        vec![path.to_path_buf()]
-    };
+    let files = if path.is_dir() { policy_files_in(path)? } else { vec![path.to_path_buf()] };
     read_node_policy_files(&files)
 }
 
@@ -157,10 +136,7 @@ pub(crate) fn policy_files_in(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
 
 /// The `*.toml` files directly inside a folder, sorted by name.
 pub(crate) fn toml_files_in(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
-    let io = |source| PolicyError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
+    let io = |source| PolicyError::Io { path: dir.to_path_buf(), source };
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let path = entry.map_err(io)?.path();
@@ -173,8 +149,5 @@ pub(crate) fn toml_files_in(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
 }
 
 pub(crate) fn read(path: &Path) -> Result<String, PolicyError> {
-    std::fs::read_to_string(path).map_err(|source| PolicyError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::read_to_string(path).map_err(|source| PolicyError::Io { path: path.to_path_buf(), source })
 }

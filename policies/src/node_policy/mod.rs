@@ -277,14 +277,7 @@ impl NodePolicy {
     /// The highest power level among the account's roles (0 without roles).
     pub fn power_level_of(&self, localpart: &str) -> i64 {
         self.account(localpart)
-            .map(|a| {
-                a.roles
-                    .iter()
-                    .filter_map(|r| self.role(r))
-                    .map(|r| r.power_level)
-                    .max()
-                    .unwrap_or(0)
-            })
+            .map(|a| a.roles.iter().filter_map(|r| self.role(r)).map(|r| r.power_level).max().unwrap_or(0))
             .unwrap_or(0)
     }
 
@@ -293,14 +286,12 @@ impl NodePolicy {
         let Some(r) = self.role(role) else {
             return false;
         };
-        (r.may_send_alarms || self.alarms.senders.iter().any(|s| s == role))
-            && r.alarm_levels.contains(&level)
+        (r.may_send_alarms || self.alarms.senders.iter().any(|s| s == role)) && r.alarm_levels.contains(&level)
     }
 
     /// Whether an account may send alarms of `level` (through any of its roles).
     pub fn may_send_alarm(&self, localpart: &str, level: AlarmLevel) -> bool {
-        self.account(localpart)
-            .is_some_and(|a| a.roles.iter().any(|r| self.role_may_send_alarm(r, level)))
+        self.account(localpart).is_some_and(|a| a.roles.iter().any(|r| self.role_may_send_alarm(r, level)))
     }
 
     /// The local accounts a room is for: holders of `members_by_role` plus `members`, sorted.
@@ -326,8 +317,7 @@ impl NodePolicy {
     }
 
     pub fn history_visibility(&self, room: &Room) -> HistoryVisibility {
-        room.history_visibility
-            .unwrap_or(self.room_defaults.history_visibility)
+        room.history_visibility.unwrap_or(self.room_defaults.history_visibility)
     }
 
     /// Semantic checks; with a federation list, `shared_with` and `[node] server_name` are

@@ -13,22 +13,16 @@ struct Checker {
 
 impl Checker {
     fn error(&mut self, origin: &Origin, field: &str, path: String, message: String) {
-        self.out
-            .push(origin.diag(Severity::Error, field, path, message));
+        self.out.push(origin.diag(Severity::Error, field, path, message));
     }
 
     fn warn(&mut self, origin: &Origin, field: &str, path: String, message: String) {
-        self.out
-            .push(origin.diag(Severity::Warning, field, path, message));
+        self.out.push(origin.diag(Severity::Warning, field, path, message));
     }
 }
 
 /// Remembers the first definition of each name and reports later ones.
-fn first_seen<'a>(
-    seen: &mut BTreeMap<&'a str, &'a Origin>,
-    name: &'a str,
-    origin: &'a Origin,
-) -> Option<&'a Origin> {
+fn first_seen<'a>(seen: &mut BTreeMap<&'a str, &'a Origin>, name: &'a str, origin: &'a Origin) -> Option<&'a Origin> {
     match seen.get(name) {
         Some(first) => Some(*first),
         None => {
@@ -53,16 +47,8 @@ pub(super) fn validate(p: &NodePolicy, federation: Option<&FederationList>) -> D
         } else if let Some(list) = federation
             && !list.is_member(name)
         {
-            let message = format!(
-                "{name:?} is not a member of the federation list {:?}",
-                list.name
-            );
-            c.error(
-                &p.node.origin,
-                "server_name",
-                "node.server_name".into(),
-                message,
-            );
+            let message = format!("{name:?} is not a member of the federation list {:?}", list.name);
+            c.error(&p.node.origin, "server_name", "node.server_name".into(), message);
         }
     }
 
@@ -81,11 +67,7 @@ fn check_roles(p: &NodePolicy, c: &mut Checker) {
             c.error(&role.origin, "name", path("name"), e);
         }
         if let Some(first) = first_seen(&mut seen, &role.name, &role.origin) {
-            let message = format!(
-                "duplicate role {:?} (first defined at {})",
-                role.name,
-                first.describe()
-            );
+            let message = format!("duplicate role {:?} (first defined at {})", role.name, first.describe());
             c.error(&role.origin, "name", path("name"), message);
         }
         if !role.may_send_alarms
@@ -95,9 +77,7 @@ fn check_roles(p: &NodePolicy, c: &mut Checker) {
             let message = "alarm_levels has no effect: the role may not send alarms".to_string();
             c.warn(&role.origin, "alarm_levels", path("alarm_levels"), message);
         }
-        if (role.may_send_alarms || p.alarms.senders.contains(&role.name))
-            && role.alarm_levels.is_empty()
-        {
+        if (role.may_send_alarms || p.alarms.senders.contains(&role.name)) && role.alarm_levels.is_empty() {
             let message = "the role may send alarms but no alarm level is allowed".to_string();
             c.warn(&role.origin, "alarm_levels", path("alarm_levels"), message);
         }
@@ -112,59 +92,29 @@ fn check_accounts(p: &NodePolicy, c: &mut Checker) {
             c.error(&account.origin, "localpart", path("localpart"), e);
         }
         if let Some(first) = first_seen(&mut seen, &account.localpart, &account.origin) {
-            let message = format!(
-                "duplicate account {:?} (first defined at {})",
-                account.localpart,
-                first.describe()
-            );
+            let message = format!("duplicate account {:?} (first defined at {})", account.localpart, first.describe());
             c.error(&account.origin, "localpart", path("localpart"), message);
         }
-        if account
-            .display_name
-            .as_deref()
-            .is_some_and(|d| d.trim().is_empty())
-        {
-            c.error(
-                &account.origin,
-                "display_name",
-                path("display_name"),
-                "must not be empty".into(),
-            );
+        if account.display_name.as_deref().is_some_and(|d| d.trim().is_empty()) {
+            c.error(&account.origin, "display_name", path("display_name"), "must not be empty".into());
         }
         for (j, role) in account.roles.iter().enumerate() {
             if p.role(role).is_none() {
                 let field = format!("roles[{j}]");
-                c.error(
-                    &account.origin,
-                    &field,
-                    path(&field),
-                    unknown("role", role, p.roles.iter().map(|r| &r.name)),
-                );
+                c.error(&account.origin, &field, path(&field), unknown("role", role, p.roles.iter().map(|r| &r.name)));
             }
         }
         match &account.credential {
             Some(Credential::Password(pw)) => {
-                let message =
-                    "plaintext password in a policy file; prefer password_hash (argon2id)"
-                        .to_string();
+                let message = "plaintext password in a policy file; prefer password_hash (argon2id)".to_string();
                 c.warn(&account.origin, "password", path("password"), message);
                 if pw.is_empty() {
-                    c.error(
-                        &account.origin,
-                        "password",
-                        path("password"),
-                        "must not be empty".into(),
-                    );
+                    c.error(&account.origin, "password", path("password"), "must not be empty".into());
                 }
             }
             Some(Credential::PasswordHash(h)) if !is_argon2_phc(h) => {
                 let message = "expected an argon2 PHC string like \"$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>\"";
-                c.error(
-                    &account.origin,
-                    "password_hash",
-                    path("password_hash"),
-                    message.into(),
-                );
+                c.error(&account.origin, "password_hash", path("password_hash"), message.into());
             }
             _ => {}
         }
@@ -186,12 +136,7 @@ fn unknown<'a>(what: &str, name: &str, known: impl Iterator<Item = &'a String>) 
     }
 }
 
-fn check_rooms(
-    p: &NodePolicy,
-    federation: Option<&FederationList>,
-    own_server: Option<&str>,
-    c: &mut Checker,
-) {
+fn check_rooms(p: &NodePolicy, federation: Option<&FederationList>, own_server: Option<&str>, c: &mut Checker) {
     let mut seen = BTreeMap::new();
     for (i, room) in p.rooms.iter().enumerate() {
         let path = |f: &str| format!("room[{i}].{f}");
@@ -200,11 +145,7 @@ fn check_rooms(
             c.error(o, "alias", path("alias"), e);
         }
         if let Some(first) = first_seen(&mut seen, &room.alias, o) {
-            let message = format!(
-                "duplicate room alias {:?} (first defined at {})",
-                room.alias,
-                first.describe()
-            );
+            let message = format!("duplicate room alias {:?} (first defined at {})", room.alias, first.describe());
             c.error(o, "alias", path("alias"), message);
         }
         if room.name.trim().is_empty() {
@@ -213,23 +154,13 @@ fn check_rooms(
         for (j, role) in room.members_by_role.iter().enumerate() {
             if p.role(role).is_none() {
                 let field = format!("members_by_role[{j}]");
-                c.error(
-                    o,
-                    &field,
-                    path(&field),
-                    unknown("role", role, p.roles.iter().map(|r| &r.name)),
-                );
+                c.error(o, &field, path(&field), unknown("role", role, p.roles.iter().map(|r| &r.name)));
             }
         }
         for (j, member) in room.members.iter().enumerate() {
             if p.account(member).is_none() {
                 let field = format!("members[{j}]");
-                c.error(
-                    o,
-                    &field,
-                    path(&field),
-                    unknown("account", member, p.accounts.iter().map(|a| &a.localpart)),
-                );
+                c.error(o, &field, path(&field), unknown("account", member, p.accounts.iter().map(|a| &a.localpart)));
             }
         }
         check_shared_with(p, room, i, federation, own_server, c);
@@ -246,25 +177,14 @@ fn check_rooms(
                 c.error(o, "access_rule", path("access_rule"), message);
             }
             if room.kind == RoomKind::Space {
-                c.error(
-                    o,
-                    "access_rule",
-                    path("access_rule"),
-                    "a space cannot be \"direct\"".into(),
-                );
+                c.error(o, "access_rule", path("access_rule"), "a space cannot be \"direct\"".into());
             }
         }
         if room.kind == RoomKind::Room && !p.encrypted(room) {
-            c.warn(
-                o,
-                "encrypted",
-                path("encrypted"),
-                "the room is not end-to-end encrypted".into(),
-            );
+            c.warn(o, "encrypted", path("encrypted"), "the room is not end-to-end encrypted".into());
         }
         if p.history_visibility(room) == HistoryVisibility::WorldReadable {
-            let message =
-                "history is world_readable: anyone can read the room without joining".to_string();
+            let message = "history is world_readable: anyone can read the room without joining".to_string();
             c.warn(o, "history_visibility", path("history_visibility"), message);
         }
     }
@@ -284,12 +204,7 @@ fn check_shared_with(
         let field = format!("shared_with[{j}]");
         let path = format!("room[{i}].{field}");
         if let Err(e) = check_server_name(server) {
-            c.error(
-                o,
-                &field,
-                path,
-                format!("invalid server name {server:?}: {e}"),
-            );
+            c.error(o, &field, path, format!("invalid server name {server:?}: {e}"));
             continue;
         }
         if !seen.insert(server.as_str()) {
@@ -305,10 +220,7 @@ fn check_shared_with(
         };
         match list.member(server) {
             None => {
-                let message = format!(
-                    "{server:?} is not a member of the federation list {:?}",
-                    list.name
-                );
+                let message = format!("{server:?} is not a member of the federation list {:?}", list.name);
                 c.error(o, &field, path, message);
             }
             Some(m) if m.role == MemberRole::External => {
@@ -319,9 +231,7 @@ fn check_shared_with(
                     );
                     c.error(o, &field, path, message);
                 } else if !p.external_users.allowed {
-                    let message = format!(
-                        "{server:?} is an external member, but [external_users] allowed = false"
-                    );
+                    let message = format!("{server:?} is an external member, but [external_users] allowed = false");
                     c.error(o, &field, path, message);
                 }
             }
@@ -341,29 +251,17 @@ fn check_remote_members(room: &Room, i: usize, c: &mut Checker) {
         let field = format!("remote_members[{j}]");
         let path = format!("room[{i}].{field}");
         let Some((localpart, server)) = split_user_id(user_id) else {
-            let message =
-                format!("expected a user id like \"@mayor:lakeside:8449\", found {user_id:?}");
+            let message = format!("expected a user id like \"@mayor:lakeside:8449\", found {user_id:?}");
             c.error(&room.origin, &field, path, message);
             continue;
         };
         if let Err(e) = check_localpart(localpart).and_then(|()| check_server_name(server)) {
-            c.error(
-                &room.origin,
-                &field,
-                path,
-                format!("invalid user id {user_id:?}: {e}"),
-            );
+            c.error(&room.origin, &field, path, format!("invalid user id {user_id:?}: {e}"));
         } else if !room.shared_with.iter().any(|s| s == server) {
-            let message =
-                format!("{user_id:?} is on {server:?}, which is not in this room's shared_with");
+            let message = format!("{user_id:?} is on {server:?}, which is not in this room's shared_with");
             c.error(&room.origin, &field, path, message);
         } else if !seen.insert(user_id.as_str()) {
-            c.error(
-                &room.origin,
-                &field,
-                path,
-                format!("{user_id:?} is listed twice"),
-            );
+            c.error(&room.origin, &field, path, format!("{user_id:?} is listed twice"));
         }
     }
 }
@@ -375,19 +273,9 @@ fn check_parent(p: &NodePolicy, room: &Room, i: usize, c: &mut Checker) {
     let o = &room.origin;
     let path = format!("room[{i}].parent");
     match p.room(parent) {
-        None => c.error(
-            o,
-            "parent",
-            path,
-            unknown("space", parent, p.rooms.iter().map(|r| &r.alias)),
-        ),
+        None => c.error(o, "parent", path, unknown("space", parent, p.rooms.iter().map(|r| &r.alias))),
         Some(space) if space.kind != RoomKind::Space => {
-            c.error(
-                o,
-                "parent",
-                path,
-                format!("{parent:?} is a room, not a space"),
-            );
+            c.error(o, "parent", path, format!("{parent:?} is a room, not a space"));
         }
         Some(_) => {
             // Walk up the chain; coming back to this room means a cycle.
@@ -395,12 +283,7 @@ fn check_parent(p: &NodePolicy, room: &Room, i: usize, c: &mut Checker) {
             let mut cur = Some(parent.as_str());
             while let Some(alias) = cur {
                 if !seen.insert(alias) {
-                    c.error(
-                        o,
-                        "parent",
-                        path,
-                        format!("the parent chain of {:?} loops", room.alias),
-                    );
+                    c.error(o, "parent", path, format!("the parent chain of {:?} loops", room.alias));
                     break;
                 }
                 cur = p.room(alias).and_then(|r| r.parent.as_deref());
@@ -412,24 +295,12 @@ fn check_parent(p: &NodePolicy, room: &Room, i: usize, c: &mut Checker) {
 fn check_sections(p: &NodePolicy, c: &mut Checker) {
     let d = &p.room_defaults;
     if !d.encryption {
-        let message =
-            "rooms are unencrypted by default; crisis rooms should be end-to-end encrypted"
-                .to_string();
-        c.warn(
-            &d.origin,
-            "encryption",
-            "room_defaults.encryption".into(),
-            message,
-        );
+        let message = "rooms are unencrypted by default; crisis rooms should be end-to-end encrypted".to_string();
+        c.warn(&d.origin, "encryption", "room_defaults.encryption".into(), message);
     }
     if d.guest_access {
         let message = "guest access is on by default".to_string();
-        c.warn(
-            &d.origin,
-            "guest_access",
-            "room_defaults.guest_access".into(),
-            message,
-        );
+        c.warn(&d.origin, "guest_access", "room_defaults.guest_access".into(), message);
     }
     let a = &p.alarms;
     for (j, role) in a.senders.iter().enumerate() {
@@ -443,21 +314,12 @@ fn check_sections(p: &NodePolicy, c: &mut Checker) {
         && p.room(room).is_none()
     {
         let message = unknown("room", room, p.rooms.iter().map(|r| &r.alias));
-        c.error(
-            &a.origin,
-            "escalation_room",
-            "alarms.escalation_room".into(),
-            message,
-        );
+        c.error(&a.origin, "escalation_room", "alarms.escalation_room".into(), message);
     }
     let x = &p.external_users;
     if !x.allowed && (x.may_invite || x.max_per_room.is_some_and(|n| n > 0)) {
         let message = "has no effect while external users are not allowed".to_string();
-        let field = if x.may_invite {
-            "may_invite"
-        } else {
-            "max_per_room"
-        };
+        let field = if x.may_invite { "may_invite" } else { "max_per_room" };
         c.warn(&x.origin, field, format!("external_users.{field}"), message);
     }
 }

@@ -80,10 +80,7 @@ fn plan_from_nothing_converges() {
     assert_eq!(crisis.retention_max_age, Some(30 * 86_400));
     assert_eq!(
         crisis.allowed_servers,
-        Some(BTreeSet::from([
-            "lakeside:8449".to_string(),
-            "riverton:8448".to_string()
-        ]))
+        Some(BTreeSet::from(["lakeside:8449".to_string(), "riverton:8448".to_string()]))
     );
     assert_eq!(crisis.parent.as_deref(), Some("valley"));
 }
@@ -112,24 +109,15 @@ fn plan_against_drifted_state_converges() {
 
     let changes = plan(&desired, &state);
     let text: Vec<String> = changes.iter().map(ToString::to_string).collect();
-    assert!(
-        text.contains(&"set display name of @mayor: \"Ann\" -> \"Mayor Ann Doe\"".to_string()),
-        "{text:#?}"
-    );
+    assert!(text.contains(&"set display name of @mayor: \"Ann\" -> \"Mayor Ann Doe\"".to_string()), "{text:#?}");
     assert!(text.contains(&"set name of #crisis: \"old name\" -> \"Crisis staff\"".to_string()));
     assert!(text.contains(&"enable encryption in #crisis".to_string()));
     assert!(text.contains(&"invite @clerk:riverton:8448 to #crisis".to_string()));
-    assert!(
-        text.contains(&"set power level of @mayor:riverton:8448 in #crisis: 0 -> 100".to_string())
-    );
+    assert!(text.contains(&"set power level of @mayor:riverton:8448 in #crisis: 0 -> 100".to_string()));
     assert!(!text.iter().any(|t| t.contains("visitor")));
     apply_all(&mut state, &changes);
     assert_eq!(plan(&desired, &state), Vec::<Change>::new());
-    assert!(
-        state.rooms["crisis"]
-            .members
-            .contains("@visitor:lakeside:8449")
-    );
+    assert!(state.rooms["crisis"].members.contains("@visitor:lakeside:8449"));
 }
 
 #[test]
@@ -138,7 +126,11 @@ fn display_never_shows_passwords() {
     let changes = plan(&desired, &CurrentState::new("riverton:8448"));
     let all: String = changes.iter().map(|c| format!("{c}\n{c:?}\n")).collect();
     assert!(!all.contains("argon2id"), "{all}");
-    assert!(all.contains("create account @mayor (display name \"Mayor Ann Doe\", roles [mayor], password hash from policy)"));
+    assert!(
+        all.contains(
+            "create account @mayor (display name \"Mayor Ann Doe\", roles [mayor], password hash from policy)"
+        )
+    );
     assert!(all.contains("create space #valley \"River Valley\""));
 }
 

@@ -54,68 +54,37 @@ struct Args {
 fn valid_prefix(p: &str) -> bool {
     !p.is_empty()
         && p.len() <= 64
-        && p.bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._=-".contains(&c))
+        && p.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._=-".contains(&c))
 }
 
 fn print_table(r: &Report) {
     let l = &r.latency;
     let t = &r.throughput;
     let c = &r.completeness;
-    println!(
-        "tocsin-loadgen  label={}  url={}  run={}",
-        r.label, r.url, r.run_id
-    );
+    println!("tocsin-loadgen  label={}  url={}  run={}", r.label, r.url, r.run_id);
     println!("  setup (register, rooms, joins)   {:>10.2} s", r.setup_s);
-    println!(
-        "latency ({} events, one at a time, PUT -> seen in /sync)",
-        l.events
-    );
+    println!("latency ({} events, one at a time, PUT -> seen in /sync)", l.events);
     println!("  p50                              {:>10.2} ms", l.p50_ms);
     println!("  p90                              {:>10.2} ms", l.p90_ms);
     println!("  p99                              {:>10.2} ms", l.p99_ms);
     println!("  max                              {:>10.2} ms", l.max_ms);
     println!("  mean                             {:>10.2} ms", l.mean_ms);
-    println!(
-        "  PUT ack p50                      {:>10.2} ms",
-        l.send_ack_p50_ms
-    );
-    println!(
-        "  received / lost / send errors    {:>4} / {} / {}",
-        l.received, l.lost, l.send_errors
-    );
-    println!(
-        "throughput ({} senders x {} events)",
-        t.senders, t.per_sender
-    );
-    println!(
-        "  acknowledged                     {:>10} of {}",
-        t.acked, t.attempted
-    );
+    println!("  PUT ack p50                      {:>10.2} ms", l.send_ack_p50_ms);
+    println!("  received / lost / send errors    {:>4} / {} / {}", l.received, l.lost, l.send_errors);
+    println!("throughput ({} senders x {} events)", t.senders, t.per_sender);
+    println!("  acknowledged                     {:>10} of {}", t.acked, t.attempted);
     println!("  errors                           {:>10}", t.errors);
     println!("  wall time                        {:>10.2} s", t.wall_s);
-    println!(
-        "  events/s                         {:>10.1}",
-        t.events_per_s
-    );
+    println!("  events/s                         {:>10.1}", t.events_per_s);
     if let Some(e) = &t.first_error {
         println!("  first error: {e}");
     }
     println!("completeness (reader B via /sync + /messages)");
-    println!(
-        "  expected / seen                  {:>10} / {}",
-        c.expected, c.seen_unique
-    );
+    println!("  expected / seen                  {:>10} / {}", c.expected, c.seen_unique);
     println!("  missing                          {:>10}", c.missing);
     println!("  duplicates                       {:>10}", c.duplicates);
-    println!(
-        "  unacknowledged but seen          {:>10}",
-        c.unacknowledged_seen
-    );
-    println!(
-        "  sync rounds / limited / pages    {:>10} / {} / {}",
-        c.sync_rounds, c.limited_batches, c.pages_fetched
-    );
+    println!("  unacknowledged but seen          {:>10}", c.unacknowledged_seen);
+    println!("  sync rounds / limited / pages    {:>10} / {} / {}", c.sync_rounds, c.limited_batches, c.pages_fetched);
     match c.catch_up_ms {
         Some(ms) => println!("  catch-up after last send         {ms:>10.2} ms"),
         None => println!("  catch-up after last send         {:>10}", "never"),
@@ -123,9 +92,7 @@ fn print_table(r: &Report) {
     if let Some(e) = &c.reader_error {
         println!("  reader error: {e}");
     }
-    let rss = |x: &Option<RssReport>| {
-        x.map(|x| (x.vm_rss_kb as f64 / 1024.0, x.vm_hwm_kb as f64 / 1024.0))
-    };
+    let rss = |x: &Option<RssReport>| x.map(|x| (x.vm_rss_kb as f64 / 1024.0, x.vm_hwm_kb as f64 / 1024.0));
     if let (Some((before, _)), Some((after, hwm))) = (rss(&r.rss_before), rss(&r.rss_after)) {
         println!("memory (pid {})", r.rss_after.map_or(0, |x| x.pid));
         println!("  VmRSS before                     {before:>10.1} MiB");
@@ -139,10 +106,7 @@ async fn run(args: Args) -> Result<Report> {
     let prefix = match args.prefix {
         Some(p) => p,
         None => {
-            let secs = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .context("system clock before 1970")?
-                .as_secs();
+            let secs = SystemTime::now().duration_since(UNIX_EPOCH).context("system clock before 1970")?.as_secs();
             format!("lg{secs}")
         }
     };
@@ -173,11 +137,7 @@ async fn main() -> ExitCode {
     match run(Args::parse()).await {
         Ok(report) => {
             print_table(&report);
-            if report.passed() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+            if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         Err(e) => {
             eprintln!("tocsin-loadgen: {e:#}");

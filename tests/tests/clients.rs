@@ -159,10 +159,13 @@ async fn reactions_and_edits_come_back_through_relations() {
     node.shutdown().await;
 }
 
-#[tokio::test]
-async fn restarted_node_keeps_everything() {
+async fn restart_keeps_everything(engine: tocsin_store::EngineKind) {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), |c| c.encrypt_new_rooms = false).await;
+    let node = start(dir.path(), |c| {
+        c.encrypt_new_rooms = false;
+        c.store = engine;
+    })
+    .await;
     let alice = user(&node, "alice").await;
     let room = alice.create_room(CreateRoom::new()).await.unwrap();
     let room_id = room.room_id().to_owned();
@@ -172,7 +175,11 @@ async fn restarted_node_keeps_everything() {
     node.shutdown().await;
     drop(alice);
 
-    let node = start(dir.path(), |c| c.encrypt_new_rooms = false).await;
+    let node = start(dir.path(), |c| {
+        c.encrypt_new_rooms = false;
+        c.store = engine;
+    })
+    .await;
     let alice = common::login(&node, "alice", "correct horse").await;
     sync(&alice).await;
     let room = alice.get_room(&room_id).expect("the room survives a restart");
@@ -182,4 +189,14 @@ async fn restarted_node_keeps_everything() {
     assert!(texts.len() >= 10);
     room.send(RoomMessageEventContent::text_plain("after restart")).await.unwrap();
     node.shutdown().await;
+}
+
+#[tokio::test]
+async fn restarted_node_keeps_everything_redb() {
+    restart_keeps_everything(tocsin_store::EngineKind::Redb).await;
+}
+
+#[tokio::test]
+async fn restarted_node_keeps_everything_sled() {
+    restart_keeps_everything(tocsin_store::EngineKind::Sled).await;
 }

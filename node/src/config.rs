@@ -66,8 +66,11 @@ pub struct Config {
     /// The URL clients should use, advertised in `/.well-known/matrix/client`. Defaults to
     /// `http://{listen}`.
     pub public_base_url: Option<String>,
-    /// New private rooms get `m.room.encryption` (crisis default: on).
+    /// New private rooms get `m.room.encryption` (crisis default: on). A node policy's
+    /// `room_defaults.encryption` takes precedence.
     pub encrypt_new_rooms: bool,
+    /// The node policy: a TOML file or a folder of them (see `policies/examples/`).
+    pub policy: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -83,6 +86,7 @@ impl Default for Config {
             default_room_version: "12".to_owned(),
             public_base_url: None,
             encrypt_new_rooms: true,
+            policy: None,
         }
     }
 }
@@ -134,6 +138,9 @@ impl Config {
         }
         if let Some(v) = var("TOCSIN_REGISTRATION_TOKEN") {
             self.registration_token = Some(v);
+        }
+        if let Some(v) = var("TOCSIN_POLICY") {
+            self.policy = Some(PathBuf::from(v));
         }
         if let Some(v) = var("TOCSIN_ENCRYPT_NEW_ROOMS") {
             self.encrypt_new_rooms = matches!(v.trim(), "1" | "true" | "yes" | "on");
@@ -187,6 +194,7 @@ struct RawConfig {
     default_room_version: Option<String>,
     public_base_url: Option<String>,
     encrypt_new_rooms: Option<bool>,
+    policy: Option<PathBuf>,
 }
 
 impl RawConfig {
@@ -206,6 +214,7 @@ impl RawConfig {
             default_room_version: self.default_room_version.unwrap_or(d.default_room_version),
             public_base_url: self.public_base_url.or(d.public_base_url),
             encrypt_new_rooms: self.encrypt_new_rooms.unwrap_or(d.encrypt_new_rooms),
+            policy: self.policy.or(d.policy),
         })
     }
 }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod http;
 pub mod keys;
 pub mod media;
+pub mod policy;
 pub mod rooms;
 pub mod store;
 pub mod sync;
@@ -34,6 +35,7 @@ pub struct Services {
     pub sync: sync::SyncService,
     pub e2ee: e2ee::E2ee,
     pub media: media::Media,
+    pub policy: Arc<policy::PolicyGate>,
 }
 
 impl Services {
@@ -46,11 +48,12 @@ impl Services {
         let db = store::Db::open(config.store, &config.data_dir.join("store"))?;
         let keys = keys::ServerKeys::load_or_create(&config.data_dir, &server_name)?;
         let users = users::Users::new(db.clone(), server_name.clone());
-        let rooms = rooms::Rooms::new(db.clone(), server_name.clone(), keys.clone());
+        let policy = Arc::new(policy::PolicyGate::load(config.policy.clone())?);
+        let rooms = rooms::Rooms::new(db.clone(), server_name.clone(), keys.clone(), policy.clone());
         let sync = sync::SyncService::new(db.clone());
         let e2ee = e2ee::E2ee::new(db.clone());
         let media = media::Media::new(db.clone(), config.data_dir.join("media"), config.max_upload_bytes)?;
-        Ok(Arc::new(Self { config, server_name, db, keys, users, rooms, sync, e2ee, media }))
+        Ok(Arc::new(Self { config, server_name, db, keys, users, rooms, sync, e2ee, media, policy }))
     }
 }
 

@@ -175,6 +175,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     println!("    tocsin-node user add alice --admin");
     println!("with the same --config / TOCSIN_* settings (the store allows one process at a time).");
+    #[cfg(unix)]
+    {
+        // SIGHUP reloads the policy; a bad file is logged and the last valid policy stays.
+        let services = node.services.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match services.policy.reload() {
+                    Ok(()) => tracing::info!("policy reloaded"),
+                    Err(e) => tracing::error!(error = %e, "policy reload failed; keeping the last valid policy"),
+                }
+            }
+        });
+    }
     stop_signal().await?;
     println!("shutting down");
     node.shutdown().await;

@@ -83,7 +83,7 @@ pub async fn create(s: Arc<Services>, req: Ruma<create_room::v3::Request>) -> Re
             alias,
             power_override,
             public: body.visibility == Visibility::Public,
-            encrypted: s.config.encrypt_new_rooms,
+            encrypted: s.policy.encrypt_new_rooms(s.config.encrypt_new_rooms),
         })
         .await?;
     Ok(create_room::v3::Response::new(room_id))

@@ -104,6 +104,8 @@ impl Rooms {
                 .map(Arc::new)
                 .ok_or_else(|| Error::internal("transaction maps to a missing event"));
         }
+        // Policy first (rule 2 of the design): a refused event is never built or stored.
+        self.policy.check_event(&head, sender, &event)?;
         let pdu = Arc::new(self.build(&head, sender, event)?);
         self.authorize(&head, &pdu)?;
         let ticket = self.db.allocate()?;

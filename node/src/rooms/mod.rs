@@ -36,12 +36,13 @@ pub struct Rooms {
     db: Db,
     server_name: OwnedServerName,
     keys: ServerKeys,
+    policy: Arc<crate::policy::PolicyGate>,
     heads: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<RoomHead>>>>,
 }
 
 impl Rooms {
-    pub fn new(db: Db, server_name: OwnedServerName, keys: ServerKeys) -> Self {
-        Self { db, server_name, keys, heads: Mutex::default() }
+    pub fn new(db: Db, server_name: OwnedServerName, keys: ServerKeys, policy: Arc<crate::policy::PolicyGate>) -> Self {
+        Self { db, server_name, keys, policy, heads: Mutex::default() }
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {

@@ -7,6 +7,7 @@ pub mod client;
 pub mod config;
 pub mod e2ee;
 pub mod error;
+pub mod federation;
 pub mod http;
 pub mod keys;
 pub mod media;
@@ -23,6 +24,8 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 pub use config::{Config, Registration};
 pub use error::{Error, Result};
+/// The ruma version the node speaks, for tests and tools that check its output.
+pub use ruma;
 
 /// Everything a request handler may need. Handed around as `Arc<Services>`.
 pub struct Services {

@@ -169,6 +169,10 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<get_room_visibility::v3::Request, _, _>(directory::visibility)
         .ruma::<set_room_visibility::v3::Request, _, _>(directory::set_visibility)
         .ruma::<get_public_rooms::v3::Request, _, _>(directory::public_rooms)
-        .ruma::<get_public_rooms_filtered::v3::Request, _, _>(directory::public_rooms_filtered);
+        .ruma::<get_public_rooms_filtered::v3::Request, _, _>(directory::public_rooms_filtered)
+        // Synapse serves its key on the client port too; peers and tools may ask either.
+        .ruma::<ruma::api::federation::discovery::get_server_keys::v2::Request, _, _>(
+            crate::federation::keys::server_keys,
+        );
     endpoints.into_router().fallback(unrecognized).layer(axum::middleware::from_fn(cors)).with_state(services)
 }

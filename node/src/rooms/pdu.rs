@@ -29,6 +29,9 @@ pub struct Pdu {
     pub depth: UInt,
     /// The full signed object as sent over federation.
     pub json: CanonicalJsonObject,
+    /// The local client transaction (device, txn id) that sent it, if any: not part of the PDU,
+    /// kept so the sender's device sees its `transaction_id` without another store read.
+    pub local_txn: Option<(ruma::OwnedDeviceId, String)>,
 }
 
 #[derive(Deserialize)]
@@ -90,6 +93,7 @@ impl Pdu {
             redacts,
             depth: f.depth,
             json,
+            local_txn: None,
         })
     }
 

@@ -26,6 +26,14 @@ pub struct StoredEvent {
     pub device_id: Option<OwnedDeviceId>,
 }
 
+impl StoredEvent {
+    pub fn into_pdu(self, event_id: &EventId) -> Result<Pdu> {
+        let mut pdu = Pdu::from_json(event_id.to_owned(), self.pdu)?;
+        pdu.local_txn = self.device_id.zip(self.txn_id);
+        Ok(pdu)
+    }
+}
+
 /// A user's membership in a room and when it last changed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UserRoom {
@@ -47,7 +55,7 @@ pub fn load_stored(db: &Db, event_id: &EventId) -> Result<Option<StoredEvent>> {
 
 pub fn load_pdu(db: &Db, event_id: &EventId) -> Result<Option<Pdu>> {
     match load_stored(db, event_id)? {
-        Some(stored) => Ok(Some(Pdu::from_json(event_id.to_owned(), stored.pdu)?)),
+        Some(stored) => Ok(Some(stored.into_pdu(event_id)?)),
         None => Ok(None),
     }
 }
@@ -64,7 +72,7 @@ impl Rooms {
     /// The event and its position.
     pub fn event_with_pos(&self, event_id: &EventId) -> Result<Option<(u64, Pdu)>> {
         match load_stored(&self.db, event_id)? {
-            Some(stored) => Ok(Some((stored.pos, Pdu::from_json(event_id.to_owned(), stored.pdu)?))),
+            Some(stored) => Ok(Some((stored.pos, stored.into_pdu(event_id)?))),
             None => Ok(None),
         }
     }
@@ -259,11 +267,10 @@ impl Rooms {
         let mut unsigned = serde_json::Map::new();
         if let Some((user, device)) = viewer_device
             && user == pdu.sender
-            && let Some(stored) = load_stored(&self.db, &pdu.event_id)?
-            && stored.device_id.as_deref() == Some(device)
-            && let Some(txn) = stored.txn_id
+            && let Some((sent_from, txn)) = &pdu.local_txn
+            && sent_from == device
         {
-            unsigned.insert("transaction_id".into(), txn.into());
+            unsigned.insert("transaction_id".into(), txn.as_str().into());
         }
         if let Some(redaction_id) = self.redacted_by(&pdu.event_id)?
             && let Some(redaction) = load_pdu(&self.db, &redaction_id)?

@@ -122,14 +122,10 @@ impl Db {
     /// Durable write of a streamed change: `build` gets the new position and fills the batch.
     /// Returns once durable; the position is visible to `/sync` from then on.
     pub async fn write_streamed(&self, build: impl FnOnce(u64, &mut WriteBatch)) -> Result<u64> {
-        let ticket = self.streams.allocate(&self.store)?;
-        let pos = ticket.pos();
+        let ticket = self.allocate()?;
         let mut batch = WriteBatch::new();
-        build(pos, &mut batch);
-        let result = self.store.commit(batch).await;
-        self.streams.finish(ticket);
-        result?;
-        Ok(pos)
+        build(ticket.pos(), &mut batch);
+        self.commit_ticket(ticket, batch).await
     }
 
     /// For callers that must allocate the position while holding a lock (room timelines, so that

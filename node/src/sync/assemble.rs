@@ -308,7 +308,7 @@ async fn joined_room(
 
     if any || since == 0 {
         let (notify, highlight) =
-            services.sync.unread_counts(services, user, room_id, now.pos, members.len(), display_name).await?;
+            services.sync.unread.counts(services, user, room_id, now.pos, members.len(), display_name).await?;
         joined.unread_notifications = UnreadNotificationsCount::new();
         joined.unread_notifications.notification_count = Some(UInt::try_from(notify).unwrap_or(UInt::MAX));
         joined.unread_notifications.highlight_count = Some(UInt::try_from(highlight).unwrap_or(UInt::MAX));

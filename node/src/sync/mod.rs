@@ -52,7 +52,7 @@ pub fn parse_pagination_token(s: &str) -> Result<u64, Error> {
 pub struct SyncService {
     db: Db,
     pub typing: Typing,
-    unread: unread::UnreadCache,
+    pub(crate) unread: unread::UnreadCache,
     shutdown: watch::Sender<bool>,
 }
 

@@ -94,17 +94,3 @@ impl UnreadCache {
         Ok((counted.notify, counted.highlight))
     }
 }
-
-impl super::SyncService {
-    pub async fn unread_counts(
-        &self,
-        services: &Services,
-        user: &UserId,
-        room: &RoomId,
-        upto: u64,
-        members: usize,
-        display_name: &str,
-    ) -> Result<(u64, u64)> {
-        self.unread.counts(services, user, room, upto, members, display_name).await
-    }
-}

@@ -32,6 +32,8 @@ pub struct Pdu {
     /// The local client transaction (device, txn id) that sent it, if any: not part of the PDU,
     /// kept so the sender's device sees its `transaction_id` without another store read.
     pub local_txn: Option<(ruma::OwnedDeviceId, String)>,
+    /// `content.membership` of a member event, parsed once: membership is read on every sync.
+    membership: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -50,6 +52,11 @@ struct Fields {
     redacts: Option<OwnedEventId>,
     #[serde(default)]
     depth: UInt,
+}
+
+#[derive(Deserialize)]
+struct MembershipInContent {
+    membership: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -72,6 +79,11 @@ impl Pdu {
             None => return Err(Error::bad_json("PDU has no room_id")),
         };
         // From room version 11 `redacts` moved into the content; accept either.
+        let membership = if f.kind == TimelineEventType::RoomMember {
+            serde_json::from_str::<MembershipInContent>(f.content.get()).ok().and_then(|c| c.membership)
+        } else {
+            None
+        };
         let redacts = f.redacts.or_else(|| {
             if f.kind == TimelineEventType::RoomRedaction {
                 serde_json::from_str::<RedactsInContent>(f.content.get()).ok().and_then(|c| c.redacts)
@@ -94,6 +106,7 @@ impl Pdu {
             depth: f.depth,
             json,
             local_txn: None,
+            membership,
         })
     }
 
@@ -118,7 +131,7 @@ impl Pdu {
     }
 
     pub fn membership(&self) -> Option<String> {
-        self.content_field("membership").and_then(|m| m.as_str().map(str::to_owned))
+        self.membership.clone()
     }
 
     /// The event in the Client-Server format, with `unsigned` as given.

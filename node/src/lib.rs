@@ -3,6 +3,7 @@
 //! The node is a library first: [`Node::start`] returns a [`NodeHandle`], and the binary is a
 //! thin CLI around it. There are no global statics, so one process (a test) can run many nodes.
 
+pub mod admin;
 pub mod client;
 pub mod config;
 pub mod e2ee;
@@ -39,6 +40,8 @@ pub struct Services {
     pub e2ee: e2ee::E2ee,
     pub media: media::Media,
     pub policy: Arc<policy::PolicyGate>,
+    /// The outbound federation queue and its workers (started by [`Node::start`]).
+    pub sender: federation::sender::Sender,
 }
 
 impl Services {
@@ -46,6 +49,8 @@ impl Services {
     /// `user add` uses this directly.
     pub fn open(config: Config) -> anyhow::Result<Arc<Self>> {
         config.validate()?;
+        // First, so every service that queues federation traffic can hold a wake handle.
+        let outbox = federation::sender::Outbox::new();
         let server_name = OwnedServerName::try_from(config.server_name.as_str())?;
         std::fs::create_dir_all(&config.data_dir)?;
         let db = store::Db::open(config.store, &config.data_dir.join("store"))?;
@@ -56,7 +61,8 @@ impl Services {
         let sync = sync::SyncService::new(db.clone());
         let e2ee = e2ee::E2ee::new(db.clone());
         let media = media::Media::new(db.clone(), config.data_dir.join("media"), config.max_upload_bytes)?;
-        Ok(Arc::new(Self { config, server_name, db, keys, users, rooms, sync, e2ee, media, policy }))
+        let sender = federation::sender::Sender::new(db.clone(), outbox, federation::sender::DEFAULT_MAX_BACKOFF);
+        Ok(Arc::new(Self { config, server_name, db, keys, users, rooms, sync, e2ee, media, policy, sender }))
     }
 }
 
@@ -81,6 +87,7 @@ impl Node {
         let addr = listener.local_addr()?;
         let app = client::router(services.clone());
         let (shutdown, mut shutdown_rx) = watch::channel(false);
+        federation::sender::Sender::start(services.clone(), shutdown_rx.clone());
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = shutdown_rx.wait_for(|stop| *stop).await;

@@ -173,6 +173,7 @@ pub fn router(services: Arc<Services>) -> Router {
         // Synapse serves its key on the client port too; peers and tools may ask either.
         .ruma::<ruma::api::federation::discovery::get_server_keys::v2::Request, _, _>(
             crate::federation::keys::server_keys,
-        );
+        )
+        .raw("/_tocsin/admin/federation/backlog", get(crate::admin::federation::backlog));
     endpoints.into_router().fallback(unrecognized).layer(axum::middleware::from_fn(cors)).with_state(services)
 }

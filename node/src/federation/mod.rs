@@ -2,3 +2,4 @@
 //! with TLS and X-Matrix, transactions, joins, backfill, the sender queue) is still to come.
 
 pub mod keys;
+pub mod sender;

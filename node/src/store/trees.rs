@@ -72,3 +72,8 @@ pub const BACKUP_KEYS: &str = "backup_keys";
 // Media.
 /// media_id -> MediaMeta (JSON); the bytes live on disk, named by their sha256
 pub const MEDIA: &str = "media";
+
+// Outbound federation.
+/// destination_server_name SEP seq (8 bytes big-endian) -> QueueItem (JSON, tagged by "kind"):
+/// what is still to be sent to that server, in seq order (see `federation::sender`)
+pub const FED_QUEUE: &str = "fed_queue";

@@ -71,6 +71,9 @@ pub struct Config {
     pub encrypt_new_rooms: bool,
     /// The node policy: a TOML file or a folder of them (see `policies/examples/`).
     pub policy: Option<PathBuf>,
+    /// The longest wait between retries of a failed federation transaction, in seconds
+    /// (DESIGN rule 3: about a minute for federation members).
+    pub federation_max_backoff_secs: u64,
 }
 
 impl Default for Config {
@@ -87,6 +90,7 @@ impl Default for Config {
             public_base_url: None,
             encrypt_new_rooms: true,
             policy: None,
+            federation_max_backoff_secs: 60,
         }
     }
 }
@@ -148,6 +152,12 @@ impl Config {
         if let Some(v) = var("TOCSIN_PUBLIC_BASE_URL") {
             self.public_base_url = Some(v);
         }
+        if let Some(v) = var("TOCSIN_FEDERATION_MAX_BACKOFF_SECS") {
+            self.federation_max_backoff_secs = v.trim().parse().map_err(|e| ConfigError::Invalid {
+                key: "federation_max_backoff_secs",
+                message: format!("`{v}` is not a number of seconds ({e})"),
+            })?;
+        }
         Ok(())
     }
 
@@ -170,6 +180,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "default_room_version",
                 message: format!("`{}` is not a supported room version (10, 11 or 12)", self.default_room_version),
+            });
+        }
+        if self.federation_max_backoff_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "federation_max_backoff_secs",
+                message: "must be at least 1 second".to_owned(),
             });
         }
         Ok(())
@@ -195,6 +211,7 @@ struct RawConfig {
     public_base_url: Option<String>,
     encrypt_new_rooms: Option<bool>,
     policy: Option<PathBuf>,
+    federation_max_backoff_secs: Option<u64>,
 }
 
 impl RawConfig {
@@ -215,6 +232,7 @@ impl RawConfig {
             public_base_url: self.public_base_url.or(d.public_base_url),
             encrypt_new_rooms: self.encrypt_new_rooms.unwrap_or(d.encrypt_new_rooms),
             policy: self.policy.or(d.policy),
+            federation_max_backoff_secs: self.federation_max_backoff_secs.unwrap_or(d.federation_max_backoff_secs),
         })
     }
 }
@@ -262,5 +280,16 @@ mod tests {
         assert!(err.to_string().contains("nowhere"), "{err}");
         config.registration = Registration::Token;
         assert!(config.validate().unwrap_err().to_string().contains("registration_token"));
+    }
+
+    #[test]
+    fn federation_max_backoff_defaults_to_a_minute_and_can_be_set() {
+        assert_eq!(Config::default().federation_max_backoff_secs, 60);
+        let mut config = Config::from_toml("federation_max_backoff_secs = 30").unwrap();
+        assert_eq!(config.federation_max_backoff_secs, 30);
+        config.apply_env(|k| (k == "TOCSIN_FEDERATION_MAX_BACKOFF_SECS").then(|| "90".to_owned())).unwrap();
+        assert_eq!(config.federation_max_backoff_secs, 90);
+        config.federation_max_backoff_secs = 0;
+        assert!(config.validate().unwrap_err().to_string().contains("federation_max_backoff_secs"));
     }
 }

@@ -61,7 +61,11 @@ impl Services {
         let sync = sync::SyncService::new(db.clone());
         let e2ee = e2ee::E2ee::new(db.clone());
         let media = media::Media::new(db.clone(), config.data_dir.join("media"), config.max_upload_bytes)?;
-        let sender = federation::sender::Sender::new(db.clone(), outbox, federation::sender::DEFAULT_MAX_BACKOFF);
+        let sender = federation::sender::Sender::new(
+            db.clone(),
+            outbox,
+            std::time::Duration::from_secs(config.federation_max_backoff_secs),
+        );
         Ok(Arc::new(Self { config, server_name, db, keys, users, rooms, sync, e2ee, media, policy, sender }))
     }
 }

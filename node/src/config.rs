@@ -1,7 +1,7 @@
 //! Node configuration: defaults that run out of the box, a TOML file, then environment
 //! variables (`TOCSIN_*`), each layer overriding the one before.
 
-use std::{net::SocketAddr, path::PathBuf, str::FromStr};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, str::FromStr};
 
 use serde::Deserialize;
 use tocsin_store::EngineKind;
@@ -74,6 +74,21 @@ pub struct Config {
     /// The longest wait between retries of a failed federation transaction, in seconds
     /// (DESIGN rule 3: about a minute for federation members).
     pub federation_max_backoff_secs: u64,
+    /// Where the Server-Server API listens, over TLS.
+    pub federation_listen: SocketAddr,
+    /// The federation listener's certificate chain (PEM). Without `tls_cert` and `tls_key` the node
+    /// makes a self-signed certificate for its server name's host on first start
+    /// (`data_dir/tls.crt` and `tls.key`) and reuses it afterwards.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundles that outbound federation trusts, besides the node's own certificate. No
+    /// public web roots are trusted: a crisis federation runs its own CA.
+    pub tls_ca_files: Vec<PathBuf>,
+    /// Verify peers' certificates (default). `false` accepts any certificate: labs only.
+    pub tls_verify: bool,
+    /// Server name -> address, so a node needs no DNS (`"riverton:8448" = "127.0.0.1:8448"`).
+    pub federation_pins: BTreeMap<String, SocketAddr>,
 }
 
 impl Default for Config {
@@ -91,6 +106,12 @@ impl Default for Config {
             encrypt_new_rooms: true,
             policy: None,
             federation_max_backoff_secs: 60,
+            federation_listen: SocketAddr::from(([127, 0, 0, 1], 8448)),
+            tls_cert: None,
+            tls_key: None,
+            tls_ca_files: Vec::new(),
+            tls_verify: true,
+            federation_pins: BTreeMap::new(),
         }
     }
 }
@@ -152,6 +173,40 @@ impl Config {
         if let Some(v) = var("TOCSIN_PUBLIC_BASE_URL") {
             self.public_base_url = Some(v);
         }
+        if let Some(v) = var("TOCSIN_FEDERATION_LISTEN") {
+            self.federation_listen = v.parse().map_err(|e| ConfigError::Invalid {
+                key: "federation_listen",
+                message: format!("`{v}` is not an address like 127.0.0.1:8448 ({e})"),
+            })?;
+        }
+        if let Some(v) = var("TOCSIN_TLS_CERT") {
+            self.tls_cert = Some(PathBuf::from(v));
+        }
+        if let Some(v) = var("TOCSIN_TLS_KEY") {
+            self.tls_key = Some(PathBuf::from(v));
+        }
+        if let Some(v) = var("TOCSIN_TLS_CA_FILES") {
+            // A list, like PATH: separated by `:` (or `,`).
+            self.tls_ca_files =
+                v.split([':', ',']).map(str::trim).filter(|p| !p.is_empty()).map(PathBuf::from).collect();
+        }
+        if let Some(v) = var("TOCSIN_TLS_VERIFY") {
+            self.tls_verify = matches!(v.trim(), "1" | "true" | "yes" | "on");
+        }
+        if let Some(v) = var("TOCSIN_FEDERATION_PINS") {
+            // `name=addr` pairs separated by `,`: `riverton:8448=127.0.0.1:8448,b.test=10.0.0.2:8448`.
+            let mut pins = BTreeMap::new();
+            for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let parsed =
+                    pair.split_once('=').and_then(|(name, addr)| Some((name.trim(), addr.trim().parse().ok()?)));
+                let (name, addr) = parsed.ok_or_else(|| ConfigError::Invalid {
+                    key: "federation_pins",
+                    message: format!("`{pair}` is not `server_name=ip:port`"),
+                })?;
+                pins.insert(name.to_owned(), addr);
+            }
+            self.federation_pins = pins;
+        }
         if let Some(v) = var("TOCSIN_FEDERATION_MAX_BACKOFF_SECS") {
             self.federation_max_backoff_secs = v.trim().parse().map_err(|e| ConfigError::Invalid {
                 key: "federation_max_backoff_secs",
@@ -166,6 +221,18 @@ impl Config {
             key: "server_name",
             message: format!("`{}` is not a Matrix server name: {e}", self.server_name),
         })?;
+        for name in self.federation_pins.keys() {
+            ruma::ServerName::parse(name).map_err(|e| ConfigError::Invalid {
+                key: "federation_pins",
+                message: format!("`{name}` is not a Matrix server name: {e}"),
+            })?;
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "tls_cert",
+                message: "tls_cert and tls_key go together: set both or neither".to_owned(),
+            });
+        }
         if self.registration == Registration::Token && self.registration_token.as_deref().is_none_or(str::is_empty) {
             return Err(ConfigError::Invalid {
                 key: "registration_token",
@@ -212,6 +279,12 @@ struct RawConfig {
     encrypt_new_rooms: Option<bool>,
     policy: Option<PathBuf>,
     federation_max_backoff_secs: Option<u64>,
+    federation_listen: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca_files: Option<Vec<PathBuf>>,
+    tls_verify: Option<bool>,
+    federation_pins: Option<BTreeMap<String, SocketAddr>>,
 }
 
 impl RawConfig {
@@ -233,6 +306,12 @@ impl RawConfig {
             encrypt_new_rooms: self.encrypt_new_rooms.unwrap_or(d.encrypt_new_rooms),
             policy: self.policy.or(d.policy),
             federation_max_backoff_secs: self.federation_max_backoff_secs.unwrap_or(d.federation_max_backoff_secs),
+            federation_listen: self.federation_listen.unwrap_or(d.federation_listen),
+            tls_cert: self.tls_cert.or(d.tls_cert),
+            tls_key: self.tls_key.or(d.tls_key),
+            tls_ca_files: self.tls_ca_files.unwrap_or(d.tls_ca_files),
+            tls_verify: self.tls_verify.unwrap_or(d.tls_verify),
+            federation_pins: self.federation_pins.unwrap_or(d.federation_pins),
         })
     }
 }
@@ -267,6 +346,50 @@ mod tests {
         assert_eq!(config.store, EngineKind::Redb);
         assert_eq!(config.registration, Registration::Open);
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn federation_transport_keys_parse_from_file_and_env() {
+        let text = r#"
+            server_name = "a.test"
+            federation_listen = "127.0.0.1:9448"
+            tls_cert = "/etc/tocsin/tls.crt"
+            tls_key = "/etc/tocsin/tls.key"
+            tls_ca_files = ["/etc/tocsin/ca.pem"]
+            tls_verify = false
+
+            [federation_pins]
+            "riverton:8448" = "127.0.0.1:8448"
+        "#;
+        let mut config = Config::from_toml(text).unwrap();
+        assert_eq!(config.federation_listen.to_string(), "127.0.0.1:9448");
+        assert_eq!(config.tls_cert, Some(PathBuf::from("/etc/tocsin/tls.crt")));
+        assert_eq!(config.tls_ca_files, vec![PathBuf::from("/etc/tocsin/ca.pem")]);
+        assert!(!config.tls_verify);
+        assert_eq!(config.federation_pins["riverton:8448"].to_string(), "127.0.0.1:8448");
+        config.validate().unwrap();
+
+        let env = |k: &str| match k {
+            "TOCSIN_FEDERATION_LISTEN" => Some("0.0.0.0:8448".to_owned()),
+            "TOCSIN_TLS_CA_FILES" => Some("/a.pem:/b.pem".to_owned()),
+            "TOCSIN_TLS_VERIFY" => Some("true".to_owned()),
+            "TOCSIN_FEDERATION_PINS" => Some("b.test=10.0.0.2:8448, c.test:8448=10.0.0.3:8448".to_owned()),
+            _ => None,
+        };
+        config.apply_env(env).unwrap();
+        assert_eq!(config.federation_listen.to_string(), "0.0.0.0:8448");
+        assert_eq!(config.tls_ca_files, vec![PathBuf::from("/a.pem"), PathBuf::from("/b.pem")]);
+        assert!(config.tls_verify);
+        assert_eq!(config.federation_pins.len(), 2);
+        assert_eq!(config.federation_pins["c.test:8448"].to_string(), "10.0.0.3:8448");
+
+        let defaults = Config::default();
+        assert_eq!(defaults.federation_listen.to_string(), "127.0.0.1:8448");
+        assert!(defaults.tls_verify);
+        let err = Config::default().apply_env(|k| (k == "TOCSIN_FEDERATION_PINS").then(|| "x".to_owned())).unwrap_err();
+        assert!(err.to_string().contains("federation_pins"), "{err}");
+        let half = Config { tls_cert: Some(PathBuf::from("/x")), ..Config::default() };
+        assert!(half.validate().unwrap_err().to_string().contains("tls_cert"));
     }
 
     #[test]

@@ -56,6 +56,12 @@ pub enum Error {
     WrongRoomKeysVersion(Option<String>),
     #[error("user-interactive authentication required")]
     Uiaa(Box<UiaaInfo>),
+    /// A federation peer could not be reached (discovery, connection, TLS or timeout).
+    #[error("server unreachable: {0}")]
+    Unreachable(String),
+    /// A federation peer answered with a Matrix error; its status and code are kept.
+    #[error("remote server: {0}")]
+    Remote(Box<ruma::api::error::Error>),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
@@ -113,6 +119,8 @@ impl Error {
                 )),
             ),
             Error::Uiaa(_) => (StatusCode::UNAUTHORIZED, K::Forbidden),
+            Error::Unreachable(_) => (StatusCode::BAD_GATEWAY, K::Unknown),
+            Error::Remote(e) => (e.status_code, e.error_kind().cloned().unwrap_or(K::Unknown)),
             Error::Store(_) | Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, K::Unknown),
         }
     }

@@ -42,6 +42,15 @@ pub struct Services {
     pub policy: Arc<policy::PolicyGate>,
     /// The outbound federation queue and its workers (started by [`Node::start`]).
     pub sender: federation::sender::Sender,
+    /// The federation listener's certificate (configured or self-signed).
+    pub tls: federation::tls::NodeTls,
+    /// Outbound Server-Server requests: discovery, TLS, X-Matrix signing.
+    pub federation_client: federation::client::FederationClient,
+    /// Other servers' signing keys, fetched and cached.
+    pub remote_keys: federation::remote_keys::RemoteKeys,
+    /// Sent the origin of every inbound federation request whose signature verified; the
+    /// outbound sender subscribes to flush that peer's queue at once.
+    pub peer_seen: tokio::sync::broadcast::Sender<OwnedServerName>,
 }
 
 impl Services {
@@ -66,7 +75,28 @@ impl Services {
             outbox,
             std::time::Duration::from_secs(config.federation_max_backoff_secs),
         );
-        Ok(Arc::new(Self { config, server_name, db, keys, users, rooms, sync, e2ee, media, policy, sender }))
+        let tls = federation::tls::NodeTls::load_or_create(&config, &server_name)?;
+        let federation_client =
+            federation::client::FederationClient::new(&config, server_name.clone(), keys.clone(), &tls.cert_chain)?;
+        let remote_keys = federation::remote_keys::RemoteKeys::new(db.clone(), keys.clone(), federation_client.clone());
+        let peer_seen = federation::peer_seen_channel();
+        Ok(Arc::new(Self {
+            config,
+            server_name,
+            db,
+            keys,
+            users,
+            rooms,
+            sync,
+            e2ee,
+            media,
+            policy,
+            sender,
+            tls,
+            federation_client,
+            remote_keys,
+            peer_seen,
+        }))
     }
 }
 
@@ -76,10 +106,13 @@ pub struct Node;
 /// What [`Node::start`] gives back: where the node listens, and how to stop it.
 pub struct NodeHandle {
     pub addr: SocketAddr,
+    /// Where the Server-Server API listens (TLS).
+    pub federation_addr: SocketAddr,
     pub server_name: OwnedServerName,
     pub services: Arc<Services>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
+    federation_task: JoinHandle<()>,
 }
 
 impl Node {
@@ -89,8 +122,27 @@ impl Node {
         let services = tokio::task::spawn_blocking(move || Services::open(config)).await??;
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
+        let federation_listener = TcpListener::bind(services.config.federation_listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", services.config.federation_listen))?;
+        let federation_addr = federation_listener.local_addr()?;
         let app = client::router(services.clone());
         let (shutdown, mut shutdown_rx) = watch::channel(false);
+        let tls_listener = federation::tls::TlsListener::spawn(
+            federation_listener,
+            services.tls.server_config()?,
+            shutdown.subscribe(),
+        )?;
+        let federation_app = federation::router(services.clone());
+        let mut federation_shutdown = shutdown.subscribe();
+        let federation_task = tokio::spawn(async move {
+            let serve = axum::serve(tls_listener, federation_app).with_graceful_shutdown(async move {
+                let _ = federation_shutdown.wait_for(|stop| *stop).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "federation server stopped with an error");
+            }
+        });
         federation::sender::Sender::start(services.clone(), shutdown_rx.clone());
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -101,8 +153,8 @@ impl Node {
             }
         });
         let server_name = services.server_name.clone();
-        tracing::info!(%addr, %server_name, store = services.db.engine_name(), "tocsin node listening");
-        Ok(NodeHandle { addr, server_name, services, shutdown, task })
+        tracing::info!(%addr, %federation_addr, %server_name, store = services.db.engine_name(), "tocsin node listening");
+        Ok(NodeHandle { addr, federation_addr, server_name, services, shutdown, task, federation_task })
     }
 }
 
@@ -117,6 +169,7 @@ impl NodeHandle {
         self.shutdown.send_replace(true);
         self.services.sync.shutdown();
         let _ = self.task.await;
+        let _ = self.federation_task.await;
     }
 
     /// Waits until the server stops by itself (it does not, short of an error).

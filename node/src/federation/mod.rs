@@ -1,5 +1,61 @@
-//! The Server-Server API. Only the key server is here so far: the rest of federation (transport
-//! with TLS and X-Matrix, transactions, joins, backfill, the sender queue) is still to come.
+//! The Server-Server API: the TLS transport (listener, outbound client, server discovery),
+//! X-Matrix request signatures, the key server and notary, and remote key fetching. Transactions,
+//! joins, backfill and the sender queue build on these.
 
+pub mod client;
+pub mod directory;
 pub mod keys;
+pub mod remote_keys;
 pub mod sender;
+pub mod tls;
+
+use std::sync::Arc;
+
+use axum::Router;
+use ruma::{
+    OwnedServerName,
+    api::federation::{
+        directory::get_public_rooms,
+        discovery::{get_remote_server_keys, get_remote_server_keys_batch, get_server_keys, get_server_version},
+    },
+};
+use tokio::sync::broadcast;
+
+use crate::{
+    Services,
+    error::Result,
+    http::{EndpointRouter, Ruma, unrecognized},
+};
+
+/// How many "peer seen" notices may queue up for a slow subscriber before it misses some.
+const PEER_SEEN_CAPACITY: usize = 1024;
+
+/// A fresh notifier for [`Services::peer_seen`]: every inbound request whose X-Matrix signature
+/// checks out sends its origin, so the outbound sender can flush that peer's queue at once.
+pub fn peer_seen_channel() -> broadcast::Sender<OwnedServerName> {
+    broadcast::channel(PEER_SEEN_CAPACITY).0
+}
+
+/// The federation router, served over TLS on `federation_listen`.
+pub fn router(services: Arc<Services>) -> Router {
+    let endpoints = EndpointRouter::new()
+        .ruma::<get_server_version::v1::Request, _, _>(version)
+        .ruma::<get_server_keys::v2::Request, _, _>(keys::server_keys)
+        .ruma::<get_remote_server_keys_batch::v2::Request, _, _>(keys::query_batch)
+        .ruma::<get_remote_server_keys::v2::Request, _, _>(keys::query_one)
+        .ruma::<get_public_rooms::v1::Request, _, _>(directory::public_rooms);
+    endpoints.into_router().fallback(unrecognized).with_state(services)
+}
+
+/// `GET /_matrix/federation/v1/version`.
+pub async fn version(
+    _: Arc<Services>,
+    _: Ruma<get_server_version::v1::Request>,
+) -> Result<get_server_version::v1::Response> {
+    let mut server = get_server_version::v1::Server::new();
+    server.name = Some("Tocsin".to_owned());
+    server.version = Some(env!("CARGO_PKG_VERSION").to_owned());
+    let mut response = get_server_version::v1::Response::new();
+    response.server = Some(server);
+    Ok(response)
+}

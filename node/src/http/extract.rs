@@ -5,13 +5,15 @@ use std::{any::TypeId, sync::Arc};
 use axum::extract::{FromRequest, RawPathParams, Request};
 use bytes::Bytes;
 use ruma::{
-    OwnedDeviceId, OwnedUserId,
+    OwnedDeviceId, OwnedServerName, OwnedUserId, ServerName,
     api::{
         IncomingRequest,
         auth_scheme::{AccessToken, AccessTokenOptional},
         error::FromHttpRequestError,
+        federation::authentication::{ServerSignatures, XMatrix},
         path_builder::PathBuilder,
     },
+    signatures::PublicKeyMap,
 };
 
 use crate::{Services, error::Error};
@@ -31,12 +33,23 @@ pub struct Ruma<T> {
     pub caller: Option<Auth>,
     /// The raw JSON body, for endpoints that need fields ruma does not model.
     pub json_body: Bytes,
+    /// Set for federation endpoints (`ServerSignatures`): the server whose X-Matrix signature
+    /// verified.
+    pub origin: Option<OwnedServerName>,
 }
 
 impl<T> Ruma<T> {
     /// The authenticated caller. Only call on endpoints whose scheme is `AccessToken`.
     pub fn user(&self) -> Result<&Auth, Error> {
         self.caller.as_ref().ok_or(Error::MissingToken)
+    }
+
+    /// The server that signed the request. Only set on endpoints whose scheme is
+    /// `ServerSignatures`, after its signature verified.
+    pub fn origin(&self) -> Result<&ServerName, Error> {
+        self.origin
+            .as_deref()
+            .ok_or_else(|| Error::Unauthorized("the request carries no verified X-Matrix origin".to_owned()))
     }
 }
 
@@ -106,10 +119,55 @@ where
             None
         };
 
+        let origin = if auth_type == TypeId::of::<ServerSignatures>() {
+            Some(verify_x_matrix(services, &parts, &bytes).await?)
+        } else {
+            None
+        };
+
         let http_req = http::Request::from_parts(parts, bytes.clone());
         let body = T::try_from_http_request(http_req, &path_args).map_err(|e| request_error(e, &bytes))?;
-        Ok(Ruma { body, caller: auth, json_body: bytes })
+        Ok(Ruma { body, caller: auth, json_body: bytes, origin })
     }
+}
+
+/// Checks a federation request's `Authorization: X-Matrix ...` header against the origin's keys
+/// and returns the origin. Every failure is 401 `M_UNAUTHORIZED`, before the handler runs.
+async fn verify_x_matrix(
+    services: &Services,
+    parts: &http::request::Parts,
+    body: &Bytes,
+) -> Result<OwnedServerName, Error> {
+    let unauthorized = |msg: String| Error::Unauthorized(msg);
+    let header = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("this endpoint needs an X-Matrix Authorization header".to_owned()))?;
+    let x_matrix = XMatrix::try_from(header).map_err(|e| unauthorized(format!("malformed X-Matrix header: {e}")))?;
+    let origin = x_matrix.origin.clone();
+    if let Some(destination) = &x_matrix.destination
+        && *destination != services.server_name
+    {
+        return Err(unauthorized(format!(
+            "the request is addressed to {destination}, this server is {}",
+            services.server_name
+        )));
+    }
+    let keys = services
+        .remote_keys
+        .keys_for(&origin)
+        .await
+        .map_err(|e| unauthorized(format!("cannot get the signing keys of {origin}: {e}")))?;
+    let map = PublicKeyMap::from([(origin.to_string(), keys)]);
+    let mut request = http::Request::new(body.clone());
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    x_matrix
+        .verify_request(&request, &services.server_name, &map)
+        .map_err(|e| unauthorized(format!("the X-Matrix signature of {origin} does not verify: {e}")))?;
+    // Any verified traffic from a peer means it is up: its outbound queue may flush now.
+    let _ = services.peer_seen.send(origin.clone());
+    Ok(origin)
 }
 
 fn access_token(parts: &http::request::Parts) -> Option<String> {

@@ -77,3 +77,8 @@ pub const MEDIA: &str = "media";
 /// destination_server_name SEP seq (8 bytes big-endian) -> QueueItem (JSON, tagged by "kind"):
 /// what is still to be sent to that server, in seq order (see `federation::sender`)
 pub const FED_QUEUE: &str = "fed_queue";
+
+// Federation.
+/// server_name -> {valid_until, object}: another server's signed key object (JSON), fetched
+/// from its key server, and until when it is trusted
+pub const SERVER_KEYS: &str = "server_keys";

@@ -11,6 +11,8 @@ pub fn config(dir: &Path, server_name: &str) -> Config {
     Config {
         server_name: server_name.to_owned(),
         listen: "127.0.0.1:0".parse().expect("literal address"),
+        // Every node in a test process gets its own federation port too.
+        federation_listen: "127.0.0.1:0".parse().expect("literal address"),
         data_dir: dir.to_owned(),
         ..Config::default()
     }

@@ -52,6 +52,9 @@ pub enum Error {
     RoomInUse,
     #[error("unsupported room version")]
     UnsupportedRoomVersion,
+    /// A remote server cannot join: it does not support the room's version.
+    #[error("the room's version {0} is not among the versions the server supports")]
+    IncompatibleRoomVersion(ruma::RoomVersionId),
     #[error("wrong backup version, current is {0:?}")]
     WrongRoomKeysVersion(Option<String>),
     #[error("user-interactive authentication required")]
@@ -112,6 +115,10 @@ impl Error {
             Error::BadState(_) => (StatusCode::BAD_REQUEST, K::BadState),
             Error::RoomInUse => (StatusCode::BAD_REQUEST, K::RoomInUse),
             Error::UnsupportedRoomVersion => (StatusCode::BAD_REQUEST, K::UnsupportedRoomVersion),
+            Error::IncompatibleRoomVersion(v) => (
+                StatusCode::BAD_REQUEST,
+                K::IncompatibleRoomVersion(ruma::api::error::IncompatibleRoomVersionErrorData::new(v.clone())),
+            ),
             Error::WrongRoomKeysVersion(current) => (
                 StatusCode::FORBIDDEN,
                 K::WrongRoomKeysVersion(ruma::api::error::WrongRoomKeysVersionErrorData::new(

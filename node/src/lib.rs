@@ -51,6 +51,8 @@ pub struct Services {
     /// Sent the origin of every inbound federation request whose signature verified; the
     /// outbound sender subscribes to flush that peer's queue at once.
     pub peer_seen: tokio::sync::broadcast::Sender<OwnedServerName>,
+    /// Per-room serialisation of inbound PDUs.
+    pub inbound: federation::receive::Inbound,
 }
 
 impl Services {
@@ -66,7 +68,7 @@ impl Services {
         let keys = keys::ServerKeys::load_or_create(&config.data_dir, &server_name)?;
         let users = users::Users::new(db.clone(), server_name.clone());
         let policy = Arc::new(policy::PolicyGate::load(config.policy.clone())?);
-        let rooms = rooms::Rooms::new(db.clone(), server_name.clone(), keys.clone(), policy.clone());
+        let rooms = rooms::Rooms::new(db.clone(), server_name.clone(), keys.clone(), policy.clone(), outbox.clone());
         let sync = sync::SyncService::new(db.clone());
         let e2ee = e2ee::E2ee::new(db.clone());
         let media = media::Media::new(db.clone(), config.data_dir.join("media"), config.max_upload_bytes)?;
@@ -96,6 +98,7 @@ impl Services {
             federation_client,
             remote_keys,
             peer_seen,
+            inbound: federation::receive::Inbound::default(),
         }))
     }
 }

@@ -86,16 +86,35 @@ pub async fn create(s: Arc<Services>, req: Ruma<create_room::v3::Request>) -> Re
             encrypted: s.policy.encrypt_new_rooms(s.config.encrypt_new_rooms),
         })
         .await?;
+    for invitee in body.invite.iter().filter(|u| !s.users.is_local(u)) {
+        crate::federation::join::invite_remote(&s, &room_id, &auth.user_id, invitee, None).await?;
+    }
     Ok(create_room::v3::Response::new(room_id))
 }
 
-async fn join(s: &Services, user: &ruma::UserId, room_id: &RoomId) -> Result<OwnedRoomId> {
-    if !s.rooms.exists(room_id)? {
-        return Err(Error::not_found("this node does not know the room, and federation is not available yet"));
+/// Joins locally when a user of this node is in the room (the state here is current), and
+/// through another server otherwise.
+async fn join(
+    s: &Arc<Services>,
+    user: &ruma::UserId,
+    room_id: &RoomId,
+    via: &[ruma::OwnedServerName],
+) -> Result<OwnedRoomId> {
+    if s.rooms.exists(room_id)? && s.rooms.has_local_member(room_id).await? {
+        let profile = s.users.profile(user)?.unwrap_or_default();
+        s.rooms.set_membership(room_id, user, user, "join", profile, None).await?;
+        return Ok(room_id.to_owned());
     }
-    let profile = s.users.profile(user)?.unwrap_or_default();
-    s.rooms.set_membership(room_id, user, user, "join", profile, None).await?;
-    Ok(room_id.to_owned())
+    let mut servers: Vec<ruma::OwnedServerName> = via.to_vec();
+    if let Some(inviter) = s.rooms.inviter(user, room_id)? {
+        servers.push(inviter.server_name().to_owned());
+    }
+    servers.extend(crate::federation::membership::room_server(room_id));
+    if !s.rooms.exists(room_id)? && servers.is_empty() {
+        return Err(Error::not_found("this node does not know the room; name a server to join through (via)"));
+    }
+    servers.dedup();
+    crate::federation::join::join_remote(s, user, room_id, &servers).await
 }
 
 pub async fn join_by_id(
@@ -103,7 +122,7 @@ pub async fn join_by_id(
     req: Ruma<join_room_by_id::v3::Request>,
 ) -> Result<join_room_by_id::v3::Response> {
     let auth = req.user()?;
-    Ok(join_room_by_id::v3::Response::new(join(&s, &auth.user_id, &req.room_id).await?))
+    Ok(join_room_by_id::v3::Response::new(join(&s, &auth.user_id, &req.room_id, &[]).await?))
 }
 
 pub async fn join_by_id_or_alias(
@@ -112,7 +131,11 @@ pub async fn join_by_id_or_alias(
 ) -> Result<join_room_by_id_or_alias::v3::Response> {
     let auth = req.user()?;
     let room_id = resolve(&s, &req.room_id_or_alias)?;
-    Ok(join_room_by_id_or_alias::v3::Response::new(join(&s, &auth.user_id, &room_id).await?))
+    let mut via = req.via.clone();
+    if let Ok(alias) = <&RoomAliasId>::try_from(&*req.room_id_or_alias) {
+        via.push(alias.server_name().to_owned());
+    }
+    Ok(join_room_by_id_or_alias::v3::Response::new(join(&s, &auth.user_id, &room_id, &via).await?))
 }
 
 pub fn resolve(s: &Services, id: &RoomOrAliasId) -> Result<OwnedRoomId> {
@@ -132,6 +155,11 @@ pub async fn invite(s: Arc<Services>, req: Ruma<invite_user::v3::Request>) -> Re
     let user_id = &recipient.user_id;
     if s.users.is_local(user_id) && s.users.account(user_id)?.is_none() {
         return Err(Error::not_found(format!("no user {user_id} on this node")));
+    }
+    if !s.users.is_local(user_id) {
+        crate::federation::join::invite_remote(&s, &req.room_id, &auth.user_id, user_id, recipient.reason.as_deref())
+            .await?;
+        return Ok(invite_user::v3::Response::new());
     }
     let profile = s.users.profile(user_id)?.unwrap_or_default();
     s.rooms

@@ -4,8 +4,15 @@
 
 pub mod client;
 pub mod directory;
+pub mod edu;
+pub mod events;
+pub mod join;
 pub mod keys;
+pub mod membership;
+pub mod pdu;
+pub mod receive;
 pub mod remote_keys;
+pub mod send;
 pub mod sender;
 pub mod tls;
 
@@ -15,8 +22,13 @@ use axum::Router;
 use ruma::{
     OwnedServerName,
     api::federation::{
+        authorization::get_event_authorization,
+        backfill::get_backfill,
         directory::get_public_rooms,
         discovery::{get_remote_server_keys, get_remote_server_keys_batch, get_server_keys, get_server_version},
+        event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
+        membership::{create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event},
+        transactions::send_transaction_message,
     },
 };
 use tokio::sync::broadcast;
@@ -43,7 +55,19 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<get_server_keys::v2::Request, _, _>(keys::server_keys)
         .ruma::<get_remote_server_keys_batch::v2::Request, _, _>(keys::query_batch)
         .ruma::<get_remote_server_keys::v2::Request, _, _>(keys::query_one)
-        .ruma::<get_public_rooms::v1::Request, _, _>(directory::public_rooms);
+        .ruma::<get_public_rooms::v1::Request, _, _>(directory::public_rooms)
+        .ruma::<send_transaction_message::v1::Request, _, _>(send::transaction)
+        .ruma::<get_event::v1::Request, _, _>(events::event)
+        .ruma::<get_room_state::v1::Request, _, _>(events::state)
+        .ruma::<get_room_state_ids::v1::Request, _, _>(events::state_ids)
+        .ruma::<get_event_authorization::v1::Request, _, _>(events::event_auth)
+        .ruma::<get_backfill::v1::Request, _, _>(events::backfill)
+        .ruma::<get_missing_events::v1::Request, _, _>(events::missing_events)
+        .ruma::<prepare_join_event::v1::Request, _, _>(membership::make_join)
+        .ruma::<create_join_event::v2::Request, _, _>(membership::send_join)
+        .ruma::<prepare_leave_event::v1::Request, _, _>(membership::make_leave)
+        .ruma::<create_leave_event::v2::Request, _, _>(membership::send_leave)
+        .ruma::<create_invite::v2::Request, _, _>(membership::invite);
     endpoints.into_router().fallback(unrecognized).with_state(services)
 }
 

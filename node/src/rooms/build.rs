@@ -13,7 +13,11 @@ use ruma::{
 };
 use tocsin_store::WriteBatch;
 
-use super::{Pdu, RoomHead, Rooms, read::StoredEvent};
+use super::{
+    Pdu, RoomHead, Rooms,
+    read::StoredEvent,
+    state::{self, SnapshotId},
+};
 use crate::{
     error::{Error, Result},
     store::{Db, key, pos_bytes, trees},
@@ -109,13 +113,15 @@ impl Rooms {
         let pdu = Arc::new(self.build(&head, sender, event)?);
         self.authorize(&head, &pdu)?;
         let ticket = self.db.allocate()?;
-        let batch = self.event_batch(&head, &pdu, ticket.pos(), txn.as_ref())?;
-        head.apply(&pdu);
+        let (batch, snapshot) = self.event_batch(&head, &pdu, ticket.pos(), txn.as_ref())?;
+        let destinations = self.destinations(&head, &pdu);
+        head.apply(&pdu, snapshot);
         drop(head);
         if let Err(e) = self.db.commit_ticket(ticket, batch).await {
             self.evict(room_id);
             return Err(e);
         }
+        self.outbox.wake(&destinations);
         Ok(pdu)
     }
 
@@ -136,8 +142,8 @@ impl Rooms {
         let mut head = RoomHead::new(pdu.room_id.clone(), version)?;
         self.authorize(&head, &pdu)?;
         let ticket = self.db.allocate()?;
-        let batch = self.event_batch(&head, &pdu, ticket.pos(), None)?;
-        head.apply(&pdu);
+        let (batch, snapshot) = self.event_batch(&head, &pdu, ticket.pos(), None)?;
+        head.apply(&pdu, snapshot);
         let room_id = head.room_id.clone();
         self.insert_head(head)?;
         if let Err(e) = self.db.commit_ticket(ticket, batch).await {
@@ -151,7 +157,15 @@ impl Rooms {
         self.build_inner(head, sender, event, true)
     }
 
-    fn build_inner(&self, head: &RoomHead, sender: &UserId, event: NewEvent, with_room_id: bool) -> Result<Pdu> {
+    /// The unsigned event object for `event` on top of the room's current head: what
+    /// `make_join` hands a remote server to sign, and what local events are signed from.
+    pub(crate) fn template(
+        &self,
+        head: &RoomHead,
+        sender: &UserId,
+        event: &NewEvent,
+        with_room_id: bool,
+    ) -> Result<CanonicalJsonObject> {
         // The spec caps `type` and `state_key` at 255 bytes; other servers reject a PDU that
         // exceeds them, so it must not enter the room here either (413 as for an oversized PDU).
         let type_len = event.kind.to_string().len();
@@ -203,7 +217,17 @@ impl Rooms {
         {
             obj.insert("redacts".into(), CanonicalJsonValue::String(redacts.to_string()));
         }
+        Ok(obj)
+    }
 
+    pub(crate) fn build_inner(
+        &self,
+        head: &RoomHead,
+        sender: &UserId,
+        event: NewEvent,
+        with_room_id: bool,
+    ) -> Result<Pdu> {
+        let mut obj = self.template(head, sender, &event, with_room_id)?;
         hash_and_sign_event(self.server_name.as_str(), self.keys.pair(), &mut obj, &head.rules.redaction)
             .map_err(json_error)?;
         let size = serde_json::to_vec(&obj).map_err(Error::internal)?.len();
@@ -238,46 +262,84 @@ impl Rooms {
         Ok(())
     }
 
-    /// Every write an accepted event makes, as one atomic batch.
-    fn event_batch(&self, head: &RoomHead, pdu: &Pdu, pos: u64, txn: Option<&TxnRef>) -> Result<WriteBatch> {
+    /// Every write an accepted local event makes, as one atomic batch, and the snapshot id of
+    /// the state after it.
+    fn event_batch(
+        &self,
+        head: &RoomHead,
+        pdu: &Pdu,
+        pos: u64,
+        txn: Option<&TxnRef>,
+    ) -> Result<(WriteBatch, SnapshotId)> {
+        let mut batch = WriteBatch::new();
+        self.timeline_rows(head, pdu, pos, txn, head.snapshot, &mut batch)?;
+        let mut snapshot = head.snapshot;
+        if pdu.is_state() {
+            snapshot = state::write_snapshot(&self.db, &state::apply(head.state_ids(), pdu), &mut batch)?;
+            current_state_rows(pdu, pos, &mut batch)?;
+        }
+        let destinations = self.destinations(head, pdu);
+        if !destinations.is_empty() {
+            crate::federation::sender::queue_pdu_rows(&mut batch, &destinations, pos, &pdu.event_id);
+        }
+        let mut meta = head.meta();
+        meta.extremities = vec![pdu.event_id.clone()];
+        meta.depth = meta.depth.max(u64::from(pdu.depth));
+        meta.snapshot = snapshot;
+        batch.insert(trees::ROOMS, pdu.room_id.as_bytes().to_vec(), Db::to_json(&meta)?);
+        Ok((batch, snapshot))
+    }
+
+    /// The other servers a local event goes to: those with a joined member (before or after the
+    /// event), and a member event's target server, so a kicked or invited server learns of it.
+    pub(crate) fn destinations(&self, head: &RoomHead, pdu: &Pdu) -> Vec<ruma::OwnedServerName> {
+        let mut servers: Vec<ruma::OwnedServerName> =
+            head.members_with("join").iter().map(|u| u.server_name().to_owned()).collect();
+        servers.push(pdu.sender.server_name().to_owned());
+        if pdu.kind == TimelineEventType::RoomMember
+            && let Some(target) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())
+        {
+            servers.push(target.server_name().to_owned());
+        }
+        servers.sort();
+        servers.dedup();
+        servers.retain(|s| s != &self.server_name);
+        servers
+    }
+
+    /// The writes of an event entering the timeline at `pos`, with the state before it.
+    pub(crate) fn timeline_rows(
+        &self,
+        head: &RoomHead,
+        pdu: &Pdu,
+        pos: u64,
+        txn: Option<&TxnRef>,
+        state_before: SnapshotId,
+        batch: &mut WriteBatch,
+    ) -> Result<()> {
         let room = pdu.room_id.as_bytes();
         let id = pdu.event_id.as_bytes();
-        let mut batch = WriteBatch::new();
         let stored = StoredEvent {
             pos,
             pdu: pdu.json.clone(),
             txn_id: txn.map(|t| t.txn_id.clone()),
             device_id: txn.map(|t| t.device_id.clone()),
+            outlier: false,
+            rejected: false,
         };
         batch.insert(trees::EVENTS, id.to_vec(), Db::to_json(&stored)?);
+        batch.insert(trees::EVENT_STATE, id.to_vec(), state_before.to_vec());
         batch.insert(trees::TIMELINE, key(&[room, &pos_bytes(pos)]), id.to_vec());
         if let Some(txn) = txn {
             batch.insert(trees::TXNS, txn.key(&pdu.sender, &pdu.room_id), id.to_vec());
-        }
-        if let Some(state_key) = &pdu.state_key {
-            let kind = pdu.kind.to_string();
-            batch.insert(trees::ROOM_STATE, key(&[room, kind.as_bytes(), state_key.as_bytes()]), id.to_vec());
-            batch.insert(trees::STATE_CHANGES, key(&[room, &pos_bytes(pos)]), id.to_vec());
-            if pdu.kind == TimelineEventType::RoomMember
-                && let Ok(user) = UserId::parse(state_key.as_str())
-            {
-                let membership = pdu.membership().unwrap_or_default();
-                let user_room = super::UserRoom { membership, pos, event_id: pdu.event_id.clone() };
-                batch.insert(trees::USER_ROOMS, key(&[user.as_bytes(), room]), Db::to_json(&user_room)?);
-                batch.insert(trees::MEMBERSHIP_CHANGES, key(&[user.as_bytes(), &pos_bytes(pos)]), room.to_vec());
-            }
         }
         if let Some(target) = relates_to(pdu) {
             batch.insert(trees::RELATIONS, key(&[room, target.as_bytes(), &pos_bytes(pos)]), id.to_vec());
         }
         if let Some(target) = &pdu.redacts {
-            self.redaction_writes(head, pdu, target, &mut batch)?;
+            self.redaction_writes(head, pdu, target, batch)?;
         }
-        let mut meta = head.meta();
-        meta.extremities = vec![pdu.event_id.clone()];
-        meta.depth = meta.depth.max(u64::from(pdu.depth));
-        batch.insert(trees::ROOMS, room.to_vec(), Db::to_json(&meta)?);
-        Ok(batch)
+        Ok(())
     }
 
     /// Redacts the target in place (the server keeps only what the redaction algorithm keeps).
@@ -298,6 +360,26 @@ impl Rooms {
         }
         Ok(())
     }
+}
+
+/// The writes that make `pdu` the current state for its key, changed at `pos`.
+pub(crate) fn current_state_rows(pdu: &Pdu, pos: u64, batch: &mut WriteBatch) -> Result<()> {
+    let Some(state_key) = &pdu.state_key else { return Ok(()) };
+    let room = pdu.room_id.as_bytes();
+    let id = pdu.event_id.as_bytes();
+    let kind = pdu.kind.to_string();
+    batch.insert(trees::ROOM_STATE, key(&[room, kind.as_bytes(), state_key.as_bytes()]), id.to_vec());
+    batch.insert(trees::STATE_CHANGES, key(&[room, &pos_bytes(pos)]), id.to_vec());
+    if pdu.kind == TimelineEventType::RoomMember
+        && let Ok(user) = UserId::parse(state_key.as_str())
+    {
+        let membership = pdu.membership().unwrap_or_default();
+        let user_room = super::UserRoom { membership, pos, event_id: pdu.event_id.clone() };
+        batch.insert(trees::USER_ROOMS, key(&[user.as_bytes(), room]), Db::to_json(&user_room)?);
+        batch.insert(trees::MEMBERSHIP_CHANGES, key(&[user.as_bytes(), &pos_bytes(pos)]), room.to_vec());
+        batch.remove(trees::INVITE_STATE, key(&[user.as_bytes(), room]));
+    }
+    Ok(())
 }
 
 /// The event an event relates to (`m.relates_to.event_id`, or a reply's `m.in_reply_to`).

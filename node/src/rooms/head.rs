@@ -8,7 +8,12 @@ use ruma::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{Pdu, read::load_pdu, version};
+use super::{
+    Pdu,
+    read::load_pdu,
+    state::{SnapshotId, StateIds},
+    version,
+};
 use crate::{
     error::{Error, Result},
     store::{Db, prefix, trees},
@@ -22,6 +27,9 @@ pub struct RoomMeta {
     pub version: RoomVersionId,
     pub extremities: Vec<OwnedEventId>,
     pub depth: u64,
+    /// The snapshot id of the current state.
+    #[serde(default)]
+    pub snapshot: SnapshotId,
 }
 
 pub struct RoomHead {
@@ -31,12 +39,22 @@ pub struct RoomHead {
     pub state: HashMap<StateKey, Arc<Pdu>>,
     pub extremities: Vec<OwnedEventId>,
     pub depth: u64,
+    /// The snapshot id of `state`; every event sent now has it as its state before.
+    pub snapshot: SnapshotId,
 }
 
 impl RoomHead {
     pub fn new(room_id: OwnedRoomId, version: RoomVersionId) -> Result<Self> {
         let rules = version::rules(&version)?;
-        Ok(Self { room_id, version, rules, state: HashMap::new(), extremities: Vec::new(), depth: 0 })
+        Ok(Self {
+            room_id,
+            version,
+            rules,
+            state: HashMap::new(),
+            extremities: Vec::new(),
+            depth: 0,
+            snapshot: super::state::snapshot_id(&StateIds::new())?,
+        })
     }
 
     pub fn load(db: &Db, room_id: &RoomId) -> Result<Option<Self>> {
@@ -46,6 +64,7 @@ impl RoomHead {
         let mut head = Self::new(room_id.to_owned(), meta.version)?;
         head.extremities = meta.extremities;
         head.depth = meta.depth;
+        head.snapshot = meta.snapshot;
         for (_, event_id) in db.scan_prefix(trees::ROOM_STATE, &prefix(&[room_id.as_bytes()]), usize::MAX)? {
             let event_id = EventId::parse(crate::store::utf8(&event_id)?).map_err(Error::internal)?;
             let pdu =
@@ -57,7 +76,12 @@ impl RoomHead {
     }
 
     pub fn meta(&self) -> RoomMeta {
-        RoomMeta { version: self.version.clone(), extremities: self.extremities.clone(), depth: self.depth }
+        RoomMeta {
+            version: self.version.clone(),
+            extremities: self.extremities.clone(),
+            depth: self.depth,
+            snapshot: self.snapshot,
+        }
     }
 
     pub fn get(&self, kind: &StateEventType, state_key: &str) -> Option<&Arc<Pdu>> {
@@ -87,12 +111,19 @@ impl RoomHead {
         self.get(&kind, "").and_then(|p| p.content_field(field)).and_then(|v| v.as_str().map(str::to_owned))
     }
 
-    /// Records an accepted event as the new head.
-    pub fn apply(&mut self, pdu: &Arc<Pdu>) {
+    /// The current state as ids.
+    pub fn state_ids(&self) -> StateIds {
+        self.state.iter().map(|(k, pdu)| (k.clone(), pdu.event_id.clone())).collect()
+    }
+
+    /// Records a local event, built on every extremity, as the new head. `snapshot` is the id of
+    /// the state after it.
+    pub fn apply(&mut self, pdu: &Arc<Pdu>, snapshot: SnapshotId) {
         if let Some(state_key) = &pdu.state_key {
             self.state.insert((pdu.state_event_type(), state_key.clone()), pdu.clone());
         }
         self.extremities = vec![pdu.event_id.clone()];
         self.depth = self.depth.max(u64::from(pdu.depth));
+        self.snapshot = snapshot;
     }
 }

@@ -142,7 +142,9 @@ impl Rooms {
         if let Some(topic) = &req.topic {
             self.send(&room_id, creator, send_state("m.room.topic", "", json!({ "topic": topic })), None).await?;
         }
-        for invitee in &req.invite {
+        // Users of other servers are invited by the caller through federation (their server
+        // must countersign the invite).
+        for invitee in req.invite.iter().filter(|u| u.server_name() == self.server_name) {
             let mut content = json!({ "membership": "invite" });
             if req.is_direct {
                 content["is_direct"] = Value::Bool(true);

@@ -7,10 +7,13 @@
 
 mod build;
 mod head;
+mod incoming;
 mod lifecycle;
 mod pdu;
-mod read;
+pub mod read;
 mod receipts;
+mod remote;
+pub mod state;
 pub mod version;
 
 use std::{
@@ -20,11 +23,13 @@ use std::{
 
 pub use build::{NewEvent, TxnRef};
 pub use head::RoomHead;
+pub use incoming::{Incoming, Outcome};
 pub use lifecycle::{CreateRoom, Preset, member_content};
 pub use pdu::Pdu;
 pub use read::{StoredEvent, UserRoom, Visibility};
 pub use receipts::Receipt;
 use ruma::{OwnedRoomId, OwnedServerName, RoomId};
+pub use state::StateIds;
 
 use crate::{
     error::{Error, Result},
@@ -37,12 +42,19 @@ pub struct Rooms {
     server_name: OwnedServerName,
     keys: ServerKeys,
     policy: Arc<crate::policy::PolicyGate>,
+    outbox: crate::federation::sender::Outbox,
     heads: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<RoomHead>>>>,
 }
 
 impl Rooms {
-    pub fn new(db: Db, server_name: OwnedServerName, keys: ServerKeys, policy: Arc<crate::policy::PolicyGate>) -> Self {
-        Self { db, server_name, keys, policy, heads: Mutex::default() }
+    pub fn new(
+        db: Db,
+        server_name: OwnedServerName,
+        keys: ServerKeys,
+        policy: Arc<crate::policy::PolicyGate>,
+        outbox: crate::federation::sender::Outbox,
+    ) -> Self {
+        Self { db, server_name, keys, policy, outbox, heads: Mutex::default() }
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {
@@ -74,7 +86,7 @@ impl Rooms {
         }
     }
 
-    fn insert_head(&self, head: RoomHead) -> Result<Arc<tokio::sync::Mutex<RoomHead>>> {
+    pub(crate) fn insert_head(&self, head: RoomHead) -> Result<Arc<tokio::sync::Mutex<RoomHead>>> {
         let room_id = head.room_id.clone();
         let head = Arc::new(tokio::sync::Mutex::new(head));
         self.heads.lock().map_err(|_| Error::internal("room cache poisoned"))?.insert(room_id, head.clone());

@@ -24,6 +24,12 @@ pub struct StoredEvent {
     pub txn_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_id: Option<OwnedDeviceId>,
+    /// Known but not in the timeline: an auth event fetched for another, or a soft-failed one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outlier: bool,
+    /// Failed the auth rules: kept so it is not fetched again, never applied to state.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rejected: bool,
 }
 
 impl StoredEvent {

@@ -13,7 +13,7 @@ use std::{ops::Bound, path::Path, sync::Arc};
 use serde::{Serialize, de::DeserializeOwned};
 use tocsin_store::{EngineKind, Entries, Store, WriteBatch};
 
-pub use streams::Streams;
+pub use streams::{LIVE_BASE, Streams};
 
 use crate::error::{Error, Result};
 

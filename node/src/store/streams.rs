@@ -15,6 +15,10 @@ use crate::error::{Error, Result};
 /// never reuses a position (it skips the rest of the block instead).
 const RESERVE_BLOCK: u64 = 100_000;
 const RESERVED_KEY: &[u8] = b"stream_reserved";
+/// Live positions of a new store start here; the positions below are handed out downwards to
+/// events backfilled from other servers, so history fetched later still sorts before the events
+/// that came after it.
+pub const LIVE_BASE: u64 = 1 << 32;
 
 struct State {
     next: u64,
@@ -41,7 +45,7 @@ impl Streams {
     pub fn load(store: &Store) -> Result<Self> {
         let reserved = match store.get(trees::META, RESERVED_KEY)? {
             Some(b) => super::pos_from(&b)?,
-            None => 0,
+            None => LIVE_BASE,
         };
         let (visible, _) = watch::channel(reserved);
         Ok(Self { state: Mutex::new(State { next: reserved + 1, reserved, in_flight: BTreeSet::new() }), visible })

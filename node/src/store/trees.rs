@@ -38,6 +38,12 @@ pub const PUBLIC_ROOMS: &str = "public_rooms";
 pub const RELATIONS: &str = "relations";
 /// redacted event id -> redaction event id
 pub const REDACTIONS: &str = "redactions";
+/// snapshot id (16 bytes) -> sorted [(type, state_key, event_id)] (JSON): a room state
+pub const STATE_SNAPSHOTS: &str = "state_snapshots";
+/// event_id -> snapshot id of the state before the event
+pub const EVENT_STATE: &str = "event_state";
+/// user_id SEP room_id -> stripped state (JSON) of an invite to a room this node is not in
+pub const INVITE_STATE: &str = "invite_state";
 
 // Per-user data streams.
 /// user_id SEP room_id-or-empty SEP type -> content JSON

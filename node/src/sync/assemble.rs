@@ -150,12 +150,19 @@ async fn build(
             }
             "invite" if newly => {
                 let mut invite = InvitedRoom::new();
-                let state = services.rooms.current_state(&room_id).await?;
-                for pdu in state.iter().filter(|p| stripped_state_type(p)) {
-                    invite.invite_state.events.push(raw(&pdu.to_stripped_value())?);
-                }
-                if let Some((_, pdu)) = services.rooms.event_with_pos(&user_room.event_id)? {
-                    invite.invite_state.events.push(raw(&pdu.to_stripped_value())?);
+                if let Some(remote) = services.rooms.remote_invite_state(user, &room_id)? {
+                    // An invite to a room this node is not in: the state the inviter sent.
+                    for event in &remote {
+                        invite.invite_state.events.push(raw(event)?);
+                    }
+                } else {
+                    let state = services.rooms.current_state(&room_id).await?;
+                    for pdu in state.iter().filter(|p| stripped_state_type(p)) {
+                        invite.invite_state.events.push(raw(&pdu.to_stripped_value())?);
+                    }
+                    if let Some((_, pdu)) = services.rooms.event_with_pos(&user_room.event_id)? {
+                        invite.invite_state.events.push(raw(&pdu.to_stripped_value())?);
+                    }
                 }
                 changed = true;
                 response.rooms.invite.insert(room_id, invite);
@@ -220,7 +227,7 @@ async fn build(
 }
 
 /// The state types shown to an invitee before joining.
-fn stripped_state_type(pdu: &Pdu) -> bool {
+pub fn stripped_state_type(pdu: &Pdu) -> bool {
     matches!(
         pdu.kind.to_string().as_str(),
         "m.room.create"

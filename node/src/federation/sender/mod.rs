@@ -107,10 +107,15 @@ impl Transport for Services {
         );
         request.pdus = pdus;
         request.edus = edus;
-        // Interim: the outbound federation client is not in the tree yet. Until it is wired
-        // in, every attempt fails and the rows stay queued (and are retried on the timer).
-        drop(request);
-        Err(Error::internal(format!("no outbound federation client yet (to {destination})")))
+        let response = self.federation_client.send(destination, request).await?;
+        // A PDU the destination refused is refused for good: retrying the transaction would not
+        // change that, so it counts as delivered and is only logged.
+        for (event_id, result) in response.pdus {
+            if let Err(e) = result {
+                tracing::warn!(%destination, %event_id, error = %e, "destination refused a PDU");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -169,11 +174,26 @@ impl Sender {
         &self.inner.outbox
     }
 
-    /// Starts the sender for a running node: picks up every destination left in the queue and
-    /// sends until `shutdown` turns true.
+    /// Starts the sender for a running node: picks up every destination left in the queue,
+    /// flushes a peer's queue whenever it reaches us (`Services::peer_seen`), and sends until
+    /// `shutdown` turns true.
     pub fn start(services: Arc<Services>, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-        // TODO(peer_seen): flush a peer's queue whenever it reaches us, once Services has the
-        // notifier of authenticated inbound peers.
+        let sender = services.sender.clone();
+        let mut seen = services.peer_seen.subscribe();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    peer = seen.recv() => match peer {
+                        Ok(peer) => sender.flush(&peer),
+                        // Missed some notices: harmless, the next one from that peer flushes it.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    },
+                    _ = stop.wait_for(|stop| *stop) => break,
+                }
+            }
+        });
         services.sender.clone().run(services, shutdown)
     }
 

@@ -1,0 +1,191 @@
+//! Serving a room's events to other servers in it: single events, the state at an event, auth
+//! chains, backfill and missing events.
+
+use std::{
+    collections::{BTreeSet, HashSet},
+    sync::Arc,
+};
+
+use ruma::{
+    EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, RoomId, ServerName,
+    api::federation::{
+        authorization::get_event_authorization,
+        backfill::get_backfill,
+        event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
+    },
+};
+use serde_json::value::RawValue;
+
+use super::pdu::to_raw;
+use crate::{
+    Services,
+    error::{Error, Result},
+    http::Ruma,
+    rooms::Pdu,
+};
+
+/// Most events one backfill or missing-events answer carries.
+const MAX_EVENTS: usize = 100;
+/// How far back a missing-events walk goes to find the oldest events of a gap.
+const MAX_WALK: usize = 10_000;
+
+/// Refuses servers with no member in the room: they may not read its events.
+async fn require_in_room(s: &Services, room_id: &RoomId, origin: &ServerName) -> Result<()> {
+    let head = s.rooms.head(room_id)?;
+    let head = head.lock().await;
+    let in_room = head.state.iter().any(|((kind, key), pdu)| {
+        *kind == ruma::events::StateEventType::RoomMember
+            && matches!(pdu.membership().as_deref(), Some("join" | "invite" | "leave"))
+            && ruma::UserId::parse(key.as_str()).is_ok_and(|u| u.server_name() == origin)
+    });
+    if in_room { Ok(()) } else { Err(Error::Forbidden(format!("{origin} has no member in {room_id}"))) }
+}
+
+fn load(s: &Services, id: &EventId) -> Result<Pdu> {
+    s.rooms.pdu(id)?.ok_or_else(|| Error::not_found(format!("unknown event {id}")))
+}
+
+pub async fn event(s: Arc<Services>, req: Ruma<get_event::v1::Request>) -> Result<get_event::v1::Response> {
+    let origin = req.origin()?.to_owned();
+    let pdu = load(&s, &req.event_id)?;
+    require_in_room(&s, &pdu.room_id, &origin).await?;
+    Ok(get_event::v1::Response::new(s.server_name.clone(), MilliSecondsSinceUnixEpoch::now(), to_raw(&pdu.json)?))
+}
+
+/// The ids of every event in the auth chains of `from` (not including `from`).
+pub fn auth_chain_ids(s: &Services, from: impl IntoIterator<Item = OwnedEventId>) -> Result<BTreeSet<OwnedEventId>> {
+    let mut seen = BTreeSet::new();
+    let mut todo: Vec<OwnedEventId> = Vec::new();
+    for id in from {
+        if let Some(pdu) = s.rooms.pdu(&id)? {
+            todo.extend(pdu.auth_events);
+        }
+    }
+    while let Some(id) = todo.pop() {
+        if seen.contains(&id) {
+            continue;
+        }
+        if let Some(pdu) = s.rooms.pdu(&id)? {
+            todo.extend(pdu.auth_events.into_iter().filter(|a| !seen.contains(a)));
+        }
+        seen.insert(id);
+    }
+    Ok(seen)
+}
+
+fn raws(s: &Services, ids: impl IntoIterator<Item = OwnedEventId>) -> Result<Vec<Box<RawValue>>> {
+    let mut out = Vec::new();
+    for id in ids {
+        if let Some(pdu) = s.rooms.pdu(&id)? {
+            out.push(to_raw(&pdu.json)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The state before `event_id` (what `/state` and `/state_ids` answer), as ids.
+fn state_ids_at(s: &Services, event_id: &EventId) -> Result<Vec<OwnedEventId>> {
+    let state = s.rooms.state_before(event_id)?.ok_or_else(|| Error::not_found("no state known at that event"))?;
+    Ok(state.into_values().collect())
+}
+
+pub async fn state_ids(
+    s: Arc<Services>,
+    req: Ruma<get_room_state_ids::v1::Request>,
+) -> Result<get_room_state_ids::v1::Response> {
+    require_in_room(&s, &req.room_id, req.origin()?).await?;
+    let pdu_ids = state_ids_at(&s, &req.event_id)?;
+    let auth_chain_ids = auth_chain_ids(&s, pdu_ids.iter().cloned())?.into_iter().collect();
+    Ok(get_room_state_ids::v1::Response::new(auth_chain_ids, pdu_ids))
+}
+
+pub async fn state(s: Arc<Services>, req: Ruma<get_room_state::v1::Request>) -> Result<get_room_state::v1::Response> {
+    require_in_room(&s, &req.room_id, req.origin()?).await?;
+    let pdu_ids = state_ids_at(&s, &req.event_id)?;
+    let chain = auth_chain_ids(&s, pdu_ids.iter().cloned())?;
+    Ok(get_room_state::v1::Response::new(raws(&s, chain)?, raws(&s, pdu_ids)?))
+}
+
+pub async fn event_auth(
+    s: Arc<Services>,
+    req: Ruma<get_event_authorization::v1::Request>,
+) -> Result<get_event_authorization::v1::Response> {
+    require_in_room(&s, &req.room_id, req.origin()?).await?;
+    let chain = auth_chain_ids(&s, [req.event_id.clone()])?;
+    Ok(get_event_authorization::v1::Response::new(raws(&s, chain)?))
+}
+
+/// Walks `prev_events` back from `from`, newest first by depth, stopping at `stop`.
+fn walk_back(
+    s: &Services,
+    room_id: &RoomId,
+    from: &[OwnedEventId],
+    stop: &HashSet<OwnedEventId>,
+    include_from: bool,
+    limit: usize,
+) -> Result<Vec<Pdu>> {
+    // A frontier ordered by depth, so the newest events come first, as backfill wants.
+    let mut frontier: BTreeSet<(u64, OwnedEventId)> = BTreeSet::new();
+    let mut seen: HashSet<OwnedEventId> = HashSet::new();
+    let mut out = Vec::new();
+    for id in from {
+        if let Some(pdu) = s.rooms.pdu(id)? {
+            if include_from {
+                frontier.insert((u64::from(pdu.depth), id.clone()));
+            } else {
+                for prev in &pdu.prev_events {
+                    if let Some(p) = s.rooms.pdu(prev)? {
+                        frontier.insert((u64::from(p.depth), prev.clone()));
+                    }
+                }
+            }
+        }
+    }
+    while let Some((_, id)) = frontier.pop_last() {
+        if out.len() >= limit {
+            break;
+        }
+        if !seen.insert(id.clone()) || stop.contains(&id) {
+            continue;
+        }
+        let Some(pdu) = s.rooms.pdu(&id)? else { continue };
+        if pdu.room_id != room_id {
+            continue;
+        }
+        for prev in &pdu.prev_events {
+            if !seen.contains(prev)
+                && let Some(p) = s.rooms.pdu(prev)?
+            {
+                frontier.insert((u64::from(p.depth), prev.clone()));
+            }
+        }
+        out.push(pdu);
+    }
+    Ok(out)
+}
+
+pub async fn backfill(s: Arc<Services>, req: Ruma<get_backfill::v1::Request>) -> Result<get_backfill::v1::Response> {
+    require_in_room(&s, &req.room_id, req.origin()?).await?;
+    let limit = usize::try_from(u64::from(req.limit)).unwrap_or(MAX_EVENTS).min(MAX_EVENTS);
+    let events = walk_back(&s, &req.room_id, &req.v, &HashSet::new(), true, limit)?;
+    let pdus = events.iter().map(|p| to_raw(&p.json)).collect::<Result<_>>()?;
+    Ok(get_backfill::v1::Response::new(s.server_name.clone(), MilliSecondsSinceUnixEpoch::now(), pdus))
+}
+
+pub async fn missing_events(
+    s: Arc<Services>,
+    req: Ruma<get_missing_events::v1::Request>,
+) -> Result<get_missing_events::v1::Response> {
+    require_in_room(&s, &req.room_id, req.origin()?).await?;
+    let limit = usize::try_from(u64::from(req.limit)).unwrap_or(MAX_EVENTS).min(MAX_EVENTS);
+    let stop: HashSet<OwnedEventId> = req.earliest_events.iter().cloned().collect();
+    let min_depth = u64::from(req.min_depth);
+    let mut events = walk_back(&s, &req.room_id, &req.latest_events, &stop, false, MAX_WALK)?;
+    events.retain(|e| u64::from(e.depth) >= min_depth);
+    // The oldest of the gap, oldest first: the receiver applies them in order and asks again
+    // for the rest, so a long gap is filled completely rather than from its newer end.
+    events.reverse();
+    events.truncate(limit);
+    let pdus = events.iter().map(|p| to_raw(&p.json)).collect::<Result<_>>()?;
+    Ok(get_missing_events::v1::Response::new(pdus))
+}

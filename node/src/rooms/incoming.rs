@@ -1,0 +1,300 @@
+//! Events from other servers, after their signatures were checked: authorised against their
+//! auth events, against the state before them, and against the current state (soft fail), then
+//! appended with the room's forks resolved.
+
+use std::{collections::HashMap, sync::Arc};
+
+use ruma::{EventId, OwnedEventId, events::StateEventType, room_version_rules::AuthorizationRules, state_res};
+use tocsin_store::WriteBatch;
+
+use super::{
+    Pdu, Rooms,
+    build::current_state_rows,
+    read::{StoredEvent, load_pdu, load_stored},
+    state::{self, StateIds},
+};
+use crate::{
+    error::{Error, Result},
+    store::{Db, key, trees},
+};
+
+/// What became of an incoming event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// In the timeline (and in the state, if it won).
+    Accepted,
+    /// Authorised by the state before it but not by the current state: kept out of the timeline.
+    SoftFailed,
+    /// Failed the auth rules.
+    Rejected(String),
+    /// Already known.
+    Known,
+}
+
+/// A verified event for the timeline. `state_before` is given when its prev events are not all
+/// known here (it came from the sender's `/state_ids`).
+pub struct Incoming {
+    pub pdu: Pdu,
+    pub state_before: Option<StateIds>,
+}
+
+impl Rooms {
+    /// Whether the event is stored (as an outlier or in the timeline).
+    pub fn knows(&self, event_id: &EventId) -> Result<bool> {
+        Ok(self.db.get(trees::EVENTS, event_id.as_bytes())?.is_some())
+    }
+
+    /// Whether the event's state is known, so events built on it can be authorised.
+    pub fn has_state_at(&self, event_id: &EventId) -> Result<bool> {
+        Ok(self.db.get(trees::EVENT_STATE, event_id.as_bytes())?.is_some())
+    }
+
+    /// Stores events known only to authorise others (an auth chain, the state at a join), each
+    /// checked against its own auth events. They are not in the timeline.
+    pub async fn store_outliers(&self, rules: &AuthorizationRules, mut pdus: Vec<Pdu>) -> Result<usize> {
+        pdus.sort_by_key(|p| p.depth);
+        let mut accepted: HashMap<OwnedEventId, Arc<Pdu>> = HashMap::new();
+        let mut batch = WriteBatch::new();
+        let mut rejected = 0;
+        for pdu in pdus {
+            if accepted.contains_key(&pdu.event_id) || self.knows(&pdu.event_id)? {
+                continue;
+            }
+            let pdu = Arc::new(pdu);
+            let verdict = self.check_auth_events(rules, &pdu, |id| accepted.get(id).cloned());
+            let stored = StoredEvent {
+                pos: 0,
+                pdu: pdu.json.clone(),
+                txn_id: None,
+                device_id: None,
+                outlier: true,
+                rejected: verdict.is_err(),
+            };
+            batch.insert(trees::EVENTS, pdu.event_id.as_bytes().to_vec(), Db::to_json(&stored)?);
+            match verdict {
+                Ok(()) => {
+                    accepted.insert(pdu.event_id.clone(), pdu);
+                }
+                Err(reason) => {
+                    tracing::info!(event_id = %pdu.event_id, %reason, "rejected outlier");
+                    rejected += 1;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            self.db.write(batch).await?;
+        }
+        Ok(rejected)
+    }
+
+    /// Authorises an event against its own auth events. `extra` supplies events not yet stored.
+    fn check_auth_events(
+        &self,
+        rules: &AuthorizationRules,
+        pdu: &Arc<Pdu>,
+        extra: impl Fn(&EventId) -> Option<Arc<Pdu>>,
+    ) -> std::result::Result<(), String> {
+        let mut by_key: HashMap<(StateEventType, String), Arc<Pdu>> = HashMap::new();
+        for id in &pdu.auth_events {
+            let auth = match extra(id) {
+                Some(p) => p,
+                None => match load_stored(&self.db, id) {
+                    Ok(Some(stored)) if stored.rejected => return Err(format!("auth event {id} was rejected")),
+                    Ok(Some(stored)) => Arc::new(stored.into_pdu(id).map_err(|e| e.to_string())?),
+                    Ok(None) => return Err(format!("auth event {id} is unknown")),
+                    Err(e) => return Err(e.to_string()),
+                },
+            };
+            by_key.insert((auth.state_event_type(), auth.state_key.clone().unwrap_or_default()), auth);
+        }
+        // From v12 the create event is not listed: the room id names it.
+        if rules.room_create_event_id_as_room_id
+            && pdu.kind != ruma::events::TimelineEventType::RoomCreate
+            && let Ok(create_id) = EventId::parse(format!("${}", &pdu.room_id.as_str()[1..]))
+        {
+            let create = extra(&create_id).or_else(|| load_pdu(&self.db, &create_id).ok().flatten().map(Arc::new));
+            match create {
+                Some(create) => {
+                    by_key.insert((StateEventType::RoomCreate, String::new()), create);
+                }
+                None => return Err(format!("the room's create event {create_id} is unknown")),
+            }
+        }
+        let fetch = |id: &EventId| {
+            by_key
+                .values()
+                .find(|p| p.event_id == id)
+                .cloned()
+                .or_else(|| (pdu.event_id == id).then(|| pdu.clone()))
+                .or_else(|| extra(id))
+                .or_else(|| load_pdu(&self.db, id).ok().flatten().map(Arc::new))
+        };
+        state_res::check_state_independent_auth_rules(rules, pdu, fetch).map_err(|e| e.to_string())?;
+        state_res::check_state_dependent_auth_rules(rules, pdu, |kind: &StateEventType, key: &str| {
+            by_key.get(&(kind.clone(), key.to_owned())).cloned()
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    /// Authorises an event against a room state given as ids.
+    fn check_against_state(
+        &self,
+        rules: &AuthorizationRules,
+        pdu: &Arc<Pdu>,
+        state: &StateIds,
+    ) -> std::result::Result<(), String> {
+        let lookup = |kind: &StateEventType, key: &str| {
+            state
+                .get(&(kind.clone(), key.to_owned()))
+                .and_then(|id| load_pdu(&self.db, id).ok().flatten())
+                .map(Arc::new)
+        };
+        state_res::check_state_dependent_auth_rules(rules, pdu, lookup).map_err(|e| e.to_string())
+    }
+
+    /// Appends a verified remote event whose auth events are stored, and whose prev events are
+    /// stored with their state (or whose state before is given). Returns once durable.
+    pub async fn append_remote(&self, incoming: Incoming) -> Result<Outcome> {
+        let Incoming { pdu, state_before } = incoming;
+        let head_lock = self.head(&pdu.room_id)?;
+        let mut head = head_lock.lock().await;
+        if let Some(stored) = load_stored(&self.db, &pdu.event_id)? {
+            if stored.rejected {
+                return Ok(Outcome::Rejected("rejected before".into()));
+            }
+            if !stored.outlier || self.has_state_at(&pdu.event_id)? {
+                return Ok(Outcome::Known);
+            }
+        }
+        let pdu = Arc::new(pdu);
+        let rules = head.rules.clone();
+        let mut batch = WriteBatch::new();
+        if let Err(reason) = self.check_auth_events(&rules.authorization, &pdu, |_| None) {
+            self.store_rejected(&pdu, None, batch).await?;
+            return Ok(Outcome::Rejected(reason));
+        }
+        let before = match state_before {
+            Some(state) => state,
+            None => {
+                let mut states = Vec::with_capacity(pdu.prev_events.len());
+                for prev in &pdu.prev_events {
+                    states.push(
+                        self.state_after(prev)?
+                            .ok_or_else(|| Error::internal(format!("state at prev event {prev} unknown")))?,
+                    );
+                }
+                self.resolve(&rules, states)?
+            }
+        };
+        let before_id = state::write_snapshot(&self.db, &before, &mut batch)?;
+        if let Err(reason) = self.check_against_state(&rules.authorization, &pdu, &before) {
+            self.store_rejected(&pdu, Some(before_id), batch).await?;
+            return Ok(Outcome::Rejected(reason));
+        }
+        let current = head.state_ids();
+        // A room being joined has no current state yet: the join is checked against the state
+        // the resident server gave.
+        let joining = head.extremities.is_empty();
+        if !joining && let Err(reason) = self.check_against_state(&rules.authorization, &pdu, &current) {
+            tracing::info!(event_id = %pdu.event_id, %reason, "soft-failed event");
+            let stored = StoredEvent {
+                pos: 0,
+                pdu: pdu.json.clone(),
+                txn_id: None,
+                device_id: None,
+                outlier: true,
+                rejected: false,
+            };
+            batch.insert(trees::EVENTS, pdu.event_id.as_bytes().to_vec(), Db::to_json(&stored)?);
+            batch.insert(trees::EVENT_STATE, pdu.event_id.as_bytes().to_vec(), before_id.to_vec());
+            drop(head);
+            self.db.write(batch).await?;
+            return Ok(Outcome::SoftFailed);
+        }
+
+        let ticket = self.db.allocate()?;
+        self.timeline_rows(&head, &pdu, ticket.pos(), None, before_id, &mut batch)?;
+        let mut extremities: Vec<OwnedEventId> =
+            head.extremities.iter().filter(|e| !pdu.prev_events.contains(e)).cloned().collect();
+        extremities.push(pdu.event_id.clone());
+        let after_event = state::apply(before, &pdu);
+        let new_state = if extremities.len() == 1 {
+            after_event
+        } else {
+            let mut states = vec![after_event];
+            for extremity in extremities.iter().filter(|e| **e != pdu.event_id) {
+                if let Some(state) = self.state_after(extremity)? {
+                    states.push(state);
+                }
+            }
+            self.resolve(&rules, states)?
+        };
+
+        // Write what changed in the current state; each change needs its own stream position.
+        let mut extra_tickets = Vec::new();
+        let mut changed: Vec<Arc<Pdu>> = Vec::new();
+        for (k, id) in &new_state {
+            if current.get(k) != Some(id) {
+                let event = if *id == pdu.event_id {
+                    pdu.clone()
+                } else {
+                    Arc::new(load_pdu(&self.db, id)?.ok_or_else(|| Error::internal("resolved state event missing"))?)
+                };
+                changed.push(event);
+            }
+        }
+        for (i, event) in changed.iter().enumerate() {
+            let pos = if i == 0 {
+                ticket.pos()
+            } else {
+                let extra = self.db.allocate()?;
+                let pos = extra.pos();
+                extra_tickets.push(extra);
+                pos
+            };
+            current_state_rows(event, pos, &mut batch)?;
+        }
+        for (kind, state_key) in current.keys().filter(|k| !new_state.contains_key(*k)) {
+            let room = pdu.room_id.as_bytes();
+            batch.remove(trees::ROOM_STATE, key(&[room, kind.to_string().as_bytes(), state_key.as_bytes()]));
+            head.state.remove(&(kind.clone(), state_key.clone()));
+        }
+        let snapshot = state::write_snapshot(&self.db, &new_state, &mut batch)?;
+        for event in &changed {
+            if let Some(state_key) = &event.state_key {
+                head.state.insert((event.state_event_type(), state_key.clone()), event.clone());
+            }
+        }
+        head.extremities = extremities;
+        head.depth = head.depth.max(u64::from(pdu.depth));
+        head.snapshot = snapshot;
+        batch.insert(trees::ROOMS, pdu.room_id.as_bytes().to_vec(), Db::to_json(&head.meta())?);
+        let room_id = pdu.room_id.clone();
+        drop(head);
+        let result = self.db.commit_ticket(ticket, batch).await;
+        for extra in extra_tickets {
+            self.db.streams.finish(extra);
+        }
+        if let Err(e) = result {
+            self.evict(&room_id);
+            return Err(e);
+        }
+        Ok(Outcome::Accepted)
+    }
+
+    async fn store_rejected(
+        &self,
+        pdu: &Pdu,
+        state_before: Option<state::SnapshotId>,
+        mut batch: WriteBatch,
+    ) -> Result<()> {
+        tracing::info!(event_id = %pdu.event_id, "rejected event");
+        let stored =
+            StoredEvent { pos: 0, pdu: pdu.json.clone(), txn_id: None, device_id: None, outlier: true, rejected: true };
+        batch.insert(trees::EVENTS, pdu.event_id.as_bytes().to_vec(), Db::to_json(&stored)?);
+        if let Some(id) = state_before {
+            batch.insert(trees::EVENT_STATE, pdu.event_id.as_bytes().to_vec(), id.to_vec());
+        }
+        self.db.write(batch).await
+    }
+}

@@ -1,0 +1,192 @@
+//! What federation asks of a room: event templates for remote joins and leaves, countersigning,
+//! forwarding events to the other servers, invites to rooms this node is not in, and backfilled
+//! history.
+
+use std::sync::Arc;
+
+use ruma::{
+    CanonicalJsonObject, EventId, OwnedEventId, OwnedServerName, RoomId, RoomVersionId, ServerName, UserId,
+    events::TimelineEventType, signatures::sign_event,
+};
+use tocsin_store::WriteBatch;
+
+use super::{NewEvent, Pdu, RoomHead, Rooms, read::StoredEvent};
+use crate::{
+    error::{Error, Result},
+    store::{Db, key, pos_bytes, trees},
+};
+
+const BACKFILL_KEY: &[u8] = b"backfill_next";
+
+impl Rooms {
+    /// The unsigned member event a remote user would send to change their membership, checked
+    /// against the auth rules first so a refused join is a 403 at `make_join`.
+    pub async fn membership_template(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        membership: &str,
+    ) -> Result<(RoomVersionId, CanonicalJsonObject)> {
+        let head = self.head(room_id)?;
+        let head = head.lock().await;
+        let event = NewEvent::state(
+            TimelineEventType::RoomMember.to_string(),
+            user_id.as_str(),
+            serde_json::json!({ "membership": membership }),
+        );
+        let template = self.template(&head, user_id, &event, true)?;
+        // Run the auth rules on the template (signatures play no part in them).
+        let probe =
+            Arc::new(Pdu::from_json(EventId::parse("$template-probe").map_err(Error::internal)?, template.clone())?);
+        self.authorize(&head, &probe)?;
+        Ok((head.version.clone(), template))
+    }
+
+    /// Builds and authorises a local event without storing it (an invite waits for the
+    /// invitee's server to countersign it first).
+    pub async fn prepare(&self, room_id: &RoomId, sender: &UserId, event: NewEvent) -> Result<(RoomVersionId, Pdu)> {
+        let head = self.head(room_id)?;
+        let head = head.lock().await;
+        self.policy.check_event(&head, sender, &event)?;
+        let pdu = Arc::new(self.build_inner(&head, sender, event, true)?);
+        self.authorize(&head, &pdu)?;
+        Ok((head.version.clone(), Arc::unwrap_or_clone(pdu)))
+    }
+
+    /// Adds this node's signature to an event object.
+    pub fn countersign(&self, version: &RoomVersionId, object: &mut CanonicalJsonObject) -> Result<()> {
+        let rules = super::version::rules(version)?;
+        sign_event(self.server_name.as_str(), self.keys.pair(), object, &rules.redaction).map_err(Error::internal)
+    }
+
+    /// Queues an accepted event for every other server in the room except `except` (its origin,
+    /// which has it already).
+    pub async fn forward(&self, pdu: &Pdu, except: &[&ServerName]) -> Result<()> {
+        let destinations: Vec<OwnedServerName> = {
+            let head = self.head(&pdu.room_id)?;
+            let head = head.lock().await;
+            self.destinations(&head, pdu).into_iter().filter(|d| !except.contains(&&**d)).collect()
+        };
+        if destinations.is_empty() {
+            return Ok(());
+        }
+        let ticket = self.db.allocate()?;
+        let mut batch = WriteBatch::new();
+        crate::federation::sender::queue_pdu_rows(&mut batch, &destinations, ticket.pos(), &pdu.event_id);
+        self.db.commit_ticket(ticket, batch).await?;
+        self.outbox.wake(&destinations);
+        Ok(())
+    }
+
+    /// Creates the in-memory head of a room this node is joining over federation.
+    pub fn begin_remote_room(&self, room_id: &RoomId, version: RoomVersionId) -> Result<()> {
+        if self.exists(room_id)? {
+            return Ok(());
+        }
+        self.insert_head(RoomHead::new(room_id.to_owned(), version)?)?;
+        Ok(())
+    }
+
+    /// An invite for a local user to a room this node is not in: the invite event is kept as an
+    /// outlier, with the stripped state the inviter sent, so `/sync` can show the invite.
+    pub async fn record_remote_invite(
+        &self,
+        invitee: &UserId,
+        pdu: &Pdu,
+        stripped_state: Vec<serde_json::Value>,
+    ) -> Result<()> {
+        let room = pdu.room_id.as_bytes();
+        let user = invitee.as_bytes();
+        let stored = StoredEvent {
+            pos: 0,
+            pdu: pdu.json.clone(),
+            txn_id: None,
+            device_id: None,
+            outlier: true,
+            rejected: false,
+        };
+        let state = Db::to_json(&stripped_state)?;
+        let user_room = super::UserRoom { membership: "invite".into(), pos: 0, event_id: pdu.event_id.clone() };
+        let event_id = pdu.event_id.as_bytes().to_vec();
+        self.db
+            .write_streamed(|pos, batch| {
+                batch.insert(trees::EVENTS, event_id, serde_json::to_vec(&stored).unwrap_or_default());
+                batch.insert(trees::INVITE_STATE, key(&[user, room]), state);
+                let user_room = super::UserRoom { pos, ..user_room };
+                batch.insert(trees::USER_ROOMS, key(&[user, room]), serde_json::to_vec(&user_room).unwrap_or_default());
+                batch.insert(trees::MEMBERSHIP_CHANGES, key(&[user, &pos_bytes(pos)]), room.to_vec());
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Whether a user of this node is joined: then this node's state of the room is current.
+    pub async fn has_local_member(&self, room_id: &RoomId) -> Result<bool> {
+        let head = self.head(room_id)?;
+        let head = head.lock().await;
+        Ok(head.members_with("join").iter().any(|u| u.server_name() == self.server_name))
+    }
+
+    /// Who invited `user` to `room_id`, if the user's membership is an invite.
+    pub fn inviter(&self, user: &UserId, room_id: &RoomId) -> Result<Option<ruma::OwnedUserId>> {
+        let Some(user_room) = self.user_room(user, room_id)? else { return Ok(None) };
+        if user_room.membership != "invite" {
+            return Ok(None);
+        }
+        Ok(self.pdu(&user_room.event_id)?.map(|p| p.sender))
+    }
+
+    /// The stripped state sent with an invite to a room this node is not in.
+    pub fn remote_invite_state(&self, invitee: &UserId, room_id: &RoomId) -> Result<Option<Vec<serde_json::Value>>> {
+        self.db.get_json(trees::INVITE_STATE, &key(&[invitee.as_bytes(), room_id.as_bytes()]))
+    }
+
+    /// Stores history fetched by backfill, newest first as it comes, below every live position.
+    /// Events already known are skipped. Returns how many were added.
+    pub async fn store_backfill(&self, room_id: &RoomId, newest_first: Vec<Pdu>) -> Result<usize> {
+        let mut next = match self.db.get(trees::META, BACKFILL_KEY)? {
+            Some(b) => crate::store::pos_from(&b)?,
+            None => crate::store::LIVE_BASE - 1,
+        };
+        let mut batch = WriteBatch::new();
+        let mut added = 0;
+        for pdu in newest_first {
+            if pdu.room_id != room_id || self.knows(&pdu.event_id)? {
+                continue;
+            }
+            let stored = StoredEvent {
+                pos: next,
+                pdu: pdu.json.clone(),
+                txn_id: None,
+                device_id: None,
+                outlier: false,
+                rejected: false,
+            };
+            batch.insert(trees::EVENTS, pdu.event_id.as_bytes().to_vec(), Db::to_json(&stored)?);
+            batch.insert(
+                trees::TIMELINE,
+                key(&[room_id.as_bytes(), &pos_bytes(next)]),
+                pdu.event_id.as_bytes().to_vec(),
+            );
+            if let Some(target) = super::build::relates_to(&pdu) {
+                batch.insert(
+                    trees::RELATIONS,
+                    key(&[room_id.as_bytes(), target.as_bytes(), &pos_bytes(next)]),
+                    pdu.event_id.as_bytes().to_vec(),
+                );
+            }
+            next = next.checked_sub(1).ok_or_else(|| Error::internal("backfill positions exhausted"))?;
+            added += 1;
+        }
+        batch.insert(trees::META, BACKFILL_KEY.to_vec(), pos_bytes(next).to_vec());
+        self.db.write(batch).await?;
+        Ok(added)
+    }
+
+    /// The event ids a backfill starts from: the prev events of the earliest event in the room's
+    /// timeline here.
+    pub fn backfill_from(&self, room_id: &RoomId) -> Result<Vec<OwnedEventId>> {
+        let rows = self.paginate(room_id, 0, false, 1)?;
+        Ok(rows.into_iter().next().map(|(_, pdu)| pdu.prev_events).unwrap_or_default())
+    }
+}

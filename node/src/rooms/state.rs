@@ -1,0 +1,212 @@
+//! Room state at every event, and state resolution across forks.
+//!
+//! Each event records the state *before* it as a snapshot id; a snapshot is the sorted list of
+//! `(type, state_key, event_id)`, stored once under the hash of its contents. Messages share the
+//! snapshot of the state they were sent in, so only state events write a new one. This is what
+//! `/state_ids`, the auth check against the state before an incoming event, and state resolution
+//! read.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
+
+use ruma::{EventId, OwnedEventId, events::StateEventType, room_version_rules::RoomVersionRules, state_res};
+use sha2::{Digest, Sha256};
+use tocsin_store::WriteBatch;
+
+use super::{Pdu, Rooms, read::load_pdu};
+use crate::{
+    error::{Error, Result},
+    store::{Db, trees},
+};
+
+/// `(type, state_key) -> event id`: a room state as ids.
+pub type StateIds = state_res::StateMap<OwnedEventId>;
+
+/// The hash of a snapshot's contents; equal states share one id.
+pub type SnapshotId = [u8; 16];
+
+/// The sorted, serialised form of a state: what is hashed and stored.
+fn entries(state: &StateIds) -> Vec<(String, &str, &str)> {
+    let mut rows: Vec<_> =
+        state.iter().map(|((kind, key), id)| (kind.to_string(), key.as_str(), id.as_str())).collect();
+    rows.sort_unstable();
+    rows
+}
+
+pub fn snapshot_id(state: &StateIds) -> Result<SnapshotId> {
+    let bytes = serde_json::to_vec(&entries(state)).map_err(Error::internal)?;
+    let digest = Sha256::digest(&bytes);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    Ok(id)
+}
+
+/// Writes the snapshot (if new) and returns its id.
+pub fn write_snapshot(db: &Db, state: &StateIds, batch: &mut WriteBatch) -> Result<SnapshotId> {
+    let rows = entries(state);
+    let bytes = serde_json::to_vec(&rows).map_err(Error::internal)?;
+    let digest = Sha256::digest(&bytes);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    if db.get(trees::STATE_SNAPSHOTS, &id)?.is_none() {
+        batch.insert(trees::STATE_SNAPSHOTS, id.to_vec(), bytes);
+    }
+    Ok(id)
+}
+
+pub fn load_snapshot(db: &Db, id: &SnapshotId) -> Result<StateIds> {
+    let bytes = db.get(trees::STATE_SNAPSHOTS, id)?.ok_or_else(|| Error::internal("state snapshot missing"))?;
+    let rows: Vec<(String, String, OwnedEventId)> = serde_json::from_slice(&bytes).map_err(Error::internal)?;
+    Ok(rows.into_iter().map(|(kind, key, id)| ((StateEventType::from(kind), key), id)).collect())
+}
+
+/// The state after `pdu`, given the state before it.
+pub fn apply(mut before: StateIds, pdu: &Pdu) -> StateIds {
+    if let Some(key) = &pdu.state_key {
+        before.insert((pdu.state_event_type(), key.clone()), pdu.event_id.clone());
+    }
+    before
+}
+
+impl Rooms {
+    /// The state before `event_id`, if the event is known with its state.
+    pub fn state_before(&self, event_id: &EventId) -> Result<Option<StateIds>> {
+        match self.db.get(trees::EVENT_STATE, event_id.as_bytes())? {
+            Some(id) => {
+                let id: SnapshotId = id.as_slice().try_into().map_err(|_| Error::internal("bad snapshot id"))?;
+                Ok(Some(load_snapshot(&self.db, &id)?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The state after `event_id` (rejected events change nothing).
+    pub fn state_after(&self, event_id: &EventId) -> Result<Option<StateIds>> {
+        let Some(before) = self.state_before(event_id)? else { return Ok(None) };
+        let Some(stored) = self.stored_event(event_id)? else { return Ok(None) };
+        if stored.rejected {
+            return Ok(Some(before));
+        }
+        Ok(Some(apply(before, &stored.into_pdu(event_id)?)))
+    }
+
+    /// Resolves several states of one room into one (state resolution v2, v2.1 from v12).
+    pub fn resolve(&self, rules: &RoomVersionRules, states: Vec<StateIds>) -> Result<StateIds> {
+        let mut states = states.into_iter();
+        let Some(first) = states.next() else { return Ok(StateIds::new()) };
+        let rest: Vec<StateIds> = states.filter(|s| *s != first).collect();
+        if rest.is_empty() {
+            return Ok(first);
+        }
+        let all: Vec<StateIds> = std::iter::once(first).chain(rest).collect();
+        let mut events = EventCache::new(&self.db);
+        let auth_chains: Vec<HashSet<OwnedEventId>> =
+            all.iter().map(|state| events.auth_chain(state.values())).collect::<Result<_>>()?;
+        for state in &all {
+            for id in state.values() {
+                events.load(id)?;
+            }
+        }
+        let resolution_rules = rules
+            .state_res
+            .v2_rules()
+            .ok_or_else(|| Error::internal("room version does not use state resolution v2"))?;
+        let cache = &events.events;
+        let fetch =
+            |id: &EventId| cache.get(id).cloned().or_else(|| load_pdu(&self.db, id).ok().flatten().map(Arc::new));
+        let subgraph = |conflicted: &state_res::StateMap<Vec<OwnedEventId>>| {
+            Some(conflicted_subgraph(conflicted.values().flatten(), &fetch).into_iter().collect())
+        };
+        state_res::resolve(
+            &rules.authorization,
+            resolution_rules,
+            &all,
+            auth_chains.into_iter().map(|c| c.into_iter().collect()).collect(),
+            fetch,
+            subgraph,
+        )
+        .map_err(|e| Error::internal(format!("state resolution failed: {e}")))
+    }
+}
+
+/// Events read once per resolution, with their auth chains.
+struct EventCache<'a> {
+    db: &'a Db,
+    events: HashMap<OwnedEventId, Arc<Pdu>>,
+}
+
+impl<'a> EventCache<'a> {
+    fn new(db: &'a Db) -> Self {
+        Self { db, events: HashMap::new() }
+    }
+
+    fn load(&mut self, id: &EventId) -> Result<Option<Arc<Pdu>>> {
+        if let Some(pdu) = self.events.get(id) {
+            return Ok(Some(pdu.clone()));
+        }
+        let Some(pdu) = load_pdu(self.db, id)? else { return Ok(None) };
+        let pdu = Arc::new(pdu);
+        self.events.insert(id.to_owned(), pdu.clone());
+        Ok(Some(pdu))
+    }
+
+    /// Every event reachable through `auth_events` from `from` (not including `from` itself).
+    fn auth_chain<'i>(&mut self, from: impl Iterator<Item = &'i OwnedEventId>) -> Result<HashSet<OwnedEventId>> {
+        let mut seen = HashSet::new();
+        let mut todo: Vec<OwnedEventId> = Vec::new();
+        for id in from {
+            if let Some(pdu) = self.load(id)? {
+                todo.extend(pdu.auth_events.iter().cloned());
+            }
+        }
+        while let Some(id) = todo.pop() {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            if let Some(pdu) = self.load(&id)? {
+                todo.extend(pdu.auth_events.iter().filter(|a| !seen.contains(*a)).cloned());
+            }
+        }
+        Ok(seen)
+    }
+}
+
+/// The conflicted state subgraph (state resolution v2.1): the conflicted events plus every event
+/// on an auth path from one conflicted event to another.
+fn conflicted_subgraph<'i>(
+    conflicted: impl Iterator<Item = &'i OwnedEventId>,
+    fetch: &impl Fn(&EventId) -> Option<Arc<Pdu>>,
+) -> HashSet<OwnedEventId> {
+    let conflicted: HashSet<OwnedEventId> = conflicted.cloned().collect();
+    // reaches[e]: whether some conflicted event is a strict auth ancestor of e.
+    let mut reaches: HashMap<OwnedEventId, bool> = HashMap::new();
+    fn visit(
+        id: &EventId,
+        conflicted: &HashSet<OwnedEventId>,
+        fetch: &impl Fn(&EventId) -> Option<Arc<Pdu>>,
+        reaches: &mut HashMap<OwnedEventId, bool>,
+    ) -> bool {
+        if let Some(known) = reaches.get(id) {
+            return *known;
+        }
+        // Mark first so a malformed cycle cannot recurse forever.
+        reaches.insert(id.to_owned(), false);
+        let mut found = false;
+        if let Some(pdu) = fetch(id) {
+            for parent in &pdu.auth_events {
+                let parent_reaches = visit(parent, conflicted, fetch, reaches);
+                found |= conflicted.contains(parent) || parent_reaches;
+            }
+        }
+        reaches.insert(id.to_owned(), found);
+        found
+    }
+    for id in &conflicted {
+        visit(id, &conflicted, fetch, &mut reaches);
+    }
+    let mut out: HashSet<OwnedEventId> = conflicted.clone();
+    out.extend(reaches.into_iter().filter(|(_, r)| *r).map(|(id, _)| id));
+    out
+}

@@ -1,6 +1,6 @@
 //! `tocsin-node`: the command line around the node library.
 
-use std::path::PathBuf;
+use std::{net::IpAddr, path::PathBuf};
 
 use clap::{Parser, Subcommand};
 use tocsin_node::{Config, Node, Services};
@@ -19,6 +19,19 @@ struct Cli {
 enum Command {
     /// Run the node.
     Serve,
+    /// Run a local demo federation of three nodes (Riverton, Lakeside, County Fire) in this
+    /// process, with accounts and a shared crisis room, until Ctrl-C.
+    Demo {
+        /// Where the demo keeps its CA, certificates and the three nodes' data; reused on re-runs.
+        #[arg(long, default_value = "./tocsin-demo")]
+        dir: PathBuf,
+        /// First client port: clients on BASE, BASE+1, BASE+2, federation on BASE+440..BASE+442.
+        #[arg(long, default_value_t = 8008)]
+        base_port: u16,
+        /// The address the six listeners bind.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: IpAddr,
+    },
     /// Manage accounts.
     User {
         #[command(subcommand)]
@@ -67,22 +80,26 @@ enum UserCommand {
     },
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOCSIN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sled=warn,ruma_state_res=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).init();
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_logging();
     let cli = Cli::parse();
-    if let Command::Policy { command } = cli.command {
-        return policy(command);
+    // The demo prints its own summary; node logs below warnings would bury it.
+    let demo = matches!(cli.command, Command::Demo { .. });
+    init_logging(if demo { "warn,ruma_state_res=error" } else { "info,sled=warn,ruma_state_res=warn" });
+    match cli.command {
+        Command::Policy { command } => return policy(command),
+        Command::Demo { dir, base_port, bind } => return run_demo(dir, base_port, bind).await,
+        _ => {}
     }
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Policy { .. } => Ok(()),
+        Command::Policy { .. } | Command::Demo { .. } => Ok(()),
         Command::Serve => serve(config).await,
         Command::User { command: UserCommand::Add { name, admin, password, display_name } } => {
             let services = tokio::task::spawn_blocking(move || Services::open(config)).await??;
@@ -158,6 +175,18 @@ async fn stop_signal() -> std::io::Result<()> {
     }
     #[cfg(not(unix))]
     tokio::signal::ctrl_c().await
+}
+
+async fn run_demo(dir: PathBuf, base_port: u16, bind: IpAddr) -> anyhow::Result<()> {
+    let options = tocsin_node::demo::DemoOptions::with_base_port(dir, bind, base_port)?;
+    println!("Starting the Tocsin demo federation in {} ...", options.dir.display());
+    let demo = tocsin_node::demo::run_demo(options).await?;
+    println!();
+    print!("{}", demo.summary());
+    stop_signal().await?;
+    println!("shutting down the three nodes");
+    demo.shutdown().await;
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

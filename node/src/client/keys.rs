@@ -15,6 +15,7 @@ use serde_json::Value;
 use crate::{
     Services,
     error::{Error, Result},
+    federation::user_keys,
     http::Ruma,
     sync::{Token, assemble::raw},
 };
@@ -32,7 +33,9 @@ pub async fn upload(s: Arc<Services>, req: Ruma<upload_keys::v3::Request>) -> Re
         if !user_ok || !device_ok {
             return Err(Error::bad_json("device_keys must name your own user and device"));
         }
+        let prev = crate::federation::edu::key_position(&s, &auth.user_id);
         s.e2ee.upload_device_keys(&auth.user_id, &auth.device_id, value).await?;
+        crate::federation::edu::device_list_update(&s, &auth.user_id, &auth.device_id, prev).await;
     }
     let mut otks = BTreeMap::new();
     for (id, key) in &req.one_time_keys {
@@ -57,20 +60,11 @@ pub async fn query(s: Arc<Services>, req: Ruma<get_keys::v3::Request>) -> Result
     let auth = req.user()?.clone();
     let mut response = get_keys::v3::Response::new();
     for (user, devices) in &req.device_keys {
-        let all = s.e2ee.device_keys(user)?;
+        if !s.users.is_local(user) {
+            continue;
+        }
         let mut out = BTreeMap::new();
-        for (device_id, mut keys) in all {
-            if !devices.is_empty() && !devices.contains(&device_id) {
-                continue;
-            }
-            // `as_object_mut`, not `keys["unsigned"] = ..`: indexing a non-object panics, and
-            // stored keys are client input.
-            if let Some(device) = s.users.device(user, &device_id)?
-                && let Some(name) = device.display_name
-                && let Some(object) = keys.as_object_mut()
-            {
-                object.insert("unsigned".to_owned(), serde_json::json!({ "device_display_name": name }));
-            }
+        for (device_id, keys) in user_keys::local_device_keys(&s, user, devices)? {
             out.insert(device_id, raw(&keys)?);
         }
         response.device_keys.insert(user.clone(), out);
@@ -86,6 +80,22 @@ pub async fn query(s: Arc<Services>, req: Ruma<get_keys::v3::Request>) -> Result
         {
             response.user_signing_keys.insert(user.clone(), raw(&usk)?);
         }
+    }
+    // Users of other servers: asked over federation each time (remote device lists are not
+    // cached); a server that cannot be reached is listed in `failures`.
+    let remote = user_keys::remote_by_server(&s, &req.device_keys);
+    if !remote.is_empty() {
+        let timeout = req.timeout.unwrap_or(user_keys::DEFAULT_REMOTE_TIMEOUT);
+        let (answers, failures) = user_keys::query_remote(&s, remote, timeout).await;
+        for answer in answers {
+            response.device_keys.extend(answer.device_keys);
+            for (user, master) in answer.master_keys {
+                let value = json_of(&master)?;
+                response.master_keys.insert(user.clone(), raw(&visible_signatures(value, &user, &auth.user_id))?);
+            }
+            response.self_signing_keys.extend(answer.self_signing_keys);
+        }
+        response.failures = failures;
     }
     Ok(response)
 }
@@ -103,16 +113,21 @@ pub async fn claim(s: Arc<Services>, req: Ruma<claim_keys::v3::Request>) -> Resu
     req.user()?;
     let mut claimed = BTreeMap::new();
     for (user, devices) in &req.one_time_keys {
-        let mut per_device = BTreeMap::new();
-        for (device, algorithm) in devices {
-            if let Some((key_id, key)) = s.e2ee.claim(user, device, algorithm.as_str()).await? {
-                let key_id = ruma::OneTimeKeyId::parse(&key_id).map_err(Error::internal)?;
-                per_device.insert(device.clone(), BTreeMap::from([(key_id, raw(&key)?)]));
-            }
+        if s.users.is_local(user) {
+            claimed.insert(user.clone(), user_keys::claim_local(&s, user, devices).await?);
         }
-        claimed.insert(user.clone(), per_device);
     }
-    Ok(claim_keys::v3::Response::new(claimed))
+    let remote = user_keys::remote_by_server(&s, &req.one_time_keys);
+    let mut failures = BTreeMap::new();
+    if !remote.is_empty() {
+        let timeout = req.timeout.unwrap_or(user_keys::DEFAULT_REMOTE_TIMEOUT);
+        let (remote_claimed, remote_failures) = user_keys::claim_remote(&s, remote, timeout).await;
+        claimed.extend(remote_claimed);
+        failures = remote_failures;
+    }
+    let mut response = claim_keys::v3::Response::new(claimed);
+    response.failures = failures;
+    Ok(response)
 }
 
 pub async fn changes(
@@ -158,6 +173,7 @@ pub async fn upload_signing(
         super::session::require_password(&s, &auth.user_id, req.auth.as_ref()).await?;
     }
     s.e2ee.set_cross_signing_keys(&auth.user_id, keys).await?;
+    crate::federation::edu::signing_key_update(&s, &auth.user_id).await;
     Ok(upload_signing_keys::v3::Response::new())
 }
 
@@ -169,7 +185,17 @@ pub async fn upload_signatures(
     for (target, signed) in &req.signed_keys {
         for (key_id, raw_key) in signed.iter() {
             let value: Value = serde_json::from_str(raw_key.get()).map_err(Error::bad_json)?;
-            s.e2ee.add_signatures(&auth.user_id, target, key_id, &value).await?;
+            let prev = crate::federation::edu::key_position(&s, target);
+            let added = s.e2ee.add_signatures(&auth.user_id, target, key_id, &value).await?;
+            // A user signing their own device or master key changes what other servers see.
+            if added && *target == auth.user_id {
+                let device = ruma::OwnedDeviceId::from(key_id.to_string().as_str());
+                if s.e2ee.device_keys(target)?.contains_key(&device) {
+                    crate::federation::edu::device_list_update(&s, target, &device, prev).await;
+                } else {
+                    crate::federation::edu::signing_key_update(&s, target).await;
+                }
+            }
         }
     }
     Ok(upload_signatures::v3::Response::new())
@@ -182,6 +208,9 @@ pub async fn send_to_device(
     let auth = req.user()?.clone();
     let mut targets = Vec::new();
     for (user, devices) in &req.messages {
+        if !s.users.is_local(user) {
+            continue; // sent over federation below
+        }
         for (device, content) in devices {
             let content = json_of(content)?;
             match device {
@@ -197,6 +226,9 @@ pub async fn send_to_device(
     s.e2ee
         .send_to_device(&auth.user_id, &auth.device_id, req.txn_id.as_str(), &req.event_type.to_string(), targets)
         .await?;
+    let (txn_id, event_type) = (req.txn_id.to_string(), req.event_type.to_string());
+    crate::federation::edu::to_device(&s, &auth.user_id, &auth.device_id, &txn_id, &event_type, req.body.messages)
+        .await;
     Ok(send_event_to_device::v3::Response::new())
 }
 
@@ -232,7 +264,9 @@ pub async fn delete(s: Arc<Services>, req: Ruma<delete_device::v3::Request>) -> 
     if !s.users.remove_device(&auth.user_id, &req.device_id).await? {
         return Err(Error::not_found("no such device"));
     }
+    let prev = crate::federation::edu::key_position(&s, &auth.user_id);
     s.e2ee.remove_device(&auth.user_id, &req.device_id).await?;
+    crate::federation::edu::device_list_update(&s, &auth.user_id, &req.device_id, prev).await;
     Ok(delete_device::v3::Response::new())
 }
 
@@ -243,8 +277,10 @@ pub async fn delete_many(
     let auth = req.user()?.clone();
     super::session::require_password(&s, &auth.user_id, req.auth.as_ref()).await?;
     for device in &req.devices {
+        let prev = crate::federation::edu::key_position(&s, &auth.user_id);
         s.users.remove_device(&auth.user_id, device).await?;
         s.e2ee.remove_device(&auth.user_id, device).await?;
+        crate::federation::edu::device_list_update(&s, &auth.user_id, device, prev).await;
     }
     Ok(delete_devices::v3::Response::new())
 }

@@ -38,7 +38,17 @@ pub async fn login(s: Arc<Services>, req: Ruma<login::v3::Request>) -> Result<lo
     if !s.users.is_local(&user_id) || !s.users.check_password(&user_id, &password.password).await? {
         return Err(Error::forbidden("invalid username or password"));
     }
+    let prev = crate::federation::edu::key_position(&s, &user_id);
+    let known_device = match &req.device_id {
+        Some(d) => s.users.device(&user_id, d)?.is_some(),
+        None => false,
+    };
     let (token, device_id) = s.users.login_device(&user_id, req.device_id, req.initial_device_display_name).await?;
+    if !known_device {
+        // A new device: users and servers that share a room with us refresh our device list.
+        s.e2ee.mark_device_change(&user_id).await?;
+        crate::federation::edu::device_list_update(&s, &user_id, &device_id, prev).await;
+    }
     let mut response = login::v3::Response::new(user_id, token, device_id);
     response.well_known = None;
     Ok(response)
@@ -117,15 +127,19 @@ pub async fn whoami(_: Arc<Services>, req: Ruma<whoami::v3::Request>) -> Result<
 pub async fn logout(s: Arc<Services>, req: Ruma<logout::v3::Request>) -> Result<logout::v3::Response> {
     let auth = req.user()?;
     s.users.logout(auth).await?;
+    let prev = crate::federation::edu::key_position(&s, &auth.user_id);
     s.e2ee.remove_device(&auth.user_id, &auth.device_id).await?;
+    crate::federation::edu::device_list_update(&s, &auth.user_id, &auth.device_id, prev).await;
     Ok(logout::v3::Response::new())
 }
 
 pub async fn logout_all(s: Arc<Services>, req: Ruma<logout_all::v3::Request>) -> Result<logout_all::v3::Response> {
     let auth = req.user()?;
     for (device_id, _) in s.users.devices(&auth.user_id)? {
+        let prev = crate::federation::edu::key_position(&s, &auth.user_id);
         s.users.remove_device(&auth.user_id, &device_id).await?;
         s.e2ee.remove_device(&auth.user_id, &device_id).await?;
+        crate::federation::edu::device_list_update(&s, &auth.user_id, &device_id, prev).await;
     }
     Ok(logout_all::v3::Response::new())
 }

@@ -36,6 +36,7 @@ pub async fn typing(
         _ => None,
     };
     s.sync.typing.set(&req.room_id, &auth.user_id, timeout);
+    crate::federation::edu::typing(&s, &req.room_id, &auth.user_id, timeout.is_some()).await;
     Ok(create_typing_event::v3::Response::new())
 }
 
@@ -53,7 +54,12 @@ async fn receipt(
     if s.rooms.pdu(event_id)?.is_none_or(|p| p.room_id != room) {
         return Err(Error::not_found("no such event in this room"));
     }
-    s.rooms.set_receipt(room, &auth.user_id, kind, event_id, thread).await
+    s.rooms.set_receipt(room, &auth.user_id, kind, event_id, thread.clone()).await?;
+    // Private receipts stay on this server.
+    if kind == "m.read" {
+        crate::federation::edu::receipt(s, room, &auth.user_id, event_id, thread).await;
+    }
+    Ok(())
 }
 
 pub async fn create_receipt(

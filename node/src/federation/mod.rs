@@ -15,6 +15,7 @@ pub mod remote_keys;
 pub mod send;
 pub mod sender;
 pub mod tls;
+pub mod user_keys;
 
 use std::sync::Arc;
 
@@ -24,10 +25,13 @@ use ruma::{
     api::federation::{
         authorization::get_event_authorization,
         backfill::get_backfill,
+        device::get_devices,
         directory::get_public_rooms,
         discovery::{get_remote_server_keys, get_remote_server_keys_batch, get_server_keys, get_server_version},
         event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
+        keys::{claim_keys, get_keys},
         membership::{create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event},
+        query::{get_profile_information, get_room_information},
         transactions::send_transaction_message,
     },
 };
@@ -67,7 +71,12 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<create_join_event::v2::Request, _, _>(membership::send_join)
         .ruma::<prepare_leave_event::v1::Request, _, _>(membership::make_leave)
         .ruma::<create_leave_event::v2::Request, _, _>(membership::send_leave)
-        .ruma::<create_invite::v2::Request, _, _>(membership::invite);
+        .ruma::<create_invite::v2::Request, _, _>(membership::invite)
+        .ruma::<get_devices::v1::Request, _, _>(user_keys::devices)
+        .ruma::<get_keys::v1::Request, _, _>(user_keys::query)
+        .ruma::<claim_keys::v1::Request, _, _>(user_keys::claim)
+        .ruma::<get_profile_information::v1::Request, _, _>(user_keys::profile)
+        .ruma::<get_room_information::v1::Request, _, _>(user_keys::directory);
     endpoints.into_router().fallback(unrecognized).with_state(services)
 }
 

@@ -148,6 +148,7 @@ impl Node {
             }
         });
         federation::sender::Sender::start(services.clone(), shutdown_rx.clone());
+        federation::announce::spawn(services.clone());
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = shutdown_rx.wait_for(|stop| *stop).await;

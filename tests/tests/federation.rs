@@ -18,7 +18,7 @@ use matrix_sdk::{
     },
 };
 use tocsin_node::NodeHandle;
-use tocsin_tests::cluster::Cluster;
+use tocsin_tests::{cluster::Cluster, proxy::Proxy};
 
 const PASSWORD: &str = "correct horse";
 
@@ -145,6 +145,211 @@ async fn three_nodes_share_a_room() {
         assert_eq!(seen, "Evacuate the river district");
     }
     for node in [a, b, c] {
+        node.shutdown().await;
+    }
+}
+
+/// Waits until `node` holds `event_id` (how a sender knows its peer has an event).
+async fn until_known(node: &NodeHandle, event_id: &matrix_sdk::ruma::EventId) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !node.services.rooms.knows(event_id).unwrap_or(false) {
+        assert!(tokio::time::Instant::now() < deadline, "{} never received {event_id}", node.server_name);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn test_node_binary() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_tocsin-test-node"))
+}
+
+/// A city goes dark: lakeside is killed with SIGKILL while riverton and the fire service
+/// exchange 200 messages and change the topic. Back from its data dir, lakeside shows its user
+/// all 200, once each, in order, and the new topic, within 10 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_city_goes_dark_and_catches_up() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::plan(dir.path(), &["riverton.test", "lakeside.test", "fire.test"]).unwrap();
+    let a = cluster.start(0).await.unwrap();
+    let c = cluster.start(2).await.unwrap();
+    // Lakeside starts in-process to create its user, then runs as a child process to be killed.
+    let b = cluster.start(1).await.unwrap();
+    let alice = user_on(&a, "alice").await;
+    let bob = user_on(&b, "bob").await;
+    let carol = user_on(&c, "carol").await;
+    let room_id = shared_room(&alice, &[&bob, &carol]).await;
+    let mut expected = vec!["before the outage".to_owned()];
+    alice.get_room(&room_id).unwrap().send(RoomMessageEventContent::text_plain(&expected[0])).await.unwrap();
+    wait_for_texts(&bob, &room_id, &expected, 10).await;
+    b.shutdown().await;
+    let mut lakeside = cluster.spawn(1, test_node_binary()).await.unwrap();
+    wait_for_texts(&bob, &room_id, &expected, 10).await;
+
+    lakeside.kill();
+    common::sync(&carol).await;
+    let (a_room, c_room) = (alice.get_room(&room_id).unwrap(), carol.get_room(&room_id).unwrap());
+    for i in 0..200 {
+        let text = format!("status report {i}");
+        let (room, other) = if i % 2 == 0 { (&a_room, &c) } else { (&c_room, &a) };
+        let sent = room.send(RoomMessageEventContent::text_plain(&text)).await.expect("sent while lakeside is down");
+        until_known(other, &sent.response.event_id).await;
+        expected.push(text);
+    }
+    c_room.set_room_topic("Levee breach at km 12").await.expect("topic changed while lakeside is down");
+
+    let back = tokio::time::Instant::now();
+    let _lakeside = cluster.spawn(1, test_node_binary()).await.unwrap();
+    wait_for_texts(&bob, &room_id, &expected, 10).await;
+    let caught_up = back.elapsed();
+    let seen =
+        common::eventually(&bob, 10, || async { topic(&bob, &room_id).await.filter(|t| t == "Levee breach at km 12") })
+            .await;
+    assert_eq!(seen, "Levee breach at km 12");
+    assert!(back.elapsed() < Duration::from_secs(10), "catch-up took {:?}", back.elapsed());
+    eprintln!("lakeside caught up on 200 messages in {caught_up:?} after its restart");
+    a.shutdown().await;
+    c.shutdown().await;
+}
+
+/// Every event id in the room's timeline on `node`.
+fn timeline_ids(node: &NodeHandle, room_id: &RoomId) -> std::collections::BTreeSet<String> {
+    let rows = node.services.rooms.paginate(room_id, u64::MAX, true, 100_000).expect("timeline readable");
+    rows.into_iter().map(|(_, pdu)| pdu.event_id.to_string()).collect()
+}
+
+async fn current_state(node: &NodeHandle, room_id: &RoomId) -> tocsin_node::rooms::StateIds {
+    let head = node.services.rooms.head(room_id).expect("room known");
+    let head = head.lock().await;
+    head.state_ids()
+}
+
+async fn set_power(client: &Client, room_id: &RoomId, extra_user: &str, level: i32) {
+    use matrix_sdk::ruma::events::room::power_levels::RoomPowerLevelsEventContent;
+    common::sync(client).await;
+    let room = client.get_room(room_id).unwrap();
+    let raw = room.get_state_event_static::<RoomPowerLevelsEventContent>().await.unwrap().expect("power levels");
+    let matrix_sdk::deserialized_responses::SyncOrStrippedState::Sync(event) = raw.deserialize().unwrap() else {
+        panic!("power levels are not stripped in a joined room")
+    };
+    let mut content = event.as_original().expect("not redacted").content.clone();
+    content.users.insert(extra_user.try_into().unwrap(), level.into());
+    room.send_state_event(content).await.expect("power levels changed");
+}
+
+/// A partition: riverton and the fire service cannot reach each other while both send messages
+/// and change the topic and power levels. After the heal every node holds the same events and
+/// the same current state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partition_heals_and_all_nodes_agree() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::plan(dir.path(), &["riverton.test", "lakeside.test", "fire.test"]).unwrap();
+    let localhost = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let to_fire = Proxy::start(localhost, cluster.members[2].federation_addr).await.unwrap();
+    let to_riverton = Proxy::start(localhost, cluster.members[0].federation_addr).await.unwrap();
+    cluster.repin(0, 2, to_fire.addr).unwrap();
+    cluster.repin(2, 0, to_riverton.addr).unwrap();
+    let nodes = [cluster.start(0).await.unwrap(), cluster.start(1).await.unwrap(), cluster.start(2).await.unwrap()];
+    let alice = user_on(&nodes[0], "alice").await;
+    let bob = user_on(&nodes[1], "bob").await;
+    let carol = user_on(&nodes[2], "carol").await;
+    let room_id = shared_room(&alice, &[&bob, &carol]).await;
+    wait_for_texts(&carol, &room_id, &[], 5).await;
+
+    to_fire.set_cut(true);
+    to_riverton.set_cut(true);
+    let (a_room, c_room) = (alice.get_room(&room_id).unwrap(), carol.get_room(&room_id).unwrap());
+    for i in 0..5 {
+        a_room.send(RoomMessageEventContent::text_plain(format!("riverton during the split {i}"))).await.unwrap();
+        c_room.send(RoomMessageEventContent::text_plain(format!("fire during the split {i}"))).await.unwrap();
+    }
+    a_room.set_room_topic("Riverton: pumps at the bridge").await.unwrap();
+    c_room.set_room_topic("Fire: road closed at the levee").await.unwrap();
+    set_power(&alice, &room_id, "@duty-officer:riverton.test", 50).await;
+    set_power(&carol, &room_id, "@incident-lead:fire.test", 75).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    to_fire.set_cut(false);
+    to_riverton.set_cut(false);
+    // One more message from each side merges the forks.
+    a_room.send(RoomMessageEventContent::text_plain("riverton after the heal")).await.unwrap();
+    c_room.send(RoomMessageEventContent::text_plain("fire after the heal")).await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let events: Vec<_> = nodes.iter().map(|n| timeline_ids(n, &room_id)).collect();
+        let mut states = Vec::new();
+        for node in &nodes {
+            states.push(current_state(node, &room_id).await);
+        }
+        let same_events = events.windows(2).all(|w| w[0] == w[1]);
+        let same_state = states.windows(2).all(|w| w[0] == w[1]);
+        if same_events && same_state && events[0].len() >= 15 {
+            eprintln!("converged: {} events, {} state entries", events[0].len(), states[0].len());
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let backlogs: Vec<_> = nodes.iter().map(|n| format!("{:?}", n.services.sender.backlog())).collect();
+            for n in &nodes {
+                let rows = n.services.rooms.paginate(&room_id, u64::MAX, true, 100_000).unwrap();
+                let desc: Vec<String> =
+                    rows.iter().rev().map(|(p, e)| format!("{p} {} {} {}", e.kind, e.sender, e.event_id)).collect();
+                eprintln!("{}: {desc:#?}", n.server_name);
+            }
+            panic!(
+                "no agreement after the heal: events {:?}, same state {same_state}, backlogs {backlogs:#?}",
+                events.iter().map(|e| e.len()).collect::<Vec<_>>()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// The creator's node is lost: the fire service creates the room, both cities join, the fire
+/// service goes away. The cities keep talking, and a user of a fourth node still joins through
+/// lakeside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_creators_node_is_lost() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::plan(dir.path(), &["riverton.test", "lakeside.test", "fire.test", "hospital.test"]).unwrap();
+    let a = cluster.start(0).await.unwrap();
+    let b = cluster.start(1).await.unwrap();
+    let c = cluster.start(2).await.unwrap();
+    let d = cluster.start(3).await.unwrap();
+    let alice = user_on(&a, "alice").await;
+    let bob = user_on(&b, "bob").await;
+    let carol = user_on(&c, "carol").await;
+    let erin = user_on(&d, "erin").await;
+    let room_id = shared_room(&carol, &[&alice, &bob]).await;
+    c.shutdown().await;
+
+    let mut expected = Vec::new();
+    for (client, text) in [(&alice, "riverton still here"), (&bob, "lakeside too")] {
+        client.get_room(&room_id).unwrap().send(RoomMessageEventContent::text_plain(text)).await.unwrap();
+        expected.push(text.to_owned());
+        for viewer in [&alice, &bob] {
+            wait_for_texts(viewer, &room_id, &expected, 10).await;
+        }
+    }
+    bob.get_room(&room_id).unwrap().invite_user_by_id(erin.user_id().unwrap()).await.expect("invite to the hospital");
+    accept_invite(&erin, &room_id).await;
+    alice.get_room(&room_id).unwrap().send(RoomMessageEventContent::text_plain("welcome, hospital")).await.unwrap();
+    expected.push("welcome, hospital".to_owned());
+    common::sync(&erin).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        common::sync(&erin).await;
+        if texts(&erin, &room_id).await.last().map(String::as_str) == Some("welcome, hospital") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "erin never saw riverton's message");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for node in [a, b, d] {
         node.shutdown().await;
     }
 }

@@ -75,12 +75,12 @@ async fn join_via(s: &Arc<Services>, user: &UserId, room_id: &RoomId, server: &O
         .await?;
     let room_state = sent.room_state;
     // The resident server may return the join with its own signature added (restricted rooms).
-    let join = pdu::verify(s, &rules, room_state.event.as_deref().unwrap_or(&raw)).await?;
+    let join = pdu::verify(s, &rules, room_state.event.as_deref().unwrap_or(&raw), server).await?;
     if join.event_id != event_id {
         return Err(Error::bad_json("the resident server changed the join event"));
     }
-    let mut events = verify_all(s, &rules, &room_state.auth_chain).await;
-    let state_events = verify_all(s, &rules, &room_state.state).await;
+    let mut events = verify_all(s, &rules, &room_state.auth_chain, server).await;
+    let state_events = verify_all(s, &rules, &room_state.state, server).await;
     let state: crate::rooms::StateIds = state_events
         .iter()
         .filter(|p| p.room_id == room_id)
@@ -113,7 +113,7 @@ pub async fn backfill(s: &Arc<Services>, room_id: &RoomId, server: &OwnedServerN
     let rules = crate::rooms::version::rules(&version)?;
     let request = get_backfill::v1::Request::new(room_id.to_owned(), from, UInt::from(limit));
     let response = s.federation_client.send(server, request).await?;
-    let mut events = verify_all(s, &rules, &response.pdus).await;
+    let mut events = verify_all(s, &rules, &response.pdus, server).await;
     events.sort_by_key(|e| std::cmp::Reverse(e.depth));
     s.rooms.store_backfill(room_id, events).await
 }
@@ -147,7 +147,7 @@ pub async fn invite_remote(
     );
     let response = s.federation_client.send(invitee.server_name(), request).await?;
     let rules = crate::rooms::version::rules(&version)?;
-    let signed = pdu::verify(s, &rules, &response.event).await?;
+    let signed = pdu::verify(s, &rules, &response.event, invitee.server_name()).await?;
     if signed.event_id != pdu.event_id {
         return Err(Error::bad_json("the invitee's server changed the invite"));
     }

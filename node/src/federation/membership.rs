@@ -75,7 +75,7 @@ async fn accept_membership(
 ) -> Result<Pdu> {
     let version = s.rooms.version(room_id).await?;
     let rules = crate::rooms::version::rules(&version)?;
-    let pdu = pdu::verify(s, &rules, raw).await?;
+    let pdu = pdu::verify(s, &rules, raw, origin).await?;
     if pdu.event_id != event_id || pdu.room_id != room_id {
         return Err(Error::bad_json("the event id or room id does not match the path"));
     }
@@ -134,7 +134,7 @@ pub async fn invite(s: Arc<Services>, req: Ruma<create_invite::v2::Request>) -> 
     let origin = req.origin()?.to_owned();
     let rules = crate::rooms::version::rules(&req.room_version)?;
     let mut object = pdu::parse_object(&req.event)?;
-    let pdu = pdu::verify(&s, &rules, &req.event).await?;
+    let pdu = pdu::verify(&s, &rules, &req.event, &origin).await?;
     if pdu.event_id != req.event_id || pdu.room_id != req.room_id {
         return Err(Error::bad_json("the event id or room id does not match the path"));
     }

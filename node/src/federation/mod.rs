@@ -2,6 +2,7 @@
 //! X-Matrix request signatures, the key server and notary, and remote key fetching. Transactions,
 //! joins, backfill and the sender queue build on these.
 
+pub mod announce;
 pub mod client;
 pub mod directory;
 pub mod edu;

@@ -37,13 +37,20 @@ pub fn parse_object(raw: &RawValue) -> Result<CanonicalJsonObject, PduError> {
 
 /// Checks format and signatures and computes the event id. A content hash mismatch gives back
 /// the redacted event, as the spec requires.
-pub async fn verify(s: &Services, rules: &RoomVersionRules, raw: &RawValue) -> Result<Pdu, PduError> {
+/// `via` is the server the PDU came from: it is asked for the signers' keys when they cannot be
+/// fetched directly.
+pub async fn verify(
+    s: &Services,
+    rules: &RoomVersionRules,
+    raw: &RawValue,
+    via: &ruma::ServerName,
+) -> Result<Pdu, PduError> {
     let mut object = parse_object(raw)?;
     object.remove("unsigned");
     state_res::check_pdu_format(&object, &rules.event_format).map_err(PduError::Format)?;
     let servers = required_server_signatures_to_verify_event(&object, &rules.signatures)
         .map_err(|e| PduError::Signature(e.to_string()))?;
-    let keys = s.remote_keys.public_key_map(servers).await?;
+    let keys = s.remote_keys.public_key_map_via(servers, via).await?;
     let object = match verify_event(&keys, &object, rules) {
         Ok(Verified::All) => object,
         Ok(Verified::Signatures) => {

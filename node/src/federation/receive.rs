@@ -62,7 +62,7 @@ pub async fn handle_pdu(
         Ok(r) => r,
         Err(e) => return (None, Err(e.to_string())),
     };
-    let pdu = match pdu::verify(s, &rules, raw).await {
+    let pdu = match pdu::verify(s, &rules, raw, origin).await {
         Ok(p) => p,
         Err(e) => {
             tracing::info!(%origin, %room_id, error = %e, "dropped PDU");
@@ -133,10 +133,10 @@ fn missing_prevs(s: &Services, pdu: &Pdu) -> Result<Vec<OwnedEventId>> {
 }
 
 /// Verifies a list of raw PDUs of one room, dropping (and logging) those that fail.
-pub async fn verify_all(s: &Services, rules: &RoomVersionRules, raws: &[Box<RawValue>]) -> Vec<Pdu> {
+pub async fn verify_all(s: &Services, rules: &RoomVersionRules, raws: &[Box<RawValue>], via: &ServerName) -> Vec<Pdu> {
     let mut out = Vec::with_capacity(raws.len());
     for raw in raws {
-        match pdu::verify(s, rules, raw).await {
+        match pdu::verify(s, rules, raw, via).await {
             Ok(p) => out.push(p),
             Err(e) => tracing::info!(error = %e, "dropped a fetched PDU"),
         }
@@ -154,7 +154,7 @@ async fn ensure_auth_chain(s: &Arc<Services>, origin: &ServerName, rules: &RoomV
     }
     let request = get_event_authorization::v1::Request::new(pdu.room_id.clone(), pdu.event_id.clone());
     let response = s.federation_client.send(origin, request).await?;
-    let chain = verify_all(s, rules, &response.auth_chain).await;
+    let chain = verify_all(s, rules, &response.auth_chain, origin).await;
     s.rooms.store_outliers(&rules.authorization, chain).await?;
     Ok(())
 }
@@ -178,7 +178,7 @@ async fn fetch_missing_events(
             return Ok(Vec::new());
         }
     };
-    let mut events = verify_all(s, rules, &response.events).await;
+    let mut events = verify_all(s, rules, &response.events, origin).await;
     events.retain(|e| e.room_id == pdu.room_id);
     events.sort_by_key(|e| e.depth);
     for event in &events {
@@ -197,8 +197,8 @@ pub async fn fetch_state_before(
 ) -> Result<StateIds> {
     let request = get_room_state::v1::Request::new(event_id.to_owned(), room_id.to_owned());
     let response = s.federation_client.send(origin, request).await?;
-    let mut all = verify_all(s, rules, &response.auth_chain).await;
-    let state = verify_all(s, rules, &response.pdus).await;
+    let mut all = verify_all(s, rules, &response.auth_chain, origin).await;
+    let state = verify_all(s, rules, &response.pdus, origin).await;
     let ids: StateIds = state
         .iter()
         .filter_map(|p| p.state_key.as_ref().map(|k| ((p.state_event_type(), k.clone()), p.event_id.clone())))

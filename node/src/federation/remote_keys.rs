@@ -1,6 +1,8 @@
 //! Other servers' signing keys: fetched from their own key server (`/_matrix/key/v2/server`,
 //! directly: a crisis federation has no trusted notary), self-signature checked, cached in memory
-//! and in the store until `valid_until_ts`.
+//! and in the store until `valid_until_ts`. When a server is down (a city gone dark), its keys
+//! are asked of the peer that sent its events, as a notary; the server's own self-signature is
+//! still checked, so a notary can relay keys but not forge them.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -9,8 +11,8 @@ use std::{
 };
 
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, OwnedServerName, ServerName,
-    api::federation::discovery::get_server_keys,
+    CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedServerName, ServerName,
+    api::federation::discovery::{get_remote_server_keys, get_server_keys},
     serde::Base64,
     signatures::{PublicKeyMap, verify_json},
 };
@@ -77,6 +79,54 @@ impl RemoteKeys {
             map.insert(server.to_string(), keys);
         }
         Ok(map)
+    }
+
+    /// Like [`Self::public_key_map`], but a server that cannot be reached directly is looked up
+    /// through `notary` (the peer the events came from).
+    pub async fn public_key_map_via(
+        &self,
+        servers: impl IntoIterator<Item = OwnedServerName>,
+        notary: &ServerName,
+    ) -> Result<PublicKeyMap> {
+        let mut map = PublicKeyMap::new();
+        for server in servers {
+            if map.contains_key(server.as_str()) {
+                continue;
+            }
+            let keys = match self.keys_for(&server).await {
+                Ok(keys) => keys,
+                Err(direct) if server != notary && notary != self.inner.own.server_name() => {
+                    match self.fetch_via(&server, notary).await {
+                        Ok(entry) => entry.keys,
+                        Err(e) => {
+                            tracing::info!(%server, %notary, error = %e, "no keys through the notary either");
+                            return Err(direct);
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            };
+            map.insert(server.to_string(), keys);
+        }
+        Ok(map)
+    }
+
+    /// Asks `notary` for `server`'s keys; keeps them if `server`'s self-signature holds.
+    async fn fetch_via(&self, server: &ServerName, notary: &ServerName) -> Result<Entry> {
+        let request = get_remote_server_keys::v2::Request::new(server.to_owned(), MilliSecondsSinceUnixEpoch::now());
+        let response = self.inner.client.send_unauth(notary, request).await?;
+        let now = crate::users::now_ms();
+        let cap = now.saturating_add(u64::try_from(MAX_VALIDITY.as_millis()).unwrap_or(u64::MAX));
+        for raw in &response.server_keys {
+            let Ok(object) = serde_json::from_str::<CanonicalJsonObject>(raw.json().get()) else { continue };
+            let Ok(entry) = parse_and_verify(server, object, cap) else { continue };
+            if entry.valid_until > now {
+                tracing::info!(%server, %notary, "got keys through a notary");
+                self.remember(server, entry.clone());
+                return Ok(entry);
+            }
+        }
+        Err(Error::Unreachable(format!("{notary} has no valid keys of {server}")))
     }
 
     /// `server`'s current and old keys (key id -> public key). Our own come without a request.

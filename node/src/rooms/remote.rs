@@ -120,6 +120,22 @@ impl Rooms {
         Ok(())
     }
 
+    /// Every other server with a joined member in a room this node is in.
+    pub async fn peer_servers(&self) -> Result<Vec<OwnedServerName>> {
+        let mut servers = std::collections::BTreeSet::new();
+        for (room, _) in self.db.scan_prefix(trees::ROOMS, b"", usize::MAX)? {
+            let Ok(room_id) = RoomId::parse(crate::store::utf8(&room)?) else { continue };
+            let head = self.head(&room_id)?;
+            let head = head.lock().await;
+            let members = head.members_with("join");
+            if members.iter().any(|u| u.server_name() == self.server_name) {
+                servers.extend(members.iter().map(|u| u.server_name().to_owned()));
+            }
+        }
+        servers.remove(&self.server_name);
+        Ok(servers.into_iter().collect())
+    }
+
     /// Whether a user of this node is joined: then this node's state of the room is current.
     pub async fn has_local_member(&self, room_id: &RoomId) -> Result<bool> {
         let head = self.head(room_id)?;

@@ -136,6 +136,23 @@ pub struct FederationList {
     pub members: Vec<Member>,
 }
 
+/// What changes for each server when a new list replaces the active one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberChanges {
+    /// Servers in the new list only.
+    pub added: Vec<String>,
+    /// Servers in the active list only: refused from the moment the new list is active.
+    pub removed: Vec<String>,
+    /// Servers in both whose pinned address or CA changed.
+    pub repinned: Vec<String>,
+}
+
+impl MemberChanges {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.repinned.is_empty()
+    }
+}
+
 /// The `[signature]` table of a signed list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signature {
@@ -160,6 +177,38 @@ impl FederationList {
     /// Active until `expires` (exclusive), Expired from then on.
     pub fn status(&self, now_unix: i64) -> ListStatus {
         if now_unix < self.expires.unix() { ListStatus::Active } else { ListStatus::Expired { since: self.expires } }
+    }
+
+    /// Seconds left before `expires` at `now_unix` (negative once expired).
+    pub fn expires_in(&self, now_unix: i64) -> i64 {
+        self.expires.unix() - now_unix
+    }
+
+    /// Whether the list is still active but expires within `window_secs` of `now_unix`: the
+    /// time to warn that a new list is needed.
+    pub fn expires_within(&self, now_unix: i64, window_secs: u64) -> bool {
+        let left = self.expires_in(now_unix);
+        left > 0 && left <= i64::try_from(window_secs).unwrap_or(i64::MAX)
+    }
+
+    /// The servers whose membership or pins differ between `self` (the active list) and `new`.
+    pub fn changes_to(&self, new: &FederationList) -> MemberChanges {
+        let mut changes = MemberChanges::default();
+        for m in &new.members {
+            match self.member(&m.server_name) {
+                None => changes.added.push(m.server_name.clone()),
+                Some(old) if old.address != m.address || old.ca_fingerprints() != m.ca_fingerprints() => {
+                    changes.repinned.push(m.server_name.clone())
+                }
+                Some(_) => {}
+            }
+        }
+        for m in &self.members {
+            if !new.is_member(&m.server_name) {
+                changes.removed.push(m.server_name.clone());
+            }
+        }
+        changes
     }
 
     /// The exact text that is signed. It is itself valid TOML:
@@ -442,6 +491,31 @@ mod tests {
         let local = list_with("").replace("issued = 2025-01-01T00:00:00Z", "issued = 2025-01-01T00:00:00");
         let d = parse_federation_list(&local, None).expect_err("local time");
         assert!(d.to_string().contains("federation.issued: expected a UTC timestamp"), "{d}");
+    }
+
+    #[test]
+    fn expiry_window_and_member_changes() {
+        let list = parse_federation_list(&list_with(""), None).expect("valid").list;
+        let expires = list.expires.unix();
+        let week: u64 = 7 * 24 * 3600;
+        let week_i = 7 * 24 * 3600;
+        assert!(!list.expires_within(expires - week_i - 1, week));
+        assert!(list.expires_within(expires - week_i, week));
+        assert!(list.expires_within(expires - 1, week));
+        assert!(!list.expires_within(expires, week), "an expired list is past the window");
+        assert_eq!(list.expires_in(expires - 5), 5);
+
+        let mut new = list.clone();
+        assert!(list.changes_to(&new).is_empty());
+        new.members.push(Member::new("b.test", "B", MemberRole::Fire));
+        new.members[0].address = Some("127.0.0.1:9".into());
+        let changes = list.changes_to(&new);
+        assert_eq!(changes.added, vec!["b.test".to_string()]);
+        assert_eq!(changes.repinned, vec!["[::1]:8448".to_string()]);
+        assert!(changes.removed.is_empty());
+        let back = new.changes_to(&list);
+        assert_eq!(back.removed, vec!["b.test".to_string()]);
+        assert!(back.added.is_empty());
     }
 
     #[test]

@@ -25,7 +25,8 @@ pub use check::{CheckedFile, FileKind, Report, check_paths, check_paths_at, dete
 pub use diagnostics::{Diagnostic, Diagnostics, Origin, Pos, Severity};
 pub use error::PolicyError;
 pub use federation::{
-    FederationList, ListStatus, Member, MemberRole, ParsedList, Signature, parse_federation_list, read_federation_list,
+    FederationList, ListStatus, Member, MemberChanges, MemberRole, ParsedList, Signature, parse_federation_list,
+    read_federation_list,
 };
 pub use node_policy::{
     AccessRule, Account, AlarmLevel, AlarmPolicy, Credential, ExternalUsers, HistoryVisibility, NodePolicy,

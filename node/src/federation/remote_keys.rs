@@ -118,7 +118,11 @@ impl RemoteKeys {
         let now = crate::users::now_ms();
         let cap = now.saturating_add(u64::try_from(MAX_VALIDITY.as_millis()).unwrap_or(u64::MAX));
         for raw in &response.server_keys {
-            let Ok(object) = serde_json::from_str::<CanonicalJsonObject>(raw.json().get()) else { continue };
+            let Ok(mut object) = serde_json::from_str::<CanonicalJsonObject>(raw.json().get()) else { continue };
+            // Only the server's own signature counts; the notary's is dropped before checking.
+            if let Some(CanonicalJsonValue::Object(signatures)) = object.get_mut("signatures") {
+                signatures.retain(|entity, _| entity == server.as_str());
+            }
             let Ok(entry) = parse_and_verify(server, object, cap) else { continue };
             if entry.valid_until > now {
                 tracing::info!(%server, %notary, "got keys through a notary");

@@ -158,7 +158,7 @@ impl Rooms {
     }
 
     /// Stores history fetched by backfill, newest first as it comes, below every live position.
-    /// Events already known are skipped. Returns how many were added.
+    /// Events already in the timeline are skipped. Returns how many were added.
     pub async fn store_backfill(&self, room_id: &RoomId, newest_first: Vec<Pdu>) -> Result<usize> {
         let mut next = match self.db.get(trees::META, BACKFILL_KEY)? {
             Some(b) => crate::store::pos_from(&b)?,
@@ -167,8 +167,13 @@ impl Rooms {
         let mut batch = WriteBatch::new();
         let mut added = 0;
         for pdu in newest_first {
-            if pdu.room_id != room_id || self.knows(&pdu.event_id)? {
+            if pdu.room_id != room_id {
                 continue;
+            }
+            // State events known from the join are outliers: backfill puts them in the timeline.
+            match self.stored_event(&pdu.event_id)? {
+                Some(stored) if !stored.outlier || stored.rejected => continue,
+                _ => {}
             }
             let stored = StoredEvent {
                 pos: next,

@@ -353,3 +353,81 @@ async fn the_creators_node_is_lost() {
         node.shutdown().await;
     }
 }
+
+/// Files cross nodes: a file uploaded on riverton is downloaded by a lakeside user through
+/// lakeside (fetched once over federation, then served from the copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn media_crosses_nodes() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::plan(dir.path(), &["riverton.test", "lakeside.test"]).unwrap();
+    let (a, b) = (cluster.start(0).await.unwrap(), cluster.start(1).await.unwrap());
+    let alice = user_on(&a, "alice").await;
+    let bob = user_on(&b, "bob").await;
+    let map = b"flood map: river district, levee at km 12".to_vec();
+    let uploaded = alice.media().upload(&"text/plain".parse().unwrap(), map.clone(), None).await.unwrap();
+    let request = matrix_sdk::media::MediaRequestParameters {
+        source: matrix_sdk::ruma::events::room::MediaSource::Plain(uploaded.content_uri.clone()),
+        format: matrix_sdk::media::MediaFormat::File,
+    };
+    let fetched = bob.media().get_media_content(&request, false).await.expect("remote file through lakeside");
+    assert_eq!(fetched, map);
+    // The copy on lakeside serves it with riverton gone.
+    a.shutdown().await;
+    let again = bob.media().get_media_content(&request, false).await.expect("served from lakeside's copy");
+    assert_eq!(again, map);
+    b.shutdown().await;
+}
+
+/// A user of another server knocks on a knock room (make_knock / send_knock): the room's members
+/// see the knock, invite, and the knocker joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_remote_user_knocks_and_is_let_in() {
+    use matrix_sdk::ruma::{
+        OwnedServerName,
+        api::federation::membership::{create_knock_event, prepare_knock_event},
+        signatures::{hash_and_sign_event, reference_hash},
+    };
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::plan(dir.path(), &["riverton.test", "lakeside.test"]).unwrap();
+    let (a, b) = (cluster.start(0).await.unwrap(), cluster.start(1).await.unwrap());
+    let alice = user_on(&a, "alice").await;
+    let bob = user_on(&b, "bob").await;
+    let mut request = CreateRoom::new();
+    request.name = Some("County coordination".into());
+    request.initial_state = vec![
+        matrix_sdk::ruma::serde::Raw::from_json_string(
+            r#"{"type":"m.room.join_rules","state_key":"","content":{"join_rule":"knock"}}"#.to_owned(),
+        )
+        .unwrap(),
+    ];
+    let room_id = alice.create_room(request).await.unwrap().room_id().to_owned();
+
+    // Lakeside knocks for bob, as its client API would.
+    let riverton = OwnedServerName::try_from("riverton.test").unwrap();
+    let bob_id = bob.user_id().unwrap().to_owned();
+    let mut make = prepare_knock_event::v1::Request::new(room_id.clone(), bob_id.clone());
+    make.ver = vec![matrix_sdk::ruma::RoomVersionId::V12];
+    let made = b.services.federation_client.send(&riverton, make).await.expect("make_knock");
+    let rules = tocsin_node::rooms::version::rules(&made.room_version).unwrap();
+    let mut object: tocsin_node::ruma::CanonicalJsonObject = serde_json::from_str(made.event.get()).unwrap();
+    hash_and_sign_event("lakeside.test", b.services.keys.pair(), &mut object, &rules.redaction).unwrap();
+    let event_id =
+        tocsin_node::ruma::OwnedEventId::try_from(format!("${}", reference_hash(&object, &rules).unwrap())).unwrap();
+    let pdu = serde_json::value::to_raw_value(&object).unwrap();
+    let sent = b
+        .services
+        .federation_client
+        .send(&riverton, create_knock_event::v1::Request::new(room_id.clone(), event_id, pdu))
+        .await
+        .expect("send_knock");
+    assert!(!sent.knock_room_state.is_empty(), "the knocker gets the room's stripped state");
+    assert_eq!(a.services.rooms.membership(&room_id, &bob_id).await.unwrap().as_deref(), Some("knock"));
+
+    alice.get_room(&room_id).unwrap().invite_user_by_id(&bob_id).await.expect("invite the knocker");
+    accept_invite(&bob, &room_id).await;
+    assert_eq!(a.services.rooms.membership(&room_id, &bob_id).await.unwrap().as_deref(), Some("join"));
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -38,11 +38,11 @@ async fn fetch(
     media_id: &str,
     filename: Option<String>,
 ) -> Result<(Vec<u8>, Option<String>, ContentDisposition)> {
-    if server != s.server_name {
-        return Err(Error::not_found("remote media is not available on this node yet"));
-    }
-    let (meta, bytes): (MediaMeta, Vec<u8>) =
-        s.media.get(media_id).await?.ok_or_else(|| Error::not_found("no such media"))?;
+    let (meta, bytes): (MediaMeta, Vec<u8>) = if server == s.server_name {
+        s.media.get(media_id).await?.ok_or_else(|| Error::not_found("no such media"))?
+    } else {
+        crate::federation::media::remote(s, server, media_id).await?
+    };
     // Active content (HTML, SVG, scripts) is never shown inline: that would run it on our origin.
     let inline = meta.content_type.as_deref().is_some_and(|t| {
         t.starts_with("image/") && t != "image/svg+xml"

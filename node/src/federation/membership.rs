@@ -6,7 +6,8 @@ use std::sync::Arc;
 use ruma::{
     RoomId, RoomVersionId, ServerName, UserId,
     api::federation::membership::{
-        RawStrippedState, create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
+        RawStrippedState, create_invite, create_join_event, create_knock_event, create_leave_event, prepare_join_event,
+        prepare_knock_event, prepare_leave_event,
     },
     events::TimelineEventType,
 };
@@ -128,6 +129,38 @@ pub async fn send_leave(
     let origin = req.origin()?.to_owned();
     accept_membership(&s, &origin, &req.room_id, &req.event_id, &req.pdu, "leave").await?;
     Ok(create_leave_event::v2::Response::new())
+}
+
+pub async fn make_knock(
+    s: Arc<Services>,
+    req: Ruma<prepare_knock_event::v1::Request>,
+) -> Result<prepare_knock_event::v1::Response> {
+    require_own_user(req.origin()?, &req.user_id)?;
+    let version = s.rooms.version(&req.room_id).await?;
+    if !req.ver.contains(&version) {
+        return Err(Error::IncompatibleRoomVersion(version));
+    }
+    let (version, template) = template_raw(&s, &req.room_id, &req.user_id, "knock").await?;
+    Ok(prepare_knock_event::v1::Response::new(version, template))
+}
+
+/// Accepts a knock and answers with the room's stripped state, so the knocking user's client can
+/// show what they knocked on.
+pub async fn send_knock(
+    s: Arc<Services>,
+    req: Ruma<create_knock_event::v1::Request>,
+) -> Result<create_knock_event::v1::Response> {
+    let origin = req.origin()?.to_owned();
+    accept_membership(&s, &origin, &req.room_id, &req.event_id, &req.pdu, "knock").await?;
+    let state = s
+        .rooms
+        .current_state(&req.room_id)
+        .await?
+        .iter()
+        .filter(|p| crate::sync::assemble::stripped_state_type(p))
+        .map(|p| to_raw(&p.json).map(RawStrippedState::Pdu))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(create_knock_event::v1::Response::new(state))
 }
 
 pub async fn invite(s: Arc<Services>, req: Ruma<create_invite::v2::Request>) -> Result<create_invite::v2::Response> {

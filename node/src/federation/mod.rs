@@ -9,6 +9,7 @@ pub mod edu;
 pub mod events;
 pub mod join;
 pub mod keys;
+pub mod media;
 pub mod membership;
 pub mod pdu;
 pub mod receive;
@@ -24,6 +25,7 @@ use axum::Router;
 use ruma::{
     OwnedServerName,
     api::federation::{
+        authenticated_media::{get_content, get_content_thumbnail},
         authorization::get_event_authorization,
         backfill::get_backfill,
         device::get_devices,
@@ -31,7 +33,10 @@ use ruma::{
         discovery::{get_remote_server_keys, get_remote_server_keys_batch, get_server_keys, get_server_version},
         event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
         keys::{claim_keys, get_keys},
-        membership::{create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event},
+        membership::{
+            create_invite, create_join_event, create_knock_event, create_leave_event, prepare_join_event,
+            prepare_knock_event, prepare_leave_event,
+        },
         query::{get_profile_information, get_room_information},
         transactions::send_transaction_message,
     },
@@ -73,6 +78,10 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<prepare_leave_event::v1::Request, _, _>(membership::make_leave)
         .ruma::<create_leave_event::v2::Request, _, _>(membership::send_leave)
         .ruma::<create_invite::v2::Request, _, _>(membership::invite)
+        .ruma::<prepare_knock_event::v1::Request, _, _>(membership::make_knock)
+        .ruma::<create_knock_event::v1::Request, _, _>(membership::send_knock)
+        .ruma::<get_content::v1::Request, _, _>(media::download)
+        .ruma::<get_content_thumbnail::v1::Request, _, _>(media::thumbnail)
         .ruma::<get_devices::v1::Request, _, _>(user_keys::devices)
         .ruma::<get_keys::v1::Request, _, _>(user_keys::query)
         .ruma::<claim_keys::v1::Request, _, _>(user_keys::claim)

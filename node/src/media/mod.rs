@@ -44,10 +44,22 @@ impl Media {
         if bytes.len() as u64 > self.max_bytes {
             return Err(Error::TooLarge(format!("upload is larger than {} bytes", self.max_bytes)));
         }
-        let sha256: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
-        let path = self.dir.join(&sha256);
         let size = bytes.len() as u64;
+        let sha256 = self.write_file(&bytes).await?;
+        let media_id = crate::users::random_string(24);
+        let meta = MediaMeta { sha256, content_type, filename, size, uploader: uploader.to_owned() };
+        let mut batch = WriteBatch::new();
+        batch.insert(trees::MEDIA, media_id.as_bytes().to_vec(), Db::to_json(&meta)?);
+        self.db.write(batch).await?;
+        Ok(media_id)
+    }
+
+    /// Writes the bytes under their sha256 (synced, once) and returns the hash.
+    async fn write_file(&self, bytes: &[u8]) -> Result<String> {
+        let sha256: String = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let path = self.dir.join(&sha256);
         if tokio::fs::metadata(&path).await.is_err() {
+            let bytes = bytes.to_vec();
             let tmp = self.dir.join(format!("{sha256}.tmp{}", crate::users::random_string(6)));
             tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                 use std::io::Write;
@@ -60,12 +72,31 @@ impl Media {
             .map_err(Error::internal)?
             .map_err(Error::internal)?;
         }
-        let media_id = crate::users::random_string(24);
-        let meta = MediaMeta { sha256, content_type, filename, size, uploader: uploader.to_owned() };
+        Ok(sha256)
+    }
+
+    /// A copy of another server's file, kept under `server/media_id` (local ids have no `/`).
+    pub async fn get_remote(&self, server: &ruma::ServerName, media_id: &str) -> Result<Option<(MediaMeta, Vec<u8>)>> {
+        self.get(&format!("{server}/{media_id}")).await
+    }
+
+    pub async fn store_remote(
+        &self,
+        server: &ruma::ServerName,
+        media_id: &str,
+        bytes: Vec<u8>,
+        content_type: Option<String>,
+        filename: Option<String>,
+    ) -> Result<(MediaMeta, Vec<u8>)> {
+        if bytes.len() as u64 > self.max_bytes {
+            return Err(Error::TooLarge(format!("remote file is larger than {} bytes", self.max_bytes)));
+        }
+        let sha256 = self.write_file(&bytes).await?;
+        let meta = MediaMeta { sha256, content_type, filename, size: bytes.len() as u64, uploader: server.to_string() };
         let mut batch = WriteBatch::new();
-        batch.insert(trees::MEDIA, media_id.as_bytes().to_vec(), Db::to_json(&meta)?);
+        batch.insert(trees::MEDIA, format!("{server}/{media_id}").into_bytes(), Db::to_json(&meta)?);
         self.db.write(batch).await?;
-        Ok(media_id)
+        Ok((meta, bytes))
     }
 
     pub async fn get(&self, media_id: &str) -> Result<Option<(MediaMeta, Vec<u8>)>> {

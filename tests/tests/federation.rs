@@ -431,3 +431,54 @@ async fn a_remote_user_knocks_and_is_let_in() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A peer browses a space: the space's summary and its public child room come back; a private
+/// child the peer has no member in stays inaccessible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_browses_a_space() {
+    use matrix_sdk::ruma::{
+        OwnedServerName, api::client::room::create_room::v3::RoomPreset, api::federation::space::get_hierarchy,
+        serde::Raw,
+    };
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::plan(dir.path(), &["riverton.test", "lakeside.test"]).unwrap();
+    let (a, b) = (cluster.start(0).await.unwrap(), cluster.start(1).await.unwrap());
+    let alice = user_on(&a, "alice").await;
+    let room = |name: &str, public: bool| {
+        let mut request = CreateRoom::new();
+        request.name = Some(name.to_owned());
+        request.preset = Some(if public { RoomPreset::PublicChat } else { RoomPreset::PrivateChat });
+        request
+    };
+    let shelters = alice.create_room(room("Shelters", true)).await.unwrap().room_id().to_owned();
+    let staff = alice.create_room(room("Staff only", false)).await.unwrap().room_id().to_owned();
+    let mut space = room("River district", true);
+    space.creation_content = Some(Raw::from_json_string(r#"{"type":"m.space"}"#.to_owned()).unwrap());
+    let mut initial = Vec::new();
+    for child in [&shelters, &staff] {
+        initial.push(
+            Raw::from_json_string(format!(
+                r#"{{"type":"m.space.child","state_key":"{child}","content":{{"via":["riverton.test"]}}}}"#
+            ))
+            .unwrap(),
+        );
+    }
+    space.initial_state = initial;
+    let space_id = alice.create_room(space).await.unwrap().room_id().to_owned();
+
+    let riverton = OwnedServerName::try_from("riverton.test").unwrap();
+    let response = b
+        .services
+        .federation_client
+        .send(&riverton, get_hierarchy::v1::Request::new(space_id.clone()))
+        .await
+        .expect("hierarchy over federation");
+    assert_eq!(response.room.summary.name.as_deref(), Some("River district"));
+    assert_eq!(response.room.children_state.len(), 2);
+    let names: Vec<_> = response.children.iter().filter_map(|c| c.name.clone()).collect();
+    assert_eq!(names, vec!["Shelters".to_owned()]);
+    assert_eq!(response.inaccessible_children, vec![staff]);
+    a.shutdown().await;
+    b.shutdown().await;
+}

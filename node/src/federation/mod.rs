@@ -7,6 +7,7 @@ pub mod client;
 pub mod directory;
 pub mod edu;
 pub mod events;
+pub mod hierarchy;
 pub mod join;
 pub mod keys;
 pub mod media;
@@ -38,6 +39,7 @@ use ruma::{
             prepare_knock_event, prepare_leave_event,
         },
         query::{get_profile_information, get_room_information},
+        space::get_hierarchy,
         transactions::send_transaction_message,
     },
 };
@@ -80,6 +82,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<create_invite::v2::Request, _, _>(membership::invite)
         .ruma::<prepare_knock_event::v1::Request, _, _>(membership::make_knock)
         .ruma::<create_knock_event::v1::Request, _, _>(membership::send_knock)
+        .ruma::<get_hierarchy::v1::Request, _, _>(hierarchy::hierarchy)
         .ruma::<get_content::v1::Request, _, _>(media::download)
         .ruma::<get_content_thumbnail::v1::Request, _, _>(media::thumbnail)
         .ruma::<get_devices::v1::Request, _, _>(user_keys::devices)

@@ -1,18 +1,27 @@
 //! `tocsin-loadgen`: drives any Matrix homeserver on loopback through the plain Client-Server
 //! API and reports sync latency, send throughput, delivery completeness and server RSS.
 //!
-//! The scenario lives in `tocsin_tests::loadgen`; this binary parses arguments and prints.
+//! Two federated measurements take two homeservers that federate (A on server 1, B on
+//! server 2): `fed-latency` (send on 1 until B's long-poll sync on 2 returns it) and
+//! `fed-catchup` (server 2 stopped and restarted by shell commands while A sends; time until B
+//! has every event). `tests/bench/federation.sh` runs both for Tocsin and Synapse pairs.
+//!
+//! The scenarios live in `tocsin_tests::loadgen`; this binary parses arguments and prints.
 
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use clap::Parser;
-use tocsin_tests::loadgen::{self, Config, Report, RssReport};
+use clap::{Parser, Subcommand};
+use tocsin_tests::loadgen::{
+    self, CatchupConfig, CatchupReport, Config, FedConfig, FedLatencyReport, Report, RssReport,
+};
 
 #[derive(Debug, Parser)]
-#[command(name = "tocsin-loadgen", about)]
+#[command(name = "tocsin-loadgen", about, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Fed>,
     /// Homeserver base URL; only loopback hosts are accepted.
     #[arg(long, default_value = "http://127.0.0.1:8008")]
     url: String,
@@ -49,6 +58,174 @@ struct Args {
     /// Also write every figure as one JSON object to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+}
+
+/// Federated measurements between two homeservers (without one: the single-server scenario).
+#[derive(Debug, Subcommand)]
+enum Fed {
+    /// A on server 1 sends messages one at a time; each is timed until B's long-poll /sync on
+    /// server 2 returns it.
+    FedLatency {
+        #[command(flatten)]
+        common: FedArgs,
+        /// Messages sent one at a time.
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        events: u32,
+        /// Seconds to wait for one message at B before counting it lost.
+        #[arg(long, default_value_t = 30)]
+        event_timeout: u64,
+    },
+    /// Server 2 is stopped (--stop-cmd), A sends messages, server 2 is started again
+    /// (--start-cmd); measures from server 2's client port answering until B has every message.
+    FedCatchup {
+        #[command(flatten)]
+        common: FedArgs,
+        /// Messages A sends while server 2 is down.
+        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        events: u32,
+        /// Concurrent sending tasks for A.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+        senders: u32,
+        /// Seconds server 2 stays down at least (longer if sending takes longer).
+        #[arg(long, default_value_t = 60)]
+        outage: u64,
+        /// Seconds B may take to have every message once server 2 answers again.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Timeline limit of B's sync filter.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        sync_limit: u32,
+        /// Shell command that stops server 2 and returns once it is down.
+        #[arg(long)]
+        stop_cmd: String,
+        /// Shell command that starts server 2 (may return at once; server 2 counts as back
+        /// when its /_matrix/client/versions answers).
+        #[arg(long)]
+        start_cmd: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct FedArgs {
+    /// Server 1 (user A) base URL; loopback only.
+    #[arg(long)]
+    url1: String,
+    /// Server 2 (user B) base URL; loopback only.
+    #[arg(long)]
+    url2: String,
+    /// Localpart prefix for the users (default: lg<unix seconds>).
+    #[arg(long)]
+    prefix: Option<String>,
+    #[arg(long, default_value = "loadgen-password-0")]
+    password: String,
+    /// Name of this run in the output (e.g. "synapse", "tocsin").
+    #[arg(long, default_value = "homeservers")]
+    label: String,
+    /// Also write the figures as one JSON object to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+fn default_prefix(prefix: Option<String>) -> Result<String> {
+    let prefix = match prefix {
+        Some(p) => p,
+        None => {
+            let secs = SystemTime::now().duration_since(UNIX_EPOCH).context("system clock before 1970")?.as_secs();
+            format!("lg{secs}")
+        }
+    };
+    if !valid_prefix(&prefix) {
+        bail!("--prefix must be 1-64 characters of a-z 0-9 . _ = -");
+    }
+    Ok(prefix)
+}
+
+fn write_json<T: serde::Serialize>(path: Option<&std::path::Path>, report: &T) -> Result<()> {
+    if let Some(path) = path {
+        let text = serde_json::to_string_pretty(report).context("encoding the report")?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn print_fed_latency(r: &FedLatencyReport) {
+    let l = &r.latency;
+    println!("tocsin-loadgen fed-latency  label={}  {} -> {}  run={}", r.label, r.url1, r.url2, r.run_id);
+    println!("  setup (register, room, remote join)  {:>8.2} s", r.setup_s);
+    println!("latency ({} messages one at a time, A's PUT on 1 -> B's /sync on 2)", l.events);
+    println!("  p50                              {:>10.2} ms", l.p50_ms);
+    println!("  p90                              {:>10.2} ms", l.p90_ms);
+    println!("  p99                              {:>10.2} ms", l.p99_ms);
+    println!("  max                              {:>10.2} ms", l.max_ms);
+    println!("  mean                             {:>10.2} ms", l.mean_ms);
+    println!("  PUT ack p50                      {:>10.2} ms", l.send_ack_p50_ms);
+    println!("  received / lost / send errors    {:>4} / {} / {}", l.received, l.lost, l.send_errors);
+    println!("result: {}", if r.passed() { "PASS" } else { "FAIL" });
+}
+
+fn print_fed_catchup(r: &CatchupReport) {
+    println!("tocsin-loadgen fed-catchup  label={}  {} -> {}  run={}", r.label, r.url1, r.url2, r.run_id);
+    println!("  setup (register, room, remote join)  {:>8.2} s", r.setup_s);
+    println!("while server 2 was down");
+    println!("  acknowledged                     {:>10} of {}", r.acked, r.events);
+    println!("  send errors                      {:>10}", r.send_errors);
+    println!("  send time                        {:>10.2} s", r.send_s);
+    println!("  outage                           {:>10.2} s", r.outage_s);
+    if let Some(e) = &r.first_send_error {
+        println!("  first send error: {e}");
+    }
+    println!("after server 2's return");
+    println!("  restart until /versions answers  {:>10.2} s", r.restart_s);
+    let opt = |v: Option<f64>| v.map_or_else(|| "never".to_owned(), |v| format!("{v:.1}"));
+    println!("  first /sync of B                 {:>10} ms", opt(r.first_sync_ms));
+    println!("  catch-up (B has every event)     {:>10} ms", opt(r.catch_up_ms));
+    println!("  seen / missing / duplicates      {:>10} / {} / {}", r.seen_unique, r.missing, r.duplicates);
+    println!("  via sync / gap fill / sweep      {:>10} / {} / {}", r.via_sync, r.via_gap_fill, r.via_sweep);
+    println!(
+        "  sync rounds / errors / limited   {:>10} / {} / {}  (sweeps {}, pages {})",
+        r.sync_rounds, r.sync_errors, r.limited_batches, r.sweeps, r.pages_fetched
+    );
+    if let Some(e) = &r.reader_error {
+        println!("  reader error: {e}");
+    }
+    println!("result: {}", if r.passed() { "PASS" } else { "FAIL" });
+}
+
+async fn run_fed(fed: Fed) -> Result<bool> {
+    match fed {
+        Fed::FedLatency { common, events, event_timeout } => {
+            let cfg = fed_config(&common)?;
+            let r = loadgen::fed_latency(&cfg, &common.label, events, Duration::from_secs(event_timeout)).await?;
+            write_json(common.json.as_deref(), &r)?;
+            print_fed_latency(&r);
+            Ok(r.passed())
+        }
+        Fed::FedCatchup { common, events, senders, outage, timeout, sync_limit, stop_cmd, start_cmd } => {
+            let cfg = fed_config(&common)?;
+            let cu = CatchupConfig {
+                events,
+                senders,
+                outage: Duration::from_secs(outage),
+                timeout: Duration::from_secs(timeout),
+                sync_limit,
+                stop_cmd,
+                start_cmd,
+            };
+            let r = loadgen::fed_catchup(&cfg, &cu, &common.label).await?;
+            write_json(common.json.as_deref(), &r)?;
+            print_fed_catchup(&r);
+            Ok(r.passed())
+        }
+    }
+}
+
+fn fed_config(a: &FedArgs) -> Result<FedConfig> {
+    Ok(FedConfig {
+        url1: a.url1.clone(),
+        url2: a.url2.clone(),
+        prefix: default_prefix(a.prefix.clone())?,
+        password: a.password.clone(),
+    })
 }
 
 fn valid_prefix(p: &str) -> bool {
@@ -103,16 +280,7 @@ fn print_table(r: &Report) {
 }
 
 async fn run(args: Args) -> Result<Report> {
-    let prefix = match args.prefix {
-        Some(p) => p,
-        None => {
-            let secs = SystemTime::now().duration_since(UNIX_EPOCH).context("system clock before 1970")?.as_secs();
-            format!("lg{secs}")
-        }
-    };
-    if !valid_prefix(&prefix) {
-        bail!("--prefix must be 1-64 characters of a-z 0-9 . _ = -");
-    }
+    let prefix = default_prefix(args.prefix)?;
     let cfg = Config {
         url: args.url,
         prefix,
@@ -125,16 +293,24 @@ async fn run(args: Args) -> Result<Report> {
         completeness_timeout: Duration::from_secs(args.completeness_timeout),
     };
     let report = loadgen::run(&cfg, &args.label, args.pid).await?;
-    if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report).context("encoding the report")?;
-        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
-    }
+    write_json(args.json.as_deref(), &report)?;
     Ok(report)
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run(Args::parse()).await {
+    let mut args = Args::parse();
+    if let Some(fed) = args.command.take() {
+        return match run_fed(fed).await {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("tocsin-loadgen: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    match run(args).await {
         Ok(report) => {
             print_table(&report);
             if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE }

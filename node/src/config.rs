@@ -89,6 +89,12 @@ pub struct Config {
     pub tls_verify: bool,
     /// Server name -> address, so a node needs no DNS (`"riverton:8448" = "127.0.0.1:8448"`).
     pub federation_pins: BTreeMap<String, SocketAddr>,
+    /// The federation list signed by the federation operator (see `policies/examples/`). When
+    /// set, only its members may federate with this node, both ways; the file is reloaded on
+    /// SIGHUP and when it changes. Unset: no list, every server may federate (labs only).
+    pub federation_list: Option<PathBuf>,
+    /// The operator public keys (`operator.pub` files) the federation list must be signed with.
+    pub federation_operator_keys: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -112,6 +118,8 @@ impl Default for Config {
             tls_ca_files: Vec::new(),
             tls_verify: true,
             federation_pins: BTreeMap::new(),
+            federation_list: None,
+            federation_operator_keys: Vec::new(),
         }
     }
 }
@@ -207,6 +215,14 @@ impl Config {
             }
             self.federation_pins = pins;
         }
+        if let Some(v) = var("TOCSIN_FEDERATION_LIST") {
+            self.federation_list = Some(PathBuf::from(v));
+        }
+        if let Some(v) = var("TOCSIN_FEDERATION_OPERATOR_KEYS") {
+            // A list, like PATH: separated by `:` (or `,`).
+            self.federation_operator_keys =
+                v.split([':', ',']).map(str::trim).filter(|p| !p.is_empty()).map(PathBuf::from).collect();
+        }
         if let Some(v) = var("TOCSIN_FEDERATION_MAX_BACKOFF_SECS") {
             self.federation_max_backoff_secs = v.trim().parse().map_err(|e| ConfigError::Invalid {
                 key: "federation_max_backoff_secs",
@@ -226,6 +242,12 @@ impl Config {
                 key: "federation_pins",
                 message: format!("`{name}` is not a Matrix server name: {e}"),
             })?;
+        }
+        if self.federation_list.is_some() && self.federation_operator_keys.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "federation_operator_keys",
+                message: "federation_list needs the operator public key(s) it is signed with".to_owned(),
+            });
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::Invalid {
@@ -285,6 +307,8 @@ struct RawConfig {
     tls_ca_files: Option<Vec<PathBuf>>,
     tls_verify: Option<bool>,
     federation_pins: Option<BTreeMap<String, SocketAddr>>,
+    federation_list: Option<PathBuf>,
+    federation_operator_keys: Option<Vec<PathBuf>>,
 }
 
 impl RawConfig {
@@ -312,6 +336,8 @@ impl RawConfig {
             tls_ca_files: self.tls_ca_files.unwrap_or(d.tls_ca_files),
             tls_verify: self.tls_verify.unwrap_or(d.tls_verify),
             federation_pins: self.federation_pins.unwrap_or(d.federation_pins),
+            federation_list: self.federation_list.or(d.federation_list),
+            federation_operator_keys: self.federation_operator_keys.unwrap_or(d.federation_operator_keys),
         })
     }
 }
@@ -390,6 +416,20 @@ mod tests {
         assert!(err.to_string().contains("federation_pins"), "{err}");
         let half = Config { tls_cert: Some(PathBuf::from("/x")), ..Config::default() };
         assert!(half.validate().unwrap_err().to_string().contains("tls_cert"));
+    }
+
+    #[test]
+    fn federation_list_keys_parse_and_need_each_other() {
+        let text = "federation_list = \"/etc/tocsin/federation.toml\"\nfederation_operator_keys = [\"/etc/tocsin/operator.pub\"]";
+        let mut config = Config::from_toml(text).unwrap();
+        assert_eq!(config.federation_list, Some(PathBuf::from("/etc/tocsin/federation.toml")));
+        assert_eq!(config.federation_operator_keys, vec![PathBuf::from("/etc/tocsin/operator.pub")]);
+        config.validate().unwrap();
+        config.apply_env(|k| (k == "TOCSIN_FEDERATION_OPERATOR_KEYS").then(|| "/a.pub,/b.pub".to_owned())).unwrap();
+        assert_eq!(config.federation_operator_keys.len(), 2);
+        config.federation_operator_keys.clear();
+        assert!(config.validate().unwrap_err().to_string().contains("federation_operator_keys"));
+        assert!(Config::default().federation_list.is_none());
     }
 
     #[test]

@@ -68,7 +68,7 @@ impl Services {
         let db = store::Db::open(config.store, &config.data_dir.join("store"))?;
         let keys = keys::ServerKeys::load_or_create(&config.data_dir, &server_name)?;
         let users = users::Users::new(db.clone(), server_name.clone());
-        let policy = Arc::new(policy::PolicyGate::load(config.policy.clone())?);
+        let policy = Arc::new(policy::PolicyGate::from_config(&config)?);
         let rooms = rooms::Rooms::new(db.clone(), server_name.clone(), keys.clone(), policy.clone(), outbox.clone());
         let sync = sync::SyncService::new(db.clone());
         let e2ee = e2ee::E2ee::new(db.clone());
@@ -79,8 +79,11 @@ impl Services {
             std::time::Duration::from_secs(config.federation_max_backoff_secs),
         );
         let tls = federation::tls::NodeTls::load_or_create(&config, &server_name)?;
+        // The federation list's member CAs are trusted too (read at start; see policy::watch).
+        let trusted = [tls.cert_chain.clone(), policy::watch::list_ca_certs(&policy)].concat();
         let federation_client =
-            federation::client::FederationClient::new(&config, server_name.clone(), keys.clone(), &tls.cert_chain)?;
+            federation::client::FederationClient::new(&config, server_name.clone(), keys.clone(), &trusted)?;
+        policy::watch::install(&policy, &federation_client, &config);
         let remote_keys = federation::remote_keys::RemoteKeys::new(db.clone(), keys.clone(), federation_client.clone());
         let peer_seen = federation::peer_seen_channel();
         Ok(Arc::new(Self {
@@ -149,6 +152,7 @@ impl Node {
         });
         federation::sender::Sender::start(services.clone(), shutdown_rx.clone());
         federation::announce::spawn(services.clone());
+        policy::watch::spawn(services.clone(), shutdown.subscribe());
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = shutdown_rx.wait_for(|stop| *stop).await;

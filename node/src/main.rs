@@ -53,6 +53,10 @@ enum PolicyCommand {
         #[arg(long = "operator-key")]
         operator_keys: Vec<PathBuf>,
     },
+    /// Show the federation list the node's config names (`federation_list`, verified with
+    /// `federation_operator_keys`): version, expiry and members; warns when it expires within 7
+    /// days or has expired. Exits 1 if the list does not verify.
+    Status,
     /// Create a federation operator key pair: SECRET.key and SECRET.pub.
     Keygen { out: PathBuf },
     /// Sign a federation list with the operator's secret key; writes the signed file in place
@@ -93,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
     let demo = matches!(cli.command, Command::Demo { .. });
     init_logging(if demo { "warn,ruma_state_res=error" } else { "info,sled=warn,ruma_state_res=warn" });
     match cli.command {
+        Command::Policy { command: PolicyCommand::Status } => return policy_status(cli.config.as_deref()),
         Command::Policy { command } => return policy(command),
         Command::Demo { dir, base_port, bind } => return run_demo(dir, base_port, bind).await,
         _ => {}
@@ -128,6 +133,7 @@ fn policy(command: PolicyCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        PolicyCommand::Status => policy_status(None),
         PolicyCommand::Keygen { out } => {
             let (secret, public) = tocsin_policies::generate_operator_key();
             let secret_path = out.with_extension("key");
@@ -161,6 +167,34 @@ fn policy(command: PolicyCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `policy status`: the configured federation list, as the node would load it.
+fn policy_status(config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    let Some(path) = config.federation_list.clone() else {
+        println!("no federation_list configured: any server may federate with this node");
+        return Ok(());
+    };
+    let gate = match tocsin_node::policy::federation::FederationGate::load(Some(path), &config.federation_operator_keys)
+    {
+        Ok(gate) => gate,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
+    let (Some(list), Some(state)) = (gate.list(), gate.state()) else { return Ok(()) };
+    println!("federation list \"{}\" version {} signed by {}", state.name, state.version, list.key_id());
+    println!("expires {}{}", state.expires, if state.expired { " (EXPIRED)" } else { "" });
+    for m in &list.members {
+        let pin = m.address.as_deref().map(|a| format!(" pinned to {a}")).unwrap_or_default();
+        println!("  {} ({}, {}){pin}", m.server_name, m.agency, m.role);
+    }
+    if let Some(warning) = state.warning {
+        println!("WARNING: {warning}");
+    }
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM (systemd, container runtimes).
@@ -206,15 +240,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     println!("with the same --config / TOCSIN_* settings (the store allows one process at a time).");
     #[cfg(unix)]
     {
-        // SIGHUP reloads the policy; a bad file is logged and the last valid policy stays.
+        // SIGHUP reloads the policy and the federation list; a bad file is logged and the last
+        // valid one stays. Changed files are also picked up without a signal (policy::watch).
         let services = node.services.clone();
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                match services.policy.reload() {
-                    Ok(()) => tracing::info!("policy reloaded"),
-                    Err(e) => tracing::error!(error = %e, "policy reload failed; keeping the last valid policy"),
-                }
+                tocsin_node::policy::watch::reload_all(&services).await;
             }
         });
     }

@@ -19,6 +19,8 @@ use crate::{
 #[derive(Debug, Serialize)]
 pub struct BacklogView {
     pub destinations: Vec<DestinationView>,
+    /// The federation list in force (version, expiry, warnings); absent without a list.
+    pub federation_list: Option<crate::policy::federation::ListState>,
 }
 
 /// One destination's backlog as JSON.
@@ -32,6 +34,8 @@ pub struct DestinationView {
     /// Milliseconds until the next attempt, when backing off.
     pub next_retry_in_ms: Option<u64>,
     pub last_error: Option<String>,
+    /// Items dropped unsent because the destination is not in the federation list.
+    pub dropped: u64,
 }
 
 impl From<Backlog> for DestinationView {
@@ -43,6 +47,7 @@ impl From<Backlog> for DestinationView {
             failures: b.failures,
             next_retry_in_ms: b.next_retry_in.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             last_error: b.last_error,
+            dropped: b.dropped,
         }
     }
 }
@@ -51,7 +56,10 @@ pub async fn backlog(State(services): State<Arc<Services>>, headers: HeaderMap, 
     super::require_admin(&services, &headers, &uri)?;
     let sender = services.sender.clone();
     let backlog = tokio::task::spawn_blocking(move || sender.backlog()).await.map_err(Error::internal)??;
-    let view = BacklogView { destinations: backlog.into_iter().map(DestinationView::from).collect() };
+    let view = BacklogView {
+        destinations: backlog.into_iter().map(DestinationView::from).collect(),
+        federation_list: services.policy.federation.state(),
+    };
     let body = serde_json::to_string(&view).map_err(Error::internal)?;
     Ok(([(http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }

@@ -65,6 +65,10 @@ pub struct Destination {
     pub pinned: Option<SocketAddr>,
 }
 
+/// Decides whether this node may contact a server at all (the federation list); an `Err` is
+/// returned as it is, before any connection.
+pub type Gate = Arc<dyn Fn(&ServerName) -> Result<()> + Send + Sync>;
+
 /// The node's client for the Server-Server API. Cheap to clone; all clones share one connection
 /// pool and one discovery cache.
 #[derive(Clone)]
@@ -81,6 +85,7 @@ struct Inner {
     /// The same pins by host, read by the DNS resolver reqwest calls.
     hosts: Arc<RwLock<HashMap<String, SocketAddr>>>,
     discovered: Mutex<HashMap<OwnedServerName, (Destination, Instant)>>,
+    gate: RwLock<Option<Gate>>,
 }
 
 impl FederationClient {
@@ -112,6 +117,7 @@ impl FederationClient {
                 pins: RwLock::default(),
                 hosts,
                 discovered: Mutex::default(),
+                gate: RwLock::default(),
             }),
         };
         for (name, addr) in &config.federation_pins {
@@ -141,8 +147,18 @@ impl FederationClient {
         self.inner.discovered.lock().unwrap_or_else(|e| e.into_inner()).remove(&server);
     }
 
-    /// Where requests for `server` go (see the module docs for the order).
+    /// Installs the check every outbound request passes first (see [`Gate`]).
+    pub fn set_gate(&self, gate: Gate) {
+        *self.inner.gate.write().unwrap_or_else(|e| e.into_inner()) = Some(gate);
+    }
+
+    /// Where requests for `server` go (see the module docs for the order). Refused when the
+    /// gate does not allow `server`: every request resolves its destination first.
     pub async fn resolve(&self, server: &ServerName) -> Result<Destination> {
+        let gate = self.inner.gate.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(gate) = gate {
+            gate(server)?;
+        }
         let pinned = self.inner.pins.read().unwrap_or_else(|e| e.into_inner()).get(server).copied();
         if let Some(addr) = pinned {
             // The URL carries no port: the pin resolver supplies address and port. An IP-literal

@@ -70,6 +70,12 @@ pub async fn handle_pdu(
         }
     };
     let event_id = pdu.event_id.clone();
+    // Checked again on receipt (DESIGN rule 2): a new event whose sender's server is not in the
+    // federation list is rejected, even when a member relays it.
+    if let Err(refused) = s.policy.federation.check(pdu.sender.server_name(), "its events are rejected") {
+        tracing::info!(%origin, %event_id, %refused, "PDU rejected");
+        return (Some(event_id), Err(refused.to_string()));
+    }
     let lock = s.inbound.lock_for(&room_id);
     let _guard = lock.lock().await;
     let result = match process(s, origin, &rules, pdu, true).await {

@@ -153,6 +153,11 @@ async fn verify_x_matrix(
             services.server_name
         )));
     }
+    // The policy gate (DESIGN rule 2): a server that is not in the federation list is refused
+    // with 403 before its keys are fetched and before any handler runs. Refusing the claimed
+    // origin before the signature is checked is safe: whether or not the claim is true, the
+    // request is refused.
+    services.policy.federation.check(&origin, "its requests are refused")?;
     let keys = services
         .remote_keys
         .keys_for(&origin)

@@ -4,8 +4,17 @@
 //! Rules enforced on local events today: encrypted rooms take no plaintext messages
 //! (`room_defaults.encryption` / `room.encrypted`), and only roles allowed by `[alarms]` and
 //! `[[role]] may_send_alarms` send `org.tocsin.alarm` messages, at the levels they may.
-//! The federation list (member-only federation, external users in restricted rooms) needs the
-//! federation layer and is not enforced yet.
+//!
+//! The federation list ([`federation`]): only members federate with this node. Inbound, the
+//! X-Matrix extractor refuses a non-member origin with 403 before any handler runs (and before
+//! its keys are fetched); outbound, the federation client refuses to contact a non-member, the
+//! sender drops (and counts) what is queued for one, and a local invite of a non-member's user
+//! is refused here at creation. A PDU pushed to this node whose sender's server is not a member
+//! is rejected on receipt, even when a member relays it. Still open: external users in
+//! restricted rooms.
+
+pub mod federation;
+pub mod watch;
 
 use std::{
     path::PathBuf,
@@ -14,6 +23,8 @@ use std::{
 
 use ruma::{UserId, events::TimelineEventType};
 use serde_json::Value;
+/// The policies crate, for tools and tests that write or sign policy files for a node.
+pub use tocsin_policies as policies;
 use tocsin_policies::{AlarmLevel, NodePolicy};
 
 use crate::{
@@ -27,6 +38,8 @@ pub const ALARM_KEY: &str = "org.tocsin.alarm";
 pub struct PolicyGate {
     path: Option<PathBuf>,
     current: RwLock<Option<Arc<NodePolicy>>>,
+    /// The signed federation list: who may federate with this node.
+    pub federation: federation::FederationGate,
 }
 
 impl PolicyGate {
@@ -37,7 +50,24 @@ impl PolicyGate {
             Some(p) => Some(Arc::new(read(p)?)),
             None => None,
         };
-        Ok(Self { path, current: RwLock::new(current) })
+        Ok(Self { path, current: RwLock::new(current), federation: federation::FederationGate::open() })
+    }
+
+    /// Loads the node policy (`policy`) and the federation list (`federation_list`, verified
+    /// with `federation_operator_keys`). A bad file of either stops the start.
+    pub fn from_config(config: &crate::Config) -> anyhow::Result<Self> {
+        let mut gate = Self::load(config.policy.clone())?;
+        gate.federation =
+            federation::FederationGate::load(config.federation_list.clone(), &config.federation_operator_keys)?;
+        if !gate.federation.enforced() {
+            tracing::warn!("no federation_list configured: any server may federate with this node");
+        }
+        Ok(gate)
+    }
+
+    /// The node policy file or folder, for change polling.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.path.as_deref()
     }
 
     /// Reads the policy again. On any error the node keeps enforcing the last valid policy and
@@ -62,6 +92,9 @@ impl PolicyGate {
 
     /// Checks a local event against the policy, with the room as it is before the event.
     pub fn check_event(&self, head: &RoomHead, sender: &UserId, event: &NewEvent) -> Result<()> {
+        if event.kind == TimelineEventType::RoomMember {
+            self.check_member_server(sender, event)?;
+        }
         let Some(policy) = self.policy() else { return Ok(()) };
         if event.kind != TimelineEventType::RoomMessage {
             return Ok(());
@@ -82,6 +115,23 @@ impl PolicyGate {
             }
         }
         Ok(())
+    }
+}
+
+impl PolicyGate {
+    /// A local membership change that reaches out to a user of another server (an invite, or
+    /// any membership a local user sets for them) needs that server to be a member of the list.
+    fn check_member_server(&self, sender: &UserId, event: &NewEvent) -> Result<()> {
+        let Some(target) = event.state_key.as_deref().and_then(|k| UserId::parse(k).ok()) else { return Ok(()) };
+        if target.server_name() == sender.server_name() {
+            return Ok(());
+        }
+        let membership = event.content.get("membership").and_then(Value::as_str).unwrap_or("");
+        if !matches!(membership, "invite" | "join" | "knock") {
+            return Ok(());
+        }
+        self.federation
+            .check(target.server_name(), &format!("its user {target} cannot get membership `{membership}` here"))
     }
 }
 

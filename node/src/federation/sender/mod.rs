@@ -78,6 +78,9 @@ pub struct Backlog {
     /// When the next attempt is due, if the destination is backing off.
     pub next_retry_in: Option<Duration>,
     pub last_error: Option<String>,
+    /// Items dropped unsent since the node started, because the destination left the
+    /// federation list (or never was on it).
+    pub dropped: u64,
 }
 
 /// How a transaction reaches a destination. Implemented for [`Services`] over the federation
@@ -90,9 +93,19 @@ pub(crate) trait Transport: Send + Sync + 'static {
         pdus: Vec<Box<RawJsonValue>>,
         edus: Vec<Raw<Edu>>,
     ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Whether this node may send to `destination` at all (the federation list). What is queued
+    /// for a destination that may not be sent to is dropped and counted, not sent.
+    fn allowed(&self, _destination: &ServerName) -> Result<()> {
+        Ok(())
+    }
 }
 
 impl Transport for Services {
+    fn allowed(&self, destination: &ServerName) -> Result<()> {
+        self.policy.federation.check(destination, "nothing is sent to it")
+    }
+
     async fn send_txn(
         &self,
         destination: &ServerName,
@@ -129,6 +142,8 @@ struct Peer {
     /// Wakes the destination's worker: new rows, a flush, or shutdown.
     poke: Arc<Notify>,
     has_worker: bool,
+    /// Items dropped unsent (see [`Backlog::dropped`]).
+    dropped: u64,
 }
 
 struct Inner {
@@ -276,6 +291,28 @@ impl Sender {
         self.inner.outbox.wake(&[dest.to_owned()]);
     }
 
+    /// Deletes everything queued for `dest` (a server removed from the federation list) and
+    /// returns how many items that was; the count adds up in [`Backlog::dropped`].
+    pub async fn drop_destination(&self, dest: &ServerName) -> Result<usize> {
+        let rows =
+            self.inner.db.scan_prefix(trees::FED_QUEUE, &crate::store::prefix(&[dest.as_bytes()]), usize::MAX)?;
+        let count = rows.len();
+        let mut batch = WriteBatch::new();
+        for (key, _) in rows {
+            batch.remove(trees::FED_QUEUE, key);
+        }
+        if count > 0 {
+            self.inner.db.write(batch).await?;
+        }
+        let mut peers = self.peers()?;
+        let peer = peers.entry(dest.to_owned()).or_default();
+        peer.dropped = peer.dropped.saturating_add(u64::try_from(count).unwrap_or(u64::MAX));
+        peer.failures = 0;
+        peer.retry_at = None;
+        peer.poke.notify_one();
+        Ok(count)
+    }
+
     /// The backlog of every destination with queued rows or recent failures, by name.
     pub fn backlog(&self) -> Result<Vec<Backlog>> {
         let mut out: BTreeMap<OwnedServerName, Backlog> = BTreeMap::new();
@@ -283,12 +320,20 @@ impl Sender {
             let (pdus, edus) = queue::counts(&self.inner.db, &dest)?;
             out.insert(
                 dest.clone(),
-                Backlog { destination: dest, pdus, edus, failures: 0, next_retry_in: None, last_error: None },
+                Backlog {
+                    destination: dest,
+                    pdus,
+                    edus,
+                    failures: 0,
+                    next_retry_in: None,
+                    last_error: None,
+                    dropped: 0,
+                },
             );
         }
         let now = Instant::now();
         for (dest, peer) in self.peers()?.iter() {
-            if peer.failures == 0 && !out.contains_key(dest) {
+            if peer.failures == 0 && peer.dropped == 0 && !out.contains_key(dest) {
                 continue;
             }
             let entry = out.entry(dest.clone()).or_insert_with(|| Backlog {
@@ -298,7 +343,9 @@ impl Sender {
                 failures: 0,
                 next_retry_in: None,
                 last_error: None,
+                dropped: 0,
             });
+            entry.dropped = peer.dropped;
             entry.failures = peer.failures;
             entry.next_retry_in = peer.retry_at.map(|at| at.saturating_duration_since(now));
             entry.last_error = peer.last_error.clone();
@@ -359,6 +406,15 @@ impl<T: Transport> Worker<T> {
                     continue;
                 }
             };
+            if !batch.is_empty()
+                && let Err(refused) = self.transport.allowed(&self.dest)
+            {
+                match self.sender.drop_destination(&self.dest).await {
+                    Ok(dropped) => tracing::warn!(dest = %self.dest, dropped, %refused, "queued items dropped unsent"),
+                    Err(e) => self.sender.record_failure(&self.dest, &e),
+                }
+                continue;
+            }
             if batch.is_empty() {
                 tokio::select! {
                     _ = self.poke.notified() => continue,

@@ -482,3 +482,38 @@ async fn a_peer_browses_a_space() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A third party checks an OpenID token with the user's node (how widgets and call services
+/// learn who a user is); a made-up token is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_openid_token_names_its_user() {
+    use matrix_sdk::ruma::{
+        OwnedServerName, api::client::account::request_openid_token, api::federation::openid::get_openid_userinfo,
+    };
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::plan(dir.path(), &["riverton.test", "lakeside.test"]).unwrap();
+    let (a, b) = (cluster.start(0).await.unwrap(), cluster.start(1).await.unwrap());
+    let alice = user_on(&a, "alice").await;
+    let token = alice
+        .send(request_openid_token::v3::Request::new(alice.user_id().unwrap().to_owned()))
+        .await
+        .expect("openid token")
+        .access_token;
+    let riverton = OwnedServerName::try_from("riverton.test").unwrap();
+    let info = b
+        .services
+        .federation_client
+        .send_unauth(&riverton, get_openid_userinfo::v1::Request::new(token))
+        .await
+        .expect("userinfo");
+    assert_eq!(info.sub, alice.user_id().unwrap());
+    let refused = b
+        .services
+        .federation_client
+        .send_unauth(&riverton, get_openid_userinfo::v1::Request::new("made-up".into()))
+        .await;
+    assert!(refused.is_err(), "a made-up token must not name anyone");
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -304,3 +304,22 @@ pub async fn search_users(
     let response = search_users::v3::Response::new(results, limited);
     Ok(response)
 }
+
+/// `POST /user/{userId}/openid/request_token`: a short-lived token a third party can check with
+/// this node over federation.
+pub async fn openid_token(
+    s: Arc<Services>,
+    req: Ruma<ruma::api::client::account::request_openid_token::v3::Request>,
+) -> Result<ruma::api::client::account::request_openid_token::v3::Response> {
+    let auth = req.user()?;
+    if auth.user_id != req.user_id {
+        return Err(Error::forbidden("a token can only be requested for yourself"));
+    }
+    let token = s.users.issue_openid_token(&auth.user_id).await?;
+    Ok(ruma::api::client::account::request_openid_token::v3::Response::new(
+        token,
+        ruma::authentication::TokenType::Bearer,
+        s.server_name.clone(),
+        crate::users::OPENID_VALIDITY,
+    ))
+}

@@ -74,6 +74,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<login::v3::Request, _, _>(session::login)
         .ruma::<register::v3::Request, _, _>(session::register)
         .ruma::<whoami::v3::Request, _, _>(session::whoami)
+        .ruma::<ruma::api::client::account::request_openid_token::v3::Request, _, _>(account::openid_token)
         .ruma::<logout::v3::Request, _, _>(session::logout)
         .ruma::<logout_all::v3::Request, _, _>(session::logout_all)
         .ruma::<change_password::v3::Request, _, _>(session::change_password)

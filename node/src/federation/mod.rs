@@ -12,6 +12,7 @@ pub mod join;
 pub mod keys;
 pub mod media;
 pub mod membership;
+pub mod openid;
 pub mod pdu;
 pub mod receive;
 pub mod remote_keys;
@@ -38,6 +39,7 @@ use ruma::{
             create_invite, create_join_event, create_knock_event, create_leave_event, prepare_join_event,
             prepare_knock_event, prepare_leave_event,
         },
+        openid::get_openid_userinfo,
         query::{get_profile_information, get_room_information},
         space::get_hierarchy,
         transactions::send_transaction_message,
@@ -83,6 +85,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<prepare_knock_event::v1::Request, _, _>(membership::make_knock)
         .ruma::<create_knock_event::v1::Request, _, _>(membership::send_knock)
         .ruma::<get_hierarchy::v1::Request, _, _>(hierarchy::hierarchy)
+        .ruma::<get_openid_userinfo::v1::Request, _, _>(openid::userinfo)
         .ruma::<get_content::v1::Request, _, _>(media::download)
         .ruma::<get_content_thumbnail::v1::Request, _, _>(media::thumbnail)
         .ruma::<get_devices::v1::Request, _, _>(user_keys::devices)

@@ -2,6 +2,8 @@
 
 mod account;
 mod account_data;
+mod openid;
+pub use openid::OPENID_VALIDITY;
 mod uiaa;
 
 pub use account::{Account, Device};

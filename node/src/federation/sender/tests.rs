@@ -339,3 +339,25 @@ fn queued_rows_survive_a_restart_and_are_sent_after_it() {
         run.stop.send_replace(true);
     });
 }
+
+#[tokio::test]
+async fn dropping_a_destination_deletes_its_rows_and_counts_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open(dir.path());
+    let (gone, kept) = (server("gone.test"), server("kept.test"));
+    for n in 0..3 {
+        queue_pdu(&db, &[gone.clone(), kept.clone()], n).await;
+    }
+    let sender = Sender::new(db.clone(), Outbox::new(), super::DEFAULT_MAX_BACKOFF);
+    sender.queue_edu(std::slice::from_ref(&gone), edu(9)).await.expect("queued");
+    assert_eq!(sender.drop_destination(&gone).await.expect("dropped"), 4);
+    assert_eq!(rows(&db, &gone), (0, 0));
+    assert_eq!(rows(&db, &kept), (3, 0), "other destinations keep their queue");
+    let backlog = sender.backlog().expect("backlog");
+    let entry = backlog.iter().find(|b| b.destination == gone).expect("the dropped count stays visible");
+    assert_eq!((entry.pdus, entry.edus, entry.dropped), (0, 0, 4));
+    assert_eq!(backlog.iter().find(|b| b.destination == kept).map(|b| b.dropped), Some(0));
+    // Dropping again adds nothing and keeps the count.
+    assert_eq!(sender.drop_destination(&gone).await.expect("dropped"), 0);
+    assert_eq!(sender.backlog().expect("backlog").iter().find(|b| b.destination == gone).map(|b| b.dropped), Some(4));
+}

@@ -121,7 +121,8 @@ def main():
             return r["cu_status"]
         done = "complete" if c.get("catch_up_ms") is not None else "NOT complete (timed out)"
         return (f"{r['cu_status']}: {c.get('seen_unique')}/{c.get('acked')} event ids seen ({done}), "
-                f"{c.get('missing')} missing, {c.get('duplicates')} duplicates; via sync "
+                f"{c.get('missing')} missing, {c.get('duplicates')} duplicates in /sync, "
+                f"{c.get('gap_fill_overlap', 'n/a')} both gap-filled and in /sync; via sync "
                 f"{c.get('via_sync')}, gap fill {c.get('via_gap_fill')}, backward sweep "
                 f"{c.get('via_sweep')}")
 

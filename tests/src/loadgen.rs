@@ -709,8 +709,11 @@ pub struct CatchupReport {
     /// Distinct acknowledged event ids B saw.
     pub seen_unique: u32,
     pub missing: u32,
-    /// Extra copies of an event id in B's sync timelines (and the gaps filled below them).
+    /// Extra copies of an event id in B's sync timelines.
     pub duplicates: u32,
+    /// Event ids B got both from a `/messages` gap fill and from a sync timeline (a server
+    /// whose `/messages` order differs from its sync stream order, e.g. after backfill).
+    pub gap_fill_overlap: u32,
     /// Event ids B got in sync timelines, in `/messages` pages filling a limited timeline's
     /// gap, and in backward sweeps of the room (when sync had gone quiet with events missing).
     pub via_sync: u32,
@@ -817,6 +820,7 @@ pub async fn fed_catchup(cfg: &FedConfig, cu: &CatchupConfig, label: &str) -> Re
     let seen_unique = out.seen.len() as u32;
     let missing = acked.iter().filter(|id| !out.seen.contains_key(*id)).count() as u32;
     let duplicates = out.sync_counts.values().map(|c| c.saturating_sub(1)).sum::<u32>();
+    let gap_fill_overlap = out.gap_filled.iter().filter(|id| out.sync_counts.contains_key(*id)).count() as u32;
     let count = |how: Via| out.seen.values().filter(|v| **v == how).count() as u32;
     let ok = missing == 0 && duplicates == 0 && out.error.is_none() && !out.timed_out;
     Ok(CatchupReport {
@@ -837,6 +841,7 @@ pub async fn fed_catchup(cfg: &FedConfig, cu: &CatchupConfig, label: &str) -> Re
         seen_unique,
         missing,
         duplicates,
+        gap_fill_overlap,
         via_sync: count(Via::Sync),
         via_gap_fill: count(Via::GapFill),
         via_sweep: count(Via::Sweep),
@@ -904,8 +909,10 @@ struct CatchupReader<'a> {
 struct CatchupOutcome {
     /// Every acknowledged event id seen, and how it first came.
     seen: HashMap<String, Via>,
-    /// Copies of each acknowledged event id delivered by sync timelines and their gap fills.
+    /// Copies of each acknowledged event id delivered by sync timelines.
     sync_counts: HashMap<String, u32>,
+    /// Acknowledged event ids delivered by gap fills.
+    gap_filled: HashSet<String>,
     sync_rounds: u32,
     sync_errors: u32,
     limited_batches: u32,
@@ -1009,8 +1016,12 @@ impl CatchupReader<'_> {
             }
             return;
         }
-        if how != Via::Sweep {
-            *out.sync_counts.entry(ev.event_id.clone()).or_default() += 1;
+        match how {
+            Via::Sync => *out.sync_counts.entry(ev.event_id.clone()).or_default() += 1,
+            Via::GapFill => {
+                out.gap_filled.insert(ev.event_id.clone());
+            }
+            Via::Sweep => {}
         }
         out.seen.entry(ev.event_id.clone()).or_insert(how);
     }

@@ -181,6 +181,7 @@ fn print_fed_catchup(r: &CatchupReport) {
     println!("  catch-up (B has every event)     {:>10} ms", opt(r.catch_up_ms));
     println!("  seen / missing / duplicates      {:>10} / {} / {}", r.seen_unique, r.missing, r.duplicates);
     println!("  via sync / gap fill / sweep      {:>10} / {} / {}", r.via_sync, r.via_gap_fill, r.via_sweep);
+    println!("  gap-filled, then also in sync    {:>10}", r.gap_fill_overlap);
     println!(
         "  sync rounds / errors / limited   {:>10} / {} / {}  (sweeps {}, pages {})",
         r.sync_rounds, r.sync_errors, r.limited_batches, r.sweeps, r.pages_fetched

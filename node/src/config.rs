@@ -74,6 +74,8 @@ pub struct Config {
     /// The longest wait between retries of a failed federation transaction, in seconds
     /// (DESIGN rule 3: about a minute for federation members).
     pub federation_max_backoff_secs: u64,
+    /// The DNS server for SRV lookups in server discovery; unset: the system's resolver.
+    pub federation_dns: Option<SocketAddr>,
     /// Where the Server-Server API listens, over TLS.
     pub federation_listen: SocketAddr,
     /// The federation listener's certificate chain (PEM). Without `tls_cert` and `tls_key` the node
@@ -112,6 +114,7 @@ impl Default for Config {
             encrypt_new_rooms: true,
             policy: None,
             federation_max_backoff_secs: 60,
+            federation_dns: None,
             federation_listen: SocketAddr::from(([127, 0, 0, 1], 8448)),
             tls_cert: None,
             tls_key: None,
@@ -223,6 +226,12 @@ impl Config {
             self.federation_operator_keys =
                 v.split([':', ',']).map(str::trim).filter(|p| !p.is_empty()).map(PathBuf::from).collect();
         }
+        if let Some(v) = var("TOCSIN_FEDERATION_DNS") {
+            self.federation_dns = Some(v.trim().parse().map_err(|e| ConfigError::Invalid {
+                key: "federation_dns",
+                message: format!("`{v}` is not an ip:port address ({e})"),
+            })?);
+        }
         if let Some(v) = var("TOCSIN_FEDERATION_MAX_BACKOFF_SECS") {
             self.federation_max_backoff_secs = v.trim().parse().map_err(|e| ConfigError::Invalid {
                 key: "federation_max_backoff_secs",
@@ -301,6 +310,7 @@ struct RawConfig {
     encrypt_new_rooms: Option<bool>,
     policy: Option<PathBuf>,
     federation_max_backoff_secs: Option<u64>,
+    federation_dns: Option<SocketAddr>,
     federation_listen: Option<SocketAddr>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -330,6 +340,7 @@ impl RawConfig {
             encrypt_new_rooms: self.encrypt_new_rooms.unwrap_or(d.encrypt_new_rooms),
             policy: self.policy.or(d.policy),
             federation_max_backoff_secs: self.federation_max_backoff_secs.unwrap_or(d.federation_max_backoff_secs),
+            federation_dns: self.federation_dns.or(d.federation_dns),
             federation_listen: self.federation_listen.unwrap_or(d.federation_listen),
             tls_cert: self.tls_cert.or(d.tls_cert),
             tls_key: self.tls_key.or(d.tls_key),

@@ -517,3 +517,67 @@ async fn an_openid_token_names_its_user() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A DNS server on loopback for one test: SRV for `_matrix-fed._tcp.<host>` pointing at
+/// `target:port`, and an A record for the target (127.0.0.1). Uses hickory's message codec.
+async fn srv_dns_server(host: &str, target: &str, port: u16) -> std::net::SocketAddr {
+    use hickory_resolver::proto::{
+        op::{Message, MessageType, OpCode},
+        rr::{
+            Name, RData, Record, RecordType,
+            rdata::{A, SRV},
+        },
+    };
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let srv_name = format!("_matrix-fed._tcp.{host}.");
+    let target = format!("{target}.");
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 1500];
+        while let Ok((len, from)) = socket.recv_from(&mut buf).await {
+            let Ok(query) = Message::from_vec(&buf[..len]) else { continue };
+            let mut reply = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
+            for q in &query.queries {
+                reply.add_query(q.clone());
+                let name = q.name().to_ascii();
+                if q.query_type() == RecordType::SRV && name == srv_name {
+                    let rdata = RData::SRV(SRV::new(10, 5, port, Name::from_ascii(&target).unwrap()));
+                    reply.add_answer(Record::from_rdata(q.name().clone(), 60, rdata));
+                } else if q.query_type() == RecordType::A && name == target {
+                    reply.add_answer(Record::from_rdata(q.name().clone(), 60, RData::A(A::new(127, 0, 0, 1))));
+                }
+            }
+            if let Ok(bytes) = reply.to_vec() {
+                let _ = socket.send_to(&bytes, from).await;
+            }
+        }
+    });
+    addr
+}
+
+/// Discovery without a pin: riverton finds lakeside through its `_matrix-fed._tcp` SRV record,
+/// connects to the SRV target and still checks lakeside's own certificate name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_is_found_by_srv() {
+    use matrix_sdk::ruma::{OwnedServerName, api::federation::discovery::get_server_version};
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::plan(dir.path(), &["riverton.test", "lakeside.test"]).unwrap();
+    let lakeside_port = cluster.members[1].federation_addr.port();
+    let dns = srv_dns_server("lakeside.test", "federation.lakeside.test", lakeside_port).await;
+    cluster.members[0].config.federation_pins.remove("lakeside.test");
+    cluster.members[0].config.federation_dns = Some(dns);
+    let (a, b) = (cluster.start(0).await.unwrap(), cluster.start(1).await.unwrap());
+    let lakeside = OwnedServerName::try_from("lakeside.test").unwrap();
+    let version = a
+        .services
+        .federation_client
+        .send_unauth(&lakeside, get_server_version::v1::Request::new())
+        .await
+        .expect("lakeside found by SRV");
+    assert_eq!(version.server.and_then(|s| s.name).as_deref(), Some("Tocsin"));
+    let keys = a.services.remote_keys.public_key_map([lakeside.clone()]).await.expect("keys over the SRV route");
+    assert!(keys.contains_key("lakeside.test"));
+    a.shutdown().await;
+    b.shutdown().await;
+}

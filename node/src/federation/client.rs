@@ -9,8 +9,10 @@
 //!    name with a port is used as it is, a bare name goes to port 8448;
 //! 5. otherwise `<hostname>:8448`.
 //!
-//! Not done: the SRV lookups (`_matrix-fed._tcp`, and the deprecated `_matrix._tcp`) of steps
-//! 4 and 5 of the spec. They need a DNS resolver crate; a pinned federation does not need them.
+//!
+//! For a bare hostname (steps 4 and 5, delegated or not), the SRV records `_matrix-fed._tcp` and
+//! then `_matrix._tcp` come before the `:8448` default; the connection goes to the SRV target
+//! while TLS still checks the hostname.
 //!
 //! The TLS name checked is always the host the spec names (the server name's host, or the
 //! delegated host after well-known); the trust is `tls_ca_files` plus the node's own certificate.
@@ -86,6 +88,9 @@ struct Inner {
     hosts: Arc<RwLock<HashMap<String, SocketAddr>>>,
     discovered: Mutex<HashMap<OwnedServerName, (Destination, Instant)>>,
     gate: RwLock<Option<Gate>>,
+    /// Made on first use, inside the runtime.
+    srv: std::sync::OnceLock<super::srv::Srv>,
+    dns: Option<SocketAddr>,
 }
 
 impl FederationClient {
@@ -118,6 +123,8 @@ impl FederationClient {
                 hosts,
                 discovered: Mutex::default(),
                 gate: RwLock::default(),
+                srv: std::sync::OnceLock::new(),
+                dns: config.federation_dns,
             }),
         };
         for (name, addr) in &config.federation_pins {
@@ -177,14 +184,12 @@ impl FederationClient {
             return Ok(dest);
         }
         let (dest, ttl) = match self.well_known(server).await {
-            Some(delegated) => {
+            Some(delegated) if delegated.is_ip_literal() || delegated.port().is_some() => {
                 let port = delegated.port().unwrap_or(DEFAULT_PORT);
                 (Destination { base_url: format!("https://{}:{port}", delegated.host()), pinned: None }, DISCOVERY_TTL)
             }
-            None => (
-                Destination { base_url: format!("https://{}:{DEFAULT_PORT}", server.host()), pinned: None },
-                DISCOVERY_FAILURE_TTL,
-            ),
+            Some(delegated) => (self.by_srv_or_default(delegated.host()).await, DISCOVERY_TTL),
+            None => (self.by_srv_or_default(server.host()).await, DISCOVERY_FAILURE_TTL),
         };
         self.inner
             .discovered
@@ -192,6 +197,19 @@ impl FederationClient {
             .unwrap_or_else(|e| e.into_inner())
             .insert(server.to_owned(), (dest.clone(), Instant::now() + ttl));
         Ok(dest)
+    }
+
+    /// `host`'s SRV target (the TLS name stays `host`), or `host:8448`.
+    async fn by_srv_or_default(&self, host: &str) -> Destination {
+        let srv = self.inner.srv.get_or_init(|| super::srv::Srv::new(self.inner.dns));
+        match srv.lookup(host).await {
+            Some(addr) => {
+                // The resolver reqwest calls maps the host to the SRV target, as for a pin.
+                self.inner.hosts.write().unwrap_or_else(|e| e.into_inner()).entry(host.to_owned()).or_insert(addr);
+                Destination { base_url: format!("https://{host}"), pinned: Some(addr) }
+            }
+            None => Destination { base_url: format!("https://{host}:{DEFAULT_PORT}"), pinned: None },
+        }
     }
 
     /// `GET https://<host>/.well-known/matrix/server` -> the delegated server name, if any.

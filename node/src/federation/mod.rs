@@ -18,6 +18,7 @@ pub mod receive;
 pub mod remote_keys;
 pub mod send;
 pub mod sender;
+pub mod srv;
 pub mod tls;
 pub mod user_keys;
 

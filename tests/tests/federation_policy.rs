@@ -19,7 +19,16 @@ use tocsin_node::{
     policy::policies::{FederationList, Member, MemberRole, OperatorSecretKey, Timestamp, sign_list},
     ruma::{
         MilliSecondsSinceUnixEpoch, OwnedTransactionId, UserId,
-        api::federation::{query::get_profile_information, transactions::send_transaction_message},
+        api::federation::{
+            backfill::get_backfill,
+            device::get_devices,
+            directory::get_public_rooms,
+            event::{get_event, get_room_state_ids},
+            keys::get_keys,
+            membership::prepare_join_event,
+            query::get_profile_information,
+            transactions::send_transaction_message,
+        },
     },
 };
 use tocsin_tests::{cluster::Cluster, proxy::Proxy};
@@ -164,6 +173,19 @@ async fn the_federation_list_decides_who_federates() {
     let profile = get_profile_information::v1::Request::new(alice_id.clone());
     assert_policy_403(c.services.federation_client.send(&a.server_name, profile).await, "C's profile query");
     assert_policy_403(empty_txn(&c, &a).await, "C's transaction");
+    let fed = &c.services.federation_client;
+    let dest = &a.server_name;
+    let make_join = prepare_join_event::v1::Request::new(room_id.clone(), carol.user_id().unwrap().to_owned());
+    assert_policy_403(fed.send(dest, make_join).await, "C's make_join");
+    assert_policy_403(fed.send(dest, get_event::v1::Request::new(event_id.clone())).await, "C's event fetch");
+    let state_ids = get_room_state_ids::v1::Request::new(event_id.clone(), room_id.clone());
+    assert_policy_403(fed.send(dest, state_ids).await, "C's state_ids");
+    let backfill = get_backfill::v1::Request::new(room_id.clone(), vec![event_id.clone()], 10u32.into());
+    assert_policy_403(fed.send(dest, backfill).await, "C's backfill");
+    assert_policy_403(fed.send(dest, get_devices::v1::Request::new(alice_id.clone())).await, "C's device query");
+    let keys = get_keys::v1::Request::new([(alice_id.clone(), Vec::new())].into());
+    assert_policy_403(fed.send(dest, keys).await, "C's key query");
+    assert_policy_403(fed.send(dest, get_public_rooms::v1::Request::new()).await, "C's publicRooms");
 
     // A's user cannot invite C's user: 403 naming the rule.
     let carol_id = carol.user_id().unwrap().to_owned();

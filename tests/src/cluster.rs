@@ -140,7 +140,7 @@ impl Cluster {
             .stderr(log)
             .spawn()?;
         let node = ChildNode { child: Some(child), member: m.clone() };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             if tokio::net::TcpStream::connect(m.client_addr).await.is_ok() {
                 return Ok(node);

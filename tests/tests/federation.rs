@@ -197,8 +197,9 @@ async fn a_city_goes_dark_and_catches_up() {
     }
     c_room.set_room_topic("Levee breach at km 12").await.expect("topic changed while lakeside is down");
 
-    let back = tokio::time::Instant::now();
     let _lakeside = cluster.spawn(1, test_node_binary()).await.unwrap();
+    // Lakeside is back once its client port answers (opening a store after SIGKILL takes a moment).
+    let back = tokio::time::Instant::now();
     wait_for_texts(&bob, &room_id, &expected, 10).await;
     let caught_up = back.elapsed();
     let seen =

@@ -20,7 +20,7 @@ use super::pdu::{self, PduError};
 use crate::{
     Services,
     error::{Error, Result},
-    rooms::{Incoming, Outcome, Pdu, StateIds},
+    rooms::{Durable, Incoming, Outcome, Pdu, StateIds},
 };
 
 /// How many missing prev events one `get_missing_events` call asks for.
@@ -42,31 +42,39 @@ impl Inbound {
     }
 }
 
-/// Handles one PDU of a transaction. Returns its event id (when it could be computed) and the
-/// per-PDU result the transaction response carries.
+/// Handles one PDU of a transaction. Returns its event id (when it could be computed), the
+/// per-PDU result the transaction response carries, and, for an accepted event, the future that
+/// resolves once it is durable (the transaction awaits them all before answering).
 pub async fn handle_pdu(
     s: &Arc<Services>,
     origin: &ServerName,
     raw: &RawValue,
-) -> (Option<OwnedEventId>, std::result::Result<(), String>) {
+) -> (Option<OwnedEventId>, std::result::Result<(), String>, Option<Durable>) {
     let room_id = match pdu::room_id_of(raw) {
         Ok(r) => r,
-        Err(e) => return (None, Err(e.to_string())),
+        Err(e) => return (None, Err(e.to_string()), None),
     };
     let version = match s.rooms.version(&room_id).await {
         Ok(v) => v,
-        Err(Error::NotFound(_)) => return (None, Err(format!("this server is not in room {room_id}"))),
-        Err(e) => return (None, Err(e.to_string())),
+        Err(Error::NotFound(_)) => return (None, Err(format!("this server is not in room {room_id}")), None),
+        Err(e) => return (None, Err(e.to_string()), None),
     };
     let rules = match crate::rooms::version::rules(&version) {
         Ok(r) => r,
-        Err(e) => return (None, Err(e.to_string())),
+        Err(e) => return (None, Err(e.to_string()), None),
     };
+    // Known already (a gap fill or another server brought it): no need to check it again.
+    if let Ok(object) = pdu::parse_object(raw)
+        && let Ok(event_id) = pdu::event_id(&object, &rules)
+        && s.rooms.has_state_at(&event_id).unwrap_or(false)
+    {
+        return (Some(event_id), Ok(()), None);
+    }
     let pdu = match pdu::verify(s, &rules, raw, origin).await {
         Ok(p) => p,
         Err(e) => {
             tracing::info!(%origin, %room_id, error = %e, "dropped PDU");
-            return (None, Err(e.to_string()));
+            return (None, Err(e.to_string()), None);
         }
     };
     let event_id = pdu.event_id.clone();
@@ -74,19 +82,19 @@ pub async fn handle_pdu(
     // federation list is rejected, even when a member relays it.
     if let Err(refused) = s.policy.federation.check(pdu.sender.server_name(), "its events are rejected") {
         tracing::info!(%origin, %event_id, %refused, "PDU rejected");
-        return (Some(event_id), Err(refused.to_string()));
+        return (Some(event_id), Err(refused.to_string()), None);
     }
     let lock = s.inbound.lock_for(&room_id);
     let _guard = lock.lock().await;
-    let result = match process(s, origin, &rules, pdu, true).await {
-        Ok(Outcome::Accepted | Outcome::Known | Outcome::SoftFailed) => Ok(()),
-        Ok(Outcome::Rejected(reason)) => Err(format!("rejected: {reason}")),
-        Err(e) => Err(e.to_string()),
+    let (result, durable) = match process(s, origin, &rules, pdu, true).await {
+        Ok((Outcome::Accepted | Outcome::Known | Outcome::SoftFailed, durable)) => (Ok(()), durable),
+        Ok((Outcome::Rejected(reason), _)) => (Err(format!("rejected: {reason}")), None),
+        Err(e) => (Err(e.to_string()), None),
     };
     if let Err(reason) = &result {
         tracing::info!(%origin, %event_id, %reason, "PDU not accepted");
     }
-    (Some(event_id), result)
+    (Some(event_id), result, durable)
 }
 
 /// Brings a verified event into its room: its auth chain first, then its prev events (or the
@@ -97,9 +105,9 @@ async fn process(
     rules: &RoomVersionRules,
     pdu: Pdu,
     fill_gaps: bool,
-) -> Result<Outcome> {
+) -> Result<(Outcome, Option<Durable>)> {
     if s.rooms.knows(&pdu.event_id)? && s.rooms.has_state_at(&pdu.event_id)? {
-        return Ok(Outcome::Known);
+        return Ok((Outcome::Known, None));
     }
     ensure_auth_chain(s, origin, rules, &pdu).await?;
     let mut missing = missing_prevs(s, &pdu)?;
@@ -107,11 +115,14 @@ async fn process(
     while !missing.is_empty() && fill_gaps && rounds < MAX_GAP_ROUNDS {
         rounds += 1;
         let mut progress = false;
-        for earlier in fetch_missing_events(s, origin, rules, &pdu).await? {
+        for earlier in fetch_missing_events(s, origin, rules, &pdu.room_id, vec![pdu.event_id.clone()]).await? {
             if s.rooms.has_state_at(&earlier.event_id)? {
                 continue;
             }
-            let outcome = Box::pin(process(s, origin, rules, earlier, false)).await?;
+            let (outcome, durable) = Box::pin(process(s, origin, rules, earlier, false)).await?;
+            if let Some(durable) = durable {
+                durable.await?;
+            }
             progress |= outcome == Outcome::Accepted;
         }
         missing = missing_prevs(s, &pdu)?;
@@ -125,7 +136,7 @@ async fn process(
         tracing::info!(event_id = %pdu.event_id, missing = missing.len(), "asking for the state before an event");
         Some(fetch_state_before(s, origin, rules, &pdu.room_id, &pdu.event_id).await?)
     };
-    s.rooms.append_remote(Incoming { pdu, state_before }).await
+    s.rooms.append_remote_staged(Incoming { pdu, state_before }).await
 }
 
 fn missing_prevs(s: &Services, pdu: &Pdu) -> Result<Vec<OwnedEventId>> {
@@ -169,13 +180,14 @@ async fn fetch_missing_events(
     s: &Arc<Services>,
     origin: &ServerName,
     rules: &RoomVersionRules,
-    pdu: &Pdu,
+    room_id: &RoomId,
+    latest: Vec<OwnedEventId>,
 ) -> Result<Vec<Pdu>> {
     let earliest = {
-        let head = s.rooms.head(&pdu.room_id)?;
+        let head = s.rooms.head(room_id)?;
         head.lock().await.extremities.clone()
     };
-    let mut request = get_missing_events::v1::Request::new(pdu.room_id.clone(), earliest, vec![pdu.event_id.clone()]);
+    let mut request = get_missing_events::v1::Request::new(room_id.to_owned(), earliest, latest);
     request.limit = UInt::from(MISSING_EVENTS_LIMIT);
     let response = match s.federation_client.send(origin, request).await {
         Ok(r) => r,
@@ -185,7 +197,7 @@ async fn fetch_missing_events(
         }
     };
     let mut events = verify_all(s, rules, &response.events, origin).await;
-    events.retain(|e| e.room_id == pdu.room_id);
+    events.retain(|e| e.room_id == room_id);
     events.sort_by_key(|e| e.depth);
     for event in &events {
         ensure_auth_chain(s, origin, rules, event).await?;

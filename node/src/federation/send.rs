@@ -3,7 +3,8 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use ruma::api::federation::transactions::send_transaction_message;
+use ruma::{OwnedEventId, api::federation::transactions::send_transaction_message};
+use serde_json::value::RawValue;
 
 use crate::{
     Services,
@@ -31,14 +32,38 @@ pub async fn transaction(
         )));
     }
     let mut results = BTreeMap::new();
+    let mut durables = Vec::new();
     for raw in &req.pdus {
-        let (event_id, result) = super::receive::handle_pdu(&s, &origin, raw).await;
+        let (event_id, result, durable) = super::receive::handle_pdu(&s, &origin, raw).await;
+        let event_id = match event_id {
+            Some(id) => Some(id),
+            None => event_id_of(&s, raw).await,
+        };
         if let Some(event_id) = event_id {
             results.insert(event_id, result);
         }
+        durables.extend(durable);
+    }
+    // Rule 1: the 200 goes back only once every accepted event is on disk (one shared fsync
+    // for the whole transaction, usually). A failure here fails the transaction: it is retried.
+    for durable in durables {
+        durable.await?;
     }
     for edu in &req.edus {
         super::edu::handle(&s, &origin, edu.json()).await;
     }
     Ok(send_transaction_message::v1::Response::new(results))
+}
+
+/// The event id of a PDU dropped before its id was computed (a bad signature, a bad format), so
+/// that the response still lists its error under its id, as the spec's `pdus` map is keyed by
+/// event id. `None` when the room or its version is not known here, or the PDU has no reference
+/// hash.
+async fn event_id_of(s: &Services, raw: &RawValue) -> Option<OwnedEventId> {
+    let room_id = super::pdu::room_id_of(raw).ok()?;
+    let version = s.rooms.version(&room_id).await.ok()?;
+    let rules = crate::rooms::version::rules(&version).ok()?;
+    let mut object = super::pdu::parse_object(raw).ok()?;
+    object.remove("unsigned");
+    super::pdu::event_id(&object, &rules).ok()
 }

@@ -18,6 +18,9 @@ use crate::{
     store::{Db, key, trees},
 };
 
+/// Resolves when a staged event is durable.
+pub type Durable = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+
 /// What became of an incoming event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -155,15 +158,26 @@ impl Rooms {
     /// Appends a verified remote event whose auth events are stored, and whose prev events are
     /// stored with their state (or whose state before is given). Returns once durable.
     pub async fn append_remote(&self, incoming: Incoming) -> Result<Outcome> {
+        let (outcome, durable) = self.append_remote_staged(incoming).await?;
+        if let Some(durable) = durable {
+            durable.await?;
+        }
+        Ok(outcome)
+    }
+
+    /// [`Rooms::append_remote`] without waiting for the disk: the event is visible to the next
+    /// event's checks at once, and the returned future resolves when it is durable. A
+    /// transaction awaits all of its events' futures before answering, so they share an fsync.
+    pub async fn append_remote_staged(&self, incoming: Incoming) -> Result<(Outcome, Option<Durable>)> {
         let Incoming { pdu, state_before } = incoming;
         let head_lock = self.head(&pdu.room_id)?;
         let mut head = head_lock.lock().await;
         if let Some(stored) = load_stored(&self.db, &pdu.event_id)? {
             if stored.rejected {
-                return Ok(Outcome::Rejected("rejected before".into()));
+                return Ok((Outcome::Rejected("rejected before".into()), None));
             }
             if !stored.outlier || self.has_state_at(&pdu.event_id)? {
-                return Ok(Outcome::Known);
+                return Ok((Outcome::Known, None));
             }
         }
         let pdu = Arc::new(pdu);
@@ -171,7 +185,7 @@ impl Rooms {
         let mut batch = WriteBatch::new();
         if let Err(reason) = self.check_auth_events(&rules.authorization, &pdu, |_| None) {
             self.store_rejected(&pdu, None, batch).await?;
-            return Ok(Outcome::Rejected(reason));
+            return Ok((Outcome::Rejected(reason), None));
         }
         let before = match state_before {
             Some(state) => state,
@@ -189,7 +203,7 @@ impl Rooms {
         let before_id = state::write_snapshot(&self.db, &before, &mut batch)?;
         if let Err(reason) = self.check_against_state(&rules.authorization, &pdu, &before) {
             self.store_rejected(&pdu, Some(before_id), batch).await?;
-            return Ok(Outcome::Rejected(reason));
+            return Ok((Outcome::Rejected(reason), None));
         }
         let current = head.state_ids();
         // A room being joined has no current state yet: the join is checked against the state
@@ -209,7 +223,7 @@ impl Rooms {
             batch.insert(trees::EVENT_STATE, pdu.event_id.as_bytes().to_vec(), before_id.to_vec());
             drop(head);
             self.db.write(batch).await?;
-            return Ok(Outcome::SoftFailed);
+            return Ok((Outcome::SoftFailed, None));
         }
 
         let ticket = self.db.allocate()?;
@@ -227,7 +241,7 @@ impl Rooms {
                     states.push(state);
                 }
             }
-            self.resolve(&rules, states)?
+            self.resolve_with(&rules, states, Some(&pdu))?
         };
 
         // Write what changed in the current state; each change needs its own stream position.
@@ -270,16 +284,25 @@ impl Rooms {
         head.snapshot = snapshot;
         batch.insert(trees::ROOMS, pdu.room_id.as_bytes().to_vec(), Db::to_json(&head.meta())?);
         let room_id = pdu.room_id.clone();
+        let staged = self.db.stage_ticket(ticket, batch);
         drop(head);
-        let result = self.db.commit_ticket(ticket, batch).await;
-        for extra in extra_tickets {
-            self.db.streams.finish(extra);
-        }
-        if let Err(e) = result {
-            self.evict(&room_id);
-            return Err(e);
-        }
-        Ok(Outcome::Accepted)
+        let (streams, heads) = (self.db.streams.clone(), self.heads.clone());
+        // A task of its own finishes the tickets, so a dropped future cannot stall the stream.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let result = staged.await;
+            for extra in extra_tickets {
+                streams.finish(extra);
+            }
+            if result.is_err() {
+                // The head ran ahead of the store: reload it from what is on disk.
+                heads.lock().unwrap_or_else(|e| e.into_inner()).remove(&room_id);
+            }
+            let _ = tx.send(result.map(|_| ()));
+        });
+        let durable: Durable =
+            Box::pin(async move { rx.await.map_err(|_| Error::internal("the commit task stopped"))? });
+        Ok((Outcome::Accepted, Some(durable)))
     }
 
     async fn store_rejected(

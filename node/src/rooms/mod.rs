@@ -23,7 +23,7 @@ use std::{
 
 pub use build::{NewEvent, TxnRef};
 pub use head::RoomHead;
-pub use incoming::{Incoming, Outcome};
+pub use incoming::{Durable, Incoming, Outcome};
 pub use lifecycle::{CreateRoom, Preset, member_content};
 pub use pdu::Pdu;
 pub use read::{StoredEvent, UserRoom, Visibility};
@@ -43,7 +43,7 @@ pub struct Rooms {
     keys: ServerKeys,
     policy: Arc<crate::policy::PolicyGate>,
     outbox: crate::federation::sender::Outbox,
-    heads: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<RoomHead>>>>,
+    heads: Arc<Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<RoomHead>>>>>,
 }
 
 impl Rooms {
@@ -54,7 +54,7 @@ impl Rooms {
         policy: Arc<crate::policy::PolicyGate>,
         outbox: crate::federation::sender::Outbox,
     ) -> Self {
-        Self { db, server_name, keys, policy, outbox, heads: Mutex::default() }
+        Self { db, server_name, keys, policy, outbox, heads: Arc::default() }
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {

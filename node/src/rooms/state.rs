@@ -94,6 +94,17 @@ impl Rooms {
 
     /// Resolves several states of one room into one (state resolution v2, v2.1 from v12).
     pub fn resolve(&self, rules: &RoomVersionRules, states: Vec<StateIds>) -> Result<StateIds> {
+        self.resolve_with(rules, states, None)
+    }
+
+    /// [`Rooms::resolve`] when one of the states holds an event not stored yet (the one being
+    /// appended): resolution must see it, or it silently loses.
+    pub fn resolve_with(
+        &self,
+        rules: &RoomVersionRules,
+        states: Vec<StateIds>,
+        unstored: Option<&Arc<Pdu>>,
+    ) -> Result<StateIds> {
         let mut states = states.into_iter();
         let Some(first) = states.next() else { return Ok(StateIds::new()) };
         let rest: Vec<StateIds> = states.filter(|s| *s != first).collect();
@@ -102,6 +113,9 @@ impl Rooms {
         }
         let all: Vec<StateIds> = std::iter::once(first).chain(rest).collect();
         let mut events = EventCache::new(&self.db);
+        if let Some(pdu) = unstored {
+            events.events.insert(pdu.event_id.clone(), pdu.clone());
+        }
         let auth_chains: Vec<HashSet<OwnedEventId>> =
             all.iter().map(|state| events.auth_chain(state.values())).collect::<Result<_>>()?;
         for state in &all {

@@ -142,6 +142,39 @@ impl Db {
         Ok(pos)
     }
 
+    /// Like [`Db::commit_ticket`], but the batch is visible to point reads at once and the
+    /// returned future only waits for durability, so several writes can share it.
+    pub fn stage_ticket(
+        &self,
+        ticket: streams::Ticket,
+        batch: WriteBatch,
+    ) -> impl std::future::Future<Output = Result<u64>> + Send + 'static {
+        let staged = self.store.stage(batch);
+        let streams = self.streams.clone();
+        let pos = ticket.pos();
+        // The ticket is finished by a task of its own, so a caller that drops the future cannot
+        // stall the stream watermark.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let result = match staged {
+                Ok(staged) => staged.durable().await,
+                Err(e) => Err(e),
+            };
+            streams.finish(ticket);
+            let _ = tx.send(result);
+        });
+        async move {
+            rx.await.map_err(|_| Error::internal("the commit task stopped"))??;
+            Ok(pos)
+        }
+    }
+
+    /// Stages a write with no stream position (see [`Db::stage_ticket`]).
+    pub fn stage(&self, batch: WriteBatch) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
+        let staged = self.store.stage(batch);
+        async move { Ok(staged?.durable().await?) }
+    }
+
     pub fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
         serde_json::to_vec(value).map_err(Error::internal)
     }

@@ -6,16 +6,25 @@
 //! the next group, so the number of fsyncs per second stays bounded however many callers commit.
 
 use std::{
+    collections::HashMap,
     ops::Bound,
     panic::{AssertUnwindSafe, catch_unwind},
     path::Path,
-    sync::{Arc, Mutex, PoisonError, RwLock, mpsc},
+    sync::{
+        Arc, Mutex, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
     thread::JoinHandle,
 };
 
 use tokio::sync::{oneshot, watch};
 
-use crate::{EngineKind, Entries, KvEngine, Result, StoreError, WriteBatch, open_engine};
+use crate::{EngineKind, Entries, KvEngine, Op, Result, StoreError, WriteBatch, open_engine};
+
+/// Staged writes not yet durable, by tree and key: the value (`None` for a removal) and the
+/// stage that wrote it. Point reads see them; scans do not.
+type Overlay = HashMap<(&'static str, Vec<u8>), (u64, Option<Vec<u8>>)>;
 
 /// Most batches written in one group: bounds the size of one engine transaction.
 const MAX_GROUP: usize = 1024;
@@ -34,11 +43,28 @@ struct Shared {
     queue: RwLock<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     durable: Arc<watch::Sender<u64>>,
+    overlay: Arc<Mutex<Overlay>>,
+    stages: AtomicU64,
 }
 
 struct Job {
     batch: WriteBatch,
     reply: Reply,
+    /// Set for a staged batch: its overlay entries are dropped once the write is done.
+    stage: Option<u64>,
+}
+
+/// A batch handed to the committer and already visible to point reads ([`Store::get`]).
+/// [`Staged::durable`] resolves once it is on disk.
+#[must_use = "a staged write is only known durable once `durable` resolves"]
+pub struct Staged {
+    rx: oneshot::Receiver<Result<()>>,
+}
+
+impl Staged {
+    pub async fn durable(self) -> Result<()> {
+        self.rx.await.map_err(|_| committer_gone())?
+    }
 }
 
 /// Async callers wait on a tokio oneshot; `commit_blocking` on a std channel, so that it never
@@ -86,6 +112,8 @@ impl Store {
                         queue: RwLock::new(None),
                         thread: Mutex::new(None),
                         durable: Arc::new(durable),
+                        overlay: Arc::default(),
+                        stages: AtomicU64::new(1),
                     }),
                 }
             }
@@ -96,12 +124,14 @@ impl Store {
         let (tx, rx) = mpsc::channel();
         let (durable, _) = watch::channel(0);
         let durable = Arc::new(durable);
+        let overlay: Arc<Mutex<Overlay>> = Arc::default();
         let thread = {
             let engine = engine.clone();
             let durable = durable.clone();
+            let overlay = overlay.clone();
             std::thread::Builder::new()
                 .name(format!("tocsin-commit-{}", engine.name()))
-                .spawn(move || run_committer(&*engine, &rx, &durable))?
+                .spawn(move || run_committer(&*engine, &rx, &durable, &overlay))?
         };
         Ok(Store {
             shared: Arc::new(Shared {
@@ -109,6 +139,8 @@ impl Store {
                 queue: RwLock::new(Some(tx)),
                 thread: Mutex::new(Some(thread)),
                 durable,
+                overlay,
+                stages: AtomicU64::new(1),
             }),
         })
     }
@@ -118,6 +150,14 @@ impl Store {
     }
 
     pub fn get(&self, tree: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        {
+            let overlay = self.shared.overlay.lock().unwrap_or_else(PoisonError::into_inner);
+            if !overlay.is_empty()
+                && let Some((_, value)) = overlay.get(&(tree, key.to_vec()))
+            {
+                return Ok(value.clone());
+            }
+        }
         self.shared.engine.get(tree, key)
     }
 
@@ -140,14 +180,38 @@ impl Store {
     /// fsync. If the future is dropped after it first ran, the batch may still be written.
     pub async fn commit(&self, batch: WriteBatch) -> Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.shared.submit(Job { batch, reply: Reply::Async(tx) })?;
+        self.shared.submit(Job { batch, reply: Reply::Async(tx), stage: None })?;
         rx.await.map_err(|_| committer_gone())?
+    }
+
+    /// Queues `batch` like [`Store::commit`] but returns at once: its writes are visible to
+    /// [`Store::get`] from now on (scans see them once durable), so a caller can build the next
+    /// write on this one and wait for several durabilities together (one fsync for a whole
+    /// federation transaction). If the write fails, the staged values vanish again.
+    pub fn stage(&self, batch: WriteBatch) -> Result<Staged> {
+        let stage = self.shared.stages.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut overlay = self.shared.overlay.lock().unwrap_or_else(PoisonError::into_inner);
+            for op in &batch.ops {
+                let (tree, key, value) = match op {
+                    Op::Insert { tree, key, value } => (*tree, key.clone(), Some(value.clone())),
+                    Op::Remove { tree, key } => (*tree, key.clone(), None),
+                };
+                overlay.insert((tree, key), (stage, value));
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        if let Err(e) = self.shared.submit(Job { batch: batch.clone(), reply: Reply::Async(tx), stage: Some(stage) }) {
+            unstage(&self.shared.overlay, &batch, stage);
+            return Err(e);
+        }
+        Ok(Staged { rx })
     }
 
     /// [`Store::commit`] for code that is not async (CLI tools). Blocks the calling thread.
     pub fn commit_blocking(&self, batch: WriteBatch) -> Result<()> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.shared.submit(Job { batch, reply: Reply::Blocking(tx) })?;
+        self.shared.submit(Job { batch, reply: Reply::Blocking(tx), stage: None })?;
         rx.recv().map_err(|_| committer_gone())?
     }
 
@@ -196,19 +260,45 @@ fn committer_gone() -> StoreError {
     StoreError::Engine("the commit thread stopped".into())
 }
 
-fn run_committer(engine: &dyn KvEngine, rx: &mpsc::Receiver<Job>, durable: &watch::Sender<u64>) {
+/// Drops a stage's overlay entries (those no later stage overwrote).
+fn unstage(overlay: &Mutex<Overlay>, batch: &WriteBatch, stage: u64) {
+    let mut overlay = overlay.lock().unwrap_or_else(PoisonError::into_inner);
+    for op in &batch.ops {
+        let (Op::Insert { tree, key, .. } | Op::Remove { tree, key }) = op;
+        let slot = (*tree, key.clone());
+        if overlay.get(&slot).is_some_and(|(s, _)| *s == stage) {
+            overlay.remove(&slot);
+        }
+    }
+}
+
+fn run_committer(
+    engine: &dyn KvEngine,
+    rx: &mpsc::Receiver<Job>,
+    durable: &watch::Sender<u64>,
+    overlay: &Mutex<Overlay>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batches = vec![first.batch];
         let mut replies = vec![first.reply];
+        let mut stages = vec![first.stage];
         while batches.len() < MAX_GROUP {
             let Ok(job) = rx.try_recv() else { break };
             batches.push(job.batch);
             replies.push(job.reply);
+            stages.push(job.stage);
         }
 
         // A panicking engine must not kill the thread: every later commit would hang or fail.
         let result = catch_unwind(AssertUnwindSafe(|| engine.write_durable(&batches)))
             .unwrap_or_else(|panic| Err(StoreError::Engine(panic_message(&*panic))));
+        // Written (the engine now answers reads) or failed (the staged values were never true):
+        // either way the overlay no longer speaks for these batches.
+        for (batch, stage) in batches.iter().zip(&stages) {
+            if let Some(stage) = stage {
+                unstage(overlay, batch, *stage);
+            }
+        }
 
         match result {
             Ok(()) => {

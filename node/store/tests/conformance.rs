@@ -51,6 +51,7 @@ async fn suite(kind: EngineKind) {
     batches_are_atomic_to_readers(&store).await;
     concurrent_commits(&store).await;
     subscribe_bumps(&store).await;
+    staged_writes(&store).await;
 
     // Reopen: everything written above must still be there, through a fresh engine.
     let before = store.range("ranges", Bound::Unbounded, Bound::Unbounded, false, usize::MAX).unwrap();
@@ -63,6 +64,21 @@ async fn suite(kind: EngineKind) {
     assert_eq!(store.get("basic", b"kept").unwrap().as_deref(), Some(&b"v2"[..]));
     assert_eq!(store.get("concurrent", b"t63-49").unwrap().as_deref(), Some(&b"63/49"[..]));
     assert_eq!(store.get("basic", b"gone").unwrap(), None);
+}
+
+/// A staged batch is readable by key before it is durable, stays readable (from the engine)
+/// after, and a later stage of the same key wins; removals stage too; scans see it once durable.
+async fn staged_writes(store: &Store) {
+    let first = store.stage(batch(&[("staged", b"a", Some(b"1")), ("staged", b"b", Some(b"1"))])).unwrap();
+    assert_eq!(store.get("staged", b"a").unwrap().as_deref(), Some(&b"1"[..]), "visible before durable");
+    let second = store.stage(batch(&[("staged", b"a", Some(b"2")), ("staged", b"b", None)])).unwrap();
+    assert_eq!(store.get("staged", b"a").unwrap().as_deref(), Some(&b"2"[..]), "the later stage wins");
+    assert_eq!(store.get("staged", b"b").unwrap(), None, "a staged removal hides the value");
+    first.durable().await.unwrap();
+    second.durable().await.unwrap();
+    assert_eq!(store.get("staged", b"a").unwrap().as_deref(), Some(&b"2"[..]), "durable in the engine");
+    let rows = store.scan_prefix("staged", b"", usize::MAX).unwrap();
+    assert_eq!(rows, vec![(b"a".to_vec(), b"2".to_vec())]);
 }
 
 /// `(tree, key, Some(value))` inserts, `(tree, key, None)` removes.

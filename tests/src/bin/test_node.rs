@@ -5,7 +5,11 @@ use tocsin_node::{Config, Node};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let path = std::env::args().nth(1).ok_or_else(|| anyhow::anyhow!("usage: tocsin-test-node CONFIG"))?;
     let config = Config::load(Some(std::path::Path::new(&path)))?;
     let node = Node::start(config).await?;

@@ -256,6 +256,12 @@ async fn a_partition_heals_and_all_nodes_agree() {
     let carol = user_on(&nodes[2], "carol").await;
     let room_id = shared_room(&alice, &[&bob, &carol]).await;
     wait_for_texts(&carol, &room_id, &[], 5).await;
+    // Before the split every node holds the room's history (the joiners backfill it).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while nodes.iter().any(|n| timeline_ids(n, &room_id) != timeline_ids(&nodes[0], &room_id)) {
+        assert!(tokio::time::Instant::now() < deadline, "history never reached every node before the split");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     to_fire.set_cut(true);
     to_riverton.set_cut(true);

@@ -22,6 +22,8 @@ use crate::{
 
 /// How much history a new member's server fetches right after joining.
 const BACKFILL_ON_JOIN: u32 = 100;
+/// How often that backfill is tried before it is left to later pagination.
+const BACKFILL_TRIES: u32 = 6;
 
 /// Room versions this node can join.
 fn supported_versions() -> Vec<RoomVersionId> {
@@ -96,8 +98,15 @@ async fn join_via(s: &Arc<Services>, user: &UserId, room_id: &RoomId, server: &O
     // History arrives in the background: the join itself must not wait for it.
     let (s2, room, server) = (s.clone(), room_id.to_owned(), server.clone());
     tokio::spawn(async move {
-        if let Err(e) = backfill(&s2, &room, &server, BACKFILL_ON_JOIN).await {
-            tracing::info!(room_id = %room, %server, error = %e, "backfill after join failed");
+        // A link can drop right after the join: a few tries, backing off, before giving up.
+        for attempt in 0..BACKFILL_TRIES {
+            match backfill(&s2, &room, &server, BACKFILL_ON_JOIN).await {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::info!(room_id = %room, %server, attempt, error = %e, "backfill after join failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(500 << attempt)).await;
+                }
+            }
         }
     });
     Ok(())

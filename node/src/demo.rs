@@ -257,11 +257,11 @@ fn plan(options: &DemoOptions) -> anyhow::Result<Vec<Config>> {
     if !complete {
         // One CA for all three; its key is not kept: the demo never issues more certificates.
         let ca = tls::issue_ca("Tocsin demo federation CA")?;
-        write_file(&ca_path, ca.cert_pem().as_bytes(), false)?;
+        crate::federation::tls::write_file(&ca_path, ca.cert_pem().as_bytes(), false)?;
         for (spec, (cert_path, key_path)) in SPECS.iter().zip(&cert_paths) {
             let (cert, key) = tls::issue_node_cert(&ca, spec.name)?;
-            write_file(key_path, key.as_bytes(), true)?;
-            write_file(cert_path, cert.as_bytes(), false)?;
+            crate::federation::tls::write_file(key_path, key.as_bytes(), true)?;
+            crate::federation::tls::write_file(cert_path, cert.as_bytes(), false)?;
         }
     }
     let reach = options.reach();
@@ -290,23 +290,6 @@ fn plan(options: &DemoOptions) -> anyhow::Result<Vec<Config>> {
         });
     }
     Ok(configs)
-}
-
-fn write_file(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    if private {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    #[cfg(not(unix))]
-    let _ = private;
-    let mut file = options.open(path).with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    Ok(())
 }
 
 /// The accounts of a node's example policy: (localpart, display name, admin).

@@ -162,7 +162,8 @@ impl NodeTls {
     }
 }
 
-fn write_file(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<()> {
+/// Writes a file durably; `private` makes it readable by the owner only (keys).
+pub(crate) fn write_file(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

@@ -12,9 +12,29 @@ use std::{
 
 use tocsin_node::{Config, Node, NodeHandle, federation::tls};
 
-/// A port free right now on 127.0.0.1 (bound and released, so a node can bind it later).
+/// Next candidate port; each test process walks its own stretch of the range.
+static NEXT_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A port free right now on 127.0.0.1, for a node to bind later. It is taken below Linux's
+/// ephemeral range (32768 and up): a port the OS hands out for a `:0` bind could be handed to
+/// another test's listener before the node binds it (CI saw exactly that).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let _ = NEXT_PORT.compare_exchange(
+        0,
+        (std::process::id() % 100) * 120,
+        std::sync::atomic::Ordering::Relaxed,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let offset = NEXT_PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SPAN;
+        let port = u16::try_from(LOW + offset).unwrap_or(0);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    0
 }
 
 /// Everything needed to start one member of the federation, again and again.

@@ -26,7 +26,7 @@ use tocsin_node::{
 };
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    tocsin_tests::cluster::free_port()
 }
 
 fn addr(port: u16) -> SocketAddr {

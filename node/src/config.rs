@@ -97,6 +97,10 @@ pub struct Config {
     pub federation_list: Option<PathBuf>,
     /// The operator public keys (`operator.pub` files) the federation list must be signed with.
     pub federation_operator_keys: Vec<PathBuf>,
+    /// Presence (online, unavailable, offline and a status message): kept, shown in `/sync` to
+    /// users sharing a room, and exchanged with other servers as `m.presence` EDUs. Off by
+    /// default: it costs traffic on every status change and tells outsiders who is at work.
+    pub presence: bool,
 }
 
 impl Default for Config {
@@ -123,6 +127,7 @@ impl Default for Config {
             federation_pins: BTreeMap::new(),
             federation_list: None,
             federation_operator_keys: Vec::new(),
+            presence: false,
         }
     }
 }
@@ -180,6 +185,9 @@ impl Config {
         }
         if let Some(v) = var("TOCSIN_ENCRYPT_NEW_ROOMS") {
             self.encrypt_new_rooms = matches!(v.trim(), "1" | "true" | "yes" | "on");
+        }
+        if let Some(v) = var("TOCSIN_PRESENCE") {
+            self.presence = matches!(v.trim(), "1" | "true" | "yes" | "on");
         }
         if let Some(v) = var("TOCSIN_PUBLIC_BASE_URL") {
             self.public_base_url = Some(v);
@@ -319,6 +327,7 @@ struct RawConfig {
     federation_pins: Option<BTreeMap<String, SocketAddr>>,
     federation_list: Option<PathBuf>,
     federation_operator_keys: Option<Vec<PathBuf>>,
+    presence: Option<bool>,
 }
 
 impl RawConfig {
@@ -349,6 +358,7 @@ impl RawConfig {
             federation_pins: self.federation_pins.unwrap_or(d.federation_pins),
             federation_list: self.federation_list.or(d.federation_list),
             federation_operator_keys: self.federation_operator_keys.unwrap_or(d.federation_operator_keys),
+            presence: self.presence.unwrap_or(d.presence),
         })
     }
 }

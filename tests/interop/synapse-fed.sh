@@ -14,7 +14,7 @@
 #   curl http://127.0.0.2:18008/_matrix/client/versions
 #   tests/interop/synapse-fed.sh stop /tmp/syn
 # The Tocsin side takes the leaf DIR/certs/127.0.0.3.{pem,key} and trusts DIR/certs/ca.pem;
-# `cargo test -p tocsin-tests --test interop_synapse` drives both.
+# `cargo test -p tocsin-tests --test suite interop_synapse` drives both.
 #
 # Defaults: SERVER_NAME 127.0.0.2:18448, ADDR 127.0.0.2 (federation over TLS on ADDR:PORT,
 # PORT taken from SERVER_NAME), client API over plain HTTP on ADDR:$SYNAPSE_CLIENT_PORT (18008).

@@ -2,7 +2,7 @@
 //! keys fetched over federation, Olm room keys carried by `m.direct_to_device` EDUs, Megolm
 //! messages decrypted on the other node, and typing and read receipts carried by EDUs.
 
-mod common;
+use crate::common;
 
 use std::{
     sync::{Arc, Mutex},

@@ -1,7 +1,7 @@
 //! Features around rooms that a user sees in a client: media, aliases, profile changes, typing
 //! and read receipts.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Federation scenarios with real matrix-sdk clients: nodes with their own server names, TLS and
 //! data dirs, in this process or as child processes killed with SIGKILL.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Real matrix-sdk clients against in-process nodes: what a user of Element or FluffyChat would
 //! see.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! signed list that removes a member applies without restart (its queue dropped and counted),
 //! while a rollback is refused.
 
-mod common;
+use crate::common;
 
 use std::{
     path::Path,

@@ -3,7 +3,7 @@
 //! unsigned, forged and misaddressed requests, real TLS verification, and the self-signed
 //! certificate made on first start.
 
-mod common;
+use crate::common;
 
 use std::{net::SocketAddr, path::Path, time::Duration};
 

@@ -1,6 +1,6 @@
 //! The node publishes its signing key, self-signed, and the key survives a restart.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

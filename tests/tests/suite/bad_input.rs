@@ -1,7 +1,7 @@
 //! Bad input over raw HTTP: every refusal must carry the spec's status and `errcode`, must store
 //! nothing, and must leave the node serving.
 
-mod common;
+use crate::common;
 
 use common::{add_user, start};
 use reqwest::Method;

@@ -2,7 +2,7 @@
 //! crisis room joined over federation; checked with real matrix-sdk clients, then run again on
 //! the same dir to see everything reused.
 
-mod common;
+use crate::common;
 
 use std::{net::IpAddr, time::Duration};
 

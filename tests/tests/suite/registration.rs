@@ -1,6 +1,6 @@
 //! Registration modes (closed, open, token) through the UIA flow, and login/logout over raw HTTP.
 
-mod common;
+use crate::common;
 
 use common::{add_user, start};
 use reqwest::Method;

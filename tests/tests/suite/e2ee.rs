@@ -4,7 +4,7 @@
 //! The node only relays opaque ciphertext; what these tests prove is that it relays the right
 //! ciphertext to the right device at the right time, so that the clients can decrypt.
 
-mod common;
+use crate::common;
 
 use std::{
     collections::{BTreeMap, BTreeSet},

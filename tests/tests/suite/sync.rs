@@ -1,7 +1,7 @@
 //! `/sync` details a client relies on, checked on the raw JSON: unread and highlight counts from
 //! push rules, lazy-loaded members, full_state, the leave section and the room summary.
 
-mod common;
+use crate::common;
 
 use serde_json::{Value, json};
 

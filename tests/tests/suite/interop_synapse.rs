@@ -14,7 +14,7 @@
 //! Set `INTEROP_DIR=/some/dir` to keep Synapse's data and logs (`homeserver.log`) afterwards, and
 //! `RUST_LOG=tocsin_node=debug` for Tocsin's side.
 
-mod common;
+use crate::common;
 
 use std::{
     collections::HashSet,

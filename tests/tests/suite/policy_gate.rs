@@ -1,7 +1,7 @@
 //! The node enforces its policy file on local events, names the rule when it refuses, reloads
 //! without a restart, and keeps the last valid policy when a reload fails.
 
-mod common;
+use crate::common;
 
 use serde_json::{Value, json};
 

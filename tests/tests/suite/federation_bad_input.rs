@@ -6,7 +6,7 @@
 //! nothing of it (or the redacted event, for a bad hash), and keep serving: the valid messages
 //! sent before are still there and a valid message sent after still arrives.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

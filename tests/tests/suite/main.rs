@@ -1,0 +1,23 @@
+//! Tocsin's scenario suite: real matrix-sdk clients against in-process and child-process nodes,
+//! federation across nodes and with Synapse, and bad input.
+//!
+//! One test binary on purpose: each binary links matrix-sdk, ruma and the node, so one binary per
+//! file cost fifteen links and several GiB of disk per build.
+
+mod common;
+
+mod bad_input;
+mod clients;
+mod demo;
+mod e2ee;
+mod federation;
+mod federation_bad_input;
+mod federation_e2ee;
+mod federation_policy;
+mod federation_transport;
+mod interop_synapse;
+mod policy_gate;
+mod registration;
+mod room_features;
+mod server_keys;
+mod sync;

@@ -57,6 +57,19 @@ enum PolicyCommand {
     /// `federation_operator_keys`): version, expiry and members; warns when it expires within 7
     /// days or has expired. Exits 1 if the list does not verify.
     Status,
+    /// Print what `policy apply` would change on the running node (one line per change), and
+    /// what it cannot change. Needs an admin's access token.
+    Plan {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Bring the running node in line with its node policy: create the accounts and rooms,
+    /// set room settings, invite members, set power levels. Prints what it did; exits 1 if a
+    /// change failed. A second apply changes nothing.
+    Apply {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
     /// Create a federation operator key pair: SECRET.key and SECRET.pub.
     Keygen { out: PathBuf },
     /// Sign a federation list with the operator's secret key; writes the signed file in place
@@ -68,6 +81,18 @@ enum PolicyCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+/// How `policy plan` / `policy apply` reach the running node.
+#[derive(clap::Args)]
+struct RemoteArgs {
+    /// The node's client API, e.g. http://127.0.0.1:8008; default: the config's
+    /// `public_base_url`, else `http://{listen}`.
+    #[arg(long)]
+    url: Option<String>,
+    /// The access token of a server admin account.
+    #[arg(long, env = "TOCSIN_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -98,6 +123,12 @@ async fn main() -> anyhow::Result<()> {
     init_logging(if demo { "warn,ruma_state_res=error" } else { "info,sled=warn,ruma_state_res=warn" });
     match cli.command {
         Command::Policy { command: PolicyCommand::Status } => return policy_status(cli.config.as_deref()),
+        Command::Policy { command: PolicyCommand::Plan { remote } } => {
+            return policy_remote(cli.config.as_deref(), remote, false).await;
+        }
+        Command::Policy { command: PolicyCommand::Apply { remote } } => {
+            return policy_remote(cli.config.as_deref(), remote, true).await;
+        }
         Command::Policy { command } => return policy(command),
         Command::Demo { dir, base_port, bind } => return run_demo(dir, base_port, bind).await,
         _ => {}
@@ -134,6 +165,7 @@ fn policy(command: PolicyCommand) -> anyhow::Result<()> {
             Ok(())
         }
         PolicyCommand::Status => policy_status(None),
+        PolicyCommand::Plan { .. } | PolicyCommand::Apply { .. } => Ok(()),
         PolicyCommand::Keygen { out } => {
             let (secret, public) = tocsin_policies::generate_operator_key();
             let secret_path = out.with_extension("key");
@@ -167,6 +199,33 @@ fn policy(command: PolicyCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `policy plan` / `policy apply` against the running node (see `policy::provision::remote`).
+async fn policy_remote(config: Option<&std::path::Path>, remote: RemoteArgs, apply: bool) -> anyhow::Result<()> {
+    use tocsin_node::policy::provision::remote;
+    let what = if apply { "apply" } else { "plan" };
+    let Some(token) = remote.token.filter(|t| !t.trim().is_empty()) else {
+        anyhow::bail!(
+            "policy {what} needs a server admin's access token: pass --token or set TOCSIN_ADMIN_TOKEN \
+             (log in as an account with `admin = true` in the policy, or one made with `tocsin-node user add NAME --admin`)"
+        );
+    };
+    let url = match remote.url {
+        Some(url) => url,
+        None => remote::base_url(&Config::load(config)?),
+    };
+    let client = remote::AdminClient::new(&url, token.trim());
+    if apply {
+        let view = client.apply().await?;
+        print!("{}", remote::apply_text(&view));
+        if view.failed.is_some() {
+            std::process::exit(1);
+        }
+    } else {
+        print!("{}", remote::plan_text(&client.plan().await?));
+    }
+    Ok(())
 }
 
 /// `policy status`: the configured federation list, as the node would load it.

@@ -2,6 +2,7 @@
 //! Every endpoint requires the access token of an account with the admin flag.
 
 pub mod federation;
+pub mod policy;
 
 use http::{HeaderMap, Uri};
 

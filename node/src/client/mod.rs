@@ -175,6 +175,8 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<ruma::api::federation::discovery::get_server_keys::v2::Request, _, _>(
             crate::federation::keys::server_keys,
         )
-        .raw("/_tocsin/admin/federation/backlog", get(crate::admin::federation::backlog));
+        .raw("/_tocsin/admin/federation/backlog", get(crate::admin::federation::backlog))
+        .raw("/_tocsin/admin/policy/plan", get(crate::admin::policy::plan))
+        .raw("/_tocsin/admin/policy/apply", axum::routing::post(crate::admin::policy::apply));
     endpoints.into_router().fallback(unrecognized).layer(axum::middleware::from_fn(cors)).with_state(services)
 }

@@ -14,6 +14,7 @@
 //! restricted rooms.
 
 pub mod federation;
+pub mod provision;
 pub mod watch;
 
 use std::{

@@ -15,6 +15,9 @@ pub struct Account {
     pub admin: bool,
     #[serde(default)]
     pub deactivated: bool,
+    /// Roles from the node policy (`[[account]] roles`), set by `policy apply`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -104,11 +104,47 @@ impl Users {
             avatar_url: None,
             admin,
             deactivated: false,
+            roles: Vec::new(),
         };
         let mut batch = WriteBatch::new();
         batch.insert(trees::USERS, user_id.as_bytes().to_vec(), Db::to_json(&account)?);
         self.db.write(batch).await?;
         Ok(user_id)
+    }
+
+    /// Creates an account whose password is already an argon2 PHC string (a policy's
+    /// `password_hash`); the hash must parse, so a typo cannot lock the account for good.
+    pub async fn create_account_with_hash(
+        &self,
+        localpart: &str,
+        password_hash: &str,
+        displayname: Option<String>,
+        admin: bool,
+    ) -> Result<OwnedUserId> {
+        argon2::PasswordHash::new(password_hash)
+            .map_err(|e| Error::invalid_param(format!("password hash of `{localpart}` is not a PHC string: {e}")))?;
+        let user_id = self.user_id_for(localpart)?;
+        if self.account(&user_id)?.is_some() {
+            return Err(Error::UserInUse);
+        }
+        let account = Account {
+            password_hash: Some(password_hash.to_owned()),
+            displayname: Some(displayname.unwrap_or_else(|| localpart.to_owned())),
+            admin,
+            ..Account::default()
+        };
+        self.put_account(&user_id, &account).await?;
+        Ok(user_id)
+    }
+
+    /// Every local account, deactivated ones included.
+    pub fn accounts(&self) -> Result<Vec<(OwnedUserId, Account)>> {
+        let mut out = Vec::new();
+        for (k, v) in self.db.scan_prefix(trees::USERS, b"", usize::MAX)? {
+            let Ok(user_id) = UserId::parse(utf8(&k)?) else { continue };
+            out.push((user_id, serde_json::from_slice(&v).map_err(Error::internal)?));
+        }
+        Ok(out)
     }
 
     pub async fn put_account(&self, user_id: &UserId, account: &Account) -> Result<()> {

@@ -335,3 +335,61 @@ async fn policy_cli_plans_and_applies_on_the_running_node() {
     let out = cli(&binary, &config, &["policy", "plan"], Some(&root)).await;
     assert!(!out.ok && out.stderr.contains("is it running?"), "node stopped: {}", out.stderr);
 }
+
+/// A room shared with another federation member: apply invites the policy's `remote_members`
+/// over federation, the remote user joins from their own node, and the plan stays empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_apply_invites_remote_members_over_federation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = tocsin_tests::cluster::Cluster::plan(dir.path(), &["riverton.test", "lakeside.test"]).unwrap();
+    let policy_file = dir.path().join("riverton-policy.toml");
+    std::fs::write(
+        &policy_file,
+        r#"
+[[role]]
+name = "chief"
+power_level = 100
+
+[[account]]
+localpart = "chief"
+roles = ["chief"]
+password = "chief-pw"
+
+[[room]]
+alias = "valley"
+name = "Valley joint crisis room"
+topic = "Riverton and Lakeside"
+members_by_role = ["chief"]
+shared_with = ["lakeside.test"]
+remote_members = ["@mayor:lakeside.test"]
+"#,
+    )
+    .unwrap();
+    cluster.members[0].config.policy = Some(policy_file);
+    let riverton = cluster.start(0).await.unwrap();
+    let lakeside = cluster.start(1).await.unwrap();
+    let mayor = common::user(&lakeside, "mayor").await;
+    let root = token(&riverton, "root", "root-pw", true).await;
+
+    let (_, plan) = admin(&riverton, reqwest::Method::GET, "plan", Some(&root)).await;
+    let changes = lines(&plan, "changes");
+    assert!(changes.contains(&"invite @mayor:lakeside.test to #valley".to_owned()), "{plan}");
+    assert!(changes.contains(&"allow servers in #valley: lakeside.test, riverton.test".to_owned()), "{plan}");
+    let (_, applied) = admin(&riverton, reqwest::Method::POST, "apply", Some(&root)).await;
+    assert_eq!(applied["failed"], Value::Null, "{applied}");
+
+    join_invites(&mayor, 1).await;
+    let valley = common::eventually(&mayor, 10, || async {
+        mayor.rooms().into_iter().find(|r| r.state() == RoomState::Joined && r.name().is_some())
+    })
+    .await;
+    assert_eq!(valley.name().as_deref(), Some("Valley joint crisis room"));
+    assert_eq!(valley.topic().as_deref(), Some("Riverton and Lakeside"));
+
+    let (_, plan) = admin(&riverton, reqwest::Method::GET, "plan", Some(&root)).await;
+    assert!(lines(&plan, "changes").is_empty(), "plan after apply: {plan}");
+    let (_, again) = admin(&riverton, reqwest::Method::POST, "apply", Some(&root)).await;
+    assert!(lines(&again, "applied").is_empty(), "second apply: {again}");
+    lakeside.shutdown().await;
+    riverton.shutdown().await;
+}

@@ -2,6 +2,8 @@
 //! Every endpoint requires the access token of an account with the admin flag.
 
 pub mod federation;
+pub mod metrics;
+pub mod notices;
 pub mod policy;
 
 use http::{HeaderMap, Uri};

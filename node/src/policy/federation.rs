@@ -15,6 +15,10 @@
 //!   every server would be worse. Within 7 days of expiry it warns that a new list is due.
 //!   At start, an already expired list is accepted with the same loud warning: it is the list
 //!   the node enforced before it stopped, and a node that cannot start helps nobody.
+//! - **Restarts.** Every accepted list's verified text is saved in the data dir
+//!   ([`super::accepted`]). At start the node enforces the newer of the file and the saved copy;
+//!   when the file is older (rolled back), it logs an error and shows it as
+//!   `last_reload_error` until a newer list arrives.
 //! - **No list configured**: every server may federate (labs and tests); logged at start.
 
 use std::{
@@ -24,8 +28,9 @@ use std::{
 };
 
 use ruma::ServerName;
-use tocsin_policies::{MemberChanges, OperatorPublicKey, VerifiedList, accept_update, verify_file};
+use tocsin_policies::{MemberChanges, OperatorPublicKey, VerifiedList, accept_update};
 
+use super::accepted;
 use crate::error::{Error, Result};
 
 /// How long before expiry the node starts warning that a new list is due.
@@ -43,6 +48,8 @@ pub struct ListState {
     pub expires: String,
     pub members: usize,
     pub expired: bool,
+    /// Seconds until expiry; negative once expired.
+    pub expires_in_secs: i64,
     /// Active, but expires within [`EXPIRY_WARNING_SECS`].
     pub expires_soon: bool,
     /// The warning to show, if any.
@@ -70,6 +77,8 @@ pub struct FederationGate {
     keys: Vec<OperatorPublicKey>,
     active: RwLock<Option<Active>>,
     last_error: Mutex<Option<String>>,
+    /// Where the newest accepted list is saved (`None`: not saved, as in `policy status`).
+    saved: Option<PathBuf>,
 }
 
 fn now_unix() -> i64 {
@@ -86,11 +95,18 @@ fn mtime(path: &Path) -> Option<SystemTime> {
 impl FederationGate {
     /// No list: every server allowed.
     pub fn open() -> Self {
-        Self { path: None, keys: Vec::new(), active: RwLock::new(None), last_error: Mutex::new(None) }
+        Self { path: None, keys: Vec::new(), active: RwLock::new(None), last_error: Mutex::new(None), saved: None }
     }
 
-    /// Reads the operator keys and the list; any error stops the node's start.
+    /// Reads the operator keys and the list; any error stops the node's start. Nothing is
+    /// saved or compared with a saved copy (see [`FederationGate::load_saved`]).
     pub fn load(path: Option<PathBuf>, key_files: &[PathBuf]) -> anyhow::Result<Self> {
+        Self::load_saved(path, key_files, None)
+    }
+
+    /// [`FederationGate::load`], with rollback protection across restarts: the newest list
+    /// ever accepted is kept at `saved`, and enforced when the file holds an older version.
+    pub fn load_saved(path: Option<PathBuf>, key_files: &[PathBuf], saved: Option<PathBuf>) -> anyhow::Result<Self> {
         let Some(path) = path else {
             if !key_files.is_empty() {
                 tracing::warn!("federation_operator_keys is set but federation_list is not: every server may federate");
@@ -104,12 +120,13 @@ impl FederationGate {
             keys.push(key);
         }
         let seen = mtime(&path);
-        let list = verify_file(&path, &keys).map_err(|e| {
+        let from_file = accepted::read_verified(&path, &keys).map_err(|e| {
             anyhow::anyhow!(
                 "federation list {}: {e}; the node does not start on a list it cannot trust",
                 path.display()
             )
         })?;
+        let (list, last_error) = newest(&path, from_file, saved.as_deref(), &keys);
         tracing::info!(
             file = %path.display(),
             name = %list.name,
@@ -122,7 +139,8 @@ impl FederationGate {
             path: Some(path),
             keys,
             active: RwLock::new(Some(Active { list: Arc::new(list), seen })),
-            last_error: Mutex::new(None),
+            last_error: Mutex::new(last_error),
+            saved,
         };
         gate.warn_expiry();
         Ok(gate)
@@ -164,7 +182,8 @@ impl FederationGate {
     pub fn reload(&self) -> std::result::Result<Option<Applied>, String> {
         let Some(path) = &self.path else { return Ok(None) };
         let seen = mtime(path);
-        let result = verify_file(path, &self.keys).map_err(|e| format!("federation list {}: {e}", path.display()));
+        let result =
+            accepted::read_verified(path, &self.keys).map_err(|e| format!("federation list {}: {e}", path.display()));
         let mut active = self.active.write().unwrap_or_else(|e| e.into_inner());
         // Whatever the outcome, this version of the file has been looked at.
         if let Some(a) = active.as_mut() {
@@ -172,9 +191,12 @@ impl FederationGate {
         }
         let outcome = result.and_then(|new| {
             let current = active.as_ref().map(|a| a.list.as_ref());
-            accept_update(current, new, now_unix()).map_err(|e| format!("federation list {}: {e}", path.display()))
+            let text = new.text;
+            accept_update(current, new.list, now_unix())
+                .map(|list| (list, text))
+                .map_err(|e| format!("federation list {}: {e}", path.display()))
         });
-        let new = match outcome {
+        let (new, text) = match outcome {
             Ok(new) => new,
             Err(e) => {
                 *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
@@ -189,6 +211,7 @@ impl FederationGate {
             },
         };
         let applied = Applied { version: new.version, changes };
+        self.save(&text, new.version);
         *active = Some(Active { list: Arc::new(new), seen });
         drop(active);
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -232,6 +255,7 @@ impl FederationGate {
             expires: list.expires.to_string(),
             members: list.members.len(),
             expired,
+            expires_in_secs: list.expires_in(now),
             expires_soon,
             warning,
             last_reload_error: self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
@@ -255,6 +279,54 @@ impl FederationGate {
     pub fn ca_pems(&self) -> Vec<(String, String)> {
         let Some(list) = self.list() else { return Vec::new() };
         list.members.iter().filter_map(|m| Some((m.server_name.clone(), m.ca_cert.clone()?))).collect()
+    }
+}
+
+impl FederationGate {
+    /// Saves an accepted list's text. A failure is logged: the list is in force either way, but
+    /// the protection across restarts is then lost until the next successful save.
+    fn save(&self, text: &str, version: u64) {
+        let Some(saved) = &self.saved else { return };
+        if let Err(e) = accepted::save(saved, text) {
+            tracing::error!(
+                file = %saved.display(),
+                version,
+                error = %e,
+                "cannot save the accepted federation list; after a restart an older list file would not be detected"
+            );
+        }
+    }
+}
+
+/// At start: the list file's list, or the saved copy of the newest list accepted before when
+/// the file is older (with the error to show). The file's list is saved when it is the newer.
+fn newest(
+    path: &Path,
+    from_file: accepted::Verified,
+    saved: Option<&Path>,
+    keys: &[OperatorPublicKey],
+) -> (VerifiedList, Option<String>) {
+    let Some(saved) = saved else { return (from_file.list, None) };
+    match accepted::load(saved, keys) {
+        Some(kept) if kept.list.version > from_file.list.version => {
+            let message = format!(
+                "the federation list file {} holds version {}, OLDER than version {} this node accepted before \
+                 (a rollback); version {} stays in force until a newer signed list arrives",
+                path.display(),
+                from_file.list.version,
+                kept.list.version,
+                kept.list.version
+            );
+            tracing::error!(file = %path.display(), saved = %saved.display(), "{message}");
+            (kept.list, Some(message))
+        }
+        Some(kept) if kept.list.version == from_file.list.version => (from_file.list, None),
+        _ => {
+            if let Err(e) = accepted::save(saved, &from_file.text) {
+                tracing::error!(file = %saved.display(), error = %e, "cannot save the accepted federation list");
+            }
+            (from_file.list, None)
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 //! is rejected on receipt, even when a member relays it. Still open: external users in
 //! restricted rooms.
 
+pub mod accepted;
 pub mod federation;
 pub mod provision;
 pub mod watch;
@@ -58,8 +59,11 @@ impl PolicyGate {
     /// with `federation_operator_keys`). A bad file of either stops the start.
     pub fn from_config(config: &crate::Config) -> anyhow::Result<Self> {
         let mut gate = Self::load(config.policy.clone())?;
-        gate.federation =
-            federation::FederationGate::load(config.federation_list.clone(), &config.federation_operator_keys)?;
+        gate.federation = federation::FederationGate::load_saved(
+            config.federation_list.clone(),
+            &config.federation_operator_keys,
+            Some(accepted::path_in(&config.data_dir)),
+        )?;
         if !gate.federation.enforced() {
             tracing::warn!("no federation_list configured: any server may federate with this node");
         }

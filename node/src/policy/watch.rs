@@ -1,6 +1,7 @@
 //! Applying policies to the running node: the federation list's pins, CAs and outbound gate at
 //! start, and reloads on SIGHUP ([`reload_all`]) or when a file changes on disk ([`spawn`], which
-//! polls modification times every [`POLL_INTERVAL`]; no file-watching dependency).
+//! polls modification times every [`POLL_INTERVAL`]; no file-watching dependency). The same
+//! loop posts the list's expiry warning to the admin room ([`crate::admin::notices`]).
 //!
 //! Pins and CAs: a member's `address` pins it in the federation client (replacing DNS), unless
 //! the node's own `federation_pins` names that server (the local admin knows the local network
@@ -132,6 +133,7 @@ pub fn spawn(services: Arc<Services>, mut shutdown: watch::Receiver<bool>) -> Jo
         let policy_path = services.policy.path().map(Path::to_path_buf);
         let mut policy_seen = policy_path.as_deref().and_then(newest_mtime);
         let mut last_expiry_log = tokio::time::Instant::now();
+        let mut notices = crate::admin::notices::ExpiryNotices::load(&services);
         let mut tick = tokio::time::interval(POLL_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -155,6 +157,8 @@ pub fn spawn(services: Arc<Services>, mut shutdown: watch::Receiver<bool>) -> Jo
                 tracing::info!("federation list changed on disk: reloading");
                 reload_federation_list(&services).await;
             }
+            // The expiry warning in the admin room, once per change (the first tick: at start).
+            notices.check(&services).await;
             if last_expiry_log.elapsed() >= EXPIRY_LOG_INTERVAL {
                 last_expiry_log = tokio::time::Instant::now();
                 services.policy.federation.warn_expiry();

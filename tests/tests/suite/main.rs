@@ -16,6 +16,7 @@ mod federation_e2ee;
 mod federation_policy;
 mod federation_transport;
 mod interop_synapse;
+mod list_lifecycle;
 mod policy_apply;
 mod policy_gate;
 mod registration;

@@ -10,10 +10,14 @@
 //! its keys are fetched); outbound, the federation client refuses to contact a non-member, the
 //! sender drops (and counts) what is queued for one, and a local invite of a non-member's user
 //! is refused here at creation. A PDU pushed to this node whose sender's server is not a member
-//! is rejected on receipt, even when a member relays it. Still open: external users in
-//! restricted rooms.
+//! is rejected on receipt, even when a member relays it.
+//!
+//! Access rules ([`access`]): `restricted` rooms refuse users of `external` servers, `direct`
+//! rooms have at most two members; checked on local memberships here, on remote ones at
+//! `make_join` and on receipt (`send_join`, transactions).
 
 pub mod accepted;
+pub mod access;
 pub mod federation;
 pub mod provision;
 pub mod watch;
@@ -99,6 +103,13 @@ impl PolicyGate {
     pub fn check_event(&self, head: &RoomHead, sender: &UserId, event: &NewEvent) -> Result<()> {
         if event.kind == TimelineEventType::RoomMember {
             self.check_member_server(sender, event)?;
+            if let Some(target) = event.state_key.as_deref().and_then(|k| UserId::parse(k).ok()) {
+                let membership = event.content.get("membership").and_then(Value::as_str).unwrap_or("");
+                self.check_access(&target, membership, &access::RoomFacts::from_head(head, &target))?;
+            }
+        }
+        if event.kind.to_string() == access::STATE_TYPE {
+            self.check_rule_change(head, &event.content)?;
         }
         let Some(policy) = self.policy() else { return Ok(()) };
         if event.kind != TimelineEventType::RoomMessage {

@@ -139,6 +139,28 @@ impl Rooms {
         .map_err(|e| e.to_string())
     }
 
+    /// A membership event against the room's access rule in `state` (policy::access).
+    fn check_access_rule_at(&self, pdu: &Pdu, state: &StateIds) -> std::result::Result<(), String> {
+        let (Some(membership), Some(target)) =
+            (pdu.membership(), pdu.state_key.as_deref().and_then(|k| ruma::UserId::parse(k).ok()))
+        else {
+            return Ok(());
+        };
+        let Some(rule_id) = state.get(&(crate::policy::access::STATE_TYPE.into(), String::new())) else {
+            return Ok(());
+        };
+        let load = |id: &EventId| load_pdu(&self.db, id).map_err(|e| e.to_string());
+        let rule = load(rule_id)?.map(|p| p.content_value());
+        let mut members = Vec::new();
+        for ((kind, key), id) in state {
+            if *kind == StateEventType::RoomMember {
+                members.push((key.as_str(), load(id)?.and_then(|p| p.membership())));
+            }
+        }
+        let facts = crate::policy::access::RoomFacts::from_members(rule.as_ref(), &target, members);
+        self.policy.check_access(&target, &membership, &facts).map_err(|e| e.to_string())
+    }
+
     /// Authorises an event against a room state given as ids.
     fn check_against_state(
         &self,
@@ -202,6 +224,11 @@ impl Rooms {
         };
         let before_id = state::write_snapshot(&self.db, &before, &mut batch)?;
         if let Err(reason) = self.check_against_state(&rules.authorization, &pdu, &before) {
+            self.store_rejected(&pdu, Some(before_id), batch).await?;
+            return Ok((Outcome::Rejected(reason), None));
+        }
+        // The room's access rule (policy::access), against the state before the event.
+        if let Err(reason) = self.check_access_rule_at(&pdu, &before) {
             self.store_rejected(&pdu, Some(before_id), batch).await?;
             return Ok((Outcome::Rejected(reason), None));
         }

@@ -128,6 +128,15 @@ impl Rooms {
         )
         .await?;
 
+        // The access rule from the node policy (policy::access), unless initial_state sets one.
+        let access_type = crate::policy::access::STATE_TYPE;
+        if !req.initial_state.iter().any(|(kind, _, _)| kind == access_type)
+            && let Some(rule) =
+                self.policy.access_rule_for_new_room(req.alias.as_ref().map(|a| a.alias()), req.is_direct)
+        {
+            let content = crate::policy::access::content(rule);
+            self.send(&room_id, creator, send_state(access_type, "", content), None).await?;
+        }
         let has_encryption = req.initial_state.iter().any(|(kind, _, _)| kind == "m.room.encryption");
         for (kind, key, content) in &req.initial_state {
             self.send(&room_id, creator, send_state(kind, key, content.clone()), None).await?;

@@ -34,12 +34,26 @@ impl Rooms {
             user_id.as_str(),
             serde_json::json!({ "membership": membership }),
         );
+        // The room's access rule first: a refused join names the rule at `make_join`.
+        let facts = crate::policy::access::RoomFacts::from_head(&head, user_id);
+        self.policy.check_access(user_id, membership, &facts)?;
         let template = self.template(&head, user_id, &event, true)?;
         // Run the auth rules on the template (signatures play no part in them).
         let probe =
             Arc::new(Pdu::from_json(EventId::parse("$template-probe").map_err(Error::internal)?, template.clone())?);
         self.authorize(&head, &probe)?;
         Ok((head.version.clone(), template))
+    }
+
+    /// The room's access rule (policy::access) for a membership another server asks for, when
+    /// this node is in the room; `Ok` for a room it does not know.
+    pub async fn check_access_rule(&self, room_id: &RoomId, user_id: &UserId, membership: &str) -> Result<()> {
+        if !self.exists(room_id)? {
+            return Ok(());
+        }
+        let head = self.head(room_id)?;
+        let head = head.lock().await;
+        self.policy.check_access(user_id, membership, &crate::policy::access::RoomFacts::from_head(&head, user_id))
     }
 
     /// Builds and authorises a local event without storing it (an invite waits for the

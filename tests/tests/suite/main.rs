@@ -6,6 +6,7 @@
 
 mod common;
 
+mod access_rules;
 mod bad_input;
 mod clients;
 mod demo;

@@ -1,0 +1,155 @@
+//! Tchap-style access rules, enforced on memberships: a `restricted` room takes no users of
+//! servers whose role in the federation list is `external`, and a `direct` room has at most two
+//! members. A refusal is 403 `M_FORBIDDEN` naming the rule ([`RULE`]).
+//!
+//! Where a room's rule lives: in the room, as the state event [`STATE_TYPE`] (content
+//! `{"rule": "restricted" | "unrestricted" | "direct"}`, like Tchap's `im.vector.room.access_rules`),
+//! set when the room is created from the node policy (the policy's room with the same alias,
+//! else `direct` for a DM, else `room_defaults.access_rule`). Not from the policy's alias mapping
+//! at check time, because that only exists on the node whose policy names the room: a room
+//! shared across the federation is joined and invited to through other nodes too, and each of
+//! them must apply the same rule. A state event travels with the room, is authorised by its
+//! power levels (`state_default`), and every resident server sees the same value, so a remote
+//! `make_join`, `send_join`, an invite or a join in a transaction is checked the same way on
+//! every Tocsin node. Whether a server is `external` comes from each node's own signed
+//! federation list. A room without the event has no rule (rooms made before a policy existed,
+//! rooms made by other homeservers).
+//!
+//! A direct room's rule cannot be changed afterwards (Tchap's rule too): otherwise any member
+//! with `state_default` power could lift the two-member limit.
+
+use ruma::{UserId, events::StateEventType};
+use serde_json::Value;
+use tocsin_policies::{AccessRule, MemberRole};
+
+use super::PolicyGate;
+use crate::{
+    error::{Error, Result},
+    rooms::RoomHead,
+};
+
+/// The room state event holding a room's access rule (state key "").
+pub const STATE_TYPE: &str = "org.tocsin.access_rule";
+
+/// The name refusals give for this rule.
+pub const RULE: &str = "access_rule";
+
+/// The rule in an access rule event's content, `None` when it names no known rule.
+pub fn parse_rule(content: &Value) -> Option<AccessRule> {
+    match content.get("rule").and_then(Value::as_str)? {
+        "restricted" => Some(AccessRule::Restricted),
+        "unrestricted" => Some(AccessRule::Unrestricted),
+        "direct" => Some(AccessRule::Direct),
+        _ => None,
+    }
+}
+
+/// The content of an access rule event.
+pub fn content(rule: AccessRule) -> Value {
+    serde_json::json!({ "rule": rule.as_str() })
+}
+
+/// What a membership check needs to know about the room, before the event.
+#[derive(Debug, Clone, Default)]
+pub struct RoomFacts {
+    pub rule: Option<AccessRule>,
+    /// The target's membership now.
+    pub target_now: Option<String>,
+    /// Users other than the target who are joined or invited.
+    pub others: usize,
+}
+
+impl RoomFacts {
+    /// The facts from `(user, membership)` pairs of the room's state and its access rule
+    /// event's content.
+    pub fn from_members<'a>(
+        rule_content: Option<&Value>,
+        target: &UserId,
+        members: impl IntoIterator<Item = (&'a str, Option<String>)>,
+    ) -> Self {
+        let mut facts = Self { rule: rule_content.and_then(parse_rule), ..Self::default() };
+        for (user, membership) in members {
+            if user == target.as_str() {
+                facts.target_now = membership;
+            } else if matches!(membership.as_deref(), Some("join" | "invite")) {
+                facts.others += 1;
+            }
+        }
+        facts
+    }
+
+    /// The facts from a room's current state.
+    pub fn from_head(head: &RoomHead, target: &UserId) -> Self {
+        let rule = head.get(&StateEventType::from(STATE_TYPE), "").map(|p| p.content_value());
+        let members = head
+            .state
+            .iter()
+            .filter(|((kind, _), _)| *kind == StateEventType::RoomMember)
+            .map(|((_, key), pdu)| (key.as_str(), pdu.membership()));
+        Self::from_members(rule.as_ref(), target, members)
+    }
+}
+
+impl PolicyGate {
+    /// The access rule a new room gets from the node policy: the policy's room with the same
+    /// alias, else `direct` for a DM, else the policy's default. `None` without a node policy.
+    pub fn access_rule_for_new_room(&self, alias_localpart: Option<&str>, is_direct: bool) -> Option<AccessRule> {
+        let policy = self.policy()?;
+        if let Some(room) = alias_localpart.and_then(|a| policy.room(a)) {
+            return Some(policy.access_rule(room));
+        }
+        Some(if is_direct { AccessRule::Direct } else { policy.room_defaults.access_rule })
+    }
+
+    /// Whether `target` may take `membership` in a room with these facts. Only a change is
+    /// checked (a joined member updating their profile is not refused).
+    pub fn check_access(&self, target: &UserId, membership: &str, facts: &RoomFacts) -> Result<()> {
+        let Some(rule) = facts.rule else { return Ok(()) };
+        if facts.target_now.as_deref() == Some(membership) || !matches!(membership, "join" | "invite" | "knock") {
+            return Ok(());
+        }
+        match rule {
+            AccessRule::Restricted => {
+                let server = target.server_name();
+                let external =
+                    self.federation.list().and_then(|l| l.role_of(server.as_str())) == Some(MemberRole::External);
+                if external {
+                    return Err(Error::forbidden(format!(
+                        "refused by policy rule `{RULE}` (\"restricted\"): {target} is a user of {server}, whose role \
+                         in the federation list is `external`, and a restricted room takes no external users \
+                         (membership `{membership}` refused)"
+                    )));
+                }
+            }
+            AccessRule::Direct => {
+                let becomes_member = membership != "knock" && facts.target_now.as_deref() != Some("invite");
+                if becomes_member && facts.others >= 2 {
+                    return Err(Error::forbidden(format!(
+                        "refused by policy rule `{RULE}` (\"direct\"): a direct room has at most two members, and {} \
+                         are already joined or invited, so {target} cannot get membership `{membership}`",
+                        facts.others
+                    )));
+                }
+            }
+            AccessRule::Unrestricted => {}
+        }
+        Ok(())
+    }
+
+    /// A local change of the access rule event: it must name a rule, and a direct room keeps
+    /// its rule.
+    pub(super) fn check_rule_change(&self, head: &RoomHead, content: &Value) -> Result<()> {
+        let Some(new) = parse_rule(content) else {
+            return Err(Error::bad_json(format!(
+                "{STATE_TYPE}.rule must be \"restricted\", \"unrestricted\" or \"direct\""
+            )));
+        };
+        let current = head.get(&StateEventType::from(STATE_TYPE), "").and_then(|p| parse_rule(&p.content_value()));
+        if current == Some(AccessRule::Direct) && new != AccessRule::Direct {
+            return Err(Error::forbidden(format!(
+                "refused by policy rule `{RULE}` (\"direct\"): a direct room keeps its access rule"
+            )));
+        }
+        Ok(())
+    }
+}

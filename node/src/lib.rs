@@ -54,6 +54,8 @@ pub struct Services {
     pub peer_seen: tokio::sync::broadcast::Sender<OwnedServerName>,
     /// Per-room serialisation of inbound PDUs.
     pub inbound: federation::receive::Inbound,
+    /// One `policy apply` at a time.
+    pub provisioning: policy::provision::Provisioning,
 }
 
 impl Services {
@@ -103,6 +105,7 @@ impl Services {
             remote_keys,
             peer_seen,
             inbound: federation::receive::Inbound::default(),
+            provisioning: policy::provision::Provisioning::default(),
         }))
     }
 }

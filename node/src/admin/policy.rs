@@ -32,10 +32,12 @@ pub async fn plan(State(services): State<Arc<Services>>, headers: HeaderMap, uri
     super::require_admin(&services, &headers, &uri)?;
     let policy = loaded_policy(&services)?;
     let current = provision::current_state(&services, &policy).await?;
+    let mut conflicts: Vec<String> = provision::wrong_server(&services, &policy).into_iter().collect();
+    conflicts.extend(tocsin_policies::conflicts(&policy, &current));
     json(&PlanView {
         server_name: services.server_name.to_string(),
         changes: tocsin_policies::plan(&policy, &current).iter().map(ToString::to_string).collect(),
-        conflicts: tocsin_policies::conflicts(&policy, &current),
+        conflicts,
     })
 }
 

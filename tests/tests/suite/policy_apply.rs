@@ -182,10 +182,16 @@ async fn policy_apply_provisions_rooms_and_accounts_and_a_second_apply_changes_n
     // Planning changes nothing.
     assert!(!has_account(&node, "chief"));
 
-    let (status, applied) = admin(&node, reqwest::Method::POST, "apply", Some(&root)).await;
-    assert_eq!(status, 200, "{applied}");
+    // Two applies at once (say, CI and an operator): one does everything, the other nothing.
+    let ((s1, first), (s2, second)) = tokio::join!(
+        admin(&node, reqwest::Method::POST, "apply", Some(&root)),
+        admin(&node, reqwest::Method::POST, "apply", Some(&root)),
+    );
+    assert_eq!((s1, s2), (200, 200), "{first}\n{second}");
+    let (applied, idle) = if lines(&first, "applied").is_empty() { (second, first) } else { (first, second) };
     assert_eq!(applied["failed"], Value::Null, "{applied}");
     assert_eq!(lines(&applied, "applied"), changes, "apply does what plan showed");
+    assert!(lines(&idle, "applied").is_empty() && idle["failed"].is_null(), "the concurrent apply: {idle}");
 
     // The accounts log in with their policy credentials (plaintext and argon2 hash).
     let chief = common::login(&node, "chief", "chief-pw").await;
@@ -253,6 +259,23 @@ async fn policy_apply_provisions_rooms_and_accounts_and_a_second_apply_changes_n
         (staff.topic().as_deref() == Some("Internal coordination")).then_some(())
     })
     .await;
+    node.shutdown().await;
+}
+
+/// A policy whose `[node] server_name` names another node is shown as a conflict and not applied.
+#[tokio::test]
+async fn a_policy_for_another_node_is_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy_file = dir.path().join("policy.toml");
+    std::fs::write(&policy_file, format!("[node]\nserver_name = \"elsewhere.test\"\n{}", policy())).unwrap();
+    let node = common::start(&dir.path().join("node"), |c| c.policy = Some(policy_file)).await;
+    let root = token(&node, "root", "root-pw", true).await;
+    let (_, plan) = admin(&node, reqwest::Method::GET, "plan", Some(&root)).await;
+    let conflicts = lines(&plan, "conflicts");
+    assert!(conflicts.iter().any(|c| c.starts_with("the policy is for elsewhere.test")), "{plan}");
+    let (status, body) = admin(&node, reqwest::Method::POST, "apply", Some(&root)).await;
+    assert_eq!((status, body["errcode"].as_str()), (400, Some("M_BAD_STATE")), "{body}");
+    assert!(!has_account(&node, "chief"), "nothing applied");
     node.shutdown().await;
 }
 

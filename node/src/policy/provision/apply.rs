@@ -18,6 +18,10 @@ use crate::{
 /// changes of one room go out as one `m.room.power_levels` event. Stops at the first failure;
 /// what was done stays done, and the next plan shows what is left.
 pub async fn apply(s: &Arc<Services>, policy: &NodePolicy) -> Result<ApplyView> {
+    if let Some(wrong) = super::wrong_server(s, policy) {
+        return Err(Error::BadState(wrong));
+    }
+    let _one_at_a_time = s.provisioning.lock.lock().await;
     let current = read::current_state(s, policy).await?;
     let changes = tocsin_policies::plan(policy, &current);
     let mut view = ApplyView {

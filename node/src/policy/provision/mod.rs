@@ -84,6 +84,25 @@ pub mod acl {
     }
 }
 
+/// Serialises applies: two at once would both create a missing room (a room's alias is
+/// checked when it is created and written after its first events).
+#[derive(Default)]
+pub struct Provisioning {
+    lock: tokio::sync::Mutex<()>,
+}
+
+/// A policy written for another node (`[node] server_name`) is not applied here: its accounts
+/// and rooms are someone else's.
+pub fn wrong_server(s: &crate::Services, policy: &tocsin_policies::NodePolicy) -> Option<String> {
+    let named = policy.node.server_name.as_deref()?;
+    (named != s.server_name.as_str()).then(|| {
+        format!(
+            "the policy is for {named} (`[node] server_name`) but this node is {}: nothing is applied",
+            s.server_name
+        )
+    })
+}
+
 /// `GET /_tocsin/admin/policy/plan`: the changes, one line each, and what cannot be changed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PlanView {

@@ -262,6 +262,57 @@ async fn policy_apply_provisions_rooms_and_accounts_and_a_second_apply_changes_n
     node.shutdown().await;
 }
 
+/// The policy changes in version control: the node reloads it, plan shows the difference and
+/// apply makes it (a new display name and role, so new power levels, and a new room).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_policy_is_planned_and_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path()).await;
+    let root = token(&node, "root", "root-pw", true).await;
+    let (_, first) = admin(&node, reqwest::Method::POST, "apply", Some(&root)).await;
+    assert_eq!(first["failed"], Value::Null, "{first}");
+    let officer = common::login(&node, "officer", "tocsin-demo").await;
+    join_invites(&officer, 2).await;
+
+    let edited = policy().replace(
+        "display_name = \"Duty officer\"\nroles = [\"staff\"]",
+        "display_name = \"Night officer\"\nroles = [\"chief\"]",
+    ) + "\n[[room]]\nalias = \"logistics\"\nname = \"Logistics\"\nmembers_by_role = [\"chief\"]\n";
+    assert_ne!(edited, policy() + "\n", "the edit applies to the policy text");
+    std::fs::write(dir.path().join("policy.toml"), edited).unwrap();
+    node.services.policy.reload().expect("the edited policy loads");
+
+    let (_, plan) = admin(&node, reqwest::Method::GET, "plan", Some(&root)).await;
+    let changes = lines(&plan, "changes");
+    for expected in [
+        "set display name of @officer: \"Duty officer\" -> \"Night officer\"",
+        "set roles of @officer: [chief]",
+        "create room #logistics \"Logistics\"",
+        "invite @officer:tocsin.test to #logistics",
+        "set power level of @officer:tocsin.test in #staff: 50 -> 100",
+    ] {
+        assert!(changes.iter().any(|c| c.starts_with(expected)), "plan lacks `{expected}`:\n{}", changes.join("\n"));
+    }
+    let (_, applied) = admin(&node, reqwest::Method::POST, "apply", Some(&root)).await;
+    assert_eq!(applied["failed"], Value::Null, "{applied}");
+    assert_eq!(lines(&applied, "applied"), changes);
+
+    // The officer sees the new level and name in the room they were in, and the new room.
+    let officer_id = officer.user_id().unwrap().to_owned();
+    let staff = room(&officer, "staff").await;
+    common::eventually(&officer, 10, || async {
+        let level = staff.users_with_power_levels().await.get(&officer_id).copied();
+        let member = staff.get_member_no_sync(&officer_id).await.ok().flatten()?;
+        (level == Some(100) && member.display_name() == Some("Night officer")).then_some(())
+    })
+    .await;
+    join_invites(&officer, 1).await;
+    assert_eq!(room(&officer, "logistics").await.name().as_deref(), Some("Logistics"));
+    let (_, plan) = admin(&node, reqwest::Method::GET, "plan", Some(&root)).await;
+    assert!(lines(&plan, "changes").is_empty(), "plan after apply: {plan}");
+    node.shutdown().await;
+}
+
 /// A policy whose `[node] server_name` names another node is shown as a conflict and not applied.
 #[tokio::test]
 async fn a_policy_for_another_node_is_not_applied() {

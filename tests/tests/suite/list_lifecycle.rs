@@ -53,6 +53,21 @@ async fn empty_txn(from: &NodeHandle, to: &NodeHandle) -> tocsin_node::Result<()
     from.services.federation_client.send(&to.server_name, request).await.map(|_| ())
 }
 
+/// Starts member `i` again after a shutdown. Connections its peers still hold open can keep the
+/// stopped node's store locked for a moment (redb: "Database already open"), so this retries.
+async fn restart(cluster: &Cluster, i: usize) -> NodeHandle {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match cluster.start(i).await {
+            Ok(node) => return node,
+            Err(e) if format!("{e:#}").contains("already open") && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the node does not start again: {e:#}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_list_file_rolled_back_during_a_restart_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -72,7 +87,7 @@ async fn a_list_file_rolled_back_during_a_restart_is_refused() {
 
     // While A is down, its list file goes back to version 1 (validly signed, C still in it).
     write_list(&list, &key, 1, &["a.test", "b.test", "c.test"], 30 * 24 * 3600);
-    let a = cluster.start(0).await.expect("A starts on the older file");
+    let a = restart(&cluster, 0).await;
     assert_eq!(a.services.policy.federation.list().unwrap().version, 2, "version 2 stays in force");
     match empty_txn(&c, &a).await {
         Err(tocsin_node::Error::Remote(e)) => {
@@ -97,7 +112,7 @@ async fn a_list_file_rolled_back_during_a_restart_is_refused() {
     }
     a.shutdown().await;
     write_list(&list, &key, 2, &["a.test", "b.test"], 30 * 24 * 3600);
-    let a = cluster.start(0).await.unwrap();
+    let a = restart(&cluster, 0).await;
     assert_eq!(a.services.policy.federation.list().unwrap().version, 3);
     empty_txn(&c, &a).await.expect("C is in version 3, which stays in force");
     for node in [a, b, c] {

@@ -191,6 +191,46 @@ async fn access_rules_keep_external_users_out_and_direct_rooms_to_two() {
     .await;
     assert!(members["joined"].get(eve_id.as_str()).is_none(), "{members}");
 
+    // A room that was unrestricted and becomes restricted: E's user who joined before stays,
+    // but E, asked by B (lax list) to countersign an invite of another of its users, refuses
+    // by its own list and the room's rule, and bob sees why.
+    let eve2 = common::user(&e, "eve2").await;
+    let (status, created) = call(
+        &alice,
+        &a.base_url(),
+        reqwest::Method::POST,
+        "/_matrix/client/v3/createRoom",
+        json!({
+            "preset": "public_chat",
+            "invite": [bob.user_id().unwrap()],
+            "initial_state": [{ "type": "org.tocsin.access_rule", "state_key": "", "content": { "rule": "unrestricted" } }],
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let open = RoomId::parse(created["room_id"].as_str().unwrap()).unwrap();
+    accept_invite(&bob, &open).await;
+    let path = format!("/_matrix/client/v3/join/{open}?server_name=a.test");
+    let (status, body) = call(&eve, &e.base_url(), reqwest::Method::POST, &path, json!({})).await;
+    assert_eq!(status, 200, "eve joins the unrestricted room: {body}");
+    let path = format!("/_matrix/client/v3/rooms/{open}/state/org.tocsin.access_rule/");
+    let (status, body) =
+        call(&alice, &a.base_url(), reqwest::Method::PUT, &path, json!({ "rule": "restricted" })).await;
+    assert_eq!(status, 200, "{body}");
+    let kind = tocsin_node::ruma::events::StateEventType::from("org.tocsin.access_rule");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rule = e.services.rooms.state_event(&open, &kind, "").await.unwrap().map(|p| p.content_value());
+        if rule.is_some_and(|r| r["rule"] == "restricted") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "E never saw the rule change");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = invite(&bob, &b, &open, eve2.user_id().unwrap()).await;
+    assert_rule_refusal("B's invite of eve2, refused by E", &refused, "restricted");
+    assert!(refused.1["error"].as_str().unwrap_or("").contains("remote server"), "{refused:?}");
+
     // A DM on A: `direct`. Two members, then no third, local or remote, by invite or rule change.
     let (status, created) = call(
         &alice,

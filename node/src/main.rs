@@ -65,7 +65,7 @@ enum PolicyCommand {
     },
     /// Bring the running node in line with its node policy: create the accounts and rooms,
     /// set room settings, invite members, set power levels. Prints what it did; exits 1 if a
-    /// change failed. A second apply changes nothing.
+    /// change failed (the others are still made). A second apply changes nothing.
     Apply {
         #[command(flatten)]
         remote: RemoteArgs,
@@ -219,7 +219,7 @@ async fn policy_remote(config: Option<&std::path::Path>, remote: RemoteArgs, app
     if apply {
         let view = client.apply().await?;
         print!("{}", remote::apply_text(&view));
-        if view.failed.is_some() {
+        if !view.failed.is_empty() {
             std::process::exit(1);
         }
     } else {

@@ -189,9 +189,12 @@ async fn policy_apply_provisions_rooms_and_accounts_and_a_second_apply_changes_n
     );
     assert_eq!((s1, s2), (200, 200), "{first}\n{second}");
     let (applied, idle) = if lines(&first, "applied").is_empty() { (second, first) } else { (first, second) };
-    assert_eq!(applied["failed"], Value::Null, "{applied}");
+    assert_eq!(applied["failed"], serde_json::json!([]), "{applied}");
     assert_eq!(lines(&applied, "applied"), changes, "apply does what plan showed");
-    assert!(lines(&idle, "applied").is_empty() && idle["failed"].is_null(), "the concurrent apply: {idle}");
+    assert!(
+        lines(&idle, "applied").is_empty() && idle["failed"] == serde_json::json!([]),
+        "the concurrent apply: {idle}"
+    );
 
     // The accounts log in with their policy credentials (plaintext and argon2 hash).
     let chief = common::login(&node, "chief", "chief-pw").await;
@@ -270,7 +273,7 @@ async fn an_edited_policy_is_planned_and_applied() {
     let node = start(dir.path()).await;
     let root = token(&node, "root", "root-pw", true).await;
     let (_, first) = admin(&node, reqwest::Method::POST, "apply", Some(&root)).await;
-    assert_eq!(first["failed"], Value::Null, "{first}");
+    assert_eq!(first["failed"], serde_json::json!([]), "{first}");
     let officer = common::login(&node, "officer", "tocsin-demo").await;
     join_invites(&officer, 2).await;
 
@@ -294,7 +297,7 @@ async fn an_edited_policy_is_planned_and_applied() {
         assert!(changes.iter().any(|c| c.starts_with(expected)), "plan lacks `{expected}`:\n{}", changes.join("\n"));
     }
     let (_, applied) = admin(&node, reqwest::Method::POST, "apply", Some(&root)).await;
-    assert_eq!(applied["failed"], Value::Null, "{applied}");
+    assert_eq!(applied["failed"], serde_json::json!([]), "{applied}");
     assert_eq!(lines(&applied, "applied"), changes);
 
     // The officer sees the new level and name in the room they were in, and the new room.
@@ -410,12 +413,15 @@ async fn policy_cli_plans_and_applies_on_the_running_node() {
     assert!(!out.ok && out.stderr.contains("is it running?"), "node stopped: {}", out.stderr);
 }
 
-/// A room shared with another federation member: apply invites the policy's `remote_members`
-/// over federation, the remote user joins from their own node, and the plan stays empty.
+/// A room shared with two other federation members, one of them down: apply invites the
+/// policy's `remote_members` over federation; the invite to the server that is down fails and
+/// is reported while everything else is done (the reachable user joins from their own node and
+/// sees the room); once that server is up, the next apply invites its user and the plan is empty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_apply_invites_remote_members_over_federation() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = tocsin_tests::cluster::Cluster::plan(dir.path(), &["riverton.test", "lakeside.test"]).unwrap();
+    let names = ["riverton.test", "lakeside.test", "fire.test"];
+    let mut cluster = tocsin_tests::cluster::Cluster::plan(dir.path(), &names).unwrap();
     let policy_file = dir.path().join("riverton-policy.toml");
     std::fs::write(
         &policy_file,
@@ -432,10 +438,10 @@ password = "chief-pw"
 [[room]]
 alias = "valley"
 name = "Valley joint crisis room"
-topic = "Riverton and Lakeside"
+topic = "Riverton, Lakeside and the fire service"
 members_by_role = ["chief"]
-shared_with = ["lakeside.test"]
-remote_members = ["@mayor:lakeside.test"]
+shared_with = ["lakeside.test", "fire.test"]
+remote_members = ["@chief:fire.test", "@mayor:lakeside.test"]
 "#,
     )
     .unwrap();
@@ -448,9 +454,17 @@ remote_members = ["@mayor:lakeside.test"]
     let (_, plan) = admin(&riverton, reqwest::Method::GET, "plan", Some(&root)).await;
     let changes = lines(&plan, "changes");
     assert!(changes.contains(&"invite @mayor:lakeside.test to #valley".to_owned()), "{plan}");
-    assert!(changes.contains(&"allow servers in #valley: lakeside.test, riverton.test".to_owned()), "{plan}");
+    assert!(
+        changes.contains(&"allow servers in #valley: fire.test, lakeside.test, riverton.test".to_owned()),
+        "{plan}"
+    );
     let (_, applied) = admin(&riverton, reqwest::Method::POST, "apply", Some(&root)).await;
-    assert_eq!(applied["failed"], Value::Null, "{applied}");
+    let failed = applied["failed"].as_array().expect("failed is a list");
+    assert_eq!(failed.len(), 1, "only the invite to the server that is down fails: {applied}");
+    assert_eq!(failed[0]["change"], "invite @chief:fire.test to #valley", "{applied}");
+    let done = lines(&applied, "applied");
+    assert_eq!(done.len(), changes.len() - 1, "everything else is applied: {applied}");
+    assert!(done.iter().any(|c| c.starts_with("set power level of @chief:riverton.test in #valley")), "{applied}");
 
     join_invites(&mayor, 1).await;
     let valley = common::eventually(&mayor, 10, || async {
@@ -458,12 +472,22 @@ remote_members = ["@mayor:lakeside.test"]
     })
     .await;
     assert_eq!(valley.name().as_deref(), Some("Valley joint crisis room"));
-    assert_eq!(valley.topic().as_deref(), Some("Riverton and Lakeside"));
+    assert_eq!(valley.topic().as_deref(), Some("Riverton, Lakeside and the fire service"));
 
+    let (_, plan) = admin(&riverton, reqwest::Method::GET, "plan", Some(&root)).await;
+    assert_eq!(lines(&plan, "changes"), vec!["invite @chief:fire.test to #valley".to_owned()], "{plan}");
+
+    // The fire service comes up: the next apply invites its chief, then nothing is left.
+    let fire = cluster.start(2).await.unwrap();
+    let fire_chief = common::user(&fire, "chief").await;
+    let (_, applied) = admin(&riverton, reqwest::Method::POST, "apply", Some(&root)).await;
+    assert_eq!(lines(&applied, "applied"), vec!["invite @chief:fire.test to #valley".to_owned()], "{applied}");
+    join_invites(&fire_chief, 1).await;
     let (_, plan) = admin(&riverton, reqwest::Method::GET, "plan", Some(&root)).await;
     assert!(lines(&plan, "changes").is_empty(), "plan after apply: {plan}");
     let (_, again) = admin(&riverton, reqwest::Method::POST, "apply", Some(&root)).await;
     assert!(lines(&again, "applied").is_empty(), "second apply: {again}");
+    fire.shutdown().await;
     lakeside.shutdown().await;
     riverton.shutdown().await;
 }

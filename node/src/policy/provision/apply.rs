@@ -15,8 +15,10 @@ use crate::{
 };
 
 /// Plans against the node's current state and performs the changes in order. Power level
-/// changes of one room go out as one `m.room.power_levels` event. Stops at the first failure;
-/// what was done stays done, and the next plan shows what is left.
+/// changes of one room go out as one `m.room.power_levels` event. A failed change does not stop
+/// the others: a member server that is down must not leave the local rooms without their
+/// settings and power levels. Each failure is reported (a change that needed a failed one fails
+/// too, naming what is missing), and the next apply tries again.
 pub async fn apply(s: &Arc<Services>, policy: &NodePolicy) -> Result<ApplyView> {
     if let Some(wrong) = super::wrong_server(s, policy) {
         return Err(Error::BadState(wrong));
@@ -46,8 +48,7 @@ pub async fn apply(s: &Arc<Services>, policy: &NodePolicy) -> Result<ApplyView> 
             None => steps.push(vec![change]),
         }
     }
-    let mut steps = steps.into_iter();
-    for step in steps.by_ref() {
+    for step in steps {
         let result = match step.as_slice() {
             [Change::SetPowerLevel { .. }, ..] => set_power_levels(s, &provisioner, &step).await,
             [change] => apply_one(s, &provisioner, change).await,
@@ -57,14 +58,12 @@ pub async fn apply(s: &Arc<Services>, policy: &NodePolicy) -> Result<ApplyView> 
         match result {
             Ok(()) => view.applied.extend(lines),
             Err(e) => {
-                let lines: Vec<String> = lines.collect();
-                tracing::warn!(change = %lines.join("; "), error = %e, "policy apply stopped");
-                view.failed = Some(Failure { change: lines.join("; "), error: e.to_string() });
-                break;
+                let change = lines.collect::<Vec<_>>().join("; ");
+                tracing::warn!(%change, error = %e, "policy change failed");
+                view.failed.push(Failure { change, error: e.to_string() });
             }
         }
     }
-    view.remaining = steps.flatten().map(|c| c.to_string()).collect();
     for line in &view.applied {
         tracing::info!(change = %line, "policy applied");
     }

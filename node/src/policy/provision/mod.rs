@@ -117,10 +117,8 @@ pub struct ApplyView {
     pub server_name: String,
     /// The changes made, in order, one line each.
     pub applied: Vec<String>,
-    /// The change that failed, with the error; nothing after it was tried.
-    pub failed: Option<Failure>,
-    /// Changes not made because an earlier one failed.
-    pub remaining: Vec<String>,
+    /// The changes that failed, each with its error; the others were still made.
+    pub failed: Vec<Failure>,
     pub conflicts: Vec<String>,
 }
 

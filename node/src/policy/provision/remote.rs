@@ -93,7 +93,7 @@ pub fn plan_text(view: &PlanView) -> String {
 /// The lines `policy apply` prints.
 pub fn apply_text(view: &ApplyView) -> String {
     let mut out = String::new();
-    if view.applied.is_empty() && view.failed.is_none() {
+    if view.applied.is_empty() && view.failed.is_empty() {
         out += &format!("{} matches its policy: nothing changed\n", view.server_name);
     } else {
         out += &format!("applied {} change(s) on {}:\n", view.applied.len(), view.server_name);
@@ -101,13 +101,10 @@ pub fn apply_text(view: &ApplyView) -> String {
             out += &format!("  {change}\n");
         }
     }
-    if let Some(failed) = &view.failed {
-        out += &format!("FAILED: {}: {}\n", failed.change, failed.error);
-        if !view.remaining.is_empty() {
-            out += &format!("not tried ({}):\n", view.remaining.len());
-            for change in &view.remaining {
-                out += &format!("  {change}\n");
-            }
+    if !view.failed.is_empty() {
+        out += &format!("FAILED {} change(s) (apply again to retry):\n", view.failed.len());
+        for failed in &view.failed {
+            out += &format!("  {}: {}\n", failed.change, failed.error);
         }
     }
     for conflict in &view.conflicts {
@@ -131,17 +128,21 @@ mod tests {
     }
 
     #[test]
-    fn failed_apply_lists_what_was_not_tried() {
+    fn failed_changes_are_listed_after_the_applied_ones() {
         let view = ApplyView {
             server_name: "riverton".into(),
             applied: vec!["create account @a".into()],
-            failed: Some(super::super::Failure { change: "invite @b".into(), error: "no".into() }),
-            remaining: vec!["set power level".into()],
+            failed: vec![super::super::Failure {
+                change: "invite @b:lakeside to #x".into(),
+                error: "unreachable".into(),
+            }],
             conflicts: vec![],
         };
         let text = apply_text(&view);
-        assert!(text.contains("applied 1 change(s)"), "{text}");
-        assert!(text.contains("FAILED: invite @b: no"), "{text}");
-        assert!(text.contains("not tried (1):\n  set power level"), "{text}");
+        assert!(text.contains("applied 1 change(s) on riverton:\n  create account @a\n"), "{text}");
+        assert!(
+            text.contains("FAILED 1 change(s) (apply again to retry):\n  invite @b:lakeside to #x: unreachable"),
+            "{text}"
+        );
     }
 }

@@ -239,7 +239,19 @@ async fn list_expiry_shows_in_metrics_and_the_admin_room() {
     node.shutdown().await;
     let node = common::start(&data, configure).await;
     let admin = common::login(&node, "root", "correct horse").await;
+    let base = node.base_url();
     tokio::time::sleep(tocsin_node::policy::watch::POLL_INTERVAL * 3).await;
-    assert_eq!(notices(&admin, &node.base_url(), &room).await.len(), 3);
+    assert_eq!(notices(&admin, &base, &room).await.len(), 3);
+
+    // A new list valid for a month ends the warning: one last notice, and the gauges drop.
+    write_list(&list, &key, 4, &["tocsin.test"], 30 * 24 * 3600);
+    let seen = wait_for_notices(&admin, &base, &room, 4).await;
+    assert!(seen[3].contains("version 4 is in force") && seen[3].contains("warning is over"), "{seen:?}");
+    let (_, text) = get(&base, "/_tocsin/metrics", admin.access_token().as_deref()).await;
+    assert_eq!(metric(&text, &series("tocsin_federation_list_version")), 4);
+    assert_eq!(metric(&text, &series("tocsin_federation_list_expired")), 0);
+    assert_eq!(metric(&text, &series("tocsin_federation_list_expiry_warning")), 0);
+    tokio::time::sleep(tocsin_node::policy::watch::POLL_INTERVAL * 2).await;
+    assert_eq!(notices(&admin, &base, &room).await.len(), 4);
     node.shutdown().await;
 }

@@ -403,4 +403,49 @@ mod tests {
         // No list: everyone allowed.
         assert!(FederationGate::open().allows("c.test"));
     }
+
+    #[test]
+    fn the_newest_accepted_list_survives_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (secret, public) = tocsin_policies::generate_operator_key();
+        let key = OperatorSecretKey::from_text(&secret).expect("key");
+        let pub_path = dir.path().join("operator.pub");
+        std::fs::write(&pub_path, &public).expect("writes");
+        let path = dir.path().join("federation.toml");
+        let saved = accepted::path_in(dir.path());
+        let later = now_unix() + 90 * 24 * 3600;
+        let keys = std::slice::from_ref(&pub_path);
+        let start = || FederationGate::load_saved(Some(path.clone()), keys, Some(saved.clone())).expect("starts");
+
+        // Version 1 at start is saved; version 2 by reload is saved.
+        write(&path, &key, &list(1, &["a.test", "c.test"], later));
+        let gate = start();
+        assert!(saved.exists());
+        write(&path, &key, &list(2, &["a.test"], later));
+        gate.reload().expect("reloads");
+        drop(gate);
+
+        // The file goes back to version 1: version 2 is enforced, and the state says why.
+        write(&path, &key, &list(1, &["a.test", "c.test"], later));
+        let gate = start();
+        assert_eq!(gate.list().expect("list").version, 2);
+        assert!(!gate.allows("c.test"));
+        let error = gate.state().expect("state").last_reload_error.expect("an error");
+        assert!(error.contains("OLDER than version 2"), "{error}");
+        // A newer file is taken at start, and saved in its turn.
+        write(&path, &key, &list(3, &["a.test", "c.test"], later));
+        assert_eq!(start().list().expect("list").version, 3);
+        write(&path, &key, &list(2, &["a.test"], later));
+        assert_eq!(start().list().expect("list").version, 3);
+
+        // A saved copy signed by a key that is no longer pinned is ignored.
+        let (other_secret, other_public) = tocsin_policies::generate_operator_key();
+        let other = OperatorSecretKey::from_text(&other_secret).expect("key");
+        std::fs::write(&pub_path, &other_public).expect("writes");
+        std::fs::write(&saved, sign_list(&list(9, &["a.test"], later), &key).expect("signs").to_toml()).expect("w");
+        write(&path, &other, &list(1, &["a.test", "c.test"], later));
+        let gate = start();
+        assert_eq!(gate.list().expect("list").version, 1);
+        assert!(gate.allows("c.test"));
+    }
 }

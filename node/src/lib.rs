@@ -72,7 +72,7 @@ impl Services {
         let users = users::Users::new(db.clone(), server_name.clone());
         let policy = Arc::new(policy::PolicyGate::from_config(&config)?);
         let rooms = rooms::Rooms::new(db.clone(), server_name.clone(), keys.clone(), policy.clone(), outbox.clone());
-        let sync = sync::SyncService::new(db.clone());
+        let sync = sync::SyncService::new(db.clone(), config.presence);
         let e2ee = e2ee::E2ee::new(db.clone());
         let media = media::Media::new(db.clone(), config.data_dir.join("media"), config.max_upload_bytes)?;
         let sender = federation::sender::Sender::new(
@@ -156,6 +156,7 @@ impl Node {
         federation::sender::Sender::start(services.clone(), shutdown_rx.clone());
         federation::announce::spawn(services.clone());
         policy::watch::spawn(services.clone(), shutdown.subscribe());
+        sync::presence::spawn_idle_timer(services.clone(), shutdown.subscribe());
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = shutdown_rx.wait_for(|stop| *stop).await;

@@ -6,6 +6,7 @@ mod directory;
 mod discovery;
 mod keys;
 mod media;
+mod presence;
 mod read;
 mod rooms;
 mod send;
@@ -83,6 +84,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<join_room_by_id_or_alias::v3::Request, _, _>(rooms::join_by_id_or_alias)
         .ruma::<invite_user::v3::Request, _, _>(rooms::invite)
         .ruma::<leave_room::v3::Request, _, _>(rooms::leave)
+        .ruma::<ruma::api::client::knock::knock_room::v3::Request, _, _>(rooms::knock)
         .ruma::<forget_room::v3::Request, _, _>(rooms::forget)
         .ruma::<kick_user::v3::Request, _, _>(rooms::kick)
         .ruma::<ban_user::v3::Request, _, _>(rooms::ban)
@@ -103,8 +105,10 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<get_relating_events_with_rel_type_and_event_type::v1::Request, _, _>(
             read::relations_of_type_and_event_type,
         )
-        .ruma::<sync_events::v3::Request, _, _>(sync::sync)
+        .ruma_as::<sync_events::v3::Request, _, _, _>(sync::sync)
         .ruma::<create_typing_event::v3::Request, _, _>(sync::typing)
+        .ruma::<ruma::api::client::presence::set_presence::v3::Request, _, _>(presence::set)
+        .ruma::<ruma::api::client::presence::get_presence::v3::Request, _, _>(presence::get)
         .ruma::<create_receipt::v3::Request, _, _>(sync::create_receipt)
         .ruma::<set_read_marker::v3::Request, _, _>(sync::read_markers)
         .ruma::<get_profile::v3::Request, _, _>(account::profile)

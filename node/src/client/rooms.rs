@@ -1,10 +1,12 @@
-//! Creating rooms and memberships: createRoom, join, invite, leave, forget, kick, ban, unban.
+//! Creating rooms and memberships: createRoom, join, knock, invite, leave, forget, kick, ban,
+//! unban.
 
 use std::sync::Arc;
 
 use ruma::{
     OwnedRoomId, RoomAliasId, RoomId, RoomOrAliasId, RoomVersionId,
     api::client::{
+        knock::knock_room,
         membership::{
             ban_user, forget_room, invite_user, join_room_by_id, join_room_by_id_or_alias, joined_rooms, kick_user,
             leave_room, unban_user,
@@ -100,6 +102,17 @@ async fn join(
     room_id: &RoomId,
     via: &[ruma::OwnedServerName],
 ) -> Result<OwnedRoomId> {
+    let joined = join_here_or_remote(s, user, room_id, via).await?;
+    crate::federation::edu::presence_on_join(s, &joined, user).await;
+    Ok(joined)
+}
+
+async fn join_here_or_remote(
+    s: &Arc<Services>,
+    user: &ruma::UserId,
+    room_id: &RoomId,
+    via: &[ruma::OwnedServerName],
+) -> Result<OwnedRoomId> {
     if s.rooms.exists(room_id)? && s.rooms.has_local_member(room_id).await? {
         let profile = s.users.profile(user)?.unwrap_or_default();
         s.rooms.set_membership(room_id, user, user, "join", profile, None).await?;
@@ -136,6 +149,27 @@ pub async fn join_by_id_or_alias(
         via.push(alias.server_name().to_owned());
     }
     Ok(join_room_by_id_or_alias::v3::Response::new(join(&s, &auth.user_id, &room_id, &via).await?))
+}
+
+/// Knocks on a room (join rule `knock`): on this node when it is in the room, else through the
+/// servers named (`via`), the alias's server, or the server the room id names.
+pub async fn knock(s: Arc<Services>, req: Ruma<knock_room::v3::Request>) -> Result<knock_room::v3::Response> {
+    let auth = req.user()?.clone();
+    let room_id = resolve(&s, &req.room_id_or_alias)?;
+    let reason = req.body.reason.as_deref();
+    if s.rooms.exists(&room_id)? && s.rooms.has_local_member(&room_id).await? {
+        let profile = s.users.profile(&auth.user_id)?.unwrap_or_default();
+        s.rooms.set_membership(&room_id, &auth.user_id, &auth.user_id, "knock", profile, reason).await?;
+        return Ok(knock_room::v3::Response::new(room_id));
+    }
+    let mut servers = req.body.via.clone();
+    if let Ok(alias) = <&RoomAliasId>::try_from(&*req.room_id_or_alias) {
+        servers.push(alias.server_name().to_owned());
+    }
+    servers.extend(crate::federation::membership::room_server(&room_id));
+    servers.dedup();
+    crate::federation::join::knock_remote(&s, &auth.user_id, &room_id, &servers, reason).await?;
+    Ok(knock_room::v3::Response::new(room_id))
 }
 
 pub fn resolve(s: &Services, id: &RoomOrAliasId) -> Result<OwnedRoomId> {

@@ -2,12 +2,14 @@
 
 use std::sync::Arc;
 
+use bytes::BufMut;
 use ruma::api::client::{
     read_marker::set_read_marker,
     receipt::create_receipt::{self, v3::ReceiptType},
     sync::sync_events,
     typing::create_typing_event::{self, v3::Typing},
 };
+use ruma::api::{OutgoingResponse, error::IntoHttpError};
 
 use crate::{
     Services,
@@ -15,9 +17,34 @@ use crate::{
     http::Ruma,
 };
 
-pub async fn sync(s: Arc<Services>, req: Ruma<sync_events::v3::Request>) -> Result<sync_events::v3::Response> {
+pub async fn sync(s: Arc<Services>, req: Ruma<sync_events::v3::Request>) -> Result<SyncResponse> {
     let auth = req.user()?.clone();
-    crate::sync::sync(&s, &auth, req.body).await
+    Ok(SyncResponse(crate::sync::sync(&s, &auth, req.body).await?))
+}
+
+/// The `/sync` response, serialised by ruma except in one case: ruma 0.16 (the version
+/// matrix-sdk 0.18 links) leaves `rooms` out when it holds only knocked rooms, so a client never
+/// saw its knock. Fixed upstream in ruma PR #2523; drop this wrapper when ruma is upgraded.
+pub struct SyncResponse(sync_events::v3::Response);
+
+impl OutgoingResponse for SyncResponse {
+    fn try_into_http_response<T: Default + BufMut>(self) -> std::result::Result<http::Response<T>, IntoHttpError> {
+        let rooms = &self.0.rooms;
+        let knock_only = !rooms.knock.is_empty() && rooms.is_empty();
+        let knock = if knock_only { Some(serde_json::to_value(&rooms.knock)?) } else { None };
+        let response = self.0.try_into_http_response::<Vec<u8>>()?;
+        let (parts, mut body) = response.into_parts();
+        if let Some(knock) = knock {
+            let mut value: serde_json::Value = serde_json::from_slice(&body)?;
+            if let Some(object) = value.as_object_mut() {
+                object.insert("rooms".to_owned(), serde_json::json!({ "knock": knock }));
+            }
+            body = serde_json::to_vec(&value)?;
+        }
+        let mut out = T::default();
+        out.put_slice(&body);
+        Ok(http::Response::from_parts(parts, out))
+    }
 }
 
 pub async fn typing(

@@ -1,5 +1,5 @@
-//! EDUs, both ways: typing, receipts, device-list updates, to-device messages and cross-signing
-//! key updates.
+//! EDUs, both ways: typing, receipts, presence (when on), device-list updates, to-device
+//! messages and cross-signing key updates.
 //!
 //! Inbound ([`handle`]): an EDU about a user of another server than the transaction's origin,
 //! or that cannot be applied, is logged and dropped; EDUs carry no durability promise.
@@ -14,10 +14,11 @@ use ruma::{
     DeviceId, EventId, OwnedDeviceId, OwnedServerName, OwnedTransactionId, OwnedUserId, RoomId, ServerName, UInt,
     UserId,
     api::federation::transactions::edu::{
-        DeviceListUpdateContent, DirectDeviceContent, Edu, ReceiptContent, ReceiptData, ReceiptMap,
-        SigningKeyUpdateContent, TypingContent,
+        DeviceListUpdateContent, DirectDeviceContent, Edu, PresenceContent, PresenceUpdate, ReceiptContent,
+        ReceiptData, ReceiptMap, SigningKeyUpdateContent, TypingContent,
     },
     events::receipt::{Receipt, ReceiptThread},
+    presence::PresenceState,
     serde::Raw,
     to_device::DeviceIdOrAllDevices,
 };
@@ -49,7 +50,8 @@ pub async fn handle(s: &Services, origin: &ServerName, raw: &RawValue) {
         Edu::DeviceListUpdate(content) => inbound_key_change(s, origin, &content.user_id).await,
         Edu::SigningKeyUpdate(content) => inbound_key_change(s, origin, &content.user_id).await,
         Edu::DirectToDevice(content) => inbound_to_device(s, origin, content).await,
-        // Presence is off on this node; other types are not known.
+        Edu::Presence(content) => inbound_presence(s, origin, content),
+        // Other types are not known.
         _ => Ok(()),
     };
     if let Err(e) = result {
@@ -69,6 +71,26 @@ async fn inbound_typing(s: &Services, origin: &ServerName, content: TypingConten
     }
     let timeout = content.typing.then_some(REMOTE_TYPING_TIMEOUT);
     s.sync.typing.set(&content.room_id, &content.user_id, timeout);
+    Ok(())
+}
+
+/// `m.presence`: kept for users of `origin` who share a room with someone here; dropped whole
+/// when presence is off on this node.
+fn inbound_presence(s: &Services, origin: &ServerName, content: PresenceContent) -> Result<()> {
+    if !s.sync.presence.enabled() {
+        return Ok(());
+    }
+    for update in content.push {
+        let known = belongs_to(&update.user_id, origin) && !s.rooms.joined_rooms(&update.user_id)?.is_empty();
+        if !known {
+            tracing::debug!(%origin, user = %update.user_id, "dropped a presence update");
+            continue;
+        }
+        if !crate::sync::presence::is_settable(&update.presence) {
+            continue;
+        }
+        s.sync.presence.remote(&update);
+    }
     Ok(())
 }
 
@@ -259,6 +281,51 @@ pub async fn typing(s: &Services, room: &RoomId, user: &UserId, is_typing: bool)
     let destinations = room_destinations(s, room).await;
     let content = TypingContent::new(room.to_owned(), user.to_owned(), is_typing);
     queue(s, destinations, Edu::Typing(content)).await;
+}
+
+fn presence_update(user: &UserId, status: &crate::sync::presence::Status) -> PresenceUpdate {
+    let mut update = PresenceUpdate::new(user.to_owned(), status.presence.clone(), status.last_active_ago_ms());
+    update.status_msg = status.status_msg.clone();
+    update.currently_active = status.currently_active;
+    update
+}
+
+/// `m.presence` for a local user whose status changed, to the servers sharing a room with them.
+pub async fn presence(s: &Services, user: &UserId, status: &crate::sync::presence::Status) {
+    if !s.sync.presence.enabled() {
+        return;
+    }
+    let destinations = servers_sharing(s, user).await;
+    queue(s, destinations, Edu::Presence(PresenceContent::new(vec![presence_update(user, status)]))).await;
+}
+
+/// A user joined `room`. Presence goes out only on a change, so a server new to the room would
+/// otherwise see nobody's status until it changed: a local joiner's status goes to the room's
+/// other servers, and a remote joiner's server gets this server's members' statuses.
+pub async fn presence_on_join(s: &Services, room: &RoomId, joiner: &UserId) {
+    if !s.sync.presence.enabled() {
+        return;
+    }
+    let update = |user: &UserId| {
+        let status = s.sync.presence.get(user);
+        (status.presence != PresenceState::Offline).then(|| presence_update(user, &status))
+    };
+    let (destinations, updates) = if s.users.is_local(joiner) {
+        (room_destinations(s, room).await, update(joiner).into_iter().collect())
+    } else {
+        let members = match s.rooms.members(room, "join").await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(%room, error = %e, "could not list the room's members");
+                return;
+            }
+        };
+        let updates: Vec<_> = members.iter().filter(|m| s.users.is_local(m)).filter_map(|m| update(m)).collect();
+        (vec![joiner.server_name().to_owned()], updates)
+    };
+    if !updates.is_empty() {
+        queue(s, destinations, Edu::Presence(PresenceContent::new(updates))).await;
+    }
 }
 
 /// `m.receipt` (public read receipts only) for a local user to the room's other servers.

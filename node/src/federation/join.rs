@@ -1,17 +1,23 @@
-//! A local user joining a room through another server, inviting a user of another server, and
-//! the history a new member gets by backfill.
+//! A local user joining or knocking on a room through another server, inviting a user of
+//! another server, and the history a new member gets by backfill.
 
 use std::sync::Arc;
 
 use ruma::{
-    CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedRoomId, OwnedServerName, RoomId, RoomVersionId, UInt, UserId,
+    CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, RoomVersionId,
+    UInt, UserId,
     api::federation::{
         backfill::get_backfill,
-        membership::{RawStrippedState, create_invite, create_join_event, prepare_join_event},
+        membership::{
+            RawStrippedState, create_invite, create_join_event, create_knock_event, prepare_join_event,
+            prepare_knock_event,
+        },
     },
     canonical_json::to_canonical_value,
+    room_version_rules::RoomVersionRules,
     signatures::hash_and_sign_event,
 };
+use serde_json::value::RawValue;
 
 use super::{pdu, receive::verify_all};
 use crate::{
@@ -50,16 +56,19 @@ pub async fn join_remote(
     Err(last_error)
 }
 
-async fn join_via(s: &Arc<Services>, user: &UserId, room_id: &RoomId, server: &OwnedServerName) -> Result<()> {
-    let mut make = prepare_join_event::v1::Request::new(room_id.to_owned(), user.to_owned());
-    make.ver = supported_versions();
-    let made = s.federation_client.send(server, make).await?;
-    let version = made.room_version.unwrap_or(RoomVersionId::V1);
-    let rules = crate::rooms::version::rules(&version)?;
-    let mut object = pdu::parse_object(&made.event)?;
-    // Only the fields the resident server chose stay; ours are set here.
+/// A membership event of `user` filled in from a resident server's template (make_join,
+/// make_knock): only the fields the resident chose stay, ours are set here, and it is signed.
+fn fill_template(
+    s: &Services,
+    user: &UserId,
+    template: &RawValue,
+    rules: &RoomVersionRules,
+    membership: &str,
+    reason: Option<&str>,
+) -> Result<(OwnedEventId, Box<RawValue>)> {
+    let mut object = pdu::parse_object(template)?;
     let profile = s.users.profile(user)?.unwrap_or_default();
-    let content = to_canonical_value(member_content("join", &profile, None)).map_err(Error::internal)?;
+    let content = to_canonical_value(member_content(membership, &profile, reason)).map_err(Error::internal)?;
     object.insert("content".into(), content);
     object.insert("sender".into(), CanonicalJsonValue::String(user.to_string()));
     object.insert("state_key".into(), CanonicalJsonValue::String(user.to_string()));
@@ -69,8 +78,16 @@ async fn join_via(s: &Arc<Services>, user: &UserId, room_id: &RoomId, server: &O
     object.remove("event_id");
     hash_and_sign_event(s.server_name.as_str(), s.keys.pair(), &mut object, &rules.redaction)
         .map_err(Error::internal)?;
-    let event_id = pdu::event_id(&object, &rules)?;
-    let raw = pdu::to_raw(&object)?;
+    Ok((pdu::event_id(&object, rules)?, pdu::to_raw(&object)?))
+}
+
+async fn join_via(s: &Arc<Services>, user: &UserId, room_id: &RoomId, server: &OwnedServerName) -> Result<()> {
+    let mut make = prepare_join_event::v1::Request::new(room_id.to_owned(), user.to_owned());
+    make.ver = supported_versions();
+    let made = s.federation_client.send(server, make).await?;
+    let version = made.room_version.unwrap_or(RoomVersionId::V1);
+    let rules = crate::rooms::version::rules(&version)?;
+    let (event_id, raw) = fill_template(s, user, &made.event, &rules, "join", None)?;
     let sent = s
         .federation_client
         .send(server, create_join_event::v2::Request::new(room_id.to_owned(), event_id.clone(), raw.clone()))
@@ -110,6 +127,53 @@ async fn join_via(s: &Arc<Services>, user: &UserId, room_id: &RoomId, server: &O
         }
     });
     Ok(())
+}
+
+/// Knocks for `user` on a room this node is not in, through the first of `servers` that
+/// answers. The room then shows as knocked in the user's `/sync`, with the stripped state the
+/// resident server returned; an invite arrives later over federation like any other.
+pub async fn knock_remote(
+    s: &Arc<Services>,
+    user: &UserId,
+    room_id: &RoomId,
+    servers: &[OwnedServerName],
+    reason: Option<&str>,
+) -> Result<()> {
+    let mut last_error = Error::not_found("no server to knock through: name one (via)");
+    for server in servers.iter().filter(|srv| **srv != s.server_name) {
+        match knock_via(s, user, room_id, server, reason).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::info!(%room_id, %server, error = %e, "knocking through this server failed");
+                last_error = e;
+            }
+        }
+    }
+    Err(last_error)
+}
+
+async fn knock_via(
+    s: &Arc<Services>,
+    user: &UserId,
+    room_id: &RoomId,
+    server: &OwnedServerName,
+    reason: Option<&str>,
+) -> Result<()> {
+    let mut make = prepare_knock_event::v1::Request::new(room_id.to_owned(), user.to_owned());
+    make.ver = supported_versions();
+    let made = s.federation_client.send(server, make).await?;
+    let rules = crate::rooms::version::rules(&made.room_version)?;
+    let (event_id, raw) = fill_template(s, user, &made.event, &rules, "knock", reason)?;
+    let knock = pdu::verify(s, &rules, &raw, server).await?;
+    let sent = s
+        .federation_client
+        .send(server, create_knock_event::v1::Request::new(room_id.to_owned(), event_id, raw))
+        .await?;
+    // What the resident server says the room looks like, and the knock itself.
+    let mut stripped: Vec<serde_json::Value> =
+        sent.knock_room_state.iter().filter_map(super::membership::stripped_value).collect();
+    stripped.push(knock.to_stripped_value());
+    s.rooms.record_remote_membership(user, &knock, stripped).await
 }
 
 /// Fetches up to `limit` events of history before the earliest event known here.

@@ -93,6 +93,9 @@ async fn accept_membership(
     // The joining server does not know who else is in the room: the resident server passes
     // the event on.
     s.rooms.forward(&pdu, &[origin]).await?;
+    if membership == "join" {
+        super::edu::presence_on_join(s, room_id, &pdu.sender).await;
+    }
     Ok(pdu)
 }
 
@@ -190,7 +193,7 @@ pub async fn invite(s: Arc<Services>, req: Ruma<create_invite::v2::Request>) -> 
     if !s.rooms.exists(&req.room_id)? {
         let mut stripped: Vec<serde_json::Value> = req.invite_room_state.iter().filter_map(stripped_value).collect();
         stripped.push(signed.to_stripped_value());
-        s.rooms.record_remote_invite(&invitee, &signed, stripped).await?;
+        s.rooms.record_remote_membership(&invitee, &signed, stripped).await?;
     }
     // In a room this node is in, the invite also arrives in the inviting server's transaction.
     Ok(create_invite::v2::Response::new(to_raw(&object)?))
@@ -198,7 +201,7 @@ pub async fn invite(s: Arc<Services>, req: Ruma<create_invite::v2::Request>) -> 
 
 /// One entry of an invite's room state in the client's stripped form.
 #[allow(deprecated)]
-fn stripped_value(state: &RawStrippedState) -> Option<serde_json::Value> {
+pub(super) fn stripped_value(state: &RawStrippedState) -> Option<serde_json::Value> {
     let raw = match state {
         RawStrippedState::Pdu(raw) => raw.get(),
         RawStrippedState::Stripped(raw) => raw.json().get(),

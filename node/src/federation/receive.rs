@@ -84,10 +84,22 @@ pub async fn handle_pdu(
         tracing::info!(%origin, %event_id, %refused, "PDU rejected");
         return (Some(event_id), Err(refused.to_string()), None);
     }
+    // A remote user joining through another server: this server's members' statuses go to it.
+    let joiner = (s.sync.presence.enabled()
+        && pdu.kind == ruma::events::TimelineEventType::RoomMember
+        && pdu.membership().as_deref() == Some("join"))
+    .then(|| pdu.sender.clone());
     let lock = s.inbound.lock_for(&room_id);
     let _guard = lock.lock().await;
     let (result, durable) = match process(s, origin, &rules, pdu, true).await {
-        Ok((Outcome::Accepted | Outcome::Known | Outcome::SoftFailed, durable)) => (Ok(()), durable),
+        Ok((Outcome::Accepted, durable)) => {
+            if let Some(joiner) = joiner {
+                let (s, room_id) = (s.clone(), room_id.clone());
+                tokio::spawn(async move { super::edu::presence_on_join(&s, &room_id, &joiner).await });
+            }
+            (Ok(()), durable)
+        }
+        Ok((Outcome::Known | Outcome::SoftFailed, durable)) => (Ok(()), durable),
         Ok((Outcome::Rejected(reason), _)) => (Err(format!("rejected: {reason}")), None),
         Err(e) => (Err(e.to_string()), None),
     };

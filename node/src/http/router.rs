@@ -33,11 +33,23 @@ impl EndpointRouter {
     }
 
     /// Mounts `handler` for endpoint `T` on all of `T`'s paths (r0, v3, unstable ...).
-    pub fn ruma<T, F, Fut>(mut self, handler: F) -> Self
+    pub fn ruma<T, F, Fut>(self, handler: F) -> Self
     where
         T: IncomingRequest + Send + 'static,
         F: Fn(Arc<Services>, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<T::OutgoingResponse, Error>> + Send + 'static,
+    {
+        self.ruma_as::<T, T::OutgoingResponse, F, Fut>(handler)
+    }
+
+    /// Like [`Self::ruma`], for a handler that answers with its own response type (one that
+    /// serialises differently from ruma's).
+    pub fn ruma_as<T, R, F, Fut>(mut self, handler: F) -> Self
+    where
+        T: IncomingRequest + Send + 'static,
+        R: OutgoingResponse + 'static,
+        F: Fn(Arc<Services>, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, Error>> + Send + 'static,
     {
         let filter = method_filter(&T::METHOD);
         // An empty state key arrives as a trailing slash, which a `{state_key}` segment does not

@@ -130,6 +130,11 @@ impl Rooms {
         Ok(out)
     }
 
+    /// The rooms the user is joined to (as far as this server knows, for remote users).
+    pub fn joined_rooms(&self, user_id: &UserId) -> Result<std::collections::BTreeSet<OwnedRoomId>> {
+        Ok(self.user_rooms(user_id)?.into_iter().filter(|(_, r)| r.membership == "join").map(|(id, _)| id).collect())
+    }
+
     pub fn user_room(&self, user_id: &UserId, room_id: &RoomId) -> Result<Option<UserRoom>> {
         self.db.get_json(trees::USER_ROOMS, &key(&[user_id.as_bytes(), room_id.as_bytes()]))
     }

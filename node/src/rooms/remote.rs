@@ -101,16 +101,21 @@ impl Rooms {
         Ok(())
     }
 
-    /// An invite for a local user to a room this node is not in: the invite event is kept as an
-    /// outlier, with the stripped state the inviter sent, so `/sync` can show the invite.
-    pub async fn record_remote_invite(
+    /// An invite or a knock of a local user in a room this node is not in: the membership event
+    /// is kept as an outlier, with the stripped state the other server sent, so `/sync` can show
+    /// the room as invited or knocked.
+    pub async fn record_remote_membership(
         &self,
-        invitee: &UserId,
+        user: &UserId,
         pdu: &Pdu,
         stripped_state: Vec<serde_json::Value>,
     ) -> Result<()> {
+        let membership = pdu
+            .membership()
+            .filter(|m| matches!(m.as_str(), "invite" | "knock"))
+            .ok_or_else(|| Error::bad_json("not an invite or a knock"))?;
         let room = pdu.room_id.as_bytes();
-        let user = invitee.as_bytes();
+        let user = user.as_bytes();
         let stored = StoredEvent {
             pos: 0,
             pdu: pdu.json.clone(),
@@ -120,13 +125,14 @@ impl Rooms {
             rejected: false,
         };
         let state = Db::to_json(&stripped_state)?;
-        let user_room = super::UserRoom { membership: "invite".into(), pos: 0, event_id: pdu.event_id.clone() };
-        let event_id = pdu.event_id.as_bytes().to_vec();
+        let stored = serde_json::to_vec(&stored).map_err(Error::internal)?;
+        let event_id = pdu.event_id.clone();
         self.db
             .write_streamed(|pos, batch| {
-                batch.insert(trees::EVENTS, event_id, serde_json::to_vec(&stored).unwrap_or_default());
+                batch.insert(trees::EVENTS, event_id.as_bytes().to_vec(), stored);
                 batch.insert(trees::INVITE_STATE, key(&[user, room]), state);
-                let user_room = super::UserRoom { pos, ..user_room };
+                // A struct of strings and a number: serialising it cannot fail.
+                let user_room = super::UserRoom { membership, pos, event_id };
                 batch.insert(trees::USER_ROOMS, key(&[user, room]), serde_json::to_vec(&user_room).unwrap_or_default());
                 batch.insert(trees::MEMBERSHIP_CHANGES, key(&[user, &pos_bytes(pos)]), room.to_vec());
             })
@@ -166,7 +172,8 @@ impl Rooms {
         Ok(self.pdu(&user_room.event_id)?.map(|p| p.sender))
     }
 
-    /// The stripped state sent with an invite to a room this node is not in.
+    /// The stripped state sent with an invite to, or returned for a knock on, a room this node
+    /// is not in.
     pub fn remote_invite_state(&self, invitee: &UserId, room_id: &RoomId) -> Result<Option<Vec<serde_json::Value>>> {
         self.db.get_json(trees::INVITE_STATE, &key(&[invitee.as_bytes(), room_id.as_bytes()]))
     }

@@ -3,15 +3,18 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use ruma::{
-    OwnedUserId, RoomId, UInt,
+    OwnedUserId, RoomId, UInt, UserId,
     api::client::{
-        filter::{FilterDefinition, LazyLoadOptions, RoomEventFilter},
+        filter::{Filter as EventFilter, FilterDefinition, LazyLoadOptions, RoomEventFilter},
         sync::sync_events::{
             UnreadNotificationsCount,
-            v3::{Filter, InvitedRoom, JoinedRoom, LeftRoom, Request, Response, State, StateEvents},
+            v3::{Filter, InvitedRoom, JoinedRoom, KnockedRoom, LeftRoom, Request, Response, State, StateEvents},
         },
     },
-    events::StateEventType,
+    events::{
+        StateEventType,
+        presence::{PresenceEvent, PresenceEventContent},
+    },
     serde::Raw,
 };
 use serde_json::Value;
@@ -78,6 +81,9 @@ pub async fn sync(services: &Services, auth: &Auth, req: Request) -> Result<Resp
     if let Some(since) = since {
         // The client has seen everything up to `since`: its older to-device messages can go.
         services.e2ee.ack_to_device(&auth.user_id, &auth.device_id, since.pos).await?;
+    }
+    if let Some(status) = services.sync.presence.synced(&auth.user_id, &req.set_presence) {
+        crate::federation::edu::presence(services, &auth.user_id, &status).await;
     }
     loop {
         let now = services.sync.current_token();
@@ -150,22 +156,15 @@ async fn build(
             }
             "invite" if newly => {
                 let mut invite = InvitedRoom::new();
-                if let Some(remote) = services.rooms.remote_invite_state(user, &room_id)? {
-                    // An invite to a room this node is not in: the state the inviter sent.
-                    for event in &remote {
-                        invite.invite_state.events.push(raw(event)?);
-                    }
-                } else {
-                    let state = services.rooms.current_state(&room_id).await?;
-                    for pdu in state.iter().filter(|p| stripped_state_type(p)) {
-                        invite.invite_state.events.push(raw(&pdu.to_stripped_value())?);
-                    }
-                    if let Some((_, pdu)) = services.rooms.event_with_pos(&user_room.event_id)? {
-                        invite.invite_state.events.push(raw(&pdu.to_stripped_value())?);
-                    }
-                }
+                invite.invite_state.events = stripped_room_state(services, user, &room_id, &user_room.event_id).await?;
                 changed = true;
                 response.rooms.invite.insert(room_id, invite);
+            }
+            "knock" if newly => {
+                let mut knock = KnockedRoom::new();
+                knock.knock_state.events = stripped_room_state(services, user, &room_id, &user_room.event_id).await?;
+                changed = true;
+                response.rooms.knock.insert(room_id, knock);
             }
             "leave" | "ban" if newly && (since.is_some() || room_filter.include_leave) => {
                 let mut left = LeftRoom::new();
@@ -215,6 +214,11 @@ async fn build(
         response.device_lists.changed = updates.changed;
         response.device_lists.left = updates.left;
     }
+    let since_presence = since.map(|t| t.presence).unwrap_or(0);
+    if now.presence > since_presence {
+        response.presence.events = presence_events(services, user, since_presence, &filter.presence)?;
+        changed |= !response.presence.events.is_empty();
+    }
     for (algorithm, count) in services.e2ee.one_time_key_counts(user, &auth.device_id)? {
         response
             .device_one_time_keys_count
@@ -224,6 +228,71 @@ async fn build(
         services.e2ee.unused_fallback_key_types(user, &auth.device_id)?.iter().map(|a| a.as_str().into()).collect(),
     );
     Ok((response, changed))
+}
+
+/// What an invitee or a knocker sees of a room before joining: the state the other server sent
+/// for a room this node is not in, else the room's stripped state here; then the user's own
+/// membership event.
+async fn stripped_room_state<T>(
+    services: &Services,
+    user: &UserId,
+    room_id: &RoomId,
+    membership_event: &ruma::EventId,
+) -> Result<Vec<Raw<T>>> {
+    let mut events = Vec::new();
+    if let Some(remote) = services.rooms.remote_invite_state(user, room_id)? {
+        for event in &remote {
+            events.push(raw(event)?);
+        }
+        return Ok(events);
+    }
+    let state = services.rooms.current_state(room_id).await?;
+    for pdu in state.iter().filter(|p| stripped_state_type(p)) {
+        events.push(raw(&pdu.to_stripped_value())?);
+    }
+    if let Some((_, pdu)) = services.rooms.event_with_pos(membership_event)? {
+        events.push(raw(&pdu.to_stripped_value())?);
+    }
+    Ok(events)
+}
+
+/// `m.presence` for the syncing user and the users sharing a joined room with them, changed
+/// after `since`.
+fn presence_events(
+    services: &Services,
+    user: &UserId,
+    since: u64,
+    filter: &EventFilter,
+) -> Result<Vec<Raw<PresenceEvent>>> {
+    let kind = "m.presence".to_owned();
+    let excluded = |list: &[String]| list.iter().any(|t| *t == kind || t == "*");
+    if excluded(&filter.not_types) || filter.types.as_ref().is_some_and(|t| !t.iter().any(|t| *t == kind || t == "*")) {
+        return Ok(Vec::new());
+    }
+    let changed = services.sync.presence.changed_since(since);
+    if changed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let joined = services.rooms.joined_rooms(user)?;
+    let mut events = Vec::new();
+    for (other, status) in changed {
+        if filter.not_senders.contains(&other) || filter.senders.as_ref().is_some_and(|s| !s.contains(&other)) {
+            continue;
+        }
+        let shares = other == *user || services.rooms.joined_rooms(&other)?.iter().any(|room| joined.contains(room));
+        if !shares {
+            continue;
+        }
+        let mut content = PresenceEventContent::new(status.presence.clone());
+        content.status_msg = status.status_msg.clone();
+        content.last_active_ago = Some(status.last_active_ago_ms());
+        content.currently_active = Some(status.currently_active);
+        events.push(Raw::new(&PresenceEvent { content, sender: other }).map_err(Error::internal)?);
+    }
+    if let Some(limit) = filter.limit.and_then(|l| usize::try_from(u64::from(l)).ok()) {
+        events.truncate(limit);
+    }
+    Ok(events)
 }
 
 /// The state types shown to an invitee before joining.

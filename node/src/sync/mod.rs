@@ -1,36 +1,51 @@
-//! `/sync`: stream tokens, typing notifications, the long-poll wait and response assembly.
+//! `/sync`: stream tokens, typing notifications, presence, the long-poll wait and response
+//! assembly.
 
 pub mod assemble;
+pub mod presence;
 mod typing;
 pub mod unread;
 
 use std::time::Duration;
 
 pub use assemble::sync;
+pub use presence::Presence;
 use tokio::sync::watch;
 pub use typing::Typing;
 
 use crate::{error::Error, store::Db};
 
-/// A sync token: the stream position and the typing serial the client has seen.
+/// A sync token: the stream position, and the typing and presence serials the client has seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Token {
     pub pos: u64,
     pub typing: u64,
+    pub presence: u64,
 }
 
 impl Token {
+    /// `t{pos}_{typing}_{presence}`; tokens from before presence (`t{pos}_{typing}`) still parse.
     pub fn parse(s: &str) -> Result<Self, Error> {
         let bad = || Error::invalid_param(format!("`{s}` is not a sync token from this server"));
-        let rest = s.strip_prefix('t').ok_or_else(bad)?;
-        let (pos, typing) = rest.split_once('_').ok_or_else(bad)?;
-        Ok(Self { pos: pos.parse().map_err(|_| bad())?, typing: typing.parse().map_err(|_| bad())? })
+        let mut parts = s.strip_prefix('t').ok_or_else(bad)?.split('_');
+        let mut next = |required: bool| -> Result<u64, Error> {
+            match parts.next() {
+                Some(p) => p.parse().map_err(|_| bad()),
+                None if required => Err(bad()),
+                None => Ok(0),
+            }
+        };
+        let token = Self { pos: next(true)?, typing: next(true)?, presence: next(false)? };
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(token)
     }
 }
 
 impl std::fmt::Display for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "t{}_{}", self.pos, self.typing)
+        write!(f, "t{}_{}_{}", self.pos, self.typing, self.presence)
     }
 }
 
@@ -52,18 +67,25 @@ pub fn parse_pagination_token(s: &str) -> Result<u64, Error> {
 pub struct SyncService {
     db: Db,
     pub typing: Typing,
+    pub presence: Presence,
     pub(crate) unread: unread::UnreadCache,
     shutdown: watch::Sender<bool>,
 }
 
 impl SyncService {
-    pub fn new(db: Db) -> Self {
+    pub fn new(db: Db, presence_enabled: bool) -> Self {
         let (shutdown, _) = watch::channel(false);
-        Self { db, typing: Typing::default(), unread: unread::UnreadCache::default(), shutdown }
+        Self {
+            db,
+            typing: Typing::default(),
+            presence: Presence::new(presence_enabled),
+            unread: unread::UnreadCache::default(),
+            shutdown,
+        }
     }
 
     pub fn current_token(&self) -> Token {
-        Token { pos: self.db.streams.visible(), typing: self.typing.serial() }
+        Token { pos: self.db.streams.visible(), typing: self.typing.serial(), presence: self.presence.serial() }
     }
 
     /// Wakes every long-poll so the node can stop promptly.
@@ -75,13 +97,19 @@ impl SyncService {
     async fn wait_for_change(&self, seen: Token, timeout: Duration) {
         let mut streams = self.db.streams.subscribe();
         let mut typing = self.typing.subscribe();
+        let mut presence = self.presence.subscribe();
         let mut shutdown = self.shutdown.subscribe();
-        if *streams.borrow() != seen.pos || *typing.borrow() != seen.typing || *shutdown.borrow() {
+        if *streams.borrow() != seen.pos
+            || *typing.borrow() != seen.typing
+            || *presence.borrow() != seen.presence
+            || *shutdown.borrow()
+        {
             return;
         }
         tokio::select! {
             _ = streams.changed() => {}
             _ = typing.changed() => {}
+            _ = presence.changed() => {}
             _ = shutdown.changed() => {}
             _ = tokio::time::sleep(timeout) => {}
         }

@@ -1,112 +1,23 @@
 //! Federation scenarios with real matrix-sdk clients: nodes with their own server names, TLS and
 //! data dirs, in this process or as child processes killed with SIGKILL.
 
-use crate::common;
-
 use std::time::Duration;
 
 use matrix_sdk::{
     Client, RoomState,
-    room::MessagesOptions,
     ruma::{
-        OwnedRoomId, RoomId,
+        RoomId,
         api::client::room::create_room::v3::Request as CreateRoom,
-        events::{
-            AnySyncMessageLikeEvent, AnySyncTimelineEvent,
-            room::{message::RoomMessageEventContent, topic::RoomTopicEventContent},
-        },
+        events::{StateEventType, room::message::RoomMessageEventContent},
     },
 };
 use tocsin_node::NodeHandle;
 use tocsin_tests::{cluster::Cluster, proxy::Proxy};
 
-const PASSWORD: &str = "correct horse";
-
-/// Node logs in the test output (shown for failing tests), filtered by `RUST_LOG`.
-fn logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("tocsin_node=info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
-}
-
-async fn client_for(base_url: &str, name: &str) -> Client {
-    let client = Client::builder().homeserver_url(base_url).build().await.expect("client builds");
-    client.matrix_auth().login_username(name, PASSWORD).send().await.expect("login succeeds");
-    client
-}
-
-async fn user_on(node: &NodeHandle, name: &str) -> Client {
-    node.services.users.create_account(name, Some(PASSWORD), None, false).await.expect("account created");
-    client_for(&node.base_url(), name).await
-}
-
-fn text_of(event: &AnySyncTimelineEvent) -> Option<String> {
-    match event {
-        AnySyncTimelineEvent::MessageLike(AnySyncMessageLikeEvent::RoomMessage(
-            matrix_sdk::ruma::events::room::message::SyncRoomMessageEvent::Original(m),
-        )) => Some(m.content.body().to_owned()),
-        _ => None,
-    }
-}
-
-/// Every message text in the room as the client's server returns it, oldest first.
-async fn texts(client: &Client, room_id: &RoomId) -> Vec<String> {
-    let Some(room) = client.get_room(room_id) else { return Vec::new() };
-    let mut out = Vec::new();
-    let mut options = MessagesOptions::backward();
-    options.limit = 1000u32.into();
-    if let Ok(messages) = room.messages(options).await {
-        out.extend(messages.chunk.iter().filter_map(|e| text_of(&e.raw().deserialize().ok()?)));
-    }
-    out.reverse();
-    out
-}
-
-async fn topic(client: &Client, room_id: &RoomId) -> Option<String> {
-    let room = client.get_room(room_id)?;
-    let event = room.get_state_event_static::<RoomTopicEventContent>().await.ok()??;
-    let event = event.deserialize().ok()?;
-    match event {
-        matrix_sdk::deserialized_responses::SyncOrStrippedState::Sync(e) => {
-            e.as_original().map(|o| o.content.topic.clone())
-        }
-        _ => None,
-    }
-}
-
-/// Waits (syncing) until `client` is invited to `room_id`, then joins.
-async fn accept_invite(client: &Client, room_id: &RoomId) {
-    common::eventually(client, 10, || async { client.get_room(room_id).filter(|r| r.state() == RoomState::Invited) })
-        .await;
-    client.join_room_by_id(room_id).await.expect("join over federation");
-}
-
-async fn wait_for_texts(client: &Client, room_id: &RoomId, want: &[String], secs: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        common::sync(client).await;
-        let got = texts(client, room_id).await;
-        if got == want {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{} saw {got:?}, wanted {want:?}", client.user_id().unwrap());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn shared_room(creator: &Client, invitees: &[&Client]) -> OwnedRoomId {
-    let mut request = CreateRoom::new();
-    request.name = Some("Flood response".into());
-    // Invitees get power to change state too (trusted private chat).
-    request.preset = Some(matrix_sdk::ruma::api::client::room::create_room::v3::RoomPreset::TrustedPrivateChat);
-    request.invite = invitees.iter().map(|c| c.user_id().unwrap().to_owned()).collect();
-    let room = creator.create_room(request).await.expect("room created");
-    let room_id = room.room_id().to_owned();
-    for invitee in invitees {
-        accept_invite(invitee, &room_id).await;
-    }
-    room_id
-}
+use crate::{
+    common,
+    fed::{accept_invite, logs, shared_room, texts, topic, user_on, wait_for_texts},
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_share_a_room() {
@@ -255,7 +166,7 @@ async fn a_partition_heals_and_all_nodes_agree() {
     let bob = user_on(&nodes[1], "bob").await;
     let carol = user_on(&nodes[2], "carol").await;
     let room_id = shared_room(&alice, &[&bob, &carol]).await;
-    wait_for_texts(&carol, &room_id, &[], 5).await;
+    wait_for_texts::<&str>(&carol, &room_id, &[], 5).await;
     // Before the split every node holds the room's history (the joiners backfill it).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while nodes.iter().any(|n| timeline_ids(n, &room_id) != timeline_ids(&nodes[0], &room_id)) {
@@ -386,20 +297,18 @@ async fn media_crosses_nodes() {
     b.shutdown().await;
 }
 
-/// A user of another server knocks on a knock room (make_knock / send_knock): the room's members
-/// see the knock, invite, and the knocker joins.
+/// Knocking with a real client: a user of another server knocks through the client API (the
+/// node runs make_knock / send_knock), a local user knocks too, the room's members see both
+/// knocks, and the invited knocker joins. A knock on a room that does not take knocks fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_remote_user_knocks_and_is_let_in() {
-    use matrix_sdk::ruma::{
-        OwnedServerName,
-        api::federation::membership::{create_knock_event, prepare_knock_event},
-        signatures::{hash_and_sign_event, reference_hash},
-    };
+async fn users_knock_from_their_clients_and_are_let_in() {
+    use matrix_sdk::ruma::{OwnedServerName, RoomOrAliasId};
     logs();
     let dir = tempfile::tempdir().unwrap();
     let cluster = Cluster::plan(dir.path(), &["riverton.test", "lakeside.test"]).unwrap();
     let (a, b) = (cluster.start(0).await.unwrap(), cluster.start(1).await.unwrap());
     let alice = user_on(&a, "alice").await;
+    let carol = user_on(&a, "carol").await;
     let bob = user_on(&b, "bob").await;
     let mut request = CreateRoom::new();
     request.name = Some("County coordination".into());
@@ -410,27 +319,36 @@ async fn a_remote_user_knocks_and_is_let_in() {
         .unwrap(),
     ];
     let room_id = alice.create_room(request).await.unwrap().room_id().to_owned();
-
-    // Lakeside knocks for bob, as its client API would.
+    let closed_room = alice.create_room(CreateRoom::new()).await.unwrap().room_id().to_owned();
     let riverton = OwnedServerName::try_from("riverton.test").unwrap();
     let bob_id = bob.user_id().unwrap().to_owned();
-    let mut make = prepare_knock_event::v1::Request::new(room_id.clone(), bob_id.clone());
-    make.ver = vec![matrix_sdk::ruma::RoomVersionId::V12];
-    let made = b.services.federation_client.send(&riverton, make).await.expect("make_knock");
-    let rules = tocsin_node::rooms::version::rules(&made.room_version).unwrap();
-    let mut object: tocsin_node::ruma::CanonicalJsonObject = serde_json::from_str(made.event.get()).unwrap();
-    hash_and_sign_event("lakeside.test", b.services.keys.pair(), &mut object, &rules.redaction).unwrap();
-    let event_id =
-        tocsin_node::ruma::OwnedEventId::try_from(format!("${}", reference_hash(&object, &rules).unwrap())).unwrap();
-    let pdu = serde_json::value::to_raw_value(&object).unwrap();
-    let sent = b
-        .services
-        .federation_client
-        .send(&riverton, create_knock_event::v1::Request::new(room_id.clone(), event_id, pdu))
+    let carol_id = carol.user_id().unwrap().to_owned();
+
+    let knocked = bob
+        .knock(
+            RoomOrAliasId::parse(room_id.as_str()).unwrap(),
+            Some("Lakeside pumps team".into()),
+            vec![riverton.clone()],
+        )
         .await
-        .expect("send_knock");
-    assert!(!sent.knock_room_state.is_empty(), "the knocker gets the room's stripped state");
-    assert_eq!(a.services.rooms.membership(&room_id, &bob_id).await.unwrap().as_deref(), Some("knock"));
+        .expect("a knock through the client API");
+    assert_eq!(knocked.room_id(), room_id);
+    carol.knock(RoomOrAliasId::parse(room_id.as_str()).unwrap(), None, vec![]).await.expect("a local knock");
+    // Bob's client shows the room as knocked, named from the state riverton returned.
+    let room =
+        common::eventually(&bob, 10, || async { bob.get_room(&room_id).filter(|r| r.state() == RoomState::Knocked) })
+            .await;
+    assert_eq!(room.name().as_deref(), Some("County coordination"));
+    for user in [&bob_id, &carol_id] {
+        assert_eq!(a.services.rooms.membership(&room_id, user).await.unwrap().as_deref(), Some("knock"));
+    }
+    let knock = a.services.rooms.state_event(&room_id, &StateEventType::RoomMember, bob_id.as_str()).await.unwrap();
+    let reason = knock.and_then(|p| serde_json::from_str::<serde_json::Value>(p.content.get()).ok());
+    assert_eq!(reason.as_ref().and_then(|c| c["reason"].as_str()), Some("Lakeside pumps team"));
+
+    let refused = bob.knock(RoomOrAliasId::parse(closed_room.as_str()).unwrap(), None, vec![riverton.clone()]).await;
+    assert!(refused.is_err(), "a knock on an invite-only room must fail");
+    assert_eq!(a.services.rooms.membership(&closed_room, &bob_id).await.unwrap(), None);
 
     alice.get_room(&room_id).unwrap().invite_user_by_id(&bob_id).await.expect("invite the knocker");
     accept_invite(&bob, &room_id).await;

@@ -6,20 +6,13 @@
 //! nothing of it (or the redacted event, for a bad hash), and keep serving: the valid messages
 //! sent before are still there and a valid message sent after still arrives.
 
-use crate::common;
-
-use std::time::Duration;
-
 use matrix_sdk::{
-    Client, RoomState,
+    Client,
     room::MessagesOptions,
     ruma::{
         RoomId,
         api::client::room::create_room::v3::Request as CreateRoom,
-        events::{
-            AnySyncMessageLikeEvent, AnySyncTimelineEvent,
-            room::{message::RoomMessageEventContent, topic::RoomTopicEventContent},
-        },
+        events::room::{message::RoomMessageEventContent, topic::RoomTopicEventContent},
     },
 };
 use serde_json::{Value, json};
@@ -36,41 +29,17 @@ use tocsin_node::{
 };
 use tocsin_tests::cluster::Cluster;
 
-const PASSWORD: &str = "correct horse";
+use crate::{
+    common,
+    fed::{accept_invite, logs, user_on, wait_for_texts},
+};
+
 const A: &str = "riverton.test";
 const B: &str = "lakeside.test";
 const TOPIC: &str = "Sandbags at the old mill";
 
-fn logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("tocsin_node=info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
-}
-
 fn server(name: &str) -> OwnedServerName {
     OwnedServerName::try_from(name).expect("server name")
-}
-
-async fn user_on(node: &NodeHandle, name: &str) -> Client {
-    node.services.users.create_account(name, Some(PASSWORD), None, false).await.expect("account created");
-    let client = Client::builder().homeserver_url(node.base_url()).build().await.expect("client builds");
-    client.matrix_auth().login_username(name, PASSWORD).send().await.expect("login succeeds");
-    client
-}
-
-async fn accept_invite(client: &Client, room_id: &RoomId) {
-    common::eventually(client, 10, || async { client.get_room(room_id).filter(|r| r.state() == RoomState::Invited) })
-        .await;
-    client.join_room_by_id(room_id).await.expect("join");
-}
-
-fn text_of(event: &AnySyncTimelineEvent) -> Option<String> {
-    match event {
-        AnySyncTimelineEvent::MessageLike(AnySyncMessageLikeEvent::RoomMessage(
-            matrix_sdk::ruma::events::room::message::SyncRoomMessageEvent::Original(m),
-        )) => Some(m.content.body().to_owned()),
-        _ => None,
-    }
 }
 
 /// Every event of the room as the client's server returns it from `/messages`, oldest first.
@@ -83,30 +52,6 @@ async fn raw_timeline(client: &Client, room_id: &RoomId) -> Vec<Value> {
         messages.chunk.iter().filter_map(|e| serde_json::from_str(e.raw().json().get()).ok()).collect();
     out.reverse();
     out
-}
-
-/// Every message text in the room, oldest first (redacted messages have none).
-async fn texts(client: &Client, room_id: &RoomId) -> Vec<String> {
-    let Some(room) = client.get_room(room_id) else { return Vec::new() };
-    let mut options = MessagesOptions::backward();
-    options.limit = 1000u32.into();
-    let messages = room.messages(options).await.expect("/messages answers");
-    let mut out: Vec<String> = messages.chunk.iter().filter_map(|e| text_of(&e.raw().deserialize().ok()?)).collect();
-    out.reverse();
-    out
-}
-
-async fn wait_for_texts(client: &Client, room_id: &RoomId, want: &[&str]) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        common::sync(client).await;
-        let got = texts(client, room_id).await;
-        if got == want {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{} saw {got:?}, wanted {want:?}", client.user_id().unwrap());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn topic(client: &Client, room_id: &RoomId) -> Option<String> {
@@ -271,7 +216,7 @@ async fn bad_input_over_federation_is_refused_and_nothing_valid_is_lost() {
         let sent = alice_room.send(RoomMessageEventContent::text_plain(*text)).await.expect("sent");
         template_id = Some(sent.response.event_id);
     }
-    wait_for_texts(&bob, &room_id, &expected).await;
+    wait_for_texts(&bob, &room_id, &expected, 10).await;
     assert_eq!(topic(&bob, &room_id).await.as_deref(), Some(TOPIC));
     let before: Vec<String> = raw_timeline(&bob, &room_id).await.iter().map(|e| e["event_id"].to_string()).collect();
 
@@ -455,7 +400,7 @@ async fn bad_input_over_federation_is_refused_and_nothing_valid_is_lost() {
     expected.push("made by hand, valid");
     alice_room.send(RoomMessageEventContent::text_plain("all clear at the mill")).await.expect("sent");
     expected.push("all clear at the mill");
-    wait_for_texts(&bob, &room_id, &expected).await;
+    wait_for_texts(&bob, &room_id, &expected, 10).await;
     let after: Vec<String> = raw_timeline(&bob, &room_id).await.iter().map(|e| e["event_id"].to_string()).collect();
     assert!(before.iter().all(|id| after.contains(id)), "every event bob saw before is still there");
     for id in [&forged_id, &flipped_id, &mallory_msg_id, &carol_topic_id, &mallory_topic_id, &no_sender_id] {

@@ -2,18 +2,16 @@
 //! keys fetched over federation, Olm room keys carried by `m.direct_to_device` EDUs, Megolm
 //! messages decrypted on the other node, and typing and read receipts carried by EDUs.
 
-use crate::common;
-
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use matrix_sdk::{
-    Client, RoomState,
+    Client,
     deserialized_responses::EncryptionInfo,
     ruma::{
-        OwnedUserId, RoomId, UserId,
+        OwnedUserId, UserId,
         api::client::{receipt::create_receipt::v3::ReceiptType, room::create_room::v3::Request as CreateRoom},
         events::{
             receipt::{ReceiptThread, ReceiptType as StoredReceiptType},
@@ -25,30 +23,12 @@ use matrix_sdk::{
         },
     },
 };
-use tocsin_node::NodeHandle;
 use tocsin_tests::cluster::Cluster;
 
-const PASSWORD: &str = "correct horse";
-
-fn logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("tocsin_node=info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
-}
-
-async fn user_on(node: &NodeHandle, name: &str) -> Client {
-    node.services.users.create_account(name, Some(PASSWORD), None, false).await.expect("account created");
-    let client = Client::builder().homeserver_url(node.base_url()).build().await.expect("client builds");
-    client.matrix_auth().login_username(name, PASSWORD).send().await.expect("login succeeds");
-    client
-}
-
-/// Waits (syncing) until `client` is invited to `room_id`, then joins.
-async fn accept_invite(client: &Client, room_id: &RoomId) {
-    common::eventually(client, 15, || async { client.get_room(room_id).filter(|r| r.state() == RoomState::Invited) })
-        .await;
-    client.join_room_by_id(room_id).await.expect("join over federation");
-}
+use crate::{
+    common,
+    fed::{accept_invite, logs, user_on},
+};
 
 /// A decrypted (or plain) message as the client's event handlers saw it.
 #[derive(Debug, Clone)]

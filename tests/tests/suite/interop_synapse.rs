@@ -10,11 +10,9 @@
 //! with `venv`), `curl`, and PyPI the first time. About 30 s once Synapse is installed (the
 //! install takes about a minute more).
 //!
-//! Run alone: `cargo test -p tocsin-tests --test interop_synapse -- --nocapture`.
+//! Run alone: `cargo test -p tocsin-tests --test suite interop_synapse -- --nocapture`.
 //! Set `INTEROP_DIR=/some/dir` to keep Synapse's data and logs (`homeserver.log`) afterwards, and
 //! `RUST_LOG=tocsin_node=debug` for Tocsin's side.
-
-use crate::common;
 
 use std::{
     collections::HashSet,
@@ -35,6 +33,8 @@ use matrix_sdk::{
     },
 };
 use serde_json::{Value, json};
+
+use crate::{common, fed::logs};
 
 const SYNAPSE_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const TOCSIN_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
@@ -232,13 +232,6 @@ impl Cs {
         }
         sync.1.clone()
     }
-}
-
-/// Tocsin's tracing to the test output (`RUST_LOG=tocsin_node=debug` for more).
-fn logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("tocsin_node=info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
 }
 
 /// Polls `check` until it returns `Some`, for up to `secs`, then fails naming `what`.

@@ -5,6 +5,7 @@
 //! file cost fifteen links and several GiB of disk per build.
 
 mod common;
+mod fed;
 
 mod access_rules;
 mod bad_input;
@@ -15,6 +16,7 @@ mod federation;
 mod federation_bad_input;
 mod federation_e2ee;
 mod federation_policy;
+mod federation_presence;
 mod federation_transport;
 mod interop_synapse;
 mod list_lifecycle;

@@ -120,3 +120,32 @@ pub fn render(list: Option<&ListState>, backlog: &[Backlog]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_gauges_and_escapes_labels() {
+        let state = ListState {
+            name: "Valley \"north\"".into(),
+            version: 7,
+            expires: "2030-01-01T00:00:00Z".into(),
+            members: 3,
+            expired: true,
+            expires_in_secs: -5,
+            expires_soon: false,
+            warning: Some("expired".into()),
+            last_reload_error: None,
+        };
+        let text = render(Some(&state), &[]);
+        assert!(text.contains("tocsin_federation_list_configured 1\n"), "{text}");
+        assert!(text.contains("tocsin_federation_list_version{name=\"Valley \\\"north\\\"\"} 7\n"), "{text}");
+        assert!(text.contains("tocsin_federation_list_expires_in_seconds{name=\"Valley \\\"north\\\"\"} -5\n"));
+        assert!(text.contains("tocsin_federation_list_expired{name=\"Valley \\\"north\\\"\"} 1\n"));
+        assert!(text.contains("tocsin_federation_list_expiry_warning{name=\"Valley \\\"north\\\"\"} 1\n"));
+        assert!(text.contains("# TYPE tocsin_federation_list_expired gauge\n"));
+        let none = render(None, &[]);
+        assert!(none.contains("tocsin_federation_list_configured 0\n") && !none.contains("list_version"), "{none}");
+    }
+}

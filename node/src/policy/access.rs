@@ -153,3 +153,31 @@ impl PolicyGate {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str) -> ruma::OwnedUserId {
+        UserId::parse(id).expect("user id")
+    }
+
+    #[test]
+    fn direct_rooms_count_who_is_in_them() {
+        let gate = PolicyGate::load(None).expect("gate");
+        let rule = content(AccessRule::Direct);
+        let members = [("@a:x", Some("join".to_owned())), ("@b:x", Some("invite".to_owned())), ("@c:x", None)];
+        let facts = |target: &str| RoomFacts::from_members(Some(&rule), &user(target), members.clone());
+        // A third member: refused, naming the rule.
+        let err = gate.check_access(&user("@c:x"), "invite", &facts("@c:x")).unwrap_err().to_string();
+        assert!(err.contains("`access_rule` (\"direct\")"), "{err}");
+        // The invited second member may join; the joined one may update their profile.
+        assert!(gate.check_access(&user("@b:x"), "join", &facts("@b:x")).is_ok());
+        assert!(gate.check_access(&user("@a:x"), "join", &facts("@a:x")).is_ok());
+        // Leaving is never refused; a room without a rule has no limit.
+        assert!(gate.check_access(&user("@a:x"), "leave", &facts("@a:x")).is_ok());
+        let no_rule = RoomFacts::from_members(None, &user("@c:x"), members.clone());
+        assert!(gate.check_access(&user("@c:x"), "invite", &no_rule).is_ok());
+        assert_eq!(parse_rule(&serde_json::json!({ "rule": "closed" })), None);
+    }
+}

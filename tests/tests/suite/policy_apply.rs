@@ -316,6 +316,63 @@ async fn an_edited_policy_is_planned_and_applied() {
     node.shutdown().await;
 }
 
+/// The example a municipal admin copies first (policies/examples/riverton.toml) provisions a
+/// node: every local change applies; the invites to Lakeside and the County Fire Service, which
+/// are not running here, fail and are what the next plan still shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_riverton_example_policy_provisions_a_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples/riverton.toml");
+    let node = common::start(dir.path(), |c| {
+        c.server_name = "riverton:8448".into();
+        c.policy = Some(example);
+        // The other members are pinned to ports nothing listens on: they are down.
+        for peer in ["lakeside:8449", "county-fire:8450"] {
+            let closed = std::net::SocketAddr::from(([127, 0, 0, 1], tocsin_tests::cluster::free_port()));
+            c.federation_pins.insert(peer.into(), closed);
+        }
+    })
+    .await;
+    let root = token(&node, "root", "root-pw", true).await;
+    let (_, applied) = admin(&node, reqwest::Method::POST, "apply", Some(&root)).await;
+    let mut failed: Vec<String> = applied["failed"]
+        .as_array()
+        .expect("failed is a list")
+        .iter()
+        .map(|f| f["change"].as_str().unwrap().to_owned())
+        .collect();
+    failed.sort();
+    let remote_invites = vec![
+        "invite @chief:county-fire:8450 to #valley-crisis".to_owned(),
+        "invite @emergency.manager:lakeside:8449 to #valley-crisis".to_owned(),
+        "invite @mayor:lakeside:8449 to #valley-crisis".to_owned(),
+    ];
+    assert_eq!(failed, remote_invites, "only the invites to the members that are down fail: {applied}");
+
+    // The example's mayor logs in with the demo password and is invited to the space and its
+    // three rooms, where the mayor role gives power level 100.
+    let mayor = common::login(&node, "mayor", "tocsin-demo").await;
+    join_invites(&mayor, 4).await;
+    let crisis = mayor
+        .get_room(
+            &mayor
+                .resolve_room_alias(&matrix_sdk::ruma::RoomAliasId::parse("#crisis-staff:riverton:8448").unwrap())
+                .await
+                .unwrap()
+                .room_id,
+        )
+        .unwrap();
+    assert_eq!(crisis.name().as_deref(), Some("Riverton crisis staff"));
+    assert!(crisis.latest_encryption_state().await.unwrap().is_encrypted());
+    assert_eq!(crisis.users_with_power_levels().await.get(mayor.user_id().unwrap()), Some(&100));
+
+    let (_, plan) = admin(&node, reqwest::Method::GET, "plan", Some(&root)).await;
+    let mut left = lines(&plan, "changes");
+    left.sort();
+    assert_eq!(left, remote_invites, "{plan}");
+    node.shutdown().await;
+}
+
 /// A policy whose `[node] server_name` names another node is shown as a conflict and not applied.
 #[tokio::test]
 async fn a_policy_for_another_node_is_not_applied() {

@@ -235,8 +235,14 @@ fn policy_status(config: Option<&std::path::Path>) -> anyhow::Result<()> {
         println!("no federation_list configured: any server may federate with this node");
         return Ok(());
     };
-    let gate = match tocsin_node::policy::federation::FederationGate::load(Some(path), &config.federation_operator_keys)
-    {
+    // The newer of the file and the copy the node saved when it last accepted a list, as the
+    // node would enforce it at start.
+    let saved = tocsin_node::policy::accepted::path_in(&config.data_dir);
+    let gate = match tocsin_node::policy::federation::FederationGate::inspect(
+        Some(path),
+        &config.federation_operator_keys,
+        Some(saved),
+    ) {
         Ok(gate) => gate,
         Err(e) => {
             eprintln!("{e}");
@@ -252,6 +258,9 @@ fn policy_status(config: Option<&std::path::Path>) -> anyhow::Result<()> {
     }
     if let Some(warning) = state.warning {
         println!("WARNING: {warning}");
+    }
+    if let Some(error) = state.last_reload_error {
+        println!("WARNING: {error}");
     }
     Ok(())
 }

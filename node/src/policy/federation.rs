@@ -107,6 +107,21 @@ impl FederationGate {
     /// [`FederationGate::load`], with rollback protection across restarts: the newest list
     /// ever accepted is kept at `saved`, and enforced when the file holds an older version.
     pub fn load_saved(path: Option<PathBuf>, key_files: &[PathBuf], saved: Option<PathBuf>) -> anyhow::Result<Self> {
+        Self::load_inner(path, key_files, saved, true)
+    }
+
+    /// What [`FederationGate::load_saved`] would enforce, without writing the saved copy: for
+    /// `tocsin-node policy status`, which must not change what the node holds.
+    pub fn inspect(path: Option<PathBuf>, key_files: &[PathBuf], saved: Option<PathBuf>) -> anyhow::Result<Self> {
+        Self::load_inner(path, key_files, saved, false)
+    }
+
+    fn load_inner(
+        path: Option<PathBuf>,
+        key_files: &[PathBuf],
+        saved: Option<PathBuf>,
+        persist: bool,
+    ) -> anyhow::Result<Self> {
         let Some(path) = path else {
             if !key_files.is_empty() {
                 tracing::warn!("federation_operator_keys is set but federation_list is not: every server may federate");
@@ -126,7 +141,7 @@ impl FederationGate {
                 path.display()
             )
         })?;
-        let (list, last_error) = newest(&path, from_file, saved.as_deref(), &keys);
+        let (list, last_error) = newest(&path, from_file, saved.as_deref(), &keys, persist);
         tracing::info!(
             file = %path.display(),
             name = %list.name,
@@ -305,6 +320,7 @@ fn newest(
     from_file: accepted::Verified,
     saved: Option<&Path>,
     keys: &[OperatorPublicKey],
+    persist: bool,
 ) -> (VerifiedList, Option<String>) {
     let Some(saved) = saved else { return (from_file.list, None) };
     match accepted::load(saved, keys) {
@@ -321,6 +337,7 @@ fn newest(
             (kept.list, Some(message))
         }
         Some(kept) if kept.list.version == from_file.list.version => (from_file.list, None),
+        _ if !persist => (from_file.list, None),
         _ => {
             if let Err(e) = accepted::save(saved, &from_file.text) {
                 tracing::error!(file = %saved.display(), error = %e, "cannot save the accepted federation list");

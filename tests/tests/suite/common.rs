@@ -62,3 +62,26 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The `tocsin-node` binary, built once per test process on demand (`cargo test -p
+/// tocsin-tests` builds only this package's binaries).
+pub fn tocsin_node_binary() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            // target/<profile>/deps/suite-<hash>
+            let profile_dir = exe.parent().and_then(Path::parent).expect("test binary in target/<profile>/deps");
+            let target_dir = profile_dir.parent().expect("target dir");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let mut build = std::process::Command::new(cargo);
+            build.args(["build", "-p", "tocsin-node", "--bin", "tocsin-node", "--target-dir"]).arg(target_dir);
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                build.arg("--release");
+            }
+            let status = build.status().expect("cargo runs");
+            assert!(status.success(), "building tocsin-node failed");
+            profile_dir.join(format!("tocsin-node{}", std::env::consts::EXE_SUFFIX))
+        })
+        .clone()
+}

@@ -102,6 +102,36 @@ async fn a_list_file_rolled_back_during_a_restart_is_refused() {
     let state = a.services.policy.federation.state().unwrap();
     let error = state.last_reload_error.unwrap_or_default();
     assert!(error.contains("OLDER than version 2"), "{error}");
+    // So does `tocsin-node policy status`, run against the same config and data dir.
+    let m = &cluster.members[0];
+    let config = dir.path().join("a-status.toml");
+    let keys: Vec<String> =
+        m.config.federation_operator_keys.iter().map(|p| format!("{:?}", p.display().to_string())).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "server_name = \"a.test\"\ndata_dir = {:?}\nfederation_list = {:?}\nfederation_operator_keys = [{}]\n",
+            m.config.data_dir.display().to_string(),
+            list.display().to_string(),
+            keys.join(", ")
+        ),
+    )
+    .unwrap();
+    let binary = tokio::task::spawn_blocking(common::tocsin_node_binary).await.unwrap();
+    let saved = tocsin_node::policy::accepted::path_in(&m.config.data_dir);
+    let saved_before = std::fs::read(&saved).unwrap();
+    let out = tokio::process::Command::new(&binary)
+        .arg("--config")
+        .arg(&config)
+        .args(["policy", "status"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("version 2") && stdout.contains("OLDER than version 2"), "{stdout}");
+    assert!(!stdout.contains("c.test"), "status lists version 1's members: {stdout}");
+    assert_eq!(std::fs::read(&saved).unwrap(), saved_before, "status changed the saved list");
 
     // A newer list still applies without a restart, and is what the next start compares with.
     write_list(&list, &key, 3, &["a.test", "b.test", "c.test"], 30 * 24 * 3600);

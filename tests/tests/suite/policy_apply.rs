@@ -390,24 +390,6 @@ async fn a_policy_for_another_node_is_not_applied() {
     node.shutdown().await;
 }
 
-/// The `tocsin-node` binary, built on demand (cargo builds only the tested package's binaries
-/// for `cargo test -p tocsin-tests`).
-fn tocsin_node_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/suite-<hash>
-    let profile_dir = exe.parent().and_then(Path::parent).expect("test binary in target/<profile>/deps");
-    let target_dir = profile_dir.parent().expect("target dir");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let mut build = std::process::Command::new(cargo);
-    build.args(["build", "-p", "tocsin-node", "--bin", "tocsin-node", "--target-dir"]).arg(target_dir);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    let status = build.status().expect("cargo runs");
-    assert!(status.success(), "building tocsin-node failed");
-    profile_dir.join(format!("tocsin-node{}", std::env::consts::EXE_SUFFIX))
-}
-
 struct Output {
     ok: bool,
     stdout: String,
@@ -430,7 +412,7 @@ async fn cli(binary: &Path, config: &Path, args: &[&str], token: Option<&str>) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_cli_plans_and_applies_on_the_running_node() {
-    let binary = tokio::task::spawn_blocking(tocsin_node_binary).await.unwrap();
+    let binary = tokio::task::spawn_blocking(common::tocsin_node_binary).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path()).await;
     let root = token(&node, "root", "root-pw", true).await;

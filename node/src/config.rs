@@ -101,6 +101,10 @@ pub struct Config {
     /// users sharing a room, and exchanged with other servers as `m.presence` EDUs. Off by
     /// default: it costs traffic on every status change and tells outsiders who is at work.
     pub presence: bool,
+    /// How often, in seconds, the retention purge deletes the events that rooms'
+    /// `m.room.retention` lets expire. Unset: half the shortest `max_lifetime` of the node's
+    /// rooms, between 1 s and 10 min.
+    pub retention_purge_interval_secs: Option<u64>,
 }
 
 impl Default for Config {
@@ -128,6 +132,7 @@ impl Default for Config {
             federation_list: None,
             federation_operator_keys: Vec::new(),
             presence: false,
+            retention_purge_interval_secs: None,
         }
     }
 }
@@ -188,6 +193,12 @@ impl Config {
         }
         if let Some(v) = var("TOCSIN_PRESENCE") {
             self.presence = matches!(v.trim(), "1" | "true" | "yes" | "on");
+        }
+        if let Some(v) = var("TOCSIN_RETENTION_PURGE_INTERVAL_SECS") {
+            self.retention_purge_interval_secs = Some(v.trim().parse().map_err(|e| ConfigError::Invalid {
+                key: "retention_purge_interval_secs",
+                message: format!("`{v}` is not a number of seconds ({e})"),
+            })?);
         }
         if let Some(v) = var("TOCSIN_PUBLIC_BASE_URL") {
             self.public_base_url = Some(v);
@@ -328,6 +339,7 @@ struct RawConfig {
     federation_list: Option<PathBuf>,
     federation_operator_keys: Option<Vec<PathBuf>>,
     presence: Option<bool>,
+    retention_purge_interval_secs: Option<u64>,
 }
 
 impl RawConfig {
@@ -359,6 +371,7 @@ impl RawConfig {
             federation_list: self.federation_list.or(d.federation_list),
             federation_operator_keys: self.federation_operator_keys.unwrap_or(d.federation_operator_keys),
             presence: self.presence.unwrap_or(d.presence),
+            retention_purge_interval_secs: self.retention_purge_interval_secs.or(d.retention_purge_interval_secs),
         })
     }
 }

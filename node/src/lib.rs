@@ -157,6 +157,7 @@ impl Node {
         federation::announce::spawn(services.clone());
         policy::watch::spawn(services.clone(), shutdown.subscribe());
         sync::presence::spawn_idle_timer(services.clone(), shutdown.subscribe());
+        rooms::retention::purge::spawn(services.clone(), shutdown.subscribe());
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = shutdown_rx.wait_for(|stop| *stop).await;

@@ -97,7 +97,7 @@ pub async fn messages(
 pub async fn event(s: Arc<Services>, req: Ruma<get_room_event::v3::Request>) -> Result<get_room_event::v3::Response> {
     let auth = req.user()?;
     let vis = visibility(&s, auth, &req.room_id).await?;
-    let (pos, pdu) = s.rooms.event_with_pos(&req.event_id)?.ok_or_else(|| Error::not_found("no such event"))?;
+    let (pos, pdu) = s.rooms.served_event(&req.event_id)?.ok_or_else(|| Error::not_found("no such event"))?;
     if pdu.room_id != req.room_id || !visible(vis, pos) {
         return Err(Error::not_found("no such event"));
     }
@@ -111,7 +111,7 @@ pub async fn event(s: Arc<Services>, req: Ruma<get_room_event::v3::Request>) -> 
 pub async fn context(s: Arc<Services>, req: Ruma<get_context::v3::Request>) -> Result<get_context::v3::Response> {
     let auth = req.user()?.clone();
     let vis = visibility(&s, &auth, &req.room_id).await?;
-    let (pos, pdu) = s.rooms.event_with_pos(&req.event_id)?.ok_or_else(|| Error::not_found("no such event"))?;
+    let (pos, pdu) = s.rooms.served_event(&req.event_id)?.ok_or_else(|| Error::not_found("no such event"))?;
     if pdu.room_id != req.room_id || !visible(vis, pos) {
         return Err(Error::not_found("no such event"));
     }

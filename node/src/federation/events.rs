@@ -41,8 +41,9 @@ async fn require_in_room(s: &Services, room_id: &RoomId, origin: &ServerName) ->
     if in_room { Ok(()) } else { Err(Error::Forbidden(format!("{origin} has no member in {room_id}"))) }
 }
 
+/// An event other servers may have: known, and not hidden by the room's retention.
 fn load(s: &Services, id: &EventId) -> Result<Pdu> {
-    s.rooms.pdu(id)?.ok_or_else(|| Error::not_found(format!("unknown event {id}")))
+    s.rooms.served_event(id)?.map(|(_, pdu)| pdu).ok_or_else(|| Error::not_found(format!("unknown event {id}")))
 }
 
 pub async fn event(s: Arc<Services>, req: Ruma<get_event::v1::Request>) -> Result<get_event::v1::Response> {
@@ -128,6 +129,9 @@ fn walk_back(
     let mut frontier: BTreeSet<(u64, OwnedEventId)> = BTreeSet::new();
     let mut seen: HashSet<OwnedEventId> = HashSet::new();
     let mut out = Vec::new();
+    // Expired and purged events are walked through (their skeleton keeps `prev_events`), never
+    // handed out.
+    let retention = s.rooms.retention(room_id)?;
     for id in from {
         if let Some(pdu) = s.rooms.pdu(id)? {
             if include_from {
@@ -159,7 +163,9 @@ fn walk_back(
                 frontier.insert((u64::from(p.depth), prev.clone()));
             }
         }
-        out.push(pdu);
+        if s.rooms.serves(&retention, &pdu)? {
+            out.push(pdu);
+        }
     }
     Ok(out)
 }

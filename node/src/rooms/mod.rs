@@ -13,6 +13,7 @@ mod pdu;
 pub mod read;
 mod receipts;
 mod remote;
+pub mod retention;
 pub mod state;
 pub mod version;
 

@@ -176,21 +176,37 @@ impl Rooms {
         let limited = rows.len() > limit;
         let mut out = self.rows_to_pdus(rows.into_iter().take(limit))?;
         out.reverse();
+        self.retain_served(room_id, &mut out, |(_, pdu)| pdu)?;
         Ok((out, limited))
     }
 
     /// Paginates: events strictly before `pos` going backwards (`backwards`), or strictly after
-    /// it going forwards, at most `limit`, in the order of travel.
+    /// it going forwards, at most `limit`, in the order of travel. Events the room's retention
+    /// hides are skipped (and do not count).
     pub fn paginate(&self, room_id: &RoomId, pos: u64, backwards: bool, limit: usize) -> Result<Vec<(u64, Pdu)>> {
-        let at = key(&[room_id.as_bytes(), &pos_bytes(pos)]);
-        let room_start = prefix(&[room_id.as_bytes()]);
-        let room_end = key(&[room_id.as_bytes(), &[0xFF; 9]]);
-        let rows = if backwards {
-            self.db.range(trees::TIMELINE, Bound::Included(&room_start), Bound::Excluded(&at), true, limit)?
-        } else {
-            self.db.range(trees::TIMELINE, Bound::Excluded(&at), Bound::Excluded(&room_end), false, limit)?
-        };
-        self.rows_to_pdus(rows.into_iter())
+        let mut out = Vec::new();
+        let mut cursor = pos;
+        while out.len() < limit {
+            let at = key(&[room_id.as_bytes(), &pos_bytes(cursor)]);
+            let room_start = prefix(&[room_id.as_bytes()]);
+            let room_end = key(&[room_id.as_bytes(), &[0xFF; 9]]);
+            let want = limit - out.len();
+            let rows = if backwards {
+                self.db.range(trees::TIMELINE, Bound::Included(&room_start), Bound::Excluded(&at), true, want)?
+            } else {
+                self.db.range(trees::TIMELINE, Bound::Excluded(&at), Bound::Excluded(&room_end), false, want)?
+            };
+            let Some((last, _)) = rows.last() else { break };
+            cursor = crate::store::pos_suffix(last)?;
+            let full = rows.len() == want;
+            let mut page = self.rows_to_pdus(rows.into_iter())?;
+            self.retain_served(room_id, &mut page, |(_, pdu)| pdu)?;
+            out.extend(page);
+            if !full {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     fn rows_to_pdus(&self, rows: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<Vec<(u64, Pdu)>> {
@@ -218,7 +234,9 @@ impl Rooms {
     pub fn relations(&self, room_id: &RoomId, target: &EventId) -> Result<Vec<(u64, Pdu)>> {
         let p = prefix(&[room_id.as_bytes(), target.as_bytes()]);
         let rows = self.db.scan_prefix(trees::RELATIONS, &p, usize::MAX)?;
-        self.rows_to_pdus(rows.into_iter())
+        let mut out = self.rows_to_pdus(rows.into_iter())?;
+        self.retain_served(room_id, &mut out, |(_, pdu)| pdu)?;
+        Ok(out)
     }
 
     pub fn redacted_by(&self, event_id: &EventId) -> Result<Option<OwnedEventId>> {

@@ -46,6 +46,9 @@ pub const STATE_SNAPSHOTS: &str = "state_snapshots";
 pub const EVENT_STATE: &str = "event_state";
 /// user_id SEP room_id -> stripped state (JSON) of an invite to a room this node is not in
 pub const INVITE_STATE: &str = "invite_state";
+/// event_id -> room_id: message events whose body the retention purge deleted (their EVENTS
+/// entry is only the redacted skeleton the DAG needs, never served)
+pub const PURGED: &str = "purged";
 
 // Per-user data streams.
 /// user_id SEP room_id-or-empty SEP type -> content JSON

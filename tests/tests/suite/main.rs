@@ -24,5 +24,6 @@ mod policy_apply;
 mod policy_gate;
 mod registration;
 mod room_features;
+mod retention;
 mod server_keys;
 mod sync;

@@ -82,7 +82,7 @@ impl Services {
         );
         let tls = federation::tls::NodeTls::load_or_create(&config, &server_name)?;
         // The federation list's member CAs are trusted too (read at start; see policy::watch).
-        let trusted = [tls.cert_chain.clone(), policy::watch::list_ca_certs(&policy)].concat();
+        let trusted = tls.cert_chain.clone();
         let federation_client =
             federation::client::FederationClient::new(&config, server_name.clone(), keys.clone(), &trusted)?;
         policy::watch::install(&policy, &federation_client, &config);

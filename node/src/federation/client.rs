@@ -58,6 +58,26 @@ pub const DISCOVERY_FAILURE_TTL: Duration = Duration::from_secs(10 * 60);
 /// Idle pooled connections per peer.
 const POOL_IDLE_PER_HOST: usize = 8;
 
+fn build_http(
+    tls: &rustls::ClientConfig,
+    hosts: &Arc<RwLock<HashMap<String, SocketAddr>>>,
+) -> reqwest::Result<reqwest::Client> {
+    let mut tls = tls.clone();
+    // A fresh session cache: a resumed TLS session skips certificate checks, so sessions from
+    // before a CA change must not be resumed.
+    tls.resumption = rustls::client::Resumption::default();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .dns_resolver(PinResolver(hosts.clone()))
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .user_agent(concat!("Tocsin/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 /// Where requests for a server go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
@@ -79,7 +99,9 @@ pub struct FederationClient {
 }
 
 struct Inner {
-    http: reqwest::Client,
+    /// Replaced (with an empty connection pool) when the trusted CAs change.
+    http: RwLock<reqwest::Client>,
+    tls: rustls::ClientConfig,
     server_name: OwnedServerName,
     keys: ServerKeys,
     /// Pinned server names.
@@ -91,6 +113,8 @@ struct Inner {
     /// Made on first use, inside the runtime.
     srv: std::sync::OnceLock<super::srv::Srv>,
     dns: Option<SocketAddr>,
+    /// The TLS verifier, to swap the federation list's member CAs (none with `tls_verify = false`).
+    trust: Option<Arc<super::trust::TrustVerifier>>,
 }
 
 impl FederationClient {
@@ -102,21 +126,13 @@ impl FederationClient {
         keys: ServerKeys,
         own_certs: &[CertificateDer<'static>],
     ) -> anyhow::Result<Self> {
-        let tls = super::tls::client_config(own_certs, &config.tls_ca_files, config.tls_verify)?;
+        let (tls, trust) = super::tls::client_config(own_certs, &config.tls_ca_files, config.tls_verify)?;
         let hosts: Arc<RwLock<HashMap<String, SocketAddr>>> = Arc::default();
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .dns_resolver(PinResolver(hosts.clone()))
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .user_agent(concat!("Tocsin/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = build_http(&tls, &hosts)?;
         let client = Self {
             inner: Arc::new(Inner {
-                http,
+                http: RwLock::new(http),
+                tls,
                 server_name,
                 keys,
                 pins: RwLock::default(),
@@ -125,6 +141,7 @@ impl FederationClient {
                 gate: RwLock::default(),
                 srv: std::sync::OnceLock::new(),
                 dns: config.federation_dns,
+                trust,
             }),
         };
         for (name, addr) in &config.federation_pins {
@@ -132,6 +149,32 @@ impl FederationClient {
             client.set_pin(name, *addr);
         }
         Ok(client)
+    }
+
+    /// Trusts the CAs the federation list names for its members, each for its member only,
+    /// from the next connection on.
+    pub fn set_member_cas(&self, list: Option<&tocsin_policies::VerifiedList>) {
+        let Some(trust) = &self.inner.trust else { return };
+        if !trust.set_members(list) {
+            return;
+        }
+        // Pooled connections were verified under the old CAs: a CA taken out of the list must
+        // not keep working through them.
+        match build_http(&self.inner.tls, &self.inner.hosts) {
+            Ok(http) => match self.inner.http.write() {
+                Ok(mut current) => *current = http,
+                Err(poisoned) => *poisoned.into_inner() = http,
+            },
+            Err(e) => tracing::error!(error = %e, "cannot rebuild the federation client after a CA change"),
+        }
+    }
+
+    /// The pooled HTTP client (cheap to clone).
+    fn http(&self) -> reqwest::Client {
+        match self.inner.http.read() {
+            Ok(http) => http.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     pub fn server_name(&self) -> &ServerName {
@@ -220,7 +263,7 @@ impl FederationClient {
             server: String,
         }
         let url = format!("https://{}/.well-known/matrix/server", server.host());
-        let response = match self.inner.http.get(&url).send().await {
+        let response = match self.http().get(&url).send().await {
             Ok(r) if r.status().is_success() => r,
             Ok(r) => {
                 tracing::debug!(%server, status = %r.status(), "no well-known delegation");
@@ -275,7 +318,7 @@ impl FederationClient {
         let dest = self.resolve(destination).await?;
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let url = format!("{}{path}", dest.base_url);
-        let mut builder = self.inner.http.request(parts.method, url).headers(parts.headers);
+        let mut builder = self.http().request(parts.method, url).headers(parts.headers);
         if !body.is_empty() {
             builder = builder.body(body);
         }
@@ -292,8 +335,7 @@ impl FederationClient {
         let request = reqwest::Request::try_from(request)
             .map_err(|e| Error::internal(format!("cannot build the request for {destination}: {e}")))?;
         let response = self
-            .inner
-            .http
+            .http()
             .execute(request)
             .await
             .map_err(|e| Error::Unreachable(format!("{destination}: {}", error_chain(&e))))?;

@@ -20,6 +20,7 @@ pub mod send;
 pub mod sender;
 pub mod srv;
 pub mod tls;
+pub mod trust;
 pub mod user_keys;
 
 use std::sync::Arc;

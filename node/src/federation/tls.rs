@@ -188,12 +188,13 @@ pub fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
 }
 
 /// The rustls client configuration for outbound federation: trust `ca_files` and `own` (the node's
-/// own certificate, so a self-signed node can talk to itself), or anything when `verify` is off.
+/// own certificate, so a self-signed node can talk to itself), plus the federation list's member
+/// CAs set later on the returned verifier; or anything when `verify` is off (no verifier then).
 pub fn client_config(
     own: &[CertificateDer<'static>],
     ca_files: &[PathBuf],
     verify: bool,
-) -> anyhow::Result<ClientConfig> {
+) -> anyhow::Result<(ClientConfig, Option<Arc<super::trust::TrustVerifier>>)> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
     let mut config = if verify {
@@ -209,12 +210,16 @@ pub fn client_config(
                 tracing::debug!(error = %e, "own certificate not added as a trust anchor");
             }
         }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        let trust = Arc::new(super::trust::TrustVerifier::new(provider, roots));
+        let config = builder.dangerous().with_custom_certificate_verifier(trust.clone()).with_no_client_auth();
+        (config, Some(trust))
     } else {
         tracing::warn!("tls_verify = false: federation accepts any peer certificate; use this in labs only");
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAny(provider))).with_no_client_auth()
+        let config =
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAny(provider))).with_no_client_auth();
+        (config, None)
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.0.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 

@@ -289,12 +289,6 @@ impl FederationGate {
             }
         }
     }
-
-    /// PEM certificates of the members' CAs (`ca_cert`), to trust for outbound federation.
-    pub fn ca_pems(&self) -> Vec<(String, String)> {
-        let Some(list) = self.list() else { return Vec::new() };
-        list.members.iter().filter_map(|m| Some((m.server_name.clone(), m.ca_cert.clone()?))).collect()
-    }
 }
 
 impl FederationGate {

@@ -5,11 +5,8 @@
 //!
 //! Pins and CAs: a member's `address` pins it in the federation client (replacing DNS), unless
 //! the node's own `federation_pins` names that server (the local admin knows the local network
-//! best: a proxy, a NAT). Pins follow a reload at once. A member's `ca_cert` joins the client's
-//! trust anchors at start only: the TLS configuration of the pooled client is fixed when it is
-//! built, so a CA added or changed by a reload takes effect at the next restart (logged). The
-//! anchors are shared, not scoped to their member, and a `ca_fingerprint` without `ca_cert`
-//! cannot serve as an anchor: both are left for a custom certificate verifier.
+//! best: a proxy, a NAT). A member's `ca_cert` or `ca_fingerprint` is the only CA trusted for that
+//! member ([`crate::federation::trust`]). Both follow a reload at once.
 
 use std::{
     net::SocketAddr,
@@ -19,7 +16,6 @@ use std::{
 };
 
 use ruma::OwnedServerName;
-use rustls_pki_types::{CertificateDer, pem::PemObject};
 use tokio::{sync::watch, task::JoinHandle};
 
 use super::{PolicyGate, federation::Applied};
@@ -30,23 +26,12 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// How often an expired or soon expiring list is logged again.
 const EXPIRY_LOG_INTERVAL: Duration = Duration::from_secs(10 * 60);
 
-/// The members' CA certificates (`ca_cert`) to trust for outbound federation, read at start.
-pub fn list_ca_certs(policy: &PolicyGate) -> Vec<CertificateDer<'static>> {
-    let mut out = Vec::new();
-    for (server, pem) in policy.federation.ca_pems() {
-        match CertificateDer::pem_slice_iter(pem.as_bytes()).collect::<Result<Vec<_>, _>>() {
-            Ok(certs) => out.extend(certs),
-            Err(e) => tracing::warn!(%server, error = %e, "the federation list's ca_cert is not usable"),
-        }
-    }
-    out
-}
-
 /// Wires the federation list into the client: the outbound gate and the members' pins.
 pub fn install(policy: &Arc<PolicyGate>, client: &FederationClient, config: &Config) {
     let gate = policy.clone();
     client.set_gate(Arc::new(move |server| gate.federation.check(server, "this node does not contact it")));
     apply_pins(policy, client, config);
+    client.set_member_cas(policy.federation.list().as_deref());
 }
 
 /// Pins every member with an `address` that the node's config does not pin itself.
@@ -98,12 +83,7 @@ async fn apply(services: &Services, applied: Applied) {
         "federation list applied"
     );
     apply_pins(&services.policy, &services.federation_client, &services.config);
-    if !changes.repinned.is_empty() || !changes.added.is_empty() {
-        let with_ca = services.policy.federation.ca_pems();
-        if changes.repinned.iter().chain(&changes.added).any(|s| with_ca.iter().any(|(m, _)| m == s)) {
-            tracing::warn!("the new federation list adds or changes a member CA; it is trusted after the next restart");
-        }
-    }
+    services.federation_client.set_member_cas(services.policy.federation.list().as_deref());
     for server in &changes.removed {
         let Ok(server) = OwnedServerName::try_from(server.as_str()) else { continue };
         match services.sender.drop_destination(&server).await {

@@ -16,7 +16,10 @@ use matrix_sdk::{
                 state::get_state_event_for_key,
             },
             error::ErrorKind,
-            federation::{backfill::get_backfill, event::get_event},
+            federation::{
+                backfill::get_backfill,
+                event::{get_event, get_missing_events},
+            },
         },
         events::{StateEventType, room::message::RoomMessageEventContent},
     },
@@ -111,7 +114,7 @@ async fn expired_messages_vanish_from_clients_and_the_store() {
     tokio::time::sleep(Duration::from_millis(LIFETIME_MS + 500)).await;
     let fresh = say(&alice, &room_id, "new: water is falling").await;
 
-    // Served nowhere at once, whether or not the purge has run yet.
+    // Hidden from clients once expired (by the filter, or by the purge if it ran already).
     wait_for_texts(&bob, &room_id, &["new: water is falling"], 10).await;
     for (id, _) in &old {
         assert!(!event_found(&bob, &room_id, id).await, "/event still serves {id}");
@@ -191,11 +194,40 @@ async fn another_server_cannot_fetch_expired_messages() {
     let pdus: Vec<&str> = backfill.pdus.iter().map(|raw| raw.get()).collect();
     assert!(pdus.iter().any(|pdu| pdu.contains("new: road open")), "backfill has the new message");
     assert!(pdus.iter().any(|pdu| pdu.contains("m.room.create")), "backfill still walks back to the room's state");
-    for (_, text) in &old {
+    let ids = event_ids(&a, &room_id, &backfill.pdus).await;
+    for (id, text) in &old {
         assert!(!pdus.iter().any(|pdu| pdu.contains(text)), "backfill served {text}");
+        assert!(!ids.contains(id), "backfill served {id} (as a skeleton)");
+    }
+
+    let mut request = get_missing_events::v1::Request::new(room_id.clone(), Vec::new(), vec![fresh.clone()]);
+    request.limit = UInt::from(100u32);
+    let missing = b.services.federation_client.send(riverton, request).await.expect("get_missing_events answers");
+    let pdus: Vec<&str> = missing.events.iter().map(|raw| raw.get()).collect();
+    assert!(pdus.iter().any(|pdu| pdu.contains("m.room.retention")), "missing events still has the state");
+    let ids = event_ids(&a, &room_id, &missing.events).await;
+    for (id, text) in &old {
+        assert!(!pdus.iter().any(|pdu| pdu.contains(text)), "get_missing_events served {text}");
+        assert!(!ids.contains(id), "get_missing_events served {id} (as a skeleton)");
     }
 
     for node in [a, b] {
         node.shutdown().await;
     }
+}
+
+/// The event ids (reference hashes) of PDUs as a server sent them.
+async fn event_ids(
+    node: &NodeHandle,
+    room_id: &RoomId,
+    pdus: &[Box<serde_json::value::RawValue>],
+) -> Vec<OwnedEventId> {
+    let version = node.services.rooms.version(room_id).await.expect("room version");
+    let rules = tocsin_node::rooms::version::rules(&version).expect("known version");
+    pdus.iter()
+        .map(|raw| {
+            let object = tocsin_node::federation::pdu::parse_object(raw).expect("pdu object");
+            tocsin_node::federation::pdu::event_id(&object, &rules).expect("event id")
+        })
+        .collect()
 }

@@ -25,6 +25,8 @@ use crate::{
 const MAX_INTERVAL: Duration = Duration::from_secs(600);
 /// The fastest it runs.
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Writes per store batch: a first purge of a long history is committed in pieces.
+const MAX_BATCH: usize = 4_096;
 
 /// What one purge run did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +65,11 @@ impl Rooms {
     }
 
     /// Purges one room: its `max_lifetime` (if any) and how many events lost their body.
+    ///
+    /// The timeline is read oldest first and the scan stops at the first message event that has
+    /// not expired: what comes after it is newer (but for late arrivals with an old timestamp,
+    /// which are hidden anyway and purged once what precedes them expires). Purged rows leave
+    /// the timeline, so the next run starts where this one stopped.
     pub async fn purge_room(&self, room_id: &RoomId) -> Result<(Option<u64>, usize)> {
         let head = self.head(room_id)?;
         let head = head.lock().await;
@@ -78,9 +85,16 @@ impl Rooms {
                 continue;
             };
             let pos = pos_suffix(&row)?;
-            if purge_writes(&self.db, &retention, &head.rules.redaction, &event_id, stored, pos, &mut batch)? {
-                batch.remove(trees::TIMELINE, row);
-                purged += 1;
+            match purge_writes(&self.db, &retention, &head.rules.redaction, &event_id, stored, pos, &mut batch)? {
+                Verdict::Purged => {
+                    batch.remove(trees::TIMELINE, row);
+                    purged += 1;
+                }
+                Verdict::Kept => {}
+                Verdict::Unexpired => break,
+            }
+            if batch.len() >= MAX_BATCH {
+                self.db.write(std::mem::take(&mut batch)).await?;
             }
         }
         if !batch.is_empty() {
@@ -90,7 +104,17 @@ impl Rooms {
     }
 }
 
-/// The writes that purge one stored event, if the retention lets it expire; `false` if it stays.
+/// What the purge does with one event.
+enum Verdict {
+    /// Expired: its body goes.
+    Purged,
+    /// State or a forward extremity: it stays, whatever its age.
+    Kept,
+    /// A message event that has not expired yet.
+    Unexpired,
+}
+
+/// The writes that purge one stored event, if the retention lets it expire.
 fn purge_writes(
     db: &Db,
     retention: &Retention,
@@ -99,10 +123,11 @@ fn purge_writes(
     stored: StoredEvent,
     pos: u64,
     batch: &mut WriteBatch,
-) -> Result<bool> {
+) -> Result<Verdict> {
     let pdu = stored.clone().into_pdu(event_id)?;
     if !retention.expired(&pdu) {
-        return Ok(false);
+        let unexpired = !pdu.is_state() && !retention.extremities.contains(&pdu.event_id);
+        return Ok(if unexpired { Verdict::Unexpired } else { Verdict::Kept });
     }
     let room = pdu.room_id.as_bytes();
     let id = event_id.as_bytes();
@@ -121,7 +146,7 @@ fn purge_writes(
     let stub = StoredEvent { pdu: skeleton, txn_id: None, device_id: None, ..stored };
     batch.insert(trees::EVENTS, id.to_vec(), Db::to_json(&stub)?);
     batch.insert(trees::PURGED, id.to_vec(), room.to_vec());
-    Ok(true)
+    Ok(Verdict::Purged)
 }
 
 /// How long to wait before the next run: the configured interval, or half the shortest

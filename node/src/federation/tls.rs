@@ -17,12 +17,8 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use ruma::ServerName;
-use rustls::{
-    ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme,
-    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-    crypto::CryptoProvider,
-};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName as TlsServerName, UnixTime, pem::PemObject};
+use rustls::{ClientConfig, RootCertStore, ServerConfig, crypto::CryptoProvider};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::{mpsc, watch},
@@ -104,7 +100,7 @@ fn node_params(host: &str) -> anyhow::Result<CertificateParams> {
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port` -> the bare host.
-fn bare_host(host: &str) -> &str {
+pub(crate) fn bare_host(host: &str) -> &str {
     if let Some(rest) = host.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
     }
@@ -215,51 +211,11 @@ pub fn client_config(
         (config, Some(trust))
     } else {
         tracing::warn!("tls_verify = false: federation accepts any peer certificate; use this in labs only");
-        let config =
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAny(provider))).with_no_client_auth();
-        (config, None)
+        let any = Arc::new(super::trust::TrustVerifier::accept_any(provider));
+        (builder.dangerous().with_custom_certificate_verifier(any).with_no_client_auth(), None)
     };
     config.0.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
-}
-
-/// `tls_verify = false`: accepts any certificate, still checks handshake signatures.
-#[derive(Debug)]
-struct AcceptAny(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &TlsServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// Accepts TCP connections and runs each TLS handshake in its own task, so one slow peer cannot

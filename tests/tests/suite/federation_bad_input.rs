@@ -10,9 +10,8 @@ use matrix_sdk::{
     Client,
     room::MessagesOptions,
     ruma::{
-        RoomId,
-        api::client::room::create_room::v3::Request as CreateRoom,
-        events::room::{message::RoomMessageEventContent, topic::RoomTopicEventContent},
+        RoomId, api::client::room::create_room::v3::Request as CreateRoom,
+        events::room::message::RoomMessageEventContent,
     },
 };
 use serde_json::{Value, json};
@@ -31,7 +30,7 @@ use tocsin_tests::cluster::Cluster;
 
 use crate::{
     common,
-    fed::{accept_invite, logs, user_on, wait_for_texts},
+    fed::{self, accept_invite, logs, user_on, wait_for_texts},
 };
 
 const A: &str = "riverton.test";
@@ -54,16 +53,10 @@ async fn raw_timeline(client: &Client, room_id: &RoomId) -> Vec<Value> {
     out
 }
 
+/// The topic the client sees after a sync.
 async fn topic(client: &Client, room_id: &RoomId) -> Option<String> {
     common::sync(client).await;
-    let room = client.get_room(room_id)?;
-    let event = room.get_state_event_static::<RoomTopicEventContent>().await.ok()??;
-    match event.deserialize().ok()? {
-        matrix_sdk::deserialized_responses::SyncOrStrippedState::Sync(e) => {
-            e.as_original().map(|o| o.content.topic.clone())
-        }
-        _ => None,
-    }
+    fed::topic(client, room_id).await
 }
 
 async fn b_topic(b: &NodeHandle, room_id: &RoomId) -> Option<Value> {

@@ -11,7 +11,9 @@ use matrix_sdk::{
         EventId, OwnedEventId, RoomId, ServerName, UInt,
         api::{
             client::{
+                context::get_context,
                 membership::joined_members,
+                relations::get_relating_events,
                 room::{create_room::v3::Request as CreateRoom, get_room_event},
                 state::get_state_event_for_key,
             },
@@ -21,7 +23,10 @@ use matrix_sdk::{
                 event::{get_event, get_missing_events},
             },
         },
-        events::{StateEventType, room::message::RoomMessageEventContent},
+        events::{
+            StateEventType, reaction::ReactionEventContent, relation::Annotation,
+            room::message::RoomMessageEventContent,
+        },
     },
 };
 use serde_json::json;
@@ -89,11 +94,22 @@ async fn initial_sync_ids(node: &NodeHandle, name: &str, room_id: &RoomId) -> Ve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn expired_messages_vanish_from_clients_and_the_store() {
+    one_node(true).await;
+}
+
+/// The serve-time filter alone: the purge runs at start and then not for an hour, so the bodies
+/// are still stored while clients already cannot see them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expired_messages_are_hidden_before_any_purge() {
+    one_node(false).await;
+}
+
+async fn one_node(purge: bool) {
     logs();
     let dir = tempfile::tempdir().unwrap();
     let node = common::start(dir.path(), |c| {
         c.encrypt_new_rooms = false;
-        c.retention_purge_interval_secs = Some(1);
+        c.retention_purge_interval_secs = Some(if purge { 1 } else { 3_600 });
     })
     .await;
     let alice = user_on(&node, "alice").await;
@@ -110,6 +126,14 @@ async fn expired_messages_vanish_from_clients_and_the_store() {
         (say(&alice, &room_id, "old: sandbags at the bridge").await, "old: sandbags at the bridge"),
         (say(&bob, &room_id, "old: on my way").await, "old: on my way"),
     ];
+    let ack = bob
+        .get_room(&room_id)
+        .expect("room known")
+        .send(ReactionEventContent::new(Annotation::new(old[0].0.clone(), "👍".into())))
+        .await
+        .expect("reaction sent")
+        .response
+        .event_id;
     wait_for_texts(&bob, &room_id, &["old: sandbags at the bridge", "old: on my way"], 10).await;
     tokio::time::sleep(Duration::from_millis(LIFETIME_MS + 500)).await;
     let fresh = say(&alice, &room_id, "new: water is falling").await;
@@ -120,12 +144,18 @@ async fn expired_messages_vanish_from_clients_and_the_store() {
         assert!(!event_found(&bob, &room_id, id).await, "/event still serves {id}");
     }
 
-    until_purged(&node, &room_id, &old, 10).await;
-    for (id, _) in &old {
-        let stored = node.services.rooms.stored_event(id).unwrap().expect("the DAG skeleton stays");
-        let content = serde_json::to_value(stored.pdu.get("content")).expect("json");
-        assert_eq!(content, json!({}), "no body left");
-        assert!(!event_found(&alice, &room_id, id).await, "/event serves the purged {id}");
+    if purge {
+        until_purged(&node, &room_id, &old, 10).await;
+        for (id, _) in &old {
+            let stored = node.services.rooms.stored_event(id).unwrap().expect("the DAG skeleton stays");
+            let content = serde_json::to_value(stored.pdu.get("content")).expect("json");
+            assert_eq!(content, json!({}), "no body left");
+            assert!(!event_found(&alice, &room_id, id).await, "/event serves the purged {id}");
+        }
+    } else {
+        for (id, text) in &old {
+            assert!(body_stored(&node, &room_id, id, text), "{id} purged although no purge ran");
+        }
     }
     assert_eq!(texts(&alice, &room_id).await, ["new: water is falling"]);
     let seen = initial_sync_ids(&node, "bob", &room_id).await;
@@ -134,6 +164,19 @@ async fn expired_messages_vanish_from_clients_and_the_store() {
         assert!(!seen.contains(&id.to_string()), "initial sync still has {id}");
     }
     assert!(event_found(&bob, &room_id, &fresh).await, "/event of the new message");
+    assert!(!event_found(&bob, &room_id, &ack).await, "/event serves the expired reaction");
+    let relations = bob
+        .send(get_relating_events::v1::Request::new(room_id.clone(), old[0].0.clone()))
+        .await
+        .expect("relations answer");
+    assert!(relations.chunk.is_empty(), "relations of an expired message: {:?}", relations.chunk);
+    let context = bob.send(get_context::v3::Request::new(room_id.clone(), fresh.clone())).await.expect("context");
+    let around: Vec<String> = context.events_before.iter().map(|e| e.json().get().to_owned()).collect();
+    assert!(!around.is_empty(), "context has the state before the new message");
+    for (id, text) in &old {
+        assert!(!around.iter().any(|e| e.contains(id.as_str()) || e.contains(text)), "context has {id}");
+    }
+    assert!(!around.iter().any(|e| e.contains(ack.as_str())), "context has the expired reaction");
 
     // The room's state stays: name, topic, members.
     let name = bob

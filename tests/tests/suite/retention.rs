@@ -195,6 +195,19 @@ async fn one_node(purge: bool) {
     // And the room goes on.
     say(&bob, &room_id, "new: all clear").await;
     wait_for_texts(&alice, &room_id, &["new: water is falling", "new: all clear"], 10).await;
+
+    // Lifting the retention brings back what was only hidden, never what was purged.
+    let room = alice.get_room(&room_id).expect("room known");
+    room.send_state_event_raw("m.room.retention", "", json!({})).await.expect("retention lifted");
+    let back: &[&str] = if purge {
+        &["new: water is falling", "new: all clear"]
+    } else {
+        &["old: sandbags at the bridge", "old: on my way", "new: water is falling", "new: all clear"]
+    };
+    wait_for_texts(&alice, &room_id, back, 10).await;
+    for (id, _) in &old {
+        assert_eq!(event_found(&alice, &room_id, id).await, !purge, "/event of {id} after the retention is lifted");
+    }
     node.shutdown().await;
 }
 

@@ -49,6 +49,12 @@ pub fn max_lifetime(pdu: &Pdu) -> Option<u64> {
     pdu.content_field("max_lifetime").and_then(|v| v.as_u64()).filter(|ms| *ms > 0)
 }
 
+/// Whether a JSON text is `{}` (whitespace allowed).
+fn is_empty_object(json: &str) -> bool {
+    let mut chars = json.chars().filter(|c| !c.is_whitespace());
+    chars.next() == Some('{') && chars.next() == Some('}') && chars.next().is_none()
+}
+
 impl Rooms {
     /// The room's retention now, read from the store (no room lock, so sync readers can ask).
     pub fn retention(&self, room_id: &RoomId) -> Result<Retention> {
@@ -77,7 +83,11 @@ impl Rooms {
         if retention.expired(pdu) {
             return Ok(false);
         }
-        Ok(pdu.is_state() || self.db.get(trees::PURGED, pdu.event_id.as_bytes())?.is_none())
+        // A purged skeleton has lost its content (a redaction keeps `redacts`): only those need
+        // the store asked.
+        let maybe_purged = !pdu.is_state()
+            && (is_empty_object(pdu.content.get()) || pdu.kind == ruma::events::TimelineEventType::RoomRedaction);
+        Ok(!maybe_purged || self.db.get(trees::PURGED, pdu.event_id.as_bytes())?.is_none())
     }
 
     /// Keeps the events that may be served, in order.
@@ -98,5 +108,59 @@ impl Rooms {
         let Some((pos, pdu)) = self.event_with_pos(event_id)? else { return Ok(None) };
         let retention = self.retention(&pdu.room_id)?;
         Ok(self.serves(&retention, &pdu)?.then_some((pos, pdu)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{CanonicalJsonObject, OwnedEventId};
+    use serde_json::json;
+
+    use super::*;
+
+    fn pdu(id: &str, ts: u64, state_key: Option<&str>, content: serde_json::Value) -> Pdu {
+        let mut value = json!({
+            "room_id": "!r:x",
+            "sender": "@a:x",
+            "origin_server_ts": ts,
+            "type": if state_key.is_some() { "m.room.retention" } else { "m.room.message" },
+            "content": content,
+            "depth": 1,
+        });
+        if let Some(key) = state_key {
+            value["state_key"] = json!(key);
+        }
+        let object: CanonicalJsonObject = serde_json::from_value(value).expect("canonical json");
+        Pdu::from_json(OwnedEventId::try_from(id).expect("event id"), object).expect("pdu")
+    }
+
+    #[test]
+    fn only_old_messages_that_are_not_extremities_expire() {
+        let extremity = OwnedEventId::try_from("$tip").expect("event id");
+        let retention =
+            Retention { max_lifetime_ms: Some(1_000), cutoff_ts: 10_000, extremities: vec![extremity.clone()] };
+        assert!(retention.expired(&pdu("$old", 9_999, None, json!({"body": "x"}))));
+        assert!(!retention.expired(&pdu("$new", 10_000, None, json!({"body": "x"}))));
+        assert!(!retention.expired(&pdu("$state", 1, Some(""), json!({"max_lifetime": 1_000}))));
+        assert!(!retention.expired(&pdu(extremity.as_str(), 1, None, json!({"body": "x"}))));
+        assert!(!Retention::default().expired(&pdu("$old", 1, None, json!({}))));
+    }
+
+    #[test]
+    fn max_lifetime_is_a_positive_integer_of_ms() {
+        let of = |content| max_lifetime(&pdu("$r", 1, Some(""), content));
+        assert_eq!(of(json!({"max_lifetime": 2_000})), Some(2_000));
+        assert_eq!(of(json!({"max_lifetime": 0})), None);
+        assert_eq!(of(json!({"max_lifetime": -5})), None);
+        assert_eq!(of(json!({"max_lifetime": "2000"})), None);
+        assert_eq!(of(json!({})), None);
+    }
+
+    #[test]
+    fn empty_objects_are_recognised() {
+        assert!(is_empty_object("{}"));
+        assert!(is_empty_object(" { } "));
+        assert!(!is_empty_object(r#"{"body":"x"}"#));
+        assert!(!is_empty_object("[]"));
     }
 }

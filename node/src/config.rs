@@ -409,6 +409,17 @@ mod tests {
     }
 
     #[test]
+    fn the_retention_purge_interval_parses_from_file_and_env() {
+        let mut config = Config::from_toml("retention_purge_interval_secs = 30").unwrap();
+        assert_eq!(config.retention_purge_interval_secs, Some(30));
+        config.apply_env(|k| (k == "TOCSIN_RETENTION_PURGE_INTERVAL_SECS").then(|| "5".to_owned())).unwrap();
+        assert_eq!(config.retention_purge_interval_secs, Some(5));
+        let bad = config.apply_env(|k| (k == "TOCSIN_RETENTION_PURGE_INTERVAL_SECS").then(|| "soon".to_owned()));
+        assert!(matches!(bad, Err(ConfigError::Invalid { key: "retention_purge_interval_secs", .. })));
+        assert_eq!(Config::default().retention_purge_interval_secs, None);
+    }
+
+    #[test]
     fn federation_transport_keys_parse_from_file_and_env() {
         let text = r#"
             server_name = "a.test"

@@ -108,9 +108,15 @@ async fn join_via(s: &Arc<Services>, user: &UserId, room_id: &RoomId, server: &O
     events.extend(state_events);
     s.rooms.store_outliers(&rules.authorization, events).await?;
     s.rooms.begin_remote_room(room_id, version)?;
-    match s.rooms.append_remote(Incoming { pdu: join, state_before: Some(state) }).await? {
+    match s.rooms.append_remote(Incoming { pdu: join.clone(), state_before: Some(state) }).await? {
         Outcome::Accepted | Outcome::Known => {}
         other => return Err(Error::Forbidden(format!("the join was not accepted here: {other:?}"))),
+    }
+    // The resident server passes the join on, but it may go dark right after (a crisis): the
+    // other servers also hear it from here, or they would not send this node the room's events.
+    // A server that has it already just acknowledges it.
+    if let Err(e) = s.rooms.forward(&join, &[server]).await {
+        tracing::warn!(%room_id, error = %e, "could not queue the join for the room's other servers");
     }
     // History arrives in the background: the join itself must not wait for it.
     let (s2, room, server) = (s.clone(), room_id.to_owned(), server.clone());

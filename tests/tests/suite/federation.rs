@@ -243,6 +243,8 @@ async fn the_creators_node_is_lost() {
     let carol = user_on(&c, "carol").await;
     let erin = user_on(&d, "erin").await;
     let room_id = shared_room(&carol, &[&alice, &bob]).await;
+    // Fire goes dark the moment both joins are done: the cities learn of each other's join from
+    // the joining servers too, not only from fire.
     c.shutdown().await;
 
     let mut expected = Vec::new();
@@ -255,6 +257,14 @@ async fn the_creators_node_is_lost() {
     }
     bob.get_room(&room_id).unwrap().invite_user_by_id(erin.user_id().unwrap()).await.expect("invite to the hospital");
     accept_invite(&erin, &room_id).await;
+    // Alice welcomes erin once she sees erin in the room: an event riverton sends before erin's
+    // join reaches it goes only to the servers riverton knows are in the room.
+    let erin_id = erin.user_id().unwrap().to_owned();
+    common::eventually(&alice, 10, || async {
+        let member = alice.get_room(&room_id)?.get_member_no_sync(&erin_id).await.ok()??;
+        (*member.membership() == matrix_sdk::ruma::events::room::member::MembershipState::Join).then_some(())
+    })
+    .await;
     alice.get_room(&room_id).unwrap().send(RoomMessageEventContent::text_plain("welcome, hospital")).await.unwrap();
     expected.push("welcome, hospital".to_owned());
     common::sync(&erin).await;

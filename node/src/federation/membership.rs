@@ -186,7 +186,7 @@ pub async fn invite(s: Arc<Services>, req: Ruma<create_invite::v2::Request>) -> 
     if !s.users.is_local(&invitee) || s.users.account(&invitee)?.is_none() {
         return Err(Error::not_found(format!("no user {invitee} here")));
     }
-    s.rooms.check_access_rule(&req.room_id, &invitee, "invite").await?;
+    s.rooms.check_access_rule(&req.room_id, &pdu.sender, &invitee, "invite").await?;
     object.remove("unsigned");
     s.rooms.countersign(&req.room_version, &mut object)?;
     let signed = Pdu::from_json(pdu.event_id.clone(), object.clone())?;

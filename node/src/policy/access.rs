@@ -17,6 +17,14 @@
 //!
 //! A direct room's rule cannot be changed afterwards (Tchap's rule too): otherwise any member
 //! with `state_default` power could lift the two-member limit.
+//!
+//! The node policy's `[external_users]` limits apply in the rooms that carry a rule (rooms under
+//! a Tocsin policy): with `allowed = false` (the default when the section is absent) no external
+//! user may be invited, join or knock even where the rule is `unrestricted`; `max_per_room` caps the external users joined or invited;
+//! with `may_invite = false` an external user may not invite anyone. They are refused naming
+//! `external_users.allowed`, `.max_per_room` or `.may_invite`.
+
+use std::collections::BTreeMap;
 
 use ruma::{UserId, events::StateEventType};
 use serde_json::Value;
@@ -57,6 +65,8 @@ pub struct RoomFacts {
     pub target_now: Option<String>,
     /// Users other than the target who are joined or invited.
     pub others: usize,
+    /// How many of those each server has (to count the external ones).
+    pub others_by_server: BTreeMap<String, usize>,
 }
 
 impl RoomFacts {
@@ -73,6 +83,8 @@ impl RoomFacts {
                 facts.target_now = membership;
             } else if matches!(membership.as_deref(), Some("join" | "invite")) {
                 facts.others += 1;
+                let server = user.split_once(':').map_or("", |(_, server)| server);
+                *facts.others_by_server.entry(server.to_owned()).or_default() += 1;
             }
         }
         facts
@@ -101,9 +113,14 @@ impl PolicyGate {
         Some(if is_direct { AccessRule::Direct } else { policy.room_defaults.access_rule })
     }
 
-    /// Whether `target` may take `membership` in a room with these facts. Only a change is
-    /// checked (a joined member updating their profile is not refused).
-    pub fn check_access(&self, target: &UserId, membership: &str, facts: &RoomFacts) -> Result<()> {
+    /// Whether a server's role in the federation list is `external`.
+    fn is_external(&self, server: &str) -> bool {
+        self.federation.list().and_then(|l| l.role_of(server)) == Some(MemberRole::External)
+    }
+
+    /// Whether `sender` may give `target` `membership` in a room with these facts. Only a change
+    /// is checked (a joined member updating their profile is not refused).
+    pub fn check_access(&self, sender: &UserId, target: &UserId, membership: &str, facts: &RoomFacts) -> Result<()> {
         let Some(rule) = facts.rule else { return Ok(()) };
         if facts.target_now.as_deref() == Some(membership) || !matches!(membership, "join" | "invite" | "knock") {
             return Ok(());
@@ -111,9 +128,7 @@ impl PolicyGate {
         match rule {
             AccessRule::Restricted => {
                 let server = target.server_name();
-                let external =
-                    self.federation.list().and_then(|l| l.role_of(server.as_str())) == Some(MemberRole::External);
-                if external {
+                if self.is_external(server.as_str()) {
                     return Err(Error::forbidden(format!(
                         "refused by policy rule `{RULE}` (\"restricted\"): {target} is a user of {server}, whose role \
                          in the federation list is `external`, and a restricted room takes no external users \
@@ -132,6 +147,53 @@ impl PolicyGate {
                 }
             }
             AccessRule::Unrestricted => {}
+        }
+        // After the room's own rule, which names the more specific refusal.
+        self.check_external_users(sender, target, membership, facts)
+    }
+
+    /// `[external_users]` of the node policy (see the module's notes).
+    fn check_external_users(
+        &self,
+        sender: &UserId,
+        target: &UserId,
+        membership: &str,
+        facts: &RoomFacts,
+    ) -> Result<()> {
+        let Some(policy) = self.policy() else { return Ok(()) };
+        let limits = &policy.external_users;
+        if membership == "invite"
+            && sender != target
+            && self.is_external(sender.server_name().as_str())
+            && !limits.may_invite
+        {
+            return Err(Error::forbidden(format!(
+                "refused by policy rule `external_users.may_invite`: {sender} is a user of an `external` server, \
+                 and external users may not invite"
+            )));
+        }
+        let server = target.server_name();
+        if !self.is_external(server.as_str()) {
+            return Ok(());
+        }
+        if !limits.allowed {
+            return Err(Error::forbidden(format!(
+                "refused by policy rule `external_users.allowed`: {target} is a user of {server}, whose role in the \
+                 federation list is `external`, and this node takes no external users (membership `{membership}` refused)"
+            )));
+        }
+        let becomes_member = membership != "knock" && facts.target_now.as_deref() != Some("invite");
+        if let Some(max) = limits.max_per_room
+            && becomes_member
+        {
+            let external: usize =
+                facts.others_by_server.iter().filter(|(s, _)| self.is_external(s)).map(|(_, n)| n).sum();
+            if external >= max as usize {
+                return Err(Error::forbidden(format!(
+                    "refused by policy rule `external_users.max_per_room`: the room has {external} external users \
+                     joined or invited, the most it may have is {max}, so {target} cannot get membership `{membership}`"
+                )));
+            }
         }
         Ok(())
     }
@@ -169,15 +231,16 @@ mod tests {
         let members = [("@a:x", Some("join".to_owned())), ("@b:x", Some("invite".to_owned())), ("@c:x", None)];
         let facts = |target: &str| RoomFacts::from_members(Some(&rule), &user(target), members.clone());
         // A third member: refused, naming the rule.
-        let err = gate.check_access(&user("@c:x"), "invite", &facts("@c:x")).unwrap_err().to_string();
+        let a = user("@a:x");
+        let err = gate.check_access(&a, &user("@c:x"), "invite", &facts("@c:x")).unwrap_err().to_string();
         assert!(err.contains("`access_rule` (\"direct\")"), "{err}");
         // The invited second member may join; the joined one may update their profile.
-        assert!(gate.check_access(&user("@b:x"), "join", &facts("@b:x")).is_ok());
-        assert!(gate.check_access(&user("@a:x"), "join", &facts("@a:x")).is_ok());
+        assert!(gate.check_access(&user("@b:x"), &user("@b:x"), "join", &facts("@b:x")).is_ok());
+        assert!(gate.check_access(&a, &a, "join", &facts("@a:x")).is_ok());
         // Leaving is never refused; a room without a rule has no limit.
-        assert!(gate.check_access(&user("@a:x"), "leave", &facts("@a:x")).is_ok());
+        assert!(gate.check_access(&a, &a, "leave", &facts("@a:x")).is_ok());
         let no_rule = RoomFacts::from_members(None, &user("@c:x"), members.clone());
-        assert!(gate.check_access(&user("@c:x"), "invite", &no_rule).is_ok());
+        assert!(gate.check_access(&a, &user("@c:x"), "invite", &no_rule).is_ok());
         assert_eq!(parse_rule(&serde_json::json!({ "rule": "closed" })), None);
     }
 }

@@ -105,7 +105,7 @@ impl PolicyGate {
             self.check_member_server(sender, event)?;
             if let Some(target) = event.state_key.as_deref().and_then(|k| UserId::parse(k).ok()) {
                 let membership = event.content.get("membership").and_then(Value::as_str).unwrap_or("");
-                self.check_access(&target, membership, &access::RoomFacts::from_head(head, &target))?;
+                self.check_access(sender, &target, membership, &access::RoomFacts::from_head(head, &target))?;
             }
         }
         if event.kind.to_string() == access::STATE_TYPE {

@@ -158,7 +158,7 @@ impl Rooms {
             }
         }
         let facts = crate::policy::access::RoomFacts::from_members(rule.as_ref(), &target, members);
-        self.policy.check_access(&target, &membership, &facts).map_err(|e| e.to_string())
+        self.policy.check_access(&pdu.sender, &target, &membership, &facts).map_err(|e| e.to_string())
     }
 
     /// Authorises an event against a room state given as ids.

@@ -36,7 +36,7 @@ impl Rooms {
         );
         // The room's access rule first: a refused join names the rule at `make_join`.
         let facts = crate::policy::access::RoomFacts::from_head(&head, user_id);
-        self.policy.check_access(user_id, membership, &facts)?;
+        self.policy.check_access(user_id, user_id, membership, &facts)?;
         let template = self.template(&head, user_id, &event, true)?;
         // Run the auth rules on the template (signatures play no part in them).
         let probe =
@@ -45,15 +45,26 @@ impl Rooms {
         Ok((head.version.clone(), template))
     }
 
-    /// The room's access rule (policy::access) for a membership another server asks for, when
-    /// this node is in the room; `Ok` for a room it does not know.
-    pub async fn check_access_rule(&self, room_id: &RoomId, user_id: &UserId, membership: &str) -> Result<()> {
+    /// The room's access rule (policy::access) for a membership `sender` gives `user_id` at
+    /// another server's request, when this node is in the room; `Ok` for a room it does not know.
+    pub async fn check_access_rule(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        user_id: &UserId,
+        membership: &str,
+    ) -> Result<()> {
         if !self.exists(room_id)? {
             return Ok(());
         }
         let head = self.head(room_id)?;
         let head = head.lock().await;
-        self.policy.check_access(user_id, membership, &crate::policy::access::RoomFacts::from_head(&head, user_id))
+        self.policy.check_access(
+            sender,
+            user_id,
+            membership,
+            &crate::policy::access::RoomFacts::from_head(&head, user_id),
+        )
     }
 
     /// Builds and authorises a local event without storing it (an invite waits for the

@@ -125,7 +125,13 @@ async fn access_rules_keep_external_users_out_and_direct_rooms_to_two() {
         &[("a.test", MemberRole::Municipality), ("b.test", MemberRole::Fire), ("e.test", MemberRole::Fire)],
     );
     let policy = dir.path().join("a-policy.toml");
-    std::fs::write(&policy, "[room_defaults]\nencryption = false\naccess_rule = \"restricted\"\n").unwrap();
+    // External users are welcome where the room's rule lets them in (the limits of
+    // `[external_users]` are tested below).
+    std::fs::write(
+        &policy,
+        "[room_defaults]\nencryption = false\naccess_rule = \"restricted\"\n\n[external_users]\nallowed = true\nmay_invite = true\n",
+    )
+    .unwrap();
     for (i, list) in [(0, &strict), (1, &lax), (2, &strict)] {
         cluster.members[i].config.federation_list = Some(list.clone());
         cluster.members[i].config.federation_operator_keys = vec![pub_path.clone()];
@@ -257,6 +263,96 @@ async fn access_rules_keep_external_users_out_and_direct_rooms_to_two() {
     assert_eq!(status, 200, "{body}");
 
     for node in [a, b, e] {
+        node.shutdown().await;
+    }
+}
+
+/// A 403 M_FORBIDDEN whose message names `rule`.
+fn assert_refused_by(what: &str, (status, body): &(u16, Value), rule: &str) {
+    assert_eq!(*status, 403, "{what}: {body}");
+    assert_eq!(body["errcode"], "M_FORBIDDEN", "{what}: {body}");
+    assert!(body["error"].as_str().unwrap_or("").contains(&format!("`{rule}`")), "{what}: {body}");
+}
+
+/// `[external_users]` in an unrestricted room: at most `max_per_room` external users, external
+/// users may not invite when `may_invite` is off, and none at all once `allowed` is off (the
+/// policy reloaded from disk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn external_users_limits_hold_in_unrestricted_rooms() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::plan(dir.path(), &["a.test", "e.test", "f.test"]).unwrap();
+    let (secret, public) = tocsin_node::policy::policies::generate_operator_key();
+    let key = OperatorSecretKey::from_text(&secret).unwrap();
+    let pub_path = dir.path().join("operator.pub");
+    std::fs::write(&pub_path, &public).unwrap();
+    let list = dir.path().join("list.toml");
+    write_list(
+        &list,
+        &key,
+        &[("a.test", MemberRole::Municipality), ("e.test", MemberRole::External), ("f.test", MemberRole::External)],
+    );
+    let policy = dir.path().join("a-policy.toml");
+    let write_policy = |external: &str| {
+        let text = format!(
+            "[room_defaults]\nencryption = false\naccess_rule = \"unrestricted\"\n\n[external_users]\n{external}\n"
+        );
+        std::fs::write(&policy, text).unwrap();
+    };
+    write_policy("allowed = true\nmay_invite = false\nmax_per_room = 1");
+    for member in &mut cluster.members {
+        member.config.federation_list = Some(list.clone());
+        member.config.federation_operator_keys = vec![pub_path.clone()];
+    }
+    cluster.members[0].config.policy = Some(policy.clone());
+    let a = cluster.start(0).await.unwrap();
+    let e = cluster.start(1).await.unwrap();
+    let f = cluster.start(2).await.unwrap();
+    let alice = common::user(&a, "alice").await;
+    let carol = common::user(&a, "carol").await;
+    let eve = common::user(&e, "eve").await;
+    let frank = common::user(&f, "frank").await;
+    let (eve_id, frank_id, carol_id) =
+        (eve.user_id().unwrap().to_owned(), frank.user_id().unwrap().to_owned(), carol.user_id().unwrap().to_owned());
+
+    let (status, created) = call(
+        &alice,
+        &a.base_url(),
+        reqwest::Method::POST,
+        "/_matrix/client/v3/createRoom",
+        json!({ "preset": "private_chat", "name": "Contractors" }),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let room = RoomId::parse(created["room_id"].as_str().unwrap()).unwrap();
+
+    // One external user may come in.
+    assert_eq!(invite(&alice, &a, &room, &eve_id).await.0, 200, "the first external user is invited");
+    accept_invite(&eve, &room).await;
+    // A second would pass max_per_room = 1.
+    assert_refused_by(
+        "alice invites frank",
+        &invite(&alice, &a, &room, &frank_id).await,
+        "external_users.max_per_room",
+    );
+    // Eve may not invite anyone: A refuses to countersign, and eve's client sees why.
+    assert_refused_by("eve invites carol", &invite(&eve, &e, &room, &carol_id).await, "external_users.may_invite");
+    // Local users still may.
+    assert_eq!(invite(&alice, &a, &room, &carol_id).await.0, 200, "alice invites carol");
+
+    // allowed = false, picked up from disk: no external user may be invited at all.
+    write_policy("allowed = false");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let refused = invite(&alice, &a, &room, &frank_id).await;
+        let error = refused.1["error"].as_str().unwrap_or("").to_owned();
+        if error.contains("`external_users.allowed`") {
+            assert_refused_by("alice invites frank", &refused, "external_users.allowed");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the reloaded policy never refused frank: {refused:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for node in [a, e, f] {
         node.shutdown().await;
     }
 }

@@ -172,6 +172,9 @@ impl Node {
     }
 }
 
+/// How long [`NodeHandle::shutdown`] waits for background tasks to let go of the store.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl NodeHandle {
     /// The base URL clients use to reach this node.
     pub fn base_url(&self) -> String {
@@ -184,6 +187,21 @@ impl NodeHandle {
         self.services.sync.shutdown();
         let _ = self.task.await;
         let _ = self.federation_task.await;
+        // Background tasks (sender workers, policy watch, purge, presence timer) hold the
+        // services, and so the store, until they see the signal. The store closes when the last
+        // of them lets go: wait for that, so the node can be started again on the same data dir
+        // (redb refuses a second open while the first is alive).
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while Arc::strong_count(&self.services) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let holders = Arc::strong_count(&self.services) - 1;
+        if holders > 0 {
+            tracing::warn!(
+                holders,
+                "the node's services are still in use after shutdown; the store closes when they end"
+            );
+        }
     }
 
     /// Waits until the server stops by itself (it does not, short of an error).

@@ -38,6 +38,15 @@ use crate::{
     rooms::{NewEvent, RoomHead},
 };
 
+/// What [`PolicyGate::new_room_defaults`] gives a new room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRoomDefaults {
+    pub history_visibility: &'static str,
+    pub guest_access: bool,
+    /// Seconds, for `m.room.retention`.
+    pub retention_max_age: Option<u64>,
+}
+
 /// The content block that marks a message as an alarm.
 pub const ALARM_KEY: &str = "org.tocsin.alarm";
 
@@ -92,6 +101,22 @@ impl PolicyGate {
 
     pub fn policy(&self) -> Option<Arc<NodePolicy>> {
         self.current.read().ok().and_then(|p| p.clone())
+    }
+
+    /// History visibility, guest access and retention for a new room, from the policy's room
+    /// with the same alias or the policy's defaults; `None` without a node policy.
+    pub fn new_room_defaults(&self, alias_localpart: Option<&str>) -> Option<NewRoomDefaults> {
+        let policy = self.policy()?;
+        let defaults = &policy.room_defaults;
+        let history_visibility = match alias_localpart.and_then(|a| policy.room(a)) {
+            Some(room) => policy.history_visibility(room),
+            None => defaults.history_visibility,
+        };
+        Some(NewRoomDefaults {
+            history_visibility: history_visibility.as_str(),
+            guest_access: defaults.guest_access,
+            retention_max_age: defaults.retention_max_age,
+        })
     }
 
     /// Whether new rooms are encrypted: the policy's room default when there is a policy.

@@ -112,21 +112,27 @@ impl Rooms {
         let join_rule = if req.preset == Preset::PublicChat { "public" } else { "invite" };
         self.send(&room_id, creator, send_state("m.room.join_rules", "", json!({ "join_rule": join_rule })), None)
             .await?;
-        self.send(
-            &room_id,
-            creator,
-            send_state("m.room.history_visibility", "", json!({ "history_visibility": "shared" })),
-            None,
-        )
-        .await?;
-        // Crisis default: no guests, whatever the preset says.
-        self.send(
-            &room_id,
-            creator,
-            send_state("m.room.guest_access", "", json!({ "guest_access": "forbidden" })),
-            None,
-        )
-        .await?;
+        // History, guests and retention from the node policy (its room with this alias, else
+        // its defaults), unless initial_state sets them. Without a policy: shared history and,
+        // the crisis default, no guests whatever the preset says.
+        let defaults = self.policy.new_room_defaults(req.alias.as_ref().map(|a| a.alias()));
+        let in_initial = |kind: &str| req.initial_state.iter().any(|(k, _, _)| k == kind);
+        if !in_initial("m.room.history_visibility") {
+            let visibility = defaults.as_ref().map_or("shared", |d| d.history_visibility);
+            let content = json!({ "history_visibility": visibility });
+            self.send(&room_id, creator, send_state("m.room.history_visibility", "", content), None).await?;
+        }
+        if !in_initial("m.room.guest_access") {
+            let guests = if defaults.as_ref().is_some_and(|d| d.guest_access) { "can_join" } else { "forbidden" };
+            let content = json!({ "guest_access": guests });
+            self.send(&room_id, creator, send_state("m.room.guest_access", "", content), None).await?;
+        }
+        if !in_initial(super::retention::RETENTION_EVENT)
+            && let Some(max_age) = defaults.as_ref().and_then(|d| d.retention_max_age)
+        {
+            let content = super::retention::content(max_age);
+            self.send(&room_id, creator, send_state(super::retention::RETENTION_EVENT, "", content), None).await?;
+        }
 
         // The access rule from the node policy (policy::access), unless initial_state sets one.
         let access_type = crate::policy::access::STATE_TYPE;

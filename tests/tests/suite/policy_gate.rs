@@ -182,3 +182,72 @@ async fn a_node_does_not_start_on_a_broken_policy() {
     let text = format!("{err:#}");
     assert!(text.contains("policy.toml") && text.contains("encryption"), "{text}");
 }
+
+/// Creating a room applies the policy's room defaults: history visibility, guest access and
+/// retention, besides encryption and the access rule; a room the policy names by alias takes
+/// that room's history visibility.
+#[tokio::test]
+async fn new_rooms_get_the_policy_room_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy_path = dir.path().join("policy.toml");
+    let text = r#"
+[room_defaults]
+encryption = false
+history_visibility = "joined"
+guest_access = false
+retention_max_age = "30d"
+
+[[room]]
+alias = "briefings"
+name = "Briefings"
+history_visibility = "invited"
+"#;
+    std::fs::write(&policy_path, text).unwrap();
+    let node = common::start(&dir.path().join("data"), |c| c.policy = Some(policy_path.clone())).await;
+    common::add_user(&node, "alice", "pw").await;
+    let api = Api { http: reqwest::Client::new(), base: node.base_url() };
+    let alice = api.login("alice").await;
+    let state = |room: String, kind: &'static str| {
+        let api = &api;
+        let alice = &alice;
+        async move { api.call(alice, reqwest::Method::GET, &format!("/rooms/{room}/state/{kind}/"), json!({})).await }
+    };
+
+    let (status, room) = api.call(&alice, reqwest::Method::POST, "/createRoom", json!({"preset": "public_chat"})).await;
+    assert_eq!(status, 200, "{room}");
+    let room = room["room_id"].as_str().unwrap().to_owned();
+    let (_, history) = state(room.clone(), "m.room.history_visibility").await;
+    assert_eq!(history["history_visibility"], "joined", "{history}");
+    let (_, guests) = state(room.clone(), "m.room.guest_access").await;
+    assert_eq!(guests["guest_access"], "forbidden", "{guests}");
+    let (_, retention) = state(room.clone(), "m.room.retention").await;
+    assert_eq!(retention["max_lifetime"], 30 * 24 * 3600 * 1000u64, "{retention}");
+
+    // The policy's own room, by alias: its history visibility wins over the default.
+    let (status, named) = api
+        .call(
+            &alice,
+            reqwest::Method::POST,
+            "/createRoom",
+            json!({"preset": "private_chat", "room_alias_name": "briefings"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{named}");
+    let named = named["room_id"].as_str().unwrap().to_owned();
+    let (_, history) = state(named.clone(), "m.room.history_visibility").await;
+    assert_eq!(history["history_visibility"], "invited", "{history}");
+
+    // initial_state still decides when the creator sets it.
+    let (_, own) = api
+        .call(
+            &alice,
+            reqwest::Method::POST,
+            "/createRoom",
+            json!({"initial_state": [{"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": "shared"}}]}),
+        )
+        .await;
+    let own = own["room_id"].as_str().unwrap().to_owned();
+    let (_, history) = state(own, "m.room.history_visibility").await;
+    assert_eq!(history["history_visibility"], "shared", "{history}");
+    node.shutdown().await;
+}

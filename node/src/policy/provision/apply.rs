@@ -154,7 +154,7 @@ fn guest_access(allowed: bool) -> Value {
 /// `{}` removes the retention (MSC1763: no `max_lifetime`, no limit).
 fn retention(max_age_secs: Option<u64>) -> Value {
     match max_age_secs {
-        Some(secs) => json!({ "max_lifetime": secs.saturating_mul(1000) }),
+        Some(secs) => crate::rooms::retention::content(secs),
         None => json!({}),
     }
 }

@@ -43,6 +43,11 @@ impl Retention {
     }
 }
 
+/// The `m.room.retention` content for a maximum age in seconds.
+pub fn content(max_age_secs: u64) -> serde_json::Value {
+    serde_json::json!({ "max_lifetime": max_age_secs.saturating_mul(1000) })
+}
+
 /// `max_lifetime` from an `m.room.retention` content: a positive integer of milliseconds.
 /// Anything else (absent, zero, negative, not a number) means no limit, as in Synapse.
 pub fn max_lifetime(pdu: &Pdu) -> Option<u64> {

@@ -63,8 +63,10 @@ where
     }
 }
 
-/// The `tocsin-node` binary, built once per test process on demand (`cargo test -p
-/// tocsin-tests` builds only this package's binaries).
+/// The `tocsin-node` binary, built once per test process on demand (`cargo test` builds only
+/// the tested package's binaries). Built with the same selection `cargo test --workspace` uses,
+/// so the dependencies' features match and nothing but the binary is compiled: `-p tocsin-node`
+/// alone resolves other features and rebuilt half the dependency tree while tests were running.
 pub fn tocsin_node_binary() -> std::path::PathBuf {
     static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     BUILT
@@ -75,7 +77,7 @@ pub fn tocsin_node_binary() -> std::path::PathBuf {
             let target_dir = profile_dir.parent().expect("target dir");
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
             let mut build = std::process::Command::new(cargo);
-            build.args(["build", "-p", "tocsin-node", "--bin", "tocsin-node", "--target-dir"]).arg(target_dir);
+            build.args(["build", "--workspace", "--all-targets", "--target-dir"]).arg(target_dir);
             if profile_dir.file_name().is_some_and(|n| n == "release") {
                 build.arg("--release");
             }

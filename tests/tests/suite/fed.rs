@@ -46,6 +46,17 @@ pub async fn accept_invite(client: &Client, room_id: &RoomId) {
     client.join_room_by_id(room_id).await.expect("join over federation");
 }
 
+/// Syncs `client` until it sees `user` joined to `room_id`: what a person waits for before
+/// talking to someone. An event a server sends before it learns of a member's join does not go
+/// to that member's server.
+pub async fn until_joined(client: &Client, room_id: &RoomId, user: &matrix_sdk::ruma::UserId) {
+    common::eventually(client, 15, || async {
+        let member = client.get_room(room_id)?.get_member_no_sync(user).await.ok()??;
+        (*member.membership() == matrix_sdk::ruma::events::room::member::MembershipState::Join).then_some(())
+    })
+    .await;
+}
+
 /// A private room made by `creator`, with every invitee joined; invitees may change state too.
 pub async fn shared_room(creator: &Client, invitees: &[&Client]) -> OwnedRoomId {
     let mut request = CreateRoom::new();

@@ -16,7 +16,7 @@ use tocsin_tests::{cluster::Cluster, proxy::Proxy};
 
 use crate::{
     common,
-    fed::{accept_invite, logs, shared_room, texts, topic, user_on, wait_for_texts},
+    fed::{accept_invite, logs, shared_room, texts, topic, until_joined, user_on, wait_for_texts},
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -243,8 +243,10 @@ async fn the_creators_node_is_lost() {
     let carol = user_on(&c, "carol").await;
     let erin = user_on(&d, "erin").await;
     let room_id = shared_room(&carol, &[&alice, &bob]).await;
-    // Fire goes dark the moment both joins are done: the cities learn of each other's join from
-    // the joining servers too, not only from fire.
+    // Fire goes dark once the cities see each other in the room: they learn of each other's
+    // join from the joining servers too, not only from fire.
+    until_joined(&alice, &room_id, bob.user_id().unwrap()).await;
+    until_joined(&bob, &room_id, alice.user_id().unwrap()).await;
     c.shutdown().await;
 
     let mut expected = Vec::new();
@@ -257,14 +259,8 @@ async fn the_creators_node_is_lost() {
     }
     bob.get_room(&room_id).unwrap().invite_user_by_id(erin.user_id().unwrap()).await.expect("invite to the hospital");
     accept_invite(&erin, &room_id).await;
-    // Alice welcomes erin once she sees erin in the room: an event riverton sends before erin's
-    // join reaches it goes only to the servers riverton knows are in the room.
-    let erin_id = erin.user_id().unwrap().to_owned();
-    common::eventually(&alice, 10, || async {
-        let member = alice.get_room(&room_id)?.get_member_no_sync(&erin_id).await.ok()??;
-        (*member.membership() == matrix_sdk::ruma::events::room::member::MembershipState::Join).then_some(())
-    })
-    .await;
+    // Alice welcomes erin once she sees erin in the room.
+    until_joined(&alice, &room_id, erin.user_id().unwrap()).await;
     alice.get_room(&room_id).unwrap().send(RoomMessageEventContent::text_plain("welcome, hospital")).await.unwrap();
     expected.push("welcome, hospital".to_owned());
     common::sync(&erin).await;

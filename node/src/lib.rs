@@ -130,6 +130,7 @@ impl Node {
     pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
         let listen = config.listen;
         let services = tokio::task::spawn_blocking(move || Services::open(config)).await??;
+        services.rooms.index_visibility_history().await?;
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let federation_listener = TcpListener::bind(services.config.federation_listen)

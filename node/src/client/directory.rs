@@ -54,7 +54,7 @@ pub async fn get(s: Arc<Services>, req: Ruma<get_alias::v3::Request>) -> Result<
 
 pub async fn room_aliases(s: Arc<Services>, req: Ruma<aliases::v3::Request>) -> Result<aliases::v3::Response> {
     let auth = req.user()?;
-    if s.rooms.visibility(&req.room_id, &auth.user_id).await?.is_none() {
+    if !s.rooms.exists(&req.room_id)? || !s.rooms.read_access(&req.room_id, &auth.user_id)?.any() {
         return Err(Error::forbidden("you are not in this room"));
     }
     Ok(aliases::v3::Response::new(s.rooms.aliases_of(&req.room_id)?))

@@ -25,23 +25,49 @@ use crate::{
     Services,
     error::{Error, Result},
     http::{Auth, Ruma},
-    rooms::{Pdu, Visibility},
+    rooms::{Pdu, visibility::ReadAccess},
     sync::{
         assemble::{filter_matches, raw},
         pagination_token, parse_pagination_token,
     },
 };
 
-async fn visibility(s: &Services, auth: &Auth, room_id: &ruma::RoomId) -> Result<Visibility> {
+/// What the caller may read of the room: 403 if nothing (never joined, and not world-readable).
+/// Knocking, an invite (accepted or not) and a ban before joining give no read access.
+async fn access(s: &Services, auth: &Auth, room_id: &ruma::RoomId) -> Result<ReadAccess> {
     if !s.rooms.exists(room_id)? {
         return Err(Error::forbidden("you are not in this room"));
     }
-    s.rooms.visibility(room_id, &auth.user_id).await?.ok_or_else(|| Error::forbidden("you are not in this room"))
+    let access = s.rooms.read_access(room_id, &auth.user_id)?;
+    if access.any() { Ok(access) } else { Err(Error::forbidden("you are not in this room")) }
 }
 
-fn visible(v: Visibility, pos: u64) -> bool {
-    pos >= v.from && pos <= v.to
+/// The room state the caller may see: the current state while joined (or for a world-readable
+/// room they never joined), else the state as it was when they left.
+async fn readable_state(
+    s: &Services,
+    auth: &Auth,
+    room_id: &ruma::RoomId,
+    access: &ReadAccess,
+) -> Result<Vec<Arc<Pdu>>> {
+    if access.left_at().is_some()
+        && let Some(user_room) = s.rooms.user_room(&auth.user_id, room_id)?
+        && let Some(state) = s.rooms.state_after(&user_room.event_id)?
+    {
+        let mut out = Vec::with_capacity(state.len());
+        for id in state.values() {
+            if let Some(pdu) = s.rooms.pdu(id)? {
+                out.push(Arc::new(pdu));
+            }
+        }
+        return Ok(out);
+    }
+    s.rooms.current_state(room_id).await
 }
+
+/// Most timeline rows one `/messages` call reads, whatever its filter: a filter that matches
+/// nothing must not make one request walk a whole room.
+const MAX_SCAN: usize = 5_000;
 
 fn limit_of(limit: UInt, max: usize) -> usize {
     usize::try_from(u64::from(limit)).unwrap_or(max).clamp(1, max)
@@ -53,7 +79,7 @@ pub async fn messages(
 ) -> Result<get_message_events::v3::Response> {
     let auth = req.user()?.clone();
     let req = req.body;
-    let vis = visibility(&s, &auth, &req.room_id).await?;
+    let access = access(&s, &auth, &req.room_id).await?;
     let backwards = req.dir == Direction::Backward;
     let start = match &req.from {
         Some(t) => parse_pagination_token(t)?,
@@ -66,7 +92,9 @@ pub async fn messages(
     let mut cursor = start;
     let mut end = None;
     let upto = s.db.streams.visible();
-    // Filtered-out events still advance the cursor; scan in pages until the chunk is full.
+    let mut scanned = 0;
+    // Filtered-out events still advance the cursor; scan in pages until the chunk is full, or
+    // until the scan bound, where `end` lets the client go on from there.
     'scan: loop {
         let page = s.rooms.paginate(&req.room_id, cursor, backwards, limit)?;
         if page.is_empty() {
@@ -77,7 +105,12 @@ pub async fn messages(
             if stop.is_some_and(|stop| if backwards { pos < stop } else { pos >= stop }) || pos > upto {
                 break 'scan;
             }
-            if !visible(vis, pos) || !filter_matches(&req.filter, &pdu) {
+            scanned += 1;
+            if scanned > MAX_SCAN {
+                end = Some(pagination_token(pos));
+                break 'scan;
+            }
+            if !access.may_see(pos, &pdu) || !filter_matches(&req.filter, &pdu) {
                 continue;
             }
             chunk.push(raw(&s.rooms.client_event(&(pos, pdu), Some((&auth.user_id, &auth.device_id)), true)?)?);
@@ -96,9 +129,9 @@ pub async fn messages(
 
 pub async fn event(s: Arc<Services>, req: Ruma<get_room_event::v3::Request>) -> Result<get_room_event::v3::Response> {
     let auth = req.user()?;
-    let vis = visibility(&s, auth, &req.room_id).await?;
+    let access = access(&s, auth, &req.room_id).await?;
     let (pos, pdu) = s.rooms.served_event(&req.event_id)?.ok_or_else(|| Error::not_found("no such event"))?;
-    if pdu.room_id != req.room_id || !visible(vis, pos) {
+    if pdu.room_id != req.room_id || !access.may_see(pos, &pdu) {
         return Err(Error::not_found("no such event"));
     }
     Ok(get_room_event::v3::Response::new(raw(&s.rooms.client_event(
@@ -110,9 +143,9 @@ pub async fn event(s: Arc<Services>, req: Ruma<get_room_event::v3::Request>) -> 
 
 pub async fn context(s: Arc<Services>, req: Ruma<get_context::v3::Request>) -> Result<get_context::v3::Response> {
     let auth = req.user()?.clone();
-    let vis = visibility(&s, &auth, &req.room_id).await?;
+    let access = access(&s, &auth, &req.room_id).await?;
     let (pos, pdu) = s.rooms.served_event(&req.event_id)?.ok_or_else(|| Error::not_found("no such event"))?;
-    if pdu.room_id != req.room_id || !visible(vis, pos) {
+    if pdu.room_id != req.room_id || !access.may_see(pos, &pdu) {
         return Err(Error::not_found("no such event"));
     }
     let half = limit_of(req.limit, 100) / 2;
@@ -122,21 +155,23 @@ pub async fn context(s: Arc<Services>, req: Ruma<get_context::v3::Request>) -> R
     let mut response = get_context::v3::Response::new();
     response.start = Some(pagination_token(before.last().map(|(p, _)| *p).unwrap_or(pos)));
     response.end = Some(pagination_token(after.last().map(|(p, _)| *p).unwrap_or(pos)));
-    for e in before.iter().filter(|(p, _)| visible(vis, *p)) {
+    for e in before.iter().filter(|(p, e)| access.may_see(*p, e)) {
         response.events_before.push(raw(&s.rooms.client_event(e, viewer, true)?)?);
     }
-    for e in after.iter().filter(|(p, _)| visible(vis, *p)) {
+    for e in after.iter().filter(|(p, e)| access.may_see(*p, e)) {
         response.events_after.push(raw(&s.rooms.client_event(e, viewer, true)?)?);
     }
-    for state in s.rooms.current_state(&req.room_id).await? {
+    for state in readable_state(&s, &auth, &req.room_id, &access).await? {
         response.state.push(raw(&s.rooms.client_event(&(0, (*state).clone()), None, true)?)?);
     }
     response.event = Some(raw(&s.rooms.client_event(&(pos, pdu), viewer, true)?)?);
     Ok(response)
 }
 
-async fn require_member(s: &Services, auth: &Auth, room_id: &ruma::RoomId) -> Result<()> {
-    visibility(s, auth, room_id).await.map(|_| ())
+/// The state the caller may read, or 403.
+async fn state_for(s: &Services, auth: &Auth, room_id: &ruma::RoomId) -> Result<Vec<Arc<Pdu>>> {
+    let access = access(s, auth, room_id).await?;
+    readable_state(s, auth, room_id, &access).await
 }
 
 pub async fn state_all(
@@ -144,9 +179,8 @@ pub async fn state_all(
     req: Ruma<get_state_events::v3::Request>,
 ) -> Result<get_state_events::v3::Response> {
     let auth = req.user()?;
-    require_member(&s, auth, &req.room_id).await?;
     let mut room_state = Vec::new();
-    for pdu in s.rooms.current_state(&req.room_id).await? {
+    for pdu in state_for(&s, auth, &req.room_id).await? {
         room_state.push(raw(&s.rooms.client_event(&(0, (*pdu).clone()), None, true)?)?);
     }
     Ok(get_state_events::v3::Response::new(room_state))
@@ -157,12 +191,11 @@ pub async fn state_for_key(
     req: Ruma<get_state_event_for_key::v3::Request>,
 ) -> Result<get_state_event_for_key::v3::Response> {
     let auth = req.user()?;
-    require_member(&s, auth, &req.room_id).await?;
     let kind = StateEventType::from(req.event_type.to_string());
-    let pdu = s
-        .rooms
-        .state_event(&req.room_id, &kind, &req.state_key)
+    let pdu = state_for(&s, auth, &req.room_id)
         .await?
+        .into_iter()
+        .find(|p| p.state_event_type() == kind && p.state_key.as_deref() == Some(req.state_key.as_str()))
         .ok_or_else(|| Error::not_found("no such state event"))?;
     let event = match req.format {
         get_state_event_for_key::v3::StateEventFormat::Event => {
@@ -178,9 +211,8 @@ pub async fn members(
     req: Ruma<get_member_events::v3::Request>,
 ) -> Result<get_member_events::v3::Response> {
     let auth = req.user()?;
-    require_member(&s, auth, &req.room_id).await?;
     let mut chunk = Vec::new();
-    for pdu in s.rooms.current_state(&req.room_id).await? {
+    for pdu in state_for(&s, auth, &req.room_id).await? {
         if pdu.kind != ruma::events::TimelineEventType::RoomMember {
             continue;
         }
@@ -205,9 +237,8 @@ pub async fn joined_members(
     req: Ruma<joined_members::v3::Request>,
 ) -> Result<joined_members::v3::Response> {
     let auth = req.user()?;
-    require_member(&s, auth, &req.room_id).await?;
     let mut joined = std::collections::BTreeMap::new();
-    for pdu in s.rooms.current_state(&req.room_id).await? {
+    for pdu in state_for(&s, auth, &req.room_id).await? {
         if pdu.kind == ruma::events::TimelineEventType::RoomMember
             && pdu.membership().as_deref() == Some("join")
             && let Some(user) = pdu.state_key.as_deref().and_then(|k| ruma::UserId::parse(k).ok())
@@ -243,14 +274,14 @@ async fn relations_page<T>(
     auth: &Auth,
     q: RelationsQuery<'_>,
 ) -> Result<(Vec<ruma::serde::Raw<T>>, Option<String>)> {
-    let vis = visibility(s, auth, q.room_id).await?;
+    let access = access(s, auth, q.room_id).await?;
     let limit = q.limit.map(|l| limit_of(l, 1000)).unwrap_or(50);
     let mut related: Vec<_> = s
         .rooms
         .relations(q.room_id, q.target)?
         .into_iter()
         .filter(|(pos, pdu)| {
-            visible(vis, *pos) && relation_matches(pdu, q.rel_type.as_deref(), q.event_type.as_deref())
+            access.may_see(*pos, pdu) && relation_matches(pdu, q.rel_type.as_deref(), q.event_type.as_deref())
         })
         .collect();
     let backwards = q.dir == Direction::Backward;

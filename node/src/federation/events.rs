@@ -6,6 +6,7 @@ use std::{
     sync::Arc,
 };
 
+use ruma::room_version_rules::RoomVersionRules;
 use ruma::{
     EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, RoomId, ServerName,
     api::federation::{
@@ -21,7 +22,7 @@ use crate::{
     Services,
     error::{Error, Result},
     http::Ruma,
-    rooms::Pdu,
+    rooms::{Pdu, visibility::ReadAccess},
 };
 
 /// Most events one backfill or missing-events answer carries.
@@ -29,28 +30,55 @@ const MAX_EVENTS: usize = 100;
 /// How far back a missing-events walk goes to find the oldest events of a gap.
 const MAX_WALK: usize = 10_000;
 
-/// Refuses servers with no member in the room: they may not read its events.
-async fn require_in_room(s: &Services, room_id: &RoomId, origin: &ServerName) -> Result<()> {
-    let head = s.rooms.head(room_id)?;
-    let head = head.lock().await;
-    let in_room = head.state.iter().any(|((kind, key), pdu)| {
-        *kind == ruma::events::StateEventType::RoomMember
-            && matches!(pdu.membership().as_deref(), Some("join" | "invite" | "leave"))
-            && ruma::UserId::parse(key.as_str()).is_ok_and(|u| u.server_name() == origin)
-    });
-    if in_room { Ok(()) } else { Err(Error::Forbidden(format!("{origin} has no member in {room_id}"))) }
+/// Refuses servers with no joined member in the room now: a server whose users all left, or
+/// were kicked or banned, reads nothing more.
+async fn require_in_room(s: &Services, room_id: &RoomId, origin: &ServerName) -> Result<ReadAccess> {
+    let access = s.rooms.server_read_access(room_id, origin)?;
+    if access.joined_now() {
+        Ok(access)
+    } else {
+        Err(Error::Forbidden(format!("{origin} has no joined member in {room_id}")))
+    }
+}
+
+/// Refuses servers that had no joined member at `event_id`: the state and auth chain at an
+/// event are for the servers that were in the room then.
+async fn require_in_room_at(s: &Services, room_id: &RoomId, event_id: &EventId, origin: &ServerName) -> Result<()> {
+    let access = require_in_room(s, room_id, origin).await?;
+    let (pos, pdu) =
+        s.rooms.event_with_pos(event_id)?.ok_or_else(|| Error::not_found(format!("unknown event {event_id}")))?;
+    if pdu.room_id != room_id || !access.joined_at(pos, &pdu) {
+        return Err(Error::Forbidden(format!("{origin} had no joined member in {room_id} at {event_id}")));
+    }
+    Ok(())
+}
+
+/// The event as `origin` may have it: whole where the history visibility at the event lets its
+/// users read it, else redacted (the DAG still needs its skeleton), as the spec says.
+fn as_served(rules: &RoomVersionRules, access: &ReadAccess, pos: u64, pdu: &Pdu) -> Result<Box<RawValue>> {
+    if access.may_see(pos, pdu) {
+        return to_raw(&pdu.json);
+    }
+    let skeleton = ruma::canonical_json::redact(pdu.json.clone(), &rules.redaction, None).map_err(Error::internal)?;
+    to_raw(&skeleton)
+}
+
+async fn rules_of(s: &Services, room_id: &RoomId) -> Result<RoomVersionRules> {
+    crate::rooms::version::rules(&s.rooms.version(room_id).await?)
 }
 
 /// An event other servers may have: known, and not hidden by the room's retention.
-fn load(s: &Services, id: &EventId) -> Result<Pdu> {
-    s.rooms.served_event(id)?.map(|(_, pdu)| pdu).ok_or_else(|| Error::not_found(format!("unknown event {id}")))
+fn load(s: &Services, id: &EventId) -> Result<(u64, Pdu)> {
+    s.rooms.served_event(id)?.ok_or_else(|| Error::not_found(format!("unknown event {id}")))
 }
 
 pub async fn event(s: Arc<Services>, req: Ruma<get_event::v1::Request>) -> Result<get_event::v1::Response> {
     let origin = req.origin()?.to_owned();
-    let pdu = load(&s, &req.event_id)?;
-    require_in_room(&s, &pdu.room_id, &origin).await?;
-    Ok(get_event::v1::Response::new(s.server_name.clone(), MilliSecondsSinceUnixEpoch::now(), to_raw(&pdu.json)?))
+    let (pos, pdu) = load(&s, &req.event_id)?;
+    let access = require_in_room(&s, &pdu.room_id, &origin).await?;
+    let rules = rules_of(&s, &pdu.room_id).await?;
+    let served = as_served(&rules, &access, pos, &pdu)?;
+    Ok(get_event::v1::Response::new(s.server_name.clone(), MilliSecondsSinceUnixEpoch::now(), served))
 }
 
 /// The ids of every event in the auth chains of `from` (not including `from`).
@@ -94,14 +122,14 @@ pub async fn state_ids(
     s: Arc<Services>,
     req: Ruma<get_room_state_ids::v1::Request>,
 ) -> Result<get_room_state_ids::v1::Response> {
-    require_in_room(&s, &req.room_id, req.origin()?).await?;
+    require_in_room_at(&s, &req.room_id, &req.event_id, req.origin()?).await?;
     let pdu_ids = state_ids_at(&s, &req.event_id)?;
     let auth_chain_ids = auth_chain_ids(&s, pdu_ids.iter().cloned())?.into_iter().collect();
     Ok(get_room_state_ids::v1::Response::new(auth_chain_ids, pdu_ids))
 }
 
 pub async fn state(s: Arc<Services>, req: Ruma<get_room_state::v1::Request>) -> Result<get_room_state::v1::Response> {
-    require_in_room(&s, &req.room_id, req.origin()?).await?;
+    require_in_room_at(&s, &req.room_id, &req.event_id, req.origin()?).await?;
     let pdu_ids = state_ids_at(&s, &req.event_id)?;
     let chain = auth_chain_ids(&s, pdu_ids.iter().cloned())?;
     Ok(get_room_state::v1::Response::new(raws(&s, chain)?, raws(&s, pdu_ids)?))
@@ -111,7 +139,7 @@ pub async fn event_auth(
     s: Arc<Services>,
     req: Ruma<get_event_authorization::v1::Request>,
 ) -> Result<get_event_authorization::v1::Response> {
-    require_in_room(&s, &req.room_id, req.origin()?).await?;
+    require_in_room_at(&s, &req.room_id, &req.event_id, req.origin()?).await?;
     let chain = auth_chain_ids(&s, [req.event_id.clone()])?;
     Ok(get_event_authorization::v1::Response::new(raws(&s, chain)?))
 }
@@ -124,7 +152,7 @@ fn walk_back(
     stop: &HashSet<OwnedEventId>,
     include_from: bool,
     limit: usize,
-) -> Result<Vec<Pdu>> {
+) -> Result<Vec<(u64, Pdu)>> {
     // A frontier ordered by depth, so the newest events come first, as backfill wants.
     let mut frontier: BTreeSet<(u64, OwnedEventId)> = BTreeSet::new();
     let mut seen: HashSet<OwnedEventId> = HashSet::new();
@@ -152,7 +180,7 @@ fn walk_back(
         if !seen.insert(id.clone()) || stop.contains(&id) {
             continue;
         }
-        let Some(pdu) = s.rooms.pdu(&id)? else { continue };
+        let Some((pos, pdu)) = s.rooms.event_with_pos(&id)? else { continue };
         if pdu.room_id != room_id {
             continue;
         }
@@ -164,17 +192,18 @@ fn walk_back(
             }
         }
         if s.rooms.serves(&retention, &pdu)? {
-            out.push(pdu);
+            out.push((pos, pdu));
         }
     }
     Ok(out)
 }
 
 pub async fn backfill(s: Arc<Services>, req: Ruma<get_backfill::v1::Request>) -> Result<get_backfill::v1::Response> {
-    require_in_room(&s, &req.room_id, req.origin()?).await?;
+    let access = require_in_room(&s, &req.room_id, req.origin()?).await?;
+    let rules = rules_of(&s, &req.room_id).await?;
     let limit = usize::try_from(u64::from(req.limit)).unwrap_or(MAX_EVENTS).min(MAX_EVENTS);
     let events = walk_back(&s, &req.room_id, &req.v, &HashSet::new(), true, limit)?;
-    let pdus = events.iter().map(|p| to_raw(&p.json)).collect::<Result<_>>()?;
+    let pdus = events.iter().map(|(pos, p)| as_served(&rules, &access, *pos, p)).collect::<Result<_>>()?;
     Ok(get_backfill::v1::Response::new(s.server_name.clone(), MilliSecondsSinceUnixEpoch::now(), pdus))
 }
 
@@ -182,16 +211,17 @@ pub async fn missing_events(
     s: Arc<Services>,
     req: Ruma<get_missing_events::v1::Request>,
 ) -> Result<get_missing_events::v1::Response> {
-    require_in_room(&s, &req.room_id, req.origin()?).await?;
+    let access = require_in_room(&s, &req.room_id, req.origin()?).await?;
+    let rules = rules_of(&s, &req.room_id).await?;
     let limit = usize::try_from(u64::from(req.limit)).unwrap_or(MAX_EVENTS).min(MAX_EVENTS);
     let stop: HashSet<OwnedEventId> = req.earliest_events.iter().cloned().collect();
     let min_depth = u64::from(req.min_depth);
     let mut events = walk_back(&s, &req.room_id, &req.latest_events, &stop, false, MAX_WALK)?;
-    events.retain(|e| u64::from(e.depth) >= min_depth);
+    events.retain(|(_, e)| u64::from(e.depth) >= min_depth);
     // The oldest of the gap, oldest first: the receiver applies them in order and asks again
     // for the rest, so a long gap is filled completely rather than from its newer end.
     events.reverse();
     events.truncate(limit);
-    let pdus = events.iter().map(|p| to_raw(&p.json)).collect::<Result<_>>()?;
+    let pdus = events.iter().map(|(pos, p)| as_served(&rules, &access, *pos, p)).collect::<Result<_>>()?;
     Ok(get_missing_events::v1::Response::new(pdus))
 }

@@ -194,7 +194,11 @@ pub async fn backfill(s: &Arc<Services>, room_id: &RoomId, server: &OwnedServerN
     let response = s.federation_client.send(server, request).await?;
     let mut events = verify_all(s, &rules, &response.pdus, server).await;
     events.sort_by_key(|e| std::cmp::Reverse(e.depth));
-    s.rooms.store_backfill(room_id, events).await
+    // Each event is authorised against its auth events: fetch any this node lacks first.
+    for event in &events {
+        super::receive::ensure_auth_chain(s, server, &rules, event).await?;
+    }
+    s.rooms.store_backfill(room_id, &rules, events).await
 }
 
 /// Invites a user of another server: the invitee's server countersigns the invite before it

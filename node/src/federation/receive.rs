@@ -123,6 +123,24 @@ async fn process(
     }
     ensure_auth_chain(s, origin, rules, &pdu).await?;
     let mut missing = missing_prevs(s, &pdu)?;
+    if !missing.is_empty() {
+        // Asking the origin for the gap hands it this node's newest event ids: only for an
+        // event that passes its own auth events, from a server still in the room (or joining
+        // with this very event).
+        if let Some(reason) = s.rooms.precheck_remote(&rules.authorization, &pdu)? {
+            return Ok((Outcome::Rejected(reason), None));
+        }
+        let joining = pdu.kind == ruma::events::TimelineEventType::RoomMember
+            && pdu.sender.server_name() == origin
+            && pdu.state_key.as_deref() == Some(pdu.sender.as_str())
+            && pdu.membership().as_deref() == Some("join");
+        if !joining && !s.rooms.server_read_access(&pdu.room_id, origin)?.joined_now() {
+            return Err(Error::Forbidden(format!(
+                "{origin} has no joined member in {}: its events with unknown parents are not taken",
+                pdu.room_id
+            )));
+        }
+    }
     let mut rounds = 0;
     while !missing.is_empty() && fill_gaps && rounds < MAX_GAP_ROUNDS {
         rounds += 1;
@@ -173,7 +191,12 @@ pub async fn verify_all(s: &Services, rules: &RoomVersionRules, raws: &[Box<RawV
     out
 }
 
-async fn ensure_auth_chain(s: &Arc<Services>, origin: &ServerName, rules: &RoomVersionRules, pdu: &Pdu) -> Result<()> {
+pub(crate) async fn ensure_auth_chain(
+    s: &Arc<Services>,
+    origin: &ServerName,
+    rules: &RoomVersionRules,
+    pdu: &Pdu,
+) -> Result<()> {
     let mut missing = false;
     for id in &pdu.auth_events {
         missing |= !s.rooms.knows(id)?;

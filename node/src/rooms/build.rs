@@ -110,6 +110,11 @@ impl Rooms {
         }
         // Policy first (rule 2 of the design): a refused event is never built or stored.
         self.policy.check_event(&head, sender, &event)?;
+        if event.kind == TimelineEventType::RoomRedaction
+            && let Some(target) = super::redaction::requested_target(&event.content, event.redacts.as_deref())
+        {
+            self.check_local_redaction(&head.rules, room_id, sender, &target, |k, key| head.get(k, key).cloned())?;
+        }
         let pdu = Arc::new(self.build(&head, sender, event)?);
         self.authorize(&head, &pdu)?;
         let ticket = self.db.allocate()?;
@@ -236,22 +241,26 @@ impl Rooms {
         }
         let hash = reference_hash(&obj, &head.rules).map_err(json_error)?;
         let event_id = EventId::parse(format!("${hash}")).map_err(Error::internal)?;
-        let mut pdu = Pdu::from_json(event_id, obj)?;
-        if pdu.redacts.is_none() {
-            pdu.redacts = event.redacts;
-        }
-        Ok(pdu)
+        Pdu::from_json(event_id, obj)
     }
 
     /// Runs the spec's authorization rules (via state-res) against the room's current state.
     pub(crate) fn authorize(&self, head: &RoomHead, pdu: &Arc<Pdu>) -> Result<()> {
         let rules = &head.rules.authorization;
+        // Auth events of a local event are current state; anything else is read up front, so a
+        // store error is an error and not a missing event.
+        let mut extra = Vec::new();
+        for id in &pdu.auth_events {
+            if head.find_state_event(id).is_none()
+                && let Some(found) = super::read::load_pdu(&self.db, id)?
+            {
+                extra.push(Arc::new(found));
+            }
+        }
         let fetch_event = |id: &EventId| {
-            head.find_state_event(id).or_else(|| {
-                (pdu.event_id == id)
-                    .then(|| pdu.clone())
-                    .or_else(|| super::read::load_pdu(&self.db, id).ok().flatten().map(Arc::new))
-            })
+            head.find_state_event(id)
+                .or_else(|| (pdu.event_id == id).then(|| pdu.clone()))
+                .or_else(|| extra.iter().find(|p| p.event_id == id).cloned())
         };
         state_res::check_state_independent_auth_rules(rules, pdu, fetch_event)
             .map_err(|e| Error::Forbidden(format!("event not allowed: {e}")))?;
@@ -272,7 +281,9 @@ impl Rooms {
         txn: Option<&TxnRef>,
     ) -> Result<(WriteBatch, SnapshotId)> {
         let mut batch = WriteBatch::new();
-        self.timeline_rows(head, pdu, pos, txn, head.snapshot, &mut batch)?;
+        let redacts = self
+            .redaction_effect(&head.rules, pdu, super::redaction::Origin::Local, |k, key| head.get(k, key).cloned())?;
+        self.timeline_rows(head, pdu, pos, txn, head.snapshot, redacts.as_deref(), &mut batch)?;
         let mut snapshot = head.snapshot;
         if pdu.is_state() {
             snapshot = state::write_snapshot(&self.db, &state::apply(head.state_ids(), pdu), &mut batch)?;
@@ -308,6 +319,8 @@ impl Rooms {
     }
 
     /// The writes of an event entering the timeline at `pos`, with the state before it.
+    /// `redacts` is the event it redacts, once [`Rooms::redaction_effect`] allowed it.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn timeline_rows(
         &self,
         head: &RoomHead,
@@ -315,6 +328,7 @@ impl Rooms {
         pos: u64,
         txn: Option<&TxnRef>,
         state_before: SnapshotId,
+        redacts: Option<&EventId>,
         batch: &mut WriteBatch,
     ) -> Result<()> {
         let room = pdu.room_id.as_bytes();
@@ -336,14 +350,14 @@ impl Rooms {
         if let Some(target) = relates_to(pdu) {
             batch.insert(trees::RELATIONS, key(&[room, target.as_bytes(), &pos_bytes(pos)]), id.to_vec());
         }
-        if let Some(target) = &pdu.redacts {
+        if let Some(target) = redacts {
             self.redaction_writes(head, pdu, target, batch)?;
         }
         Ok(())
     }
 
     /// Redacts the target in place (the server keeps only what the redaction algorithm keeps).
-    fn redaction_writes(
+    pub(crate) fn redaction_writes(
         &self,
         head: &RoomHead,
         redaction: &Pdu,
@@ -370,6 +384,7 @@ pub(crate) fn current_state_rows(pdu: &Pdu, pos: u64, batch: &mut WriteBatch) ->
     let kind = pdu.kind.to_string();
     batch.insert(trees::ROOM_STATE, key(&[room, kind.as_bytes(), state_key.as_bytes()]), id.to_vec());
     batch.insert(trees::STATE_CHANGES, key(&[room, &pos_bytes(pos)]), id.to_vec());
+    super::visibility::history_rows(pdu, pos, batch);
     if pdu.kind == TimelineEventType::RoomMember
         && let Ok(user) = UserId::parse(state_key.as_str())
     {

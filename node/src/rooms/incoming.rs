@@ -34,6 +34,31 @@ pub enum Outcome {
     Known,
 }
 
+/// Why an event's checks did not pass.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The event breaks the rules: it is recorded as rejected and never applied.
+    Rejected(String),
+    /// The store failed while deciding. Nothing is recorded, so a retry decides afresh: a
+    /// passing disk error must never reject a valid event for good.
+    Store(Error),
+}
+
+impl From<Error> for Refusal {
+    fn from(e: Error) -> Self {
+        Refusal::Store(e)
+    }
+}
+
+/// Splits a check's result: `Ok(None)` passed, `Ok(Some(reason))` rejected, `Err` undecided.
+pub(crate) fn verdict(checked: std::result::Result<(), Refusal>) -> Result<Option<String>> {
+    match checked {
+        Ok(()) => Ok(None),
+        Err(Refusal::Rejected(reason)) => Ok(Some(reason)),
+        Err(Refusal::Store(e)) => Err(e),
+    }
+}
+
 /// A verified event for the timeline. `state_before` is given when its prev events are not all
 /// known here (it came from the sender's `/state_ids`).
 pub struct Incoming {
@@ -64,21 +89,21 @@ impl Rooms {
                 continue;
             }
             let pdu = Arc::new(pdu);
-            let verdict = self.check_auth_events(rules, &pdu, |id| accepted.get(id).cloned());
+            let rejection = verdict(self.check_auth_events(rules, &pdu, |id| accepted.get(id).cloned()))?;
             let stored = StoredEvent {
                 pos: 0,
                 pdu: pdu.json.clone(),
                 txn_id: None,
                 device_id: None,
                 outlier: true,
-                rejected: verdict.is_err(),
+                rejected: rejection.is_some(),
             };
             batch.insert(trees::EVENTS, pdu.event_id.as_bytes().to_vec(), Db::to_json(&stored)?);
-            match verdict {
-                Ok(()) => {
+            match rejection {
+                None => {
                     accepted.insert(pdu.event_id.clone(), pdu);
                 }
-                Err(reason) => {
+                Some(reason) => {
                     tracing::info!(event_id = %pdu.event_id, %reason, "rejected outlier");
                     rejected += 1;
                 }
@@ -91,21 +116,22 @@ impl Rooms {
     }
 
     /// Authorises an event against its own auth events. `extra` supplies events not yet stored.
-    fn check_auth_events(
+    pub(crate) fn check_auth_events(
         &self,
         rules: &AuthorizationRules,
         pdu: &Arc<Pdu>,
         extra: impl Fn(&EventId) -> Option<Arc<Pdu>>,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), Refusal> {
         let mut by_key: HashMap<(StateEventType, String), Arc<Pdu>> = HashMap::new();
         for id in &pdu.auth_events {
             let auth = match extra(id) {
                 Some(p) => p,
-                None => match load_stored(&self.db, id) {
-                    Ok(Some(stored)) if stored.rejected => return Err(format!("auth event {id} was rejected")),
-                    Ok(Some(stored)) => Arc::new(stored.into_pdu(id).map_err(|e| e.to_string())?),
-                    Ok(None) => return Err(format!("auth event {id} is unknown")),
-                    Err(e) => return Err(e.to_string()),
+                None => match load_stored(&self.db, id)? {
+                    Some(stored) if stored.rejected => {
+                        return Err(Refusal::Rejected(format!("auth event {id} was rejected")));
+                    }
+                    Some(stored) => Arc::new(stored.into_pdu(id)?),
+                    None => return Err(Refusal::Rejected(format!("auth event {id} is unknown"))),
                 },
             };
             by_key.insert((auth.state_event_type(), auth.state_key.clone().unwrap_or_default()), auth);
@@ -115,12 +141,15 @@ impl Rooms {
             && pdu.kind != ruma::events::TimelineEventType::RoomCreate
             && let Ok(create_id) = EventId::parse(format!("${}", &pdu.room_id.as_str()[1..]))
         {
-            let create = extra(&create_id).or_else(|| load_pdu(&self.db, &create_id).ok().flatten().map(Arc::new));
+            let create = match extra(&create_id) {
+                Some(create) => Some(create),
+                None => load_pdu(&self.db, &create_id)?.map(Arc::new),
+            };
             match create {
                 Some(create) => {
                     by_key.insert((StateEventType::RoomCreate, String::new()), create);
                 }
-                None => return Err(format!("the room's create event {create_id} is unknown")),
+                None => return Err(Refusal::Rejected(format!("the room's create event {create_id} is unknown"))),
             }
         }
         let fetch = |id: &EventId| {
@@ -130,17 +159,34 @@ impl Rooms {
                 .cloned()
                 .or_else(|| (pdu.event_id == id).then(|| pdu.clone()))
                 .or_else(|| extra(id))
-                .or_else(|| load_pdu(&self.db, id).ok().flatten().map(Arc::new))
         };
-        state_res::check_state_independent_auth_rules(rules, pdu, fetch).map_err(|e| e.to_string())?;
+        state_res::check_state_independent_auth_rules(rules, pdu, fetch)
+            .map_err(|e| Refusal::Rejected(e.to_string()))?;
         state_res::check_state_dependent_auth_rules(rules, pdu, |kind: &StateEventType, key: &str| {
             by_key.get(&(kind.clone(), key.to_owned())).cloned()
         })
-        .map_err(|e| e.to_string())
+        .map_err(|e| Refusal::Rejected(e.to_string()))
+    }
+
+    /// The events of `state` at `keys`, read up front so a store error surfaces as one.
+    fn state_events(
+        &self,
+        state: &StateIds,
+        keys: impl IntoIterator<Item = (StateEventType, String)>,
+    ) -> Result<HashMap<(StateEventType, String), Arc<Pdu>>> {
+        let mut out = HashMap::new();
+        for k in keys {
+            if let Some(id) = state.get(&k)
+                && let Some(pdu) = load_pdu(&self.db, id)?
+            {
+                out.insert(k, Arc::new(pdu));
+            }
+        }
+        Ok(out)
     }
 
     /// A membership event against the room's access rule in `state` (policy::access).
-    fn check_access_rule_at(&self, pdu: &Pdu, state: &StateIds) -> std::result::Result<(), String> {
+    fn check_access_rule_at(&self, pdu: &Pdu, state: &StateIds) -> std::result::Result<(), Refusal> {
         let (Some(membership), Some(target)) =
             (pdu.membership(), pdu.state_key.as_deref().and_then(|k| ruma::UserId::parse(k).ok()))
         else {
@@ -149,16 +195,17 @@ impl Rooms {
         let Some(rule_id) = state.get(&(crate::policy::access::STATE_TYPE.into(), String::new())) else {
             return Ok(());
         };
-        let load = |id: &EventId| load_pdu(&self.db, id).map_err(|e| e.to_string());
-        let rule = load(rule_id)?.map(|p| p.content_value());
+        let rule = load_pdu(&self.db, rule_id)?.map(|p| p.content_value());
         let mut members = Vec::new();
         for ((kind, key), id) in state {
             if *kind == StateEventType::RoomMember {
-                members.push((key.as_str(), load(id)?.and_then(|p| p.membership())));
+                members.push((key.as_str(), load_pdu(&self.db, id)?.and_then(|p| p.membership())));
             }
         }
         let facts = crate::policy::access::RoomFacts::from_members(rule.as_ref(), &target, members);
-        self.policy.check_access(&pdu.sender, &target, &membership, &facts).map_err(|e| e.to_string())
+        self.policy
+            .check_access(&pdu.sender, &target, &membership, &facts)
+            .map_err(|e| Refusal::Rejected(e.to_string()))
     }
 
     /// Authorises an event against a room state given as ids.
@@ -167,14 +214,23 @@ impl Rooms {
         rules: &AuthorizationRules,
         pdu: &Arc<Pdu>,
         state: &StateIds,
-    ) -> std::result::Result<(), String> {
-        let lookup = |kind: &StateEventType, key: &str| {
-            state
-                .get(&(kind.clone(), key.to_owned()))
-                .and_then(|id| load_pdu(&self.db, id).ok().flatten())
-                .map(Arc::new)
-        };
-        state_res::check_state_dependent_auth_rules(rules, pdu, lookup).map_err(|e| e.to_string())
+    ) -> std::result::Result<(), Refusal> {
+        let mut keys =
+            state_res::auth_types_for_event(&pdu.kind, &pdu.sender, pdu.state_key.as_deref(), &pdu.content, rules)
+                .map_err(|e| Refusal::Rejected(format!("malformed content: {e}")))?;
+        keys.push((StateEventType::RoomCreate, String::new()));
+        keys.push((StateEventType::RoomPowerLevels, String::new()));
+        let events = self.state_events(state, keys)?;
+        state_res::check_state_dependent_auth_rules(rules, pdu, |kind: &StateEventType, key: &str| {
+            events.get(&(kind.clone(), key.to_owned())).cloned()
+        })
+        .map_err(|e| Refusal::Rejected(e.to_string()))
+    }
+
+    /// Whether an event from another server passes its own auth events: checked before this
+    /// node asks that server for anything more about it (its missing prev events).
+    pub fn precheck_remote(&self, rules: &AuthorizationRules, pdu: &Pdu) -> Result<Option<String>> {
+        verdict(self.check_auth_events(rules, &Arc::new(pdu.clone()), |_| None))
     }
 
     /// Appends a verified remote event whose auth events are stored, and whose prev events are
@@ -205,7 +261,7 @@ impl Rooms {
         let pdu = Arc::new(pdu);
         let rules = head.rules.clone();
         let mut batch = WriteBatch::new();
-        if let Err(reason) = self.check_auth_events(&rules.authorization, &pdu, |_| None) {
+        if let Some(reason) = verdict(self.check_auth_events(&rules.authorization, &pdu, |_| None))? {
             self.store_rejected(&pdu, None, batch).await?;
             return Ok((Outcome::Rejected(reason), None));
         }
@@ -223,12 +279,12 @@ impl Rooms {
             }
         };
         let before_id = state::write_snapshot(&self.db, &before, &mut batch)?;
-        if let Err(reason) = self.check_against_state(&rules.authorization, &pdu, &before) {
+        if let Some(reason) = verdict(self.check_against_state(&rules.authorization, &pdu, &before))? {
             self.store_rejected(&pdu, Some(before_id), batch).await?;
             return Ok((Outcome::Rejected(reason), None));
         }
         // The room's access rule (policy::access), against the state before the event.
-        if let Err(reason) = self.check_access_rule_at(&pdu, &before) {
+        if let Some(reason) = verdict(self.check_access_rule_at(&pdu, &before))? {
             self.store_rejected(&pdu, Some(before_id), batch).await?;
             return Ok((Outcome::Rejected(reason), None));
         }
@@ -236,7 +292,9 @@ impl Rooms {
         // A room being joined has no current state yet: the join is checked against the state
         // the resident server gave.
         let joining = head.extremities.is_empty();
-        if !joining && let Err(reason) = self.check_against_state(&rules.authorization, &pdu, &current) {
+        let soft_failure =
+            if joining { None } else { verdict(self.check_against_state(&rules.authorization, &pdu, &current))? };
+        if let Some(reason) = soft_failure {
             tracing::info!(event_id = %pdu.event_id, %reason, "soft-failed event");
             let stored = StoredEvent {
                 pos: 0,
@@ -253,8 +311,15 @@ impl Rooms {
             return Ok((Outcome::SoftFailed, None));
         }
 
+        let power = self.state_events(
+            &before,
+            [(StateEventType::RoomCreate, String::new()), (StateEventType::RoomPowerLevels, String::new())],
+        )?;
+        let redacts = self.redaction_effect(&rules, &pdu, super::redaction::Origin::Remote, |k, key| {
+            power.get(&(k.clone(), key.to_owned())).cloned()
+        })?;
         let ticket = self.db.allocate()?;
-        self.timeline_rows(&head, &pdu, ticket.pos(), None, before_id, &mut batch)?;
+        self.timeline_rows(&head, &pdu, ticket.pos(), None, before_id, redacts.as_deref(), &mut batch)?;
         let mut extremities: Vec<OwnedEventId> =
             head.extremities.iter().filter(|e| !pdu.prev_events.contains(e)).cloned().collect();
         extremities.push(pdu.event_id.clone());

@@ -5,17 +5,21 @@
 //! queued for the store; waiting for durability happens after the lock is released, so many
 //! senders in one room share an fsync instead of queueing for one each.
 
+mod backfill;
 mod build;
 mod head;
 mod incoming;
 mod lifecycle;
 mod pdu;
+pub mod power;
 pub mod read;
 mod receipts;
+mod redaction;
 mod remote;
 pub mod retention;
 pub mod state;
 pub mod version;
+pub mod visibility;
 
 use std::{
     collections::HashMap,
@@ -27,7 +31,7 @@ pub use head::RoomHead;
 pub use incoming::{Durable, Incoming, Outcome};
 pub use lifecycle::{CreateRoom, Preset, member_content};
 pub use pdu::Pdu;
-pub use read::{StoredEvent, UserRoom, Visibility};
+pub use read::{StoredEvent, UserRoom};
 pub use receipts::Receipt;
 use ruma::{OwnedRoomId, OwnedServerName, RoomId};
 pub use state::StateIds;

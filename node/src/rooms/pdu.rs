@@ -25,7 +25,11 @@ pub struct Pdu {
     pub state_key: Option<String>,
     pub prev_events: Vec<OwnedEventId>,
     pub auth_events: Vec<OwnedEventId>,
+    /// A redaction's top-level `redacts` (room versions up to 10). Other event types never
+    /// redact, whatever keys they carry.
     pub redacts: Option<OwnedEventId>,
+    /// A redaction's `content.redacts` (room version 11 and later).
+    content_redacts: Option<OwnedEventId>,
     pub depth: UInt,
     /// The full signed object as sent over federation.
     pub json: CanonicalJsonObject,
@@ -78,19 +82,19 @@ impl Pdu {
             }
             None => return Err(Error::bad_json("PDU has no room_id")),
         };
-        // From room version 11 `redacts` moved into the content; accept either.
         let membership = if f.kind == TimelineEventType::RoomMember {
             serde_json::from_str::<MembershipInContent>(f.content.get()).ok().and_then(|c| c.membership)
         } else {
             None
         };
-        let redacts = f.redacts.or_else(|| {
-            if f.kind == TimelineEventType::RoomRedaction {
-                serde_json::from_str::<RedactsInContent>(f.content.get()).ok().and_then(|c| c.redacts)
-            } else {
-                None
-            }
-        });
+        // Only `m.room.redaction` redacts: a top-level `redacts` on any other event is inert.
+        let is_redaction = f.kind == TimelineEventType::RoomRedaction;
+        let redacts = f.redacts.filter(|_| is_redaction);
+        let content_redacts = if is_redaction {
+            serde_json::from_str::<RedactsInContent>(f.content.get()).ok().and_then(|c| c.redacts)
+        } else {
+            None
+        };
         Ok(Self {
             event_id,
             room_id,
@@ -103,11 +107,18 @@ impl Pdu {
             prev_events: f.prev_events,
             auth_events: f.auth_events,
             redacts,
+            content_redacts,
             depth: f.depth,
             json,
             local_txn: None,
             membership,
         })
+    }
+
+    /// The event a redaction redacts under the room version's rules: `content.redacts` from
+    /// version 11, the top-level key before.
+    pub fn redaction_target(&self, rules: &ruma::room_version_rules::RedactionRules) -> Option<&ruma::EventId> {
+        if rules.content_field_redacts { self.content_redacts.as_deref() } else { self.redacts.as_deref() }
     }
 
     pub fn is_state(&self) -> bool {
@@ -152,7 +163,8 @@ impl Pdu {
         if let Some(sk) = &self.state_key {
             obj.insert("state_key".into(), sk.as_str().into());
         }
-        if let Some(r) = &self.redacts {
+        // Clients read the top-level key in every room version (v11 keeps it in content too).
+        if let Some(r) = self.redacts.as_ref().or(self.content_redacts.as_ref()) {
             obj.insert("redacts".into(), r.as_str().into());
         }
         if !unsigned.is_empty() {

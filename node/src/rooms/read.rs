@@ -48,13 +48,6 @@ pub struct UserRoom {
     pub event_id: OwnedEventId,
 }
 
-/// Which part of a room's timeline a user may read.
-#[derive(Debug, Clone, Copy)]
-pub struct Visibility {
-    pub from: u64,
-    pub to: u64,
-}
-
 pub fn load_stored(db: &Db, event_id: &EventId) -> Result<Option<StoredEvent>> {
     db.get_json(trees::EVENTS, event_id.as_bytes())
 }
@@ -244,44 +237,6 @@ impl Rooms {
             Some(id) => Ok(Some(EventId::parse(utf8(&id)?).map_err(Error::internal)?)),
             None => Ok(None),
         }
-    }
-
-    /// The window of the timeline `user_id` may read, from history visibility and membership.
-    /// `None` if the user may read nothing.
-    pub async fn visibility(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<Visibility>> {
-        let Some(user_room) = self.user_room(user_id, room_id)? else {
-            let world = self.history_visibility(room_id).await? == "world_readable";
-            return Ok(world.then_some(Visibility { from: 0, to: u64::MAX }));
-        };
-        let history = self.history_visibility(room_id).await?;
-        let to = match user_room.membership.as_str() {
-            "join" | "invite" => u64::MAX,
-            _ => user_room.pos,
-        };
-        let from = match history.as_str() {
-            "shared" | "world_readable" => 0,
-            // For joined/invited visibility, what came before the membership stays hidden.
-            _ => self.first_membership_pos(room_id, user_id)?.unwrap_or(user_room.pos),
-        };
-        Ok(Some(Visibility { from, to }))
-    }
-
-    async fn history_visibility(&self, room_id: &RoomId) -> Result<String> {
-        let head = self.head(room_id)?;
-        let head = head.lock().await;
-        Ok(head
-            .content_str(StateEventType::RoomHistoryVisibility, "history_visibility")
-            .unwrap_or_else(|| "shared".into()))
-    }
-
-    fn first_membership_pos(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<u64>> {
-        let p = prefix(&[user_id.as_bytes()]);
-        for (k, room) in self.db.scan_prefix(trees::MEMBERSHIP_CHANGES, &p, usize::MAX)? {
-            if room == room_id.as_bytes() {
-                return Ok(Some(crate::store::pos_suffix(&k)?));
-            }
-        }
-        Ok(None)
     }
 
     /// The event as a client sees it: `unsigned` with the transaction id (for the sending

@@ -16,8 +16,6 @@ use crate::{
     store::{Db, key, pos_bytes, trees},
 };
 
-const BACKFILL_KEY: &[u8] = b"backfill_next";
-
 impl Rooms {
     /// The unsigned member event a remote user would send to change their membership, checked
     /// against the auth rules first so a refused join is a 403 at `make_join`.
@@ -187,53 +185,6 @@ impl Rooms {
     /// is not in.
     pub fn remote_invite_state(&self, invitee: &UserId, room_id: &RoomId) -> Result<Option<Vec<serde_json::Value>>> {
         self.db.get_json(trees::INVITE_STATE, &key(&[invitee.as_bytes(), room_id.as_bytes()]))
-    }
-
-    /// Stores history fetched by backfill, newest first as it comes, below every live position.
-    /// Events already in the timeline are skipped. Returns how many were added.
-    pub async fn store_backfill(&self, room_id: &RoomId, newest_first: Vec<Pdu>) -> Result<usize> {
-        let mut next = match self.db.get(trees::META, BACKFILL_KEY)? {
-            Some(b) => crate::store::pos_from(&b)?,
-            None => crate::store::LIVE_BASE - 1,
-        };
-        let mut batch = WriteBatch::new();
-        let mut added = 0;
-        for pdu in newest_first {
-            if pdu.room_id != room_id {
-                continue;
-            }
-            // State events known from the join are outliers: backfill puts them in the timeline.
-            match self.stored_event(&pdu.event_id)? {
-                Some(stored) if !stored.outlier || stored.rejected => continue,
-                _ => {}
-            }
-            let stored = StoredEvent {
-                pos: next,
-                pdu: pdu.json.clone(),
-                txn_id: None,
-                device_id: None,
-                outlier: false,
-                rejected: false,
-            };
-            batch.insert(trees::EVENTS, pdu.event_id.as_bytes().to_vec(), Db::to_json(&stored)?);
-            batch.insert(
-                trees::TIMELINE,
-                key(&[room_id.as_bytes(), &pos_bytes(next)]),
-                pdu.event_id.as_bytes().to_vec(),
-            );
-            if let Some(target) = super::build::relates_to(&pdu) {
-                batch.insert(
-                    trees::RELATIONS,
-                    key(&[room_id.as_bytes(), target.as_bytes(), &pos_bytes(next)]),
-                    pdu.event_id.as_bytes().to_vec(),
-                );
-            }
-            next = next.checked_sub(1).ok_or_else(|| Error::internal("backfill positions exhausted"))?;
-            added += 1;
-        }
-        batch.insert(trees::META, BACKFILL_KEY.to_vec(), pos_bytes(next).to_vec());
-        self.db.write(batch).await?;
-        Ok(added)
     }
 
     /// The event ids a backfill starts from: the prev events of the earliest event in the room's

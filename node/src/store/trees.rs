@@ -46,6 +46,11 @@ pub const STATE_SNAPSHOTS: &str = "state_snapshots";
 pub const EVENT_STATE: &str = "event_state";
 /// user_id SEP room_id -> stripped state (JSON) of an invite to a room this node is not in
 pub const INVITE_STATE: &str = "invite_state";
+/// room_id SEP server_name SEP user_id SEP pos -> membership: every membership change, for
+/// history visibility (what a user, or a server's users, could read at each position)
+pub const MEMBER_HISTORY: &str = "member_history";
+/// room_id SEP pos -> history_visibility value: every change of the room's history visibility
+pub const VISIBILITY_HISTORY: &str = "visibility_history";
 /// event_id -> room_id: message events whose body the retention purge deleted (their EVENTS
 /// entry is only the redacted skeleton the DAG needs, never served)
 pub const PURGED: &str = "purged";

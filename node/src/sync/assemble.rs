@@ -168,7 +168,9 @@ async fn build(
             }
             "leave" | "ban" if newly && (since.is_some() || room_filter.include_leave) => {
                 let mut left = LeftRoom::new();
-                let (events, limited) = services.rooms.timeline_since(&room_id, since_pos, user_room.pos, limit)?;
+                let access = services.rooms.read_access(&room_id, user)?;
+                let (events, limited) =
+                    services.rooms.visible_timeline(&room_id, &access, since_pos, user_room.pos, limit)?;
                 left.timeline.limited = limited;
                 for e in &events {
                     left.timeline.events.push(raw(&services.rooms.client_event(
@@ -328,7 +330,14 @@ async fn joined_room(
     let mut joined = JoinedRoom::new();
     let mut any = false;
 
-    let (events, limited) = services.rooms.timeline_since(room_id, since, now.pos, limit)?;
+    let (mut events, mut limited) = services.rooms.timeline_since(room_id, since, now.pos, limit)?;
+    // History visibility per event: a new member does not see what came before they could.
+    if !events.is_empty() {
+        let access = services.rooms.read_access(room_id, user)?;
+        if !events.iter().all(|(pos, pdu)| access.may_see(*pos, pdu)) {
+            (events, limited) = services.rooms.visible_timeline(room_id, &access, since, now.pos, limit)?;
+        }
+    }
     let events: Vec<_> = events.into_iter().filter(|(_, p)| filter_matches(&filter.room.timeline, p)).collect();
     let first_pos = events.first().map(|(p, _)| *p).unwrap_or(now.pos + 1);
     joined.timeline.limited = limited;

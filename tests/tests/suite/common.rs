@@ -63,6 +63,19 @@ where
     }
 }
 
+/// Polls `check` until it holds, for up to `secs`.
+pub async fn eventually_until<F, Fut>(secs: u64, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "condition not met within {secs}s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The `tocsin-node` binary, built once per test process on demand (`cargo test` builds only
 /// the tested package's binaries). Built with the same selection `cargo test --workspace` uses,
 /// so the dependencies' features match and nothing but the binary is compiled: `-p tocsin-node`

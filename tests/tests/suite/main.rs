@@ -4,8 +4,10 @@
 //! One test binary on purpose: each binary links matrix-sdk, ruma and the node, so one binary per
 //! file cost fifteen links and several GiB of disk per build.
 
+mod api;
 mod common;
 mod fed;
+mod hostile;
 
 mod access_rules;
 mod bad_input;
@@ -28,3 +30,4 @@ mod retention;
 mod room_features;
 mod server_keys;
 mod sync;
+mod trust_reads;

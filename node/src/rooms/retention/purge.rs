@@ -136,7 +136,7 @@ fn purge_writes(
     }
     // Who redacted it no longer matters; and a redaction that goes stops naming its target.
     batch.remove(trees::REDACTIONS, id.to_vec());
-    if let Some(target) = &pdu.redacts
+    if let Some(target) = pdu.redaction_target(redaction_rules)
         && db.get(trees::REDACTIONS, target.as_bytes())?.as_deref() == Some(id)
     {
         batch.remove(trees::REDACTIONS, target.as_bytes().to_vec());

@@ -265,27 +265,35 @@ fn policy_status(config: Option<&std::path::Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM (systemd, container runtimes).
-async fn stop_signal() -> std::io::Result<()> {
+/// Listens for Ctrl-C or SIGTERM (systemd, container runtimes) from the moment it is called, so
+/// a signal that comes while the node is starting is not lost (it would kill the process); the
+/// returned future resolves on the first of them.
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
-        }
+        use tokio::signal::unix::{SignalKind, signal};
+        let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 async fn run_demo(dir: PathBuf, base_port: u16, bind: IpAddr) -> anyhow::Result<()> {
+    let stop = stop_signal()?;
     let options = tocsin_node::demo::DemoOptions::with_base_port(dir, bind, base_port)?;
     println!("Starting the Tocsin demo federation in {} ...", options.dir.display());
     let demo = tocsin_node::demo::run_demo(options).await?;
     println!();
     print!("{}", demo.summary());
-    stop_signal().await?;
+    stop.await;
     println!("shutting down the three nodes");
     demo.shutdown().await;
     Ok(())
@@ -298,6 +306,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let server_name = config.server_name.clone();
+    let stop = stop_signal()?;
     let node = Node::start(config).await?;
     println!("Tocsin node {server_name} is listening on {}", node.base_url());
     println!(
@@ -306,20 +315,27 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     println!("    tocsin-node user add alice --admin");
     println!("with the same --config / TOCSIN_* settings (the store allows one process at a time).");
+    // SIGHUP reloads the policy and the federation list; a bad file is logged and the last
+    // valid one stays. Changed files are also picked up without a signal (policy::watch).
     #[cfg(unix)]
-    {
-        // SIGHUP reloads the policy and the federation list; a bad file is logged and the last
-        // valid one stays. Changed files are also picked up without a signal (policy::watch).
+    let reloader = {
         let services = node.services.clone();
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 tocsin_node::policy::watch::reload_all(&services).await;
             }
-        });
-    }
-    stop_signal().await?;
+        })
+    };
+    stop.await;
     println!("shutting down");
+    // The reloader holds the services (and so the store) until it ends: end it first, or
+    // shutdown waits out its grace period for a task that never stops.
+    #[cfg(unix)]
+    {
+        reloader.abort();
+        let _ = reloader.await;
+    }
     node.shutdown().await;
     Ok(())
 }

@@ -22,6 +22,7 @@ mod federation_presence;
 mod federation_transport;
 mod federation_trust;
 mod interop_synapse;
+mod lifecycle;
 mod list_lifecycle;
 mod policy_apply;
 mod policy_gate;

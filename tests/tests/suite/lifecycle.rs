@@ -1,0 +1,59 @@
+//! The real binary's lifecycle: `serve` stops promptly on SIGTERM with its store closed, and
+//! starts again at once on the same data.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use tocsin_tests::cluster::Cluster;
+
+use crate::common::tocsin_node_binary;
+
+fn serve(config: &std::path::Path, log: &std::path::Path) -> Child {
+    Command::new(tocsin_node_binary())
+        .arg("--config")
+        .arg(config)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .expect("tocsin-node starts")
+}
+
+async fn until_answering(addr: std::net::SocketAddr, child: &mut Child, log: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("serve exited with {status}: {}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        assert!(Instant::now() < deadline, "serve did not answer within 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends SIGTERM and returns how long the process took to exit.
+fn terminate(child: &mut Child) -> Duration {
+    let started = Instant::now();
+    let sent = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs");
+    assert!(sent.success());
+    let status = child.wait().expect("serve exits");
+    assert!(status.success(), "serve exits cleanly on SIGTERM: {status}");
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_stops_within_two_seconds_and_restarts_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::plan(dir.path(), &["solo.test"]).unwrap();
+    let member = &cluster.members[0];
+    let log = dir.path().join("serve.log");
+    for round in 0..2 {
+        let mut child = serve(&member.config_file, &log);
+        until_answering(member.client_addr, &mut child, &log).await;
+        let took = terminate(&mut child);
+        let output = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(took < Duration::from_secs(2), "round {round}: SIGTERM took {took:?}; log:\n{output}");
+        assert!(!output.contains("still in use"), "round {round}: every task let go of the store:\n{output}");
+    }
+}

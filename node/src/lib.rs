@@ -131,7 +131,9 @@ impl Node {
         let listen = config.listen;
         let services = tokio::task::spawn_blocking(move || Services::open(config)).await??;
         services.rooms.index_visibility_history().await?;
-        let listener = TcpListener::bind(listen).await?;
+        let listener = TcpListener::bind(listen).await.map_err(|e| {
+            anyhow::anyhow!("cannot listen on {listen} (client API, `listen`): {e}; is another program using it?")
+        })?;
         let addr = listener.local_addr()?;
         let federation_listener = TcpListener::bind(services.config.federation_listen)
             .await

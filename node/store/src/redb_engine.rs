@@ -21,7 +21,14 @@ impl RedbEngine {
         // `create` opens an existing file too, and repairs it after an unclean shutdown.
         // redb's default page cache is 1 GiB and fills up under write load; a node must fit in
         // tens of megabytes on a municipal VM, and the OS page cache still holds hot pages.
-        let db = redb::Builder::new().set_cache_size(CACHE_BYTES).create(path).map_err(engine_err)?;
+        let db = redb::Builder::new().set_cache_size(CACHE_BYTES).create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Engine(format!(
+                "the store {} is already open in another process (is another tocsin-node running on this \
+                 data dir? stop it first, or wait a moment after it stopped)",
+                path.display()
+            )),
+            other => StoreError::Engine(format!("cannot open the store {}: {other}", path.display())),
+        })?;
         // redb does not sync the directory; without this a freshly created file may vanish in a
         // power cut even though its contents were synced.
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

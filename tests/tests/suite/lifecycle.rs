@@ -51,6 +51,18 @@ async fn serve_stops_within_two_seconds_and_restarts_at_once() {
     for round in 0..2 {
         let mut child = serve(&member.config_file, &log);
         until_answering(member.client_addr, &mut child, &log).await;
+        if round == 0 {
+            // A second node on the same data dir is refused, and told why and where.
+            let second_log = dir.path().join("second.log");
+            let status = serve(&member.config_file, &second_log).wait().expect("second serve exits");
+            let output = std::fs::read_to_string(&second_log).unwrap_or_default();
+            assert!(!status.success(), "a second node on the same store must not start");
+            let store = member.data_dir.join("store");
+            assert!(
+                output.contains("already open in another process") && output.contains(&store.display().to_string()),
+                "the lock error names the store and what to do: {output}"
+            );
+        }
         let took = terminate(&mut child);
         let output = std::fs::read_to_string(&log).unwrap_or_default();
         assert!(took < Duration::from_secs(2), "round {round}: SIGTERM took {took:?}; log:\n{output}");

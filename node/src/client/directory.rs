@@ -48,8 +48,8 @@ pub async fn delete(s: Arc<Services>, req: Ruma<delete_alias::v3::Request>) -> R
 }
 
 pub async fn get(s: Arc<Services>, req: Ruma<get_alias::v3::Request>) -> Result<get_alias::v3::Response> {
-    let room = s.rooms.resolve_alias(&req.room_alias)?.ok_or_else(|| Error::not_found("no such alias"))?;
-    Ok(get_alias::v3::Response::new(room, vec![s.server_name.clone()]))
+    let (room, servers) = crate::federation::directory::resolve_alias(&s, &req.room_alias).await?;
+    Ok(get_alias::v3::Response::new(room, servers))
 }
 
 pub async fn room_aliases(s: Arc<Services>, req: Ruma<aliases::v3::Request>) -> Result<aliases::v3::Response> {

@@ -143,11 +143,8 @@ pub async fn join_by_id_or_alias(
     req: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> Result<join_room_by_id_or_alias::v3::Response> {
     let auth = req.user()?;
-    let room_id = resolve(&s, &req.room_id_or_alias)?;
-    let mut via = req.via.clone();
-    if let Ok(alias) = <&RoomAliasId>::try_from(&*req.room_id_or_alias) {
-        via.push(alias.server_name().to_owned());
-    }
+    let (room_id, mut via) = resolve_with_servers(&s, &req.room_id_or_alias).await?;
+    via.extend(req.via.iter().cloned());
     Ok(join_room_by_id_or_alias::v3::Response::new(join(&s, &auth.user_id, &room_id, &via).await?))
 }
 
@@ -155,29 +152,30 @@ pub async fn join_by_id_or_alias(
 /// servers named (`via`), the alias's server, or the server the room id names.
 pub async fn knock(s: Arc<Services>, req: Ruma<knock_room::v3::Request>) -> Result<knock_room::v3::Response> {
     let auth = req.user()?.clone();
-    let room_id = resolve(&s, &req.room_id_or_alias)?;
+    let (room_id, alias_servers) = resolve_with_servers(&s, &req.room_id_or_alias).await?;
     let reason = req.body.reason.as_deref();
     if s.rooms.exists(&room_id)? && s.rooms.has_local_member(&room_id).await? {
         let profile = s.users.profile(&auth.user_id)?.unwrap_or_default();
         s.rooms.set_membership(&room_id, &auth.user_id, &auth.user_id, "knock", profile, reason).await?;
         return Ok(knock_room::v3::Response::new(room_id));
     }
-    let mut servers = req.body.via.clone();
-    if let Ok(alias) = <&RoomAliasId>::try_from(&*req.room_id_or_alias) {
-        servers.push(alias.server_name().to_owned());
-    }
+    let mut servers = alias_servers;
+    servers.extend(req.body.via.iter().cloned());
     servers.extend(crate::federation::membership::room_server(&room_id));
     servers.dedup();
     crate::federation::join::knock_remote(&s, &auth.user_id, &room_id, &servers, reason).await?;
     Ok(knock_room::v3::Response::new(room_id))
 }
 
-pub fn resolve(s: &Services, id: &RoomOrAliasId) -> Result<OwnedRoomId> {
+/// A room id as it is, or an alias resolved (on its own server when that is another one), with
+/// the servers the alias's directory says to join through.
+pub async fn resolve_with_servers(
+    s: &Services,
+    id: &RoomOrAliasId,
+) -> Result<(OwnedRoomId, Vec<ruma::OwnedServerName>)> {
     match <&RoomId>::try_from(id) {
-        Ok(room) => Ok(room.to_owned()),
-        Err(alias) => {
-            s.rooms.resolve_alias(alias)?.ok_or_else(|| Error::not_found(format!("no room has the alias {alias}")))
-        }
+        Ok(room) => Ok((room.to_owned(), Vec::new())),
+        Err(alias) => crate::federation::directory::resolve_alias(s, alias).await,
     }
 }
 

@@ -1,4 +1,5 @@
-//! `GET /_matrix/federation/v1/publicRooms`: this node's public room directory, for peers.
+//! `GET /_matrix/federation/v1/publicRooms`: this node's public room directory, for peers; and
+//! resolving another server's room alias through its directory query.
 
 use std::sync::Arc;
 
@@ -17,6 +18,22 @@ use crate::{
 
 /// Rooms per page when the peer names no limit.
 const DEFAULT_LIMIT: usize = 100;
+
+/// The room an alias names and the servers to join it through: asked of the alias's own server
+/// when it is another one, looked up here otherwise.
+pub async fn resolve_alias(
+    s: &Services,
+    alias: &ruma::RoomAliasId,
+) -> Result<(ruma::OwnedRoomId, Vec<ruma::OwnedServerName>)> {
+    if alias.server_name() == s.server_name {
+        let room_id =
+            s.rooms.resolve_alias(alias)?.ok_or_else(|| Error::not_found(format!("no room has the alias {alias}")))?;
+        return Ok((room_id, vec![s.server_name.clone()]));
+    }
+    let request = ruma::api::federation::query::get_room_information::v1::Request::new(alias.to_owned());
+    let response = s.federation_client.send(alias.server_name(), request).await?;
+    Ok((response.room_id, response.servers))
+}
 
 pub async fn public_rooms(
     s: Arc<Services>,

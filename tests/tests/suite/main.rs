@@ -10,6 +10,7 @@ mod fed;
 mod hostile;
 
 mod access_rules;
+mod aliases;
 mod bad_input;
 mod clients;
 mod demo;

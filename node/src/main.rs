@@ -129,6 +129,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Policy { command: PolicyCommand::Apply { remote } } => {
             return policy_remote(cli.config.as_deref(), remote, true).await;
         }
+        Command::Policy { command: PolicyCommand::Check { files, operator_keys } } => {
+            return policy_check(cli.config.as_deref(), files, operator_keys);
+        }
         Command::Policy { command } => return policy(command),
         Command::Demo { dir, base_port, bind } => return run_demo(dir, base_port, bind).await,
         _ => {}
@@ -153,17 +156,9 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn policy(command: PolicyCommand) -> anyhow::Result<()> {
-    use tocsin_policies::{OperatorPublicKey, OperatorSecretKey};
+    use tocsin_policies::OperatorSecretKey;
     match command {
-        PolicyCommand::Check { files, operator_keys } => {
-            let keys = operator_keys.iter().map(|p| OperatorPublicKey::from_file(p)).collect::<Result<Vec<_>, _>>()?;
-            let report = tocsin_policies::check_paths(&files, &keys);
-            println!("{}", report.to_string().trim_end());
-            if !report.is_ok() {
-                std::process::exit(1);
-            }
-            Ok(())
-        }
+        PolicyCommand::Check { files, operator_keys } => policy_check(None, files, operator_keys),
         PolicyCommand::Status => policy_status(None),
         PolicyCommand::Plan { .. } | PolicyCommand::Apply { .. } => Ok(()),
         PolicyCommand::Keygen { out } => {
@@ -224,6 +219,44 @@ async fn policy_remote(config: Option<&std::path::Path>, remote: RemoteArgs, app
         }
     } else {
         print!("{}", remote::plan_text(&client.plan().await?));
+    }
+    Ok(())
+}
+
+/// `policy check`: the files named, or with `--config` and no files, the policy and federation
+/// list that config names, each checked against its server name. Exits 1 on any error.
+fn policy_check(
+    config: Option<&std::path::Path>,
+    mut files: Vec<PathBuf>,
+    mut operator_keys: Vec<PathBuf>,
+) -> anyhow::Result<()> {
+    let config = config.map(|path| Config::load(Some(path))).transpose()?;
+    if files.is_empty()
+        && let Some(config) = &config
+    {
+        files.extend(config.policy.iter().cloned());
+        files.extend(config.federation_list.iter().cloned());
+        operator_keys.extend(config.federation_operator_keys.iter().cloned());
+    }
+    if files.is_empty() {
+        anyhow::bail!("nothing to check: name policy files, or a --config whose `policy` or `federation_list` is set");
+    }
+    let keys = operator_keys
+        .iter()
+        .map(|p| tocsin_policies::OperatorPublicKey::from_file(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let report = tocsin_policies::check_paths(&files, &keys);
+    println!("{}", report.to_string().trim_end());
+    let mut ok = report.is_ok();
+    if let Some(config) = &config
+        && let Some(policy) = &config.policy
+        && let Err(e) = tocsin_node::policy::read(policy, &config.server_name)
+    {
+        println!("error: {e}");
+        ok = false;
+    }
+    if !ok {
+        std::process::exit(1);
     }
     Ok(())
 }

@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn direct_rooms_count_who_is_in_them() {
-        let gate = PolicyGate::load(None).expect("gate");
+        let gate = PolicyGate::load(None, "tocsin.test").expect("gate");
         let rule = content(AccessRule::Direct);
         let members = [("@a:x", Some("join".to_owned())), ("@b:x", Some("invite".to_owned())), ("@c:x", None)];
         let facts = |target: &str| RoomFacts::from_members(Some(&rule), &user(target), members.clone());

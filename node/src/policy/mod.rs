@@ -52,6 +52,7 @@ pub const ALARM_KEY: &str = "org.tocsin.alarm";
 
 pub struct PolicyGate {
     path: Option<PathBuf>,
+    server_name: String,
     current: RwLock<Option<Arc<NodePolicy>>>,
     /// The signed federation list: who may federate with this node.
     pub federation: federation::FederationGate,
@@ -60,18 +61,25 @@ pub struct PolicyGate {
 impl PolicyGate {
     /// Loads the policy at `path` (a file or a folder of them). A node must not start on a policy
     /// it cannot read: the error names file, line and field.
-    pub fn load(path: Option<PathBuf>) -> anyhow::Result<Self> {
+    /// A policy written for another server (its `[node] server_name`) is refused: its accounts
+    /// and rooms would be provisioned under the wrong name.
+    pub fn load(path: Option<PathBuf>, server_name: &str) -> anyhow::Result<Self> {
         let current = match &path {
-            Some(p) => Some(Arc::new(read(p)?)),
+            Some(p) => Some(Arc::new(read(p, server_name)?)),
             None => None,
         };
-        Ok(Self { path, current: RwLock::new(current), federation: federation::FederationGate::open() })
+        Ok(Self {
+            path,
+            server_name: server_name.to_owned(),
+            current: RwLock::new(current),
+            federation: federation::FederationGate::open(),
+        })
     }
 
     /// Loads the node policy (`policy`) and the federation list (`federation_list`, verified
     /// with `federation_operator_keys`). A bad file of either stops the start.
     pub fn from_config(config: &crate::Config) -> anyhow::Result<Self> {
-        let mut gate = Self::load(config.policy.clone())?;
+        let mut gate = Self::load(config.policy.clone(), &config.server_name)?;
         gate.federation = federation::FederationGate::load_saved(
             config.federation_list.clone(),
             &config.federation_operator_keys,
@@ -92,7 +100,7 @@ impl PolicyGate {
     /// the error comes back for the log.
     pub fn reload(&self) -> std::result::Result<(), String> {
         let Some(path) = &self.path else { return Ok(()) };
-        let policy = read(path).map_err(|e| e.to_string())?;
+        let policy = read(path, &self.server_name).map_err(|e| e.to_string())?;
         if let Ok(mut current) = self.current.write() {
             *current = Some(Arc::new(policy));
         }
@@ -176,11 +184,21 @@ impl PolicyGate {
     }
 }
 
-fn read(path: &std::path::Path) -> anyhow::Result<NodePolicy> {
+/// Reads a node policy and checks it is written for `server_name`.
+pub fn read(path: &std::path::Path, server_name: &str) -> anyhow::Result<NodePolicy> {
     let parsed =
         tocsin_policies::read_node_policy(path).map_err(|e| anyhow::anyhow!("policy {}: {e}", path.display()))?;
     for warning in parsed.warnings.iter() {
         tracing::warn!(%warning, "policy warning");
+    }
+    if let Some(for_server) = &parsed.policy.node.server_name
+        && for_server != server_name
+    {
+        anyhow::bail!(
+            "policy {}: written for server {for_server} ([node] server_name), but this node is {server_name}; \
+             point `policy` at this node's own policy, or correct [node] server_name",
+            path.display()
+        );
     }
     Ok(parsed.policy)
 }

@@ -27,6 +27,7 @@ mod lifecycle;
 mod list_lifecycle;
 mod policy_apply;
 mod policy_gate;
+mod policy_safety;
 mod registration;
 mod retention;
 mod room_features;

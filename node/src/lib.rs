@@ -10,6 +10,8 @@ pub mod demo;
 pub mod e2ee;
 pub mod error;
 pub mod federation;
+#[cfg(test)]
+mod fuzz;
 pub mod http;
 pub mod keys;
 pub mod media;

@@ -4,7 +4,7 @@
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, EventId,
     room_version_rules::RoomVersionRules,
-    signatures::{Verified, reference_hash, required_server_signatures_to_verify_event, verify_event},
+    signatures::{PublicKeyMap, Verified, reference_hash, required_server_signatures_to_verify_event, verify_event},
     state_res,
 };
 use serde_json::value::RawValue;
@@ -45,13 +45,30 @@ pub async fn verify(
     raw: &RawValue,
     via: &ruma::ServerName,
 ) -> Result<Pdu, PduError> {
-    let mut object = parse_object(raw)?;
-    object.remove("unsigned");
-    state_res::check_pdu_format(&object, &rules.event_format).map_err(PduError::Format)?;
+    let object = checked_object(rules, raw)?;
     let servers = required_server_signatures_to_verify_event(&object, &rules.signatures)
         .map_err(|e| PduError::Signature(e.to_string()))?;
     let keys = s.remote_keys.public_key_map_via(servers, via).await?;
-    let object = match verify_event(&keys, &object, rules) {
+    verify_with_keys(rules, object, &keys)
+}
+
+/// A raw PDU as a canonical JSON object in the room version's format, without `unsigned`
+/// (which is not covered by the signatures).
+pub fn checked_object(rules: &RoomVersionRules, raw: &RawValue) -> Result<CanonicalJsonObject, PduError> {
+    let mut object = parse_object(raw)?;
+    object.remove("unsigned");
+    state_res::check_pdu_format(&object, &rules.event_format).map_err(PduError::Format)?;
+    Ok(object)
+}
+
+/// The rest of [`verify`] once the signers' keys are known (kept apart so it can be tested
+/// without a network).
+pub fn verify_with_keys(
+    rules: &RoomVersionRules,
+    object: CanonicalJsonObject,
+    keys: &PublicKeyMap,
+) -> Result<Pdu, PduError> {
+    let object = match verify_event(keys, &object, rules) {
         Ok(Verified::All) => object,
         Ok(Verified::Signatures) => {
             tracing::warn!("content hash mismatch: keeping the redacted event");

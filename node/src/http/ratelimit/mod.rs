@@ -96,13 +96,13 @@ impl RateLimiter {
         if let (Some(buckets), Some(key)) = (&limits.per_user, &user_key) {
             buckets.take(key, now).map_err(|wait| limited(action, wait))?;
         }
-        if let (Some(buckets), Some(ip)) = (&limits.per_ip, ip) {
-            if let Err(wait) = buckets.take(&ip, now) {
-                if let (Some(user_buckets), Some(key)) = (&limits.per_user, &user_key) {
-                    user_buckets.refund(key, now);
-                }
-                return Err(limited(action, wait));
+        if let (Some(buckets), Some(ip)) = (&limits.per_ip, ip)
+            && let Err(wait) = buckets.take(&ip, now)
+        {
+            if let (Some(user_buckets), Some(key)) = (&limits.per_user, &user_key) {
+                user_buckets.refund(key, now);
             }
+            return Err(limited(action, wait));
         }
         Ok(())
     }

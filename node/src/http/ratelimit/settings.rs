@@ -108,7 +108,8 @@ impl RateLimitConfig {
     /// A limit that is on must refill: `per_second` above zero and finite.
     pub fn validate(&self) -> Result<(), String> {
         for (name, limit) in self.named_limits() {
-            if !limit.is_off() && !(limit.per_second.is_finite() && limit.per_second > 0.0) {
+            let refills = limit.per_second.is_finite() && limit.per_second > 0.0;
+            if !limit.is_off() && !refills {
                 return Err(format!("{name}: per_second must be above 0 (or burst = 0 to turn the limit off)"));
             }
         }

@@ -6,6 +6,8 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, str::FromStr};
 use serde::Deserialize;
 use tocsin_store::EngineKind;
 
+use crate::http::RateLimitConfig;
+
 /// How new accounts may be created over the Client-Server API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -105,6 +107,10 @@ pub struct Config {
     /// `m.room.retention` lets expire. Unset: half the shortest `max_lifetime` of the node's
     /// rooms, between 1 s and 10 min.
     pub retention_purge_interval_secs: Option<u64>,
+    /// The `[rate_limits]` table: token buckets per user and per client address for logins,
+    /// registration, sends, joins, invites and uploads, and the reverse proxies trusted to name
+    /// the client (`X-Forwarded-For`).
+    pub rate_limits: RateLimitConfig,
 }
 
 impl Default for Config {
@@ -133,6 +139,7 @@ impl Default for Config {
             federation_operator_keys: Vec::new(),
             presence: false,
             retention_purge_interval_secs: None,
+            rate_limits: RateLimitConfig::default(),
         }
     }
 }
@@ -251,6 +258,31 @@ impl Config {
                 message: format!("`{v}` is not an ip:port address ({e})"),
             })?);
         }
+        if let Some(v) = var("TOCSIN_RATE_LIMITS") {
+            self.rate_limits.enabled = match v.trim() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                other => {
+                    return Err(ConfigError::Invalid {
+                        key: "rate_limits",
+                        message: format!("`{other}` is not on or off"),
+                    });
+                }
+            };
+        }
+        if let Some(v) = var("TOCSIN_TRUSTED_PROXIES") {
+            self.rate_limits.trusted_proxies = v
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    p.parse().map_err(|e| ConfigError::Invalid {
+                        key: "rate_limits.trusted_proxies",
+                        message: format!("`{p}` is not an IP address ({e})"),
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
         if let Some(v) = var("TOCSIN_FEDERATION_MAX_BACKOFF_SECS") {
             self.federation_max_backoff_secs = v.trim().parse().map_err(|e| ConfigError::Invalid {
                 key: "federation_max_backoff_secs",
@@ -299,6 +331,7 @@ impl Config {
                 message: format!("`{}` is not a supported room version (10, 11 or 12)", self.default_room_version),
             });
         }
+        self.rate_limits.validate().map_err(|message| ConfigError::Invalid { key: "rate_limits", message })?;
         if self.federation_max_backoff_secs == 0 {
             return Err(ConfigError::Invalid {
                 key: "federation_max_backoff_secs",
@@ -340,6 +373,7 @@ struct RawConfig {
     federation_operator_keys: Option<Vec<PathBuf>>,
     presence: Option<bool>,
     retention_purge_interval_secs: Option<u64>,
+    rate_limits: Option<RateLimitConfig>,
 }
 
 impl RawConfig {
@@ -372,6 +406,7 @@ impl RawConfig {
             federation_operator_keys: self.federation_operator_keys.unwrap_or(d.federation_operator_keys),
             presence: self.presence.unwrap_or(d.presence),
             retention_purge_interval_secs: self.retention_purge_interval_secs.or(d.retention_purge_interval_secs),
+            rate_limits: self.rate_limits.unwrap_or(d.rate_limits),
         })
     }
 }
@@ -488,6 +523,28 @@ mod tests {
         assert!(err.to_string().contains("nowhere"), "{err}");
         config.registration = Registration::Token;
         assert!(config.validate().unwrap_err().to_string().contains("registration_token"));
+    }
+
+    #[test]
+    fn rate_limits_parse_keep_unnamed_defaults_and_switch_off() {
+        use crate::http::ratelimit::Limit;
+        let text = "[rate_limits]\ntrusted_proxies = [\"10.0.0.1\"]\nsend_per_user = { burst = 10, per_second = 1.5 }\njoin_per_user = { burst = 0 }";
+        let mut config = Config::from_toml(text).unwrap();
+        let limits = &config.rate_limits;
+        assert!(limits.enabled);
+        assert_eq!(limits.trusted_proxies, vec!["10.0.0.1".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(limits.send_per_user, Limit::new(10, 1.5));
+        assert!(limits.join_per_user.is_off());
+        assert_eq!(limits.login_failures_per_user, RateLimitConfig::default().login_failures_per_user);
+        config.validate().unwrap();
+        config.apply_env(|k| (k == "TOCSIN_RATE_LIMITS").then(|| "off".to_owned())).unwrap();
+        assert!(!config.rate_limits.enabled);
+        config.apply_env(|k| (k == "TOCSIN_TRUSTED_PROXIES").then(|| "127.0.0.1, ::1".to_owned())).unwrap();
+        assert_eq!(config.rate_limits.trusted_proxies.len(), 2);
+        assert!(config.apply_env(|k| (k == "TOCSIN_TRUSTED_PROXIES").then(|| "proxy".to_owned())).is_err());
+        let never_refills = Config::from_toml("[rate_limits]\nsend_per_user = { burst = 5 }").unwrap();
+        assert!(never_refills.validate().unwrap_err().to_string().contains("send_per_user"));
+        assert!(Config::from_toml("[rate_limits]\nsends = { burst = 5 }").is_err());
     }
 
     #[test]

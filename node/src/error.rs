@@ -57,6 +57,10 @@ pub enum Error {
     IncompatibleRoomVersion(ruma::RoomVersionId),
     #[error("wrong backup version, current is {0:?}")]
     WrongRoomKeysVersion(Option<String>),
+    /// A rate limit: try again after the wait (429 `M_LIMIT_EXCEEDED` with `retry_after_ms` and
+    /// a `Retry-After` header).
+    #[error("too many requests; try again in {} ms", .0.as_millis())]
+    LimitExceeded(std::time::Duration),
     #[error("user-interactive authentication required")]
     Uiaa(Box<UiaaInfo>),
     /// A federation peer could not be reached (discovery, connection, TLS or timeout).
@@ -125,6 +129,11 @@ impl Error {
                     current.clone().unwrap_or_default(),
                 )),
             ),
+            Error::LimitExceeded(wait) => {
+                let mut data = ruma::api::error::LimitExceededErrorData::new();
+                data.retry_after = Some(ruma::api::error::RetryAfter::Delay(*wait));
+                (StatusCode::TOO_MANY_REQUESTS, K::LimitExceeded(data))
+            }
             Error::Uiaa(_) => (StatusCode::UNAUTHORIZED, K::Forbidden),
             Error::Unreachable(_) => (StatusCode::BAD_GATEWAY, K::Unknown),
             Error::Remote(e) => (e.status_code, e.error_kind().cloned().unwrap_or(K::Unknown)),

@@ -58,6 +58,8 @@ pub struct Services {
     pub inbound: federation::receive::Inbound,
     /// One `policy apply` at a time.
     pub provisioning: policy::provision::Provisioning,
+    /// Rate limits per user and per client address (`[rate_limits]`).
+    pub limits: http::RateLimiter,
 }
 
 impl Services {
@@ -90,6 +92,7 @@ impl Services {
         policy::watch::install(&policy, &federation_client, &config);
         let remote_keys = federation::remote_keys::RemoteKeys::new(db.clone(), keys.clone(), federation_client.clone());
         let peer_seen = federation::peer_seen_channel();
+        let limits = http::RateLimiter::new(&config.rate_limits);
         Ok(Arc::new(Self {
             config,
             server_name,
@@ -108,6 +111,7 @@ impl Services {
             peer_seen,
             inbound: federation::receive::Inbound::default(),
             provisioning: policy::provision::Provisioning::default(),
+            limits,
         }))
     }
 }
@@ -164,6 +168,8 @@ impl Node {
         sync::presence::spawn_idle_timer(services.clone(), shutdown.subscribe());
         rooms::retention::purge::spawn(services.clone(), shutdown.subscribe());
         let task = tokio::spawn(async move {
+            // The peer address feeds the per-address rate limits.
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = shutdown_rx.wait_for(|stop| *stop).await;
             });

@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -48,11 +50,17 @@ pub fn is_loopback_url(url: &Url) -> bool {
     bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// How often one request is retried after 429 `M_LIMIT_EXCEEDED` before the error is returned.
+const RATE_LIMIT_RETRIES: u32 = 10;
+
 /// A homeserver base URL plus a shared HTTP connection pool.
 #[derive(Clone)]
 pub struct Homeserver {
     http: reqwest::Client,
     base: Url,
+    /// 429 answers seen (and waited out), shared by every clone: the load generator reports it so
+    /// a run shows whether the server's rate limits bound.
+    rate_limited: Arc<AtomicU64>,
 }
 
 impl Homeserver {
@@ -68,7 +76,12 @@ impl Homeserver {
             .timeout(REQUEST_TIMEOUT)
             .build()
             .context("building the HTTP client")?;
-        Ok(Self { http, base })
+        Ok(Self { http, base, rate_limited: Arc::default() })
+    }
+
+    /// How many 429 answers requests through this homeserver (and its clones) waited out.
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited.load(Ordering::Relaxed)
     }
 
     pub fn base(&self) -> &Url {
@@ -99,16 +112,29 @@ impl Homeserver {
         timeout: Duration,
     ) -> Result<T> {
         let what = format!("{method} {}", url.path());
-        let mut req = self.http.request(method, url).timeout(timeout);
-        if let Some(token) = token {
-            req = req.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            req = req.json(body);
-        }
-        let resp = req.send().await.with_context(|| format!("{what}: sending"))?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.with_context(|| format!("{what}: reading the body"))?;
+        let mut retries = 0;
+        let (status, bytes) = loop {
+            let mut req = self.http.request(method.clone(), url.clone()).timeout(timeout);
+            if let Some(token) = token {
+                req = req.bearer_auth(token);
+            }
+            if let Some(body) = body {
+                req = req.json(body);
+            }
+            let resp = req.send().await.with_context(|| format!("{what}: sending"))?;
+            let status = resp.status();
+            let bytes = resp.bytes().await.with_context(|| format!("{what}: reading the body"))?;
+            // A rate-limited request is retried after the wait the server names, as clients do.
+            if status == StatusCode::TOO_MANY_REQUESTS && retries < RATE_LIMIT_RETRIES {
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let wait = body.get("retry_after_ms").and_then(Value::as_u64).unwrap_or(1000).min(60_000);
+                self.rate_limited.fetch_add(1, Ordering::Relaxed);
+                retries += 1;
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                continue;
+            }
+            break (status, bytes);
+        };
         if !status.is_success() {
             let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             let field = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("").to_owned();

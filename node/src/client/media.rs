@@ -16,7 +16,7 @@ use ruma::{
 use crate::{
     Services,
     error::{Error, Result},
-    http::Ruma,
+    http::{Action, Ruma},
     media::MediaMeta,
 };
 
@@ -25,6 +25,7 @@ pub async fn upload(
     req: Ruma<legacy::create_content::v3::Request>,
 ) -> Result<legacy::create_content::v3::Response> {
     let auth = req.user()?.clone();
+    s.limits.take(Action::Upload, Some(&auth.user_id), req.client_ip)?;
     let body = req.body;
     let media_id = s.media.upload(auth.user_id.as_str(), body.file, body.content_type, body.filename).await?;
     let uri = <&MxcUri>::from(format!("mxc://{}/{media_id}", s.server_name).as_str()).to_owned();

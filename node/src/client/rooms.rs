@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::{
     Services,
     error::{Error, Result},
-    http::Ruma,
+    http::{Action, Ruma},
     rooms::{CreateRoom, Preset},
 };
 
@@ -135,6 +135,7 @@ pub async fn join_by_id(
     req: Ruma<join_room_by_id::v3::Request>,
 ) -> Result<join_room_by_id::v3::Response> {
     let auth = req.user()?;
+    s.limits.take(Action::Join, Some(&auth.user_id), req.client_ip)?;
     Ok(join_room_by_id::v3::Response::new(join(&s, &auth.user_id, &req.room_id, &[]).await?))
 }
 
@@ -143,6 +144,7 @@ pub async fn join_by_id_or_alias(
     req: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> Result<join_room_by_id_or_alias::v3::Response> {
     let auth = req.user()?;
+    s.limits.take(Action::Join, Some(&auth.user_id), req.client_ip)?;
     let (room_id, mut via) = resolve_with_servers(&s, &req.room_id_or_alias).await?;
     via.extend(req.via.iter().cloned());
     Ok(join_room_by_id_or_alias::v3::Response::new(join(&s, &auth.user_id, &room_id, &via).await?))
@@ -152,6 +154,7 @@ pub async fn join_by_id_or_alias(
 /// servers named (`via`), the alias's server, or the server the room id names.
 pub async fn knock(s: Arc<Services>, req: Ruma<knock_room::v3::Request>) -> Result<knock_room::v3::Response> {
     let auth = req.user()?.clone();
+    s.limits.take(Action::Join, Some(&auth.user_id), req.client_ip)?;
     let (room_id, alias_servers) = resolve_with_servers(&s, &req.room_id_or_alias).await?;
     let reason = req.body.reason.as_deref();
     if s.rooms.exists(&room_id)? && s.rooms.has_local_member(&room_id).await? {
@@ -181,6 +184,7 @@ pub async fn resolve_with_servers(
 
 pub async fn invite(s: Arc<Services>, req: Ruma<invite_user::v3::Request>) -> Result<invite_user::v3::Response> {
     let auth = req.user()?;
+    s.limits.take(Action::Invite, Some(&auth.user_id), req.client_ip)?;
     let invite_user::v3::InvitationRecipient::UserId(recipient) = &req.recipient else {
         return Err(Error::forbidden("third-party invites are not supported"));
     };

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::{
     Services,
     error::{Error, Result},
-    http::Ruma,
+    http::{Action, Ruma},
     rooms::{NewEvent, TxnRef},
 };
 
@@ -29,6 +29,7 @@ pub async fn message(
     req: Ruma<send_message_event::v3::Request>,
 ) -> Result<send_message_event::v3::Response> {
     let auth = req.user()?;
+    s.limits.take(Action::Send, Some(&auth.user_id), req.client_ip)?;
     let content = content_of(&req.body.body)?;
     let kind = TimelineEventType::from(req.event_type.to_string());
     let txn = TxnRef { device_id: auth.device_id.clone(), txn_id: req.txn_id.to_string(), endpoint: "send" };
@@ -41,6 +42,7 @@ pub async fn state(
     req: Ruma<send_state_event::v3::Request>,
 ) -> Result<send_state_event::v3::Response> {
     let auth = req.user()?;
+    s.limits.take(Action::Send, Some(&auth.user_id), req.client_ip)?;
     let content = content_of(&req.body.body)?;
     let event = NewEvent::state(req.event_type.to_string(), req.state_key.clone(), content);
     let pdu = s.rooms.send(&req.room_id, &auth.user_id, event, None).await?;
@@ -49,6 +51,7 @@ pub async fn state(
 
 pub async fn redact(s: Arc<Services>, req: Ruma<redact_event::v3::Request>) -> Result<redact_event::v3::Response> {
     let auth = req.user()?;
+    s.limits.take(Action::Send, Some(&auth.user_id), req.client_ip)?;
     if s.rooms.pdu(&req.event_id)?.is_none_or(|p| p.room_id != req.room_id) {
         return Err(Error::not_found("no such event in this room"));
     }

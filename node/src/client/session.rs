@@ -11,7 +11,7 @@ use ruma::api::client::{
 use crate::{
     Registration, Services,
     error::{Error, Result},
-    http::Ruma,
+    http::{Action, Ruma},
 };
 
 pub async fn login_types(
@@ -22,6 +22,8 @@ pub async fn login_types(
 }
 
 pub async fn login(s: Arc<Services>, req: Ruma<login::v3::Request>) -> Result<login::v3::Response> {
+    let ip = req.client_ip;
+    s.limits.take(Action::Login, None, ip)?;
     let req = req.body;
     // An unsupported login type is a bad request (400 M_UNKNOWN, as the spec's example), not an
     // unknown endpoint: 404 M_UNRECOGNIZED makes clients think /login itself is missing.
@@ -35,9 +37,14 @@ pub async fn login(s: Arc<Services>, req: Ruma<login::v3::Request>) -> Result<lo
         _ => return Err(Error::bad_json("only m.id.user identifiers are supported")),
     };
     let user_id = s.users.parse_login_user(&user)?;
-    if !s.users.is_local(&user_id) || !s.users.check_password(&user_id, &password.password).await? {
+    // A failure is charged before the password is checked and given back when it was right:
+    // parallel guesses cannot overrun the bucket, and once it is empty even the right password
+    // waits (an attacker learns nothing from which attempt would have worked).
+    s.limits.take(Action::LoginFailure, Some(&user_id), ip)?;
+    if !s.users.check_password(&user_id, &password.password).await? {
         return Err(Error::forbidden("invalid username or password"));
     }
+    s.limits.refund(Action::LoginFailure, Some(&user_id), ip);
     let prev = crate::federation::edu::key_position(&s, &user_id);
     let known_device = match &req.device_id {
         Some(d) => s.users.device(&user_id, d)?.is_some(),
@@ -67,6 +74,7 @@ pub async fn register(s: Arc<Services>, req: Ruma<register::v3::Request>) -> Res
     if mode == Registration::Closed {
         return Err(Error::forbidden("registration is closed on this node; ask an admin for an account"));
     }
+    let ip = req.client_ip;
     let req = req.body;
     if req.kind == register::RegistrationKind::Guest {
         return Err(Error::forbidden("guest access is disabled"));
@@ -88,6 +96,8 @@ pub async fn register(s: Arc<Services>, req: Ruma<register::v3::Request>) -> Res
     let Some(auth) = &req.auth else {
         return Err(Error::Uiaa(Box::new(s.users.uiaa.start(flows))));
     };
+    // Each attempt at a stage counts (a registration token is guessed here), not only successes.
+    s.limits.take(Action::Register, None, ip)?;
     let session =
         auth.session().map(str::to_owned).ok_or_else(|| Error::Uiaa(Box::new(s.users.uiaa.start(flows.clone()))))?;
     if !s.users.uiaa.exists(&session) {
@@ -96,7 +106,8 @@ pub async fn register(s: Arc<Services>, req: Ruma<register::v3::Request>) -> Res
     let stage = match (auth, mode) {
         (AuthData::Dummy(_), Registration::Open) => AuthType::Dummy,
         (AuthData::RegistrationToken(t), Registration::Token) => {
-            if Some(t.token.as_str()) != s.config.registration_token.as_deref() {
+            let expected = s.config.registration_token.as_deref().unwrap_or_default();
+            if expected.is_empty() || !crate::users::secrets_match(&t.token, expected) {
                 return Err(Error::forbidden("invalid registration token"));
             }
             AuthType::RegistrationToken
@@ -150,9 +161,13 @@ pub async fn require_password(s: &Services, user_id: &ruma::UserId, auth: Option
     let Some(AuthData::Password(p)) = auth else {
         return Err(Error::Uiaa(Box::new(s.users.uiaa.start(flows))));
     };
+    // Whoever holds a stolen access token could guess the password here: the account's
+    // failed-login bucket applies as on /login.
+    s.limits.take(Action::LoginFailure, Some(user_id), None)?;
     if !s.users.check_password(user_id, &p.password).await? {
         return Err(Error::forbidden("wrong password"));
     }
+    s.limits.refund(Action::LoginFailure, Some(user_id), None);
     if let Some(session) = &p.session {
         s.users.uiaa.complete_stage(session, AuthType::Password, &flows);
     }

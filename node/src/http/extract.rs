@@ -1,8 +1,12 @@
 //! Turns an HTTP request into a ruma request type, authenticating the caller on the way.
 
-use std::{any::TypeId, sync::Arc};
+use std::{
+    any::TypeId,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
-use axum::extract::{FromRequest, RawPathParams, Request};
+use axum::extract::{ConnectInfo, FromRequest, RawPathParams, Request};
 use bytes::Bytes;
 use ruma::{
     OwnedDeviceId, OwnedServerName, OwnedUserId, ServerName,
@@ -36,6 +40,8 @@ pub struct Ruma<T> {
     /// Set for federation endpoints (`ServerSignatures`): the server whose X-Matrix signature
     /// verified.
     pub origin: Option<OwnedServerName>,
+    /// The address the client's requests are rate-limited by (see [`super::ratelimit::client_ip`]).
+    pub client_ip: Option<IpAddr>,
 }
 
 impl<T> Ruma<T> {
@@ -125,9 +131,11 @@ where
             None
         };
 
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+        let client_ip = super::ratelimit::client_ip(peer, &parts.headers, &services.config.rate_limits.trusted_proxies);
         let http_req = http::Request::from_parts(parts, bytes.clone());
         let body = T::try_from_http_request(http_req, &path_args).map_err(|e| request_error(e, &bytes))?;
-        Ok(Ruma { body, caller: auth, json_body: bytes, origin })
+        Ok(Ruma { body, caller: auth, json_body: bytes, origin, client_ip })
     }
 }
 

@@ -1,8 +1,10 @@
 //! HTTP plumbing shared by every endpoint group: the ruma request extractor, routing of ruma
-//! endpoint types, CORS and the fallback for unknown endpoints.
+//! endpoint types, rate limits, CORS and the fallback for unknown endpoints.
 
 mod extract;
+pub mod ratelimit;
 mod router;
 
 pub use extract::{Auth, Ruma};
+pub use ratelimit::{Action, RateLimitConfig, RateLimiter};
 pub use router::{EndpointRouter, cors, unrecognized};

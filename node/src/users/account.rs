@@ -2,6 +2,8 @@
 
 use argon2::{Argon2, PasswordHash, password_hash::SaltString};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::error::{Error, Result};
 
@@ -101,6 +103,20 @@ impl HashPool {
         .await
     }
 
+    /// Does the work of a verification against a hash no password matches, so an unknown
+    /// account takes as long to refuse as a wrong password (no enumeration by timing).
+    pub async fn verify_dummy(&self, password: String) -> Result<()> {
+        self.run(move |memory| {
+            let salt = [0x5au8; 16];
+            let mut out = [0u8; 32];
+            compute(&params(), password.as_bytes(), &salt, &mut out, memory)?;
+            // Compared like a real hash, and the result thrown away.
+            let _ = out.ct_eq(&[0u8; 32]);
+            Ok(())
+        })
+        .await
+    }
+
     pub async fn verify(&self, password: String, hash: String) -> Result<bool> {
         self.run(move |memory| {
             let parsed = PasswordHash::new(&hash).map_err(Error::internal)?;
@@ -131,8 +147,52 @@ fn compute(
         .map_err(Error::internal)
 }
 
+/// Compares a secret a client sent with the configured one in constant time: both are hashed
+/// first, so neither the content nor the length of the expected secret shows in the timing.
+pub fn secrets_match(given: &str, expected: &str) -> bool {
+    let given = Sha256::digest(given.as_bytes());
+    let expected = Sha256::digest(expected.as_bytes());
+    given.ct_eq(&expected).into()
+}
+
 impl Default for HashPool {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_match_only_when_equal() {
+        assert!(secrets_match("crisis-2026", "crisis-2026"));
+        assert!(!secrets_match("crisis-2025", "crisis-2026"));
+        assert!(!secrets_match("crisis", "crisis-2026"));
+        assert!(!secrets_match("", "crisis-2026"));
+    }
+
+    #[tokio::test]
+    async fn a_dummy_verification_costs_what_a_real_one_does() {
+        let pool = HashPool::new();
+        let hash = pool.hash("right".to_owned()).await.unwrap();
+        // Warm both paths once (buffers are allocated on first use).
+        pool.verify("wrong".to_owned(), hash.clone()).await.unwrap();
+        pool.verify_dummy("wrong".to_owned()).await.unwrap();
+        let mut real = Vec::new();
+        let mut dummy = Vec::new();
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            assert!(!pool.verify("wrong".to_owned(), hash.clone()).await.unwrap());
+            real.push(t.elapsed());
+            let t = std::time::Instant::now();
+            pool.verify_dummy("wrong".to_owned()).await.unwrap();
+            dummy.push(t.elapsed());
+        }
+        real.sort();
+        dummy.sort();
+        let (real, dummy) = (real[2].as_secs_f64(), dummy[2].as_secs_f64());
+        assert!(dummy > real / 2.0 && dummy < real * 2.0, "real {real}s, dummy {dummy}s");
     }
 }

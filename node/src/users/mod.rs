@@ -6,7 +6,7 @@ mod openid;
 pub use openid::OPENID_VALIDITY;
 mod uiaa;
 
-pub use account::{Account, Device};
+pub use account::{Account, Device, secrets_match};
 pub use account_data::AccountDataEntry;
 pub use uiaa::UiaaSessions;
 
@@ -153,15 +153,19 @@ impl Users {
         self.db.write(batch).await
     }
 
-    /// Checks a password; an account without a password never matches.
+    /// Checks a password; an account without a password never matches. Every refusal costs
+    /// one argon2 verification, so the time taken does not tell whether the account exists.
     pub async fn check_password(&self, user_id: &UserId, password: &str) -> Result<bool> {
-        let Some(account) = self.account(user_id)? else { return Ok(false) };
-        if account.deactivated {
-            return Ok(false);
-        }
-        match account.password_hash {
+        let hash = match self.account(user_id)? {
+            Some(account) if !account.deactivated && self.is_local(user_id) => account.password_hash,
+            _ => None,
+        };
+        match hash {
             Some(hash) => self.hasher.verify(password.to_owned(), hash).await,
-            None => Ok(false),
+            None => {
+                self.hasher.verify_dummy(password.to_owned()).await?;
+                Ok(false)
+            }
         }
     }
 

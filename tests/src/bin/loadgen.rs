@@ -257,6 +257,7 @@ fn print_table(r: &Report) {
     if let Some(e) = &t.first_error {
         println!("  first error: {e}");
     }
+    println!("  rate-limited answers (429)       {:>10}", r.rate_limited);
     println!("completeness (reader B via /sync + /messages)");
     println!("  expected / seen                  {:>10} / {}", c.expected, c.seen_unique);
     println!("  missing                          {:>10}", c.missing);

@@ -109,6 +109,8 @@ pub struct Report {
     pub completeness: CompletenessReport,
     pub rss_before: Option<RssReport>,
     pub rss_after: Option<RssReport>,
+    /// 429 `M_LIMIT_EXCEEDED` answers the run waited out (0: the server's rate limits never bound).
+    pub rate_limited: u64,
 }
 
 impl Report {
@@ -184,6 +186,7 @@ pub async fn run(cfg: &Config, label: &str, pid: Option<u32>) -> Result<Report> 
         completeness,
         rss_before,
         rss_after,
+        rate_limited: hs.rate_limited(),
     })
 }
 

@@ -33,4 +33,5 @@ mod retention;
 mod room_features;
 mod server_keys;
 mod sync;
+mod trust_limits;
 mod trust_reads;

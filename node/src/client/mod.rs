@@ -72,7 +72,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<get_capabilities::v3::Request, _, _>(discovery::capabilities)
         .raw("/.well-known/matrix/client", get(discovery::well_known_client))
         .ruma::<get_login_types::v3::Request, _, _>(session::login_types)
-        .ruma::<login::v3::Request, _, _>(session::login)
+        .ruma_prepared::<login::v3::Request, _, _>(session::login_body, session::login)
         .ruma::<register::v3::Request, _, _>(session::register)
         .ruma::<whoami::v3::Request, _, _>(session::whoami)
         .ruma::<ruma::api::client::account::request_openid_token::v3::Request, _, _>(account::openid_token)

@@ -2,7 +2,8 @@
 //! endpoint types, CORS and the fallback for unknown endpoints.
 
 mod extract;
+pub mod log;
 mod router;
 
-pub use extract::{Auth, Ruma};
+pub use extract::{Auth, Prepare, Ruma};
 pub use router::{EndpointRouter, cors, unrecognized};

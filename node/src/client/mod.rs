@@ -172,7 +172,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<get_alias::v3::Request, _, _>(directory::get)
         .ruma::<aliases::v3::Request, _, _>(directory::room_aliases)
         .ruma::<get_room_visibility::v3::Request, _, _>(directory::visibility)
-        .ruma::<set_room_visibility::v3::Request, _, _>(directory::set_visibility)
+        .ruma_prepared::<set_room_visibility::v3::Request, _, _>(directory::visibility_body, directory::set_visibility)
         .ruma::<get_public_rooms::v3::Request, _, _>(directory::public_rooms)
         .ruma::<get_public_rooms_filtered::v3::Request, _, _>(directory::public_rooms_filtered)
         // Synapse serves its key on the client port too; peers and tools may ask either.

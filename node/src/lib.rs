@@ -7,6 +7,7 @@ pub mod admin;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod directory;
 pub mod e2ee;
 pub mod error;
 pub mod federation;

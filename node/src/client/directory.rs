@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use ruma::{
     UInt,
     api::client::{
@@ -21,29 +22,13 @@ use crate::{
 
 pub async fn create(s: Arc<Services>, req: Ruma<create_alias::v3::Request>) -> Result<create_alias::v3::Response> {
     let auth = req.user()?;
-    if req.room_alias.server_name() != s.server_name {
-        return Err(Error::invalid_param("aliases must be on this node's server name"));
-    }
-    if s.rooms.resolve_alias(&req.room_alias)?.is_some() {
-        return Err(Error::RoomInUse);
-    }
-    if s.rooms.membership(&req.room_id, &auth.user_id).await?.as_deref() != Some("join") {
-        return Err(Error::forbidden("you must be in the room to give it an alias"));
-    }
-    s.rooms.set_alias(&req.room_alias, Some(&req.room_id)).await?;
+    crate::directory::create_alias(&s, &req.room_alias, &req.room_id, &auth.user_id).await?;
     Ok(create_alias::v3::Response::new())
 }
 
 pub async fn delete(s: Arc<Services>, req: Ruma<delete_alias::v3::Request>) -> Result<delete_alias::v3::Response> {
     let auth = req.user()?;
-    let room = s.rooms.resolve_alias(&req.room_alias)?.ok_or_else(|| Error::not_found("no such alias"))?;
-    let admin = s.users.account(&auth.user_id)?.is_some_and(|a| a.admin);
-    // Anyone in the room who may change its state may drop its aliases; so may node admins.
-    let allowed = admin || s.rooms.membership(&room, &auth.user_id).await?.as_deref() == Some("join");
-    if !allowed {
-        return Err(Error::forbidden("you may not remove this alias"));
-    }
-    s.rooms.set_alias(&req.room_alias, None).await?;
+    crate::directory::delete_alias(&s, &req.room_alias, &auth.user_id).await?;
     Ok(delete_alias::v3::Response::new())
 }
 
@@ -68,15 +53,24 @@ pub async fn visibility(
     Ok(get_room_visibility::v3::Response::new(if public { Visibility::Public } else { Visibility::Private }))
 }
 
+/// The spec makes `visibility` optional (default `public`, as Synapse reads it); ruma requires it.
+pub fn visibility_body(body: Bytes) -> Result<Bytes> {
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(mut fields)) if !fields.contains_key("visibility") => {
+            fields.insert("visibility".to_owned(), "public".into());
+            Ok(serde_json::to_vec(&fields).map_err(Error::internal)?.into())
+        }
+        // Anything else is ruma's to accept or refuse.
+        _ => Ok(body),
+    }
+}
+
 pub async fn set_visibility(
     s: Arc<Services>,
     req: Ruma<set_room_visibility::v3::Request>,
 ) -> Result<set_room_visibility::v3::Response> {
     let auth = req.user()?;
-    if s.rooms.membership(&req.room_id, &auth.user_id).await?.as_deref() != Some("join") {
-        return Err(Error::forbidden("you are not in this room"));
-    }
-    s.rooms.set_public(&req.room_id, req.visibility == Visibility::Public).await?;
+    crate::directory::set_published(&s, &req.room_id, &auth.user_id, req.visibility == Visibility::Public).await?;
     Ok(set_room_visibility::v3::Response::new())
 }
 

@@ -1,15 +1,26 @@
 //! Media: upload, and download through the authenticated v1 API and the legacy v3 API.
 //!
 //! Thumbnails are not generated yet: the thumbnail endpoints return the original file, which
-//! every client scales itself. Media on other servers needs federation and is `M_NOT_FOUND`.
+//! every client scales itself. Every file goes out with `Content-Security-Policy` and
+//! `X-Content-Type-Options: nosniff`, inline only for passive types ([`media::inline_safe`]).
+//!
+//! Another server's file is fetched over federation only for an authenticated caller (the v1
+//! API). The unauthenticated legacy API serves only copies already kept here, and none when the
+//! request says `allow_remote=false`: a stranger cannot make this node fetch from its peers.
 // The legacy v3 endpoints are deprecated by the spec but still used by older clients.
 #![allow(deprecated)]
 
 use std::sync::Arc;
 
+use bytes::BufMut;
+use http::{HeaderValue, header};
 use ruma::{
     MxcUri, ServerName, UInt,
-    api::client::{authenticated_media as v1, media as legacy},
+    api::{
+        OutgoingResponse,
+        client::{authenticated_media as v1, media as legacy},
+        error::IntoHttpError,
+    },
     http_headers::{ContentDisposition, ContentDispositionType},
 };
 
@@ -17,7 +28,7 @@ use crate::{
     Services,
     error::{Error, Result},
     http::{Action, Ruma},
-    media::MediaMeta,
+    media::{self, MediaMeta},
 };
 
 pub async fn upload(
@@ -32,68 +43,87 @@ pub async fn upload(
     Ok(legacy::create_content::v3::Response::new(uri))
 }
 
+/// A file response with the headers that keep a browser from running it on our origin.
+pub struct Hardened<R>(R);
+
+impl<R: OutgoingResponse> OutgoingResponse for Hardened<R> {
+    fn try_into_http_response<T: Default + BufMut>(self) -> Result<http::Response<T>, IntoHttpError> {
+        let mut response = self.0.try_into_http_response::<T>()?;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(media::CONTENT_SECURITY_POLICY));
+        headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        Ok(response)
+    }
+}
+
+/// Where another server's file may come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Remote {
+    /// From the local copy, else fetched over federation (authenticated callers).
+    Fetch,
+    /// From the local copy only (the unauthenticated legacy API).
+    CachedOnly,
+    /// Not at all (`allow_remote=false`).
+    Refused,
+}
+
+fn legacy_remote(allow_remote: bool) -> Remote {
+    if allow_remote { Remote::CachedOnly } else { Remote::Refused }
+}
+
 /// The file and what to send with it, or `M_NOT_FOUND`.
 async fn fetch(
     s: &Services,
     server: &ServerName,
     media_id: &str,
     filename: Option<String>,
-) -> Result<(Vec<u8>, Option<String>, ContentDisposition)> {
+    remote: Remote,
+) -> Result<(Vec<u8>, String, ContentDisposition)> {
+    let not_found = || Error::not_found("no such media");
     let (meta, bytes): (MediaMeta, Vec<u8>) = if server == s.server_name {
-        s.media.get(media_id).await?.ok_or_else(|| Error::not_found("no such media"))?
+        s.media.get(media_id).await?.ok_or_else(not_found)?
     } else {
-        crate::federation::media::remote(s, server, media_id).await?
+        match remote {
+            Remote::Fetch => crate::federation::media::remote(s, server, media_id).await?,
+            Remote::CachedOnly => s.media.get_remote(server, media_id).await?.ok_or_else(not_found)?,
+            Remote::Refused => return Err(not_found()),
+        }
     };
-    // Active content (HTML, SVG, scripts) is never shown inline: that would run it on our origin.
-    let inline = meta.content_type.as_deref().is_some_and(|t| {
-        t.starts_with("image/") && t != "image/svg+xml"
-            || t.starts_with("video/")
-            || t.starts_with("audio/")
-            || t == "text/plain"
-    });
-    let kind = if inline { ContentDispositionType::Inline } else { ContentDispositionType::Attachment };
+    let kind = if media::inline_safe(meta.content_type.as_deref()) {
+        ContentDispositionType::Inline
+    } else {
+        ContentDispositionType::Attachment
+    };
     let disposition = ContentDisposition::new(kind).with_filename(filename.or(meta.filename));
-    Ok((bytes, meta.content_type, disposition))
+    Ok((bytes, meta.content_type.unwrap_or_else(|| "application/octet-stream".into()), disposition))
 }
 
 pub async fn download(
     s: Arc<Services>,
     req: Ruma<v1::get_content::v1::Request>,
-) -> Result<v1::get_content::v1::Response> {
+) -> Result<Hardened<v1::get_content::v1::Response>> {
     req.user()?;
-    let (file, content_type, disposition) = fetch(&s, &req.server_name, &req.media_id, None).await?;
-    Ok(v1::get_content::v1::Response::new(
-        file,
-        content_type.unwrap_or_else(|| "application/octet-stream".into()),
-        disposition,
-    ))
+    let (file, content_type, disposition) = fetch(&s, &req.server_name, &req.media_id, None, Remote::Fetch).await?;
+    Ok(Hardened(v1::get_content::v1::Response::new(file, content_type, disposition)))
 }
 
 pub async fn download_named(
     s: Arc<Services>,
     req: Ruma<v1::get_content_as_filename::v1::Request>,
-) -> Result<v1::get_content_as_filename::v1::Response> {
+) -> Result<Hardened<v1::get_content_as_filename::v1::Response>> {
     req.user()?;
     let (file, content_type, disposition) =
-        fetch(&s, &req.server_name, &req.media_id, Some(req.filename.clone())).await?;
-    Ok(v1::get_content_as_filename::v1::Response::new(
-        file,
-        content_type.unwrap_or_else(|| "application/octet-stream".into()),
-        disposition,
-    ))
+        fetch(&s, &req.server_name, &req.media_id, Some(req.filename.clone()), Remote::Fetch).await?;
+    Ok(Hardened(v1::get_content_as_filename::v1::Response::new(file, content_type, disposition)))
 }
 
 pub async fn thumbnail(
     s: Arc<Services>,
     req: Ruma<v1::get_content_thumbnail::v1::Request>,
-) -> Result<v1::get_content_thumbnail::v1::Response> {
+) -> Result<Hardened<v1::get_content_thumbnail::v1::Response>> {
     req.user()?;
-    let (file, content_type, disposition) = fetch(&s, &req.server_name, &req.media_id, None).await?;
-    Ok(v1::get_content_thumbnail::v1::Response::new(
-        file,
-        content_type.unwrap_or_else(|| "application/octet-stream".into()),
-        disposition,
-    ))
+    let (file, content_type, disposition) = fetch(&s, &req.server_name, &req.media_id, None, Remote::Fetch).await?;
+    Ok(Hardened(v1::get_content_thumbnail::v1::Response::new(file, content_type, disposition)))
 }
 
 pub async fn config(
@@ -107,44 +137,35 @@ pub async fn config(
 pub async fn legacy_download(
     s: Arc<Services>,
     req: Ruma<legacy::get_content::v3::Request>,
-) -> Result<legacy::get_content::v3::Response> {
-    let (file, content_type, disposition) = fetch(&s, &req.server_name, &req.media_id, None).await?;
-    let mut response = legacy::get_content::v3::Response::new(
-        file,
-        content_type.unwrap_or_else(|| "application/octet-stream".into()),
-        disposition,
-    );
+) -> Result<Hardened<legacy::get_content::v3::Response>> {
+    let remote = legacy_remote(req.allow_remote);
+    let (file, content_type, disposition) = fetch(&s, &req.server_name, &req.media_id, None, remote).await?;
+    let mut response = legacy::get_content::v3::Response::new(file, content_type, disposition);
     response.cross_origin_resource_policy = Some("cross-origin".into());
-    Ok(response)
+    Ok(Hardened(response))
 }
 
 pub async fn legacy_download_named(
     s: Arc<Services>,
     req: Ruma<legacy::get_content_as_filename::v3::Request>,
-) -> Result<legacy::get_content_as_filename::v3::Response> {
+) -> Result<Hardened<legacy::get_content_as_filename::v3::Response>> {
+    let remote = legacy_remote(req.allow_remote);
     let (file, content_type, disposition) =
-        fetch(&s, &req.server_name, &req.media_id, Some(req.filename.clone())).await?;
-    let mut response = legacy::get_content_as_filename::v3::Response::new(
-        file,
-        content_type.unwrap_or_else(|| "application/octet-stream".into()),
-        disposition,
-    );
+        fetch(&s, &req.server_name, &req.media_id, Some(req.filename.clone()), remote).await?;
+    let mut response = legacy::get_content_as_filename::v3::Response::new(file, content_type, disposition);
     response.cross_origin_resource_policy = Some("cross-origin".into());
-    Ok(response)
+    Ok(Hardened(response))
 }
 
 pub async fn legacy_thumbnail(
     s: Arc<Services>,
     req: Ruma<legacy::get_content_thumbnail::v3::Request>,
-) -> Result<legacy::get_content_thumbnail::v3::Response> {
-    let (file, content_type, disposition) = fetch(&s, &req.server_name, &req.media_id, None).await?;
-    let mut response = legacy::get_content_thumbnail::v3::Response::new(
-        file,
-        content_type.unwrap_or_else(|| "application/octet-stream".into()),
-        disposition,
-    );
+) -> Result<Hardened<legacy::get_content_thumbnail::v3::Response>> {
+    let remote = legacy_remote(req.allow_remote);
+    let (file, content_type, disposition) = fetch(&s, &req.server_name, &req.media_id, None, remote).await?;
+    let mut response = legacy::get_content_thumbnail::v3::Response::new(file, content_type, disposition);
     response.cross_origin_resource_policy = Some("cross-origin".into());
-    Ok(response)
+    Ok(Hardened(response))
 }
 
 pub async fn legacy_config(

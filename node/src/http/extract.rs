@@ -23,11 +23,22 @@ use ruma::{
 use crate::{Services, error::Error};
 
 /// Who made the request, when the endpoint needs to know.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Auth {
     pub user_id: OwnedUserId,
     pub device_id: OwnedDeviceId,
     pub access_token: String,
+}
+
+/// Without the token: an `Auth` printed with `?` must not put it in a log line.
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("user_id", &self.user_id)
+            .field("device_id", &self.device_id)
+            .field("access_token", &"<redacted>")
+            .finish()
+    }
 }
 
 /// A parsed, authenticated ruma request.
@@ -70,6 +81,10 @@ impl<T> std::ops::Deref for Ruma<T> {
 /// Bodies larger than this are refused before parsing; media uploads have their own limit.
 const MAX_JSON_BODY: usize = 1024 * 1024;
 
+/// An endpoint's check or fix of a JSON body before ruma parses it: for bodies ruma parses
+/// wrongly (a panic, or a field the spec makes optional that ruma requires).
+pub type Prepare = fn(Bytes) -> Result<Bytes, Error>;
+
 impl<T> FromRequest<Arc<Services>> for Ruma<T>
 where
     T: IncomingRequest + Send + 'static,
@@ -77,6 +92,16 @@ where
     type Rejection = Error;
 
     async fn from_request(req: Request, services: &Arc<Services>) -> Result<Self, Error> {
+        Self::extract(req, services, None).await
+    }
+}
+
+impl<T> Ruma<T>
+where
+    T: IncomingRequest + Send + 'static,
+{
+    /// Authenticates and parses the request; `prepare` sees the body first.
+    pub async fn extract(req: Request, services: &Arc<Services>, prepare: Option<Prepare>) -> Result<Self, Error> {
         let (mut parts, body) = req.into_parts();
         let mut path_args: Vec<String> =
             match <RawPathParams as axum::extract::FromRequestParts<Arc<Services>>>::from_request_parts(
@@ -133,8 +158,17 @@ where
 
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
         let client_ip = super::ratelimit::client_ip(peer, &parts.headers, &services.config.rate_limits.trusted_proxies);
+        let bytes = match prepare {
+            Some(prepare) => prepare(bytes)?,
+            None => bytes,
+        };
         let http_req = http::Request::from_parts(parts, bytes.clone());
-        let body = T::try_from_http_request(http_req, &path_args).map_err(|e| request_error(e, &bytes))?;
+        // Parsing is pure, so a panic in it (ruma indexes some bodies unchecked) is the input's
+        // fault: the client gets 400 instead of a dropped connection or a 500.
+        let parsed =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| T::try_from_http_request(http_req, &path_args)))
+                .map_err(|_| Error::bad_json("the request body does not have the shape this endpoint takes"))?;
+        let body = parsed.map_err(|e| request_error(e, &bytes))?;
         Ok(Ruma { body, caller: auth, json_body: bytes, origin, client_ip })
     }
 }

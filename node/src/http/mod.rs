@@ -2,9 +2,10 @@
 //! endpoint types, rate limits, CORS and the fallback for unknown endpoints.
 
 mod extract;
+pub mod log;
 pub mod ratelimit;
 mod router;
 
-pub use extract::{Auth, Ruma};
+pub use extract::{Auth, Prepare, Ruma};
 pub use ratelimit::{Action, RateLimitConfig, RateLimiter};
 pub use router::{EndpointRouter, cors, unrecognized};

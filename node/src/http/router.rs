@@ -1,6 +1,6 @@
 //! Registers ruma endpoint types on an axum router under every path the spec gives them.
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, panic::AssertUnwindSafe, sync::Arc};
 
 use axum::{
     Router,
@@ -11,9 +11,10 @@ use axum::{
     routing::{MethodFilter, on},
 };
 use bytes::BytesMut;
+use futures_util::FutureExt;
 use ruma::api::{IncomingRequest, OutgoingResponse, path_builder::PathBuilder};
 
-use super::Ruma;
+use super::{Ruma, extract::Prepare, log::redacted_uri};
 use crate::{Services, error::Error};
 
 /// A router that knows how to mount ruma endpoints.
@@ -44,7 +45,27 @@ impl EndpointRouter {
 
     /// Like [`Self::ruma`], for a handler that answers with its own response type (one that
     /// serialises differently from ruma's).
-    pub fn ruma_as<T, R, F, Fut>(mut self, handler: F) -> Self
+    pub fn ruma_as<T, R, F, Fut>(self, handler: F) -> Self
+    where
+        T: IncomingRequest + Send + 'static,
+        R: OutgoingResponse + 'static,
+        F: Fn(Arc<Services>, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, Error>> + Send + 'static,
+    {
+        self.mount::<T, R, F, Fut>(handler, None)
+    }
+
+    /// Like [`Self::ruma`], with `prepare` checking or fixing the JSON body before ruma parses it.
+    pub fn ruma_prepared<T, F, Fut>(self, prepare: Prepare, handler: F) -> Self
+    where
+        T: IncomingRequest + Send + 'static,
+        F: Fn(Arc<Services>, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<T::OutgoingResponse, Error>> + Send + 'static,
+    {
+        self.mount::<T, T::OutgoingResponse, F, Fut>(handler, Some(prepare))
+    }
+
+    fn mount<T, R, F, Fut>(mut self, handler: F, prepare: Option<Prepare>) -> Self
     where
         T: IncomingRequest + Send + 'static,
         R: OutgoingResponse + 'static,
@@ -69,9 +90,14 @@ impl EndpointRouter {
             let handler = handler.clone();
             self.router = self.router.route(
                 &path,
-                on(filter, move |State(services): State<Arc<Services>>, req: Ruma<T>| {
+                on(filter, move |State(services): State<Arc<Services>>, req: axum::extract::Request| {
                     let handler = handler.clone();
-                    async move { respond(handler(services, req).await) }
+                    async move {
+                        match Ruma::<T>::extract(req, &services, prepare).await {
+                            Ok(req) => respond(handler(services, req).await),
+                            Err(e) => e.into_response(),
+                        }
+                    }
                 }),
             );
         }
@@ -87,7 +113,7 @@ impl EndpointRouter {
     pub fn into_router(self) -> Router<Arc<Services>> {
         // Without this axum answers a known path with the wrong method by an empty 405; the spec
         // wants a JSON error there too (405 `M_UNRECOGNIZED`).
-        self.router.method_not_allowed_fallback(method_not_allowed)
+        self.router.method_not_allowed_fallback(method_not_allowed).layer(axum::middleware::from_fn(catch_panic))
     }
 }
 
@@ -114,14 +140,34 @@ fn respond<R: OutgoingResponse>(result: Result<R, Error>) -> Response {
 
 /// 405 `M_UNRECOGNIZED` for a known path called with a method it does not take.
 async fn method_not_allowed(method: Method, uri: http::Uri) -> Response {
-    tracing::debug!(%method, %uri, "method not allowed");
+    tracing::debug!(%method, uri = %redacted_uri(&uri), "method not allowed");
     Error::MethodNotAllowed.into_response()
 }
 
 /// 404 `M_UNRECOGNIZED` for any path no endpoint claims.
 pub async fn unrecognized(uri: http::Uri) -> Response {
-    tracing::debug!(%uri, "unrecognized endpoint");
+    tracing::debug!(uri = %redacted_uri(&uri), "unrecognized endpoint");
     Error::Unrecognized.into_response()
+}
+
+/// A panic while answering a request becomes 500 `M_UNKNOWN` (the client gets an answer, not a
+/// dropped connection) and an error log naming the route; never the query, which may hold a
+/// token.
+pub async fn catch_panic(req: axum::extract::Request, next: Next) -> Response {
+    let route = req.uri().path().to_owned();
+    let method = req.method().clone();
+    match AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(response) => response,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|m| (*m).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".to_owned());
+            tracing::error!(%method, %route, panic = %message, "a request handler panicked");
+            Error::internal("a request handler panicked").into_response()
+        }
+    }
 }
 
 /// Browsers (Element Web) need CORS on every Matrix endpoint; preflights are answered here.
@@ -136,4 +182,46 @@ pub async fn cors(req: axum::extract::Request, next: Next) -> Response {
         HeaderValue::from_static("X-Requested-With, Content-Type, Authorization"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::IntoFuture;
+
+    use super::EndpointRouter;
+    use crate::{Config, Services};
+
+    async fn handler_with_a_bug() -> &'static str {
+        panic!("a handler bug")
+    }
+
+    /// Every router built by `EndpointRouter` answers a panicking handler with 500 `M_UNKNOWN`
+    /// instead of dropping the connection, and keeps serving.
+    #[tokio::test]
+    async fn a_panic_is_answered_with_500() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            server_name: "panic.test".to_owned(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            federation_listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        let services = Services::open(config).unwrap();
+        let app = EndpointRouter::new()
+            .raw("/boom", axum::routing::get(handler_with_a_bug))
+            .raw("/fine", axum::routing::get(|| async { "fine" }))
+            .into_router()
+            .with_state(services);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(axum::serve(listener, app).into_future());
+        let response = reqwest::get(format!("http://{addr}/boom")).await.expect("an answer, not a dropped connection");
+        assert_eq!(response.status(), 500);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body, serde_json::json!({"errcode": "M_UNKNOWN", "error": "internal server error"}));
+        let response = reqwest::get(format!("http://{addr}/fine")).await.unwrap();
+        assert_eq!(response.text().await.unwrap(), "fine");
+        server.abort();
+    }
 }

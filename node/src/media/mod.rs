@@ -12,6 +12,38 @@ use crate::{
     store::{Db, trees},
 };
 
+/// The `Content-Security-Policy` of every file served to clients: whatever a browser is made to
+/// open from our origin runs sandboxed, with no scripts and nothing fetched from elsewhere.
+pub const CONTENT_SECURITY_POLICY: &str =
+    "sandbox; default-src 'none'; script-src 'none'; style-src 'unsafe-inline'; media-src 'self'; object-src 'self'";
+
+/// Whether a file of this content type may be shown inline (`Content-Disposition: inline`);
+/// every other type is served as an attachment, so active content (HTML, SVG, XML, scripts,
+/// PDF) never renders on our origin. Decided on the MIME essence: lower-cased, parameters such
+/// as `; charset=utf-8` dropped. The allow-list: raster images (PNG, JPEG, GIF, WebP, APNG,
+/// AVIF, BMP; not SVG, which can carry script), any audio and video type, `text/plain`,
+/// `text/csv` and `application/json`.
+pub fn inline_safe(content_type: Option<&str>) -> bool {
+    let Some(content_type) = content_type else { return false };
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    const SAFE: &[&str] = &[
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+        "image/apng",
+        "image/avif",
+        "image/bmp",
+        "text/plain",
+        "text/csv",
+        "application/json",
+    ];
+    SAFE.contains(&essence.as_str())
+        || ["audio/", "video/"]
+            .iter()
+            .any(|prefix| essence.strip_prefix(prefix).is_some_and(|sub| !sub.is_empty() && !sub.contains('/')))
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MediaMeta {
     pub sha256: String,
@@ -105,5 +137,32 @@ impl Media {
         };
         let bytes = tokio::fs::read(self.dir.join(&meta.sha256)).await.map_err(Error::internal)?;
         Ok(Some((meta, bytes)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inline_safe;
+
+    #[test]
+    fn only_passive_types_are_inline() {
+        for t in [
+            "image/png",
+            "IMAGE/PNG",
+            "image/jpeg; charset=utf-8",
+            "audio/ogg",
+            "video/mp4",
+            "text/plain; charset=utf-8",
+        ] {
+            assert!(inline_safe(Some(t)), "{t}");
+        }
+        for t in
+            ["image/svg+xml", "image/svg+xml; charset=utf-8", "Image/SVG+XML", "text/html", "application/xhtml+xml"]
+        {
+            assert!(!inline_safe(Some(t)), "{t}");
+        }
+        assert!(!inline_safe(Some("text/html ; charset=utf-8")));
+        assert!(!inline_safe(Some("audio/")));
+        assert!(!inline_safe(None));
     }
 }

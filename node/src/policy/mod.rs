@@ -1,8 +1,8 @@
 //! The policy gate: the node policy file, loaded at start and on reload, checked on every local
 //! event before it is built. A refusal names the rule that refused it.
 //!
-//! Rules enforced on local events today: encrypted rooms take no plaintext messages
-//! (`room_defaults.encryption` / `room.encrypted`), and only roles allowed by `[alarms]` and
+//! Rules enforced on local events today: encrypted rooms take no plaintext messages of any
+//! kind (`room_defaults.encryption` / `room.encrypted`; see [`PLAINTEXT_MESSAGE_TYPES`]), and only roles allowed by `[alarms]` and
 //! `[[role]] may_send_alarms` send `org.tocsin.alarm` messages, at the levels they may.
 //!
 //! The federation list ([`federation`]): only members federate with this node. Inbound, the
@@ -145,15 +145,16 @@ impl PolicyGate {
             self.check_rule_change(head, &event.content)?;
         }
         let Some(policy) = self.policy() else { return Ok(()) };
+        let encrypted = head.get(&ruma::events::StateEventType::RoomEncryption, "").is_some();
+        if encrypted && policy.room_defaults.encryption && is_plaintext_message(event) {
+            return Err(Error::forbidden(format!(
+                "refused by policy rule `room_defaults.encryption`: this room is encrypted, so {} events must be \
+                 sent encrypted (m.room.encrypted)",
+                event.kind
+            )));
+        }
         if event.kind != TimelineEventType::RoomMessage {
             return Ok(());
-        }
-        let encrypted = head.get(&ruma::events::StateEventType::RoomEncryption, "").is_some();
-        if encrypted && policy.room_defaults.encryption {
-            return Err(Error::forbidden(
-                "refused by policy rule `room_defaults.encryption`: this room is encrypted, so messages must be \
-                 sent encrypted (m.room.encrypted)",
-            ));
         }
         if let Some(alarm) = event.content.get(ALARM_KEY) {
             let level = alarm_level(alarm)?;
@@ -182,6 +183,29 @@ impl PolicyGate {
         self.federation
             .check(target.server_name(), &format!("its user {target} cannot get membership `{membership}` here"))
     }
+}
+
+/// Message types that carry what users say: refused in plaintext where the policy wants
+/// encryption. Polls are here under their stable and unstable (MSC3381) names.
+const PLAINTEXT_MESSAGE_TYPES: &[&str] = &[
+    "m.room.message",
+    "m.sticker",
+    "m.poll.start",
+    "m.poll.response",
+    "m.poll.end",
+    "org.matrix.msc3381.poll.start",
+    "org.matrix.msc3381.poll.response",
+    "org.matrix.msc3381.poll.end",
+];
+
+/// Whether `event` is a message-like event that carries content in the clear: one of
+/// [`PLAINTEXT_MESSAGE_TYPES`], or any other non-state event with a `body` (custom types are
+/// a way around a list). `m.room.encrypted`, reactions and redactions have no body and pass.
+fn is_plaintext_message(event: &NewEvent) -> bool {
+    if event.state_key.is_some() || event.kind == TimelineEventType::RoomEncrypted {
+        return false;
+    }
+    PLAINTEXT_MESSAGE_TYPES.contains(&event.kind.to_string().as_str()) || event.content.get("body").is_some()
 }
 
 /// Reads a node policy and checks it is written for `server_name`.

@@ -34,6 +34,8 @@ pub const MEMBERSHIP_CHANGES: &str = "membership_changes";
 pub const TXNS: &str = "txns";
 /// room alias -> room_id
 pub const ALIASES: &str = "aliases";
+/// room alias -> user_id of who created it through the alias API (see `directory`)
+pub const ALIAS_CREATORS: &str = "alias_creators";
 /// room_id -> "" for rooms in the public directory
 pub const PUBLIC_ROOMS: &str = "public_rooms";
 /// room_id SEP relates_to_event_id SEP pos -> event_id

@@ -33,5 +33,6 @@ mod retention;
 mod room_features;
 mod server_keys;
 mod sync;
+mod trust_bounds;
 mod trust_limits;
 mod trust_reads;

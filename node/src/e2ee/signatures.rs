@@ -47,6 +47,9 @@ impl SignatureRefusal {
     }
 }
 
+/// A stored key: its tree, row key, value and kind.
+type StoredKey = (&'static str, Vec<u8>, Value, Kind);
+
 /// What kind of key a signed object is.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -155,7 +158,7 @@ impl E2ee {
     }
 
     /// `target`'s key named `key_id`: its tree, row key, stored value and kind.
-    fn signable_key(&self, target: &UserId, key_id: &str) -> Result<Option<(&'static str, Vec<u8>, Value, Kind)>> {
+    fn signable_key(&self, target: &UserId, key_id: &str) -> Result<Option<StoredKey>> {
         let row = key(&[target.as_bytes(), key_id.as_bytes()]);
         if let Some(v) = self.db.get_json::<Value>(trees::DEVICE_KEYS, &row)? {
             return Ok(Some((trees::DEVICE_KEYS, row, v, Kind::Device)));

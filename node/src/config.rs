@@ -93,6 +93,10 @@ pub struct Config {
     pub tls_verify: bool,
     /// Server name -> address, so a node needs no DNS (`"riverton:8448" = "127.0.0.1:8448"`).
     pub federation_pins: BTreeMap<String, SocketAddr>,
+    /// Private, loopback and link-local ranges that outbound federation (discovery, keys,
+    /// media) may reach without a pin, e.g. `["127.0.0.0/8"]` for a lab. Empty by default: a
+    /// server name that resolves into those ranges is refused unless it is pinned.
+    pub outbound_ip_allow: Vec<ipnet::IpNet>,
     /// The federation list signed by the federation operator (see `policies/examples/`). When
     /// set, only its members may federate with this node, both ways; the file is reloaded on
     /// SIGHUP and when it changes. Unset: no list, every server may federate (labs only).
@@ -135,6 +139,7 @@ impl Default for Config {
             tls_ca_files: Vec::new(),
             tls_verify: true,
             federation_pins: BTreeMap::new(),
+            outbound_ip_allow: Vec::new(),
             federation_list: None,
             federation_operator_keys: Vec::new(),
             presence: false,
@@ -244,6 +249,11 @@ impl Config {
             }
             self.federation_pins = pins;
         }
+        if let Some(v) = var("TOCSIN_OUTBOUND_IP_ALLOW") {
+            // CIDR ranges separated by `,`: `127.0.0.0/8,::1/128`.
+            self.outbound_ip_allow = parse_ranges(v.split(','))
+                .map_err(|message| ConfigError::Invalid { key: "outbound_ip_allow", message })?;
+        }
         if let Some(v) = var("TOCSIN_FEDERATION_LIST") {
             self.federation_list = Some(PathBuf::from(v));
         }
@@ -346,6 +356,19 @@ impl Config {
     }
 }
 
+/// CIDR ranges (`10.0.0.0/8`, `::1/128`); a bare address is a range of one.
+fn parse_ranges<'a>(items: impl Iterator<Item = &'a str>) -> Result<Vec<ipnet::IpNet>, String> {
+    items
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            r.parse::<ipnet::IpNet>()
+                .or_else(|_| r.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("`{r}` is not an address range like 127.0.0.0/8"))
+        })
+        .collect()
+}
+
 /// The file form: like `Config`, with the engine as a string.
 #[derive(Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -369,6 +392,7 @@ struct RawConfig {
     tls_ca_files: Option<Vec<PathBuf>>,
     tls_verify: Option<bool>,
     federation_pins: Option<BTreeMap<String, SocketAddr>>,
+    outbound_ip_allow: Option<Vec<String>>,
     federation_list: Option<PathBuf>,
     federation_operator_keys: Option<Vec<PathBuf>>,
     presence: Option<bool>,
@@ -402,6 +426,12 @@ impl RawConfig {
             tls_ca_files: self.tls_ca_files.unwrap_or(d.tls_ca_files),
             tls_verify: self.tls_verify.unwrap_or(d.tls_verify),
             federation_pins: self.federation_pins.unwrap_or(d.federation_pins),
+            outbound_ip_allow: match self.outbound_ip_allow {
+                Some(ranges) => {
+                    parse_ranges(ranges.iter().map(String::as_str)).map_err(|e| format!("outbound_ip_allow: {e}"))?
+                }
+                None => d.outbound_ip_allow,
+            },
             federation_list: self.federation_list.or(d.federation_list),
             federation_operator_keys: self.federation_operator_keys.unwrap_or(d.federation_operator_keys),
             presence: self.presence.unwrap_or(d.presence),
@@ -510,6 +540,19 @@ mod tests {
         config.federation_operator_keys.clear();
         assert!(config.validate().unwrap_err().to_string().contains("federation_operator_keys"));
         assert!(Config::default().federation_list.is_none());
+    }
+
+    #[test]
+    fn the_outbound_allow_list_parses_from_file_and_env() {
+        let config = Config::from_toml("outbound_ip_allow = [\"127.0.0.0/8\", \"::1\"]").unwrap();
+        let ranges: Vec<String> = config.outbound_ip_allow.iter().map(ToString::to_string).collect();
+        assert_eq!(ranges, ["127.0.0.0/8", "::1/128"]);
+        let mut config = Config::default();
+        config.apply_env(|k| (k == "TOCSIN_OUTBOUND_IP_ALLOW").then(|| "10.0.0.0/8, fd00::/8".to_owned())).unwrap();
+        assert_eq!(config.outbound_ip_allow.len(), 2);
+        let err = config.apply_env(|k| (k == "TOCSIN_OUTBOUND_IP_ALLOW").then(|| "lan".to_owned())).unwrap_err();
+        assert!(err.to_string().contains("outbound_ip_allow"), "{err}");
+        assert!(Config::from_toml("outbound_ip_allow = [\"10.0.0.0/33\"]").is_err());
     }
 
     #[test]

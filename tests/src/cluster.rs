@@ -134,6 +134,10 @@ impl Cluster {
         if let (Some(cert), Some(key)) = (&c.tls_cert, &c.tls_key) {
             text += &format!("tls_cert = {:?}\ntls_key = {:?}\n", path_str(cert), path_str(key));
         }
+        if !c.outbound_ip_allow.is_empty() {
+            let ranges: Vec<String> = c.outbound_ip_allow.iter().map(|r| format!("{:?}", r.to_string())).collect();
+            text += &format!("outbound_ip_allow = [{}]\n", ranges.join(", "));
+        }
         let cas: Vec<String> = c.tls_ca_files.iter().map(|p| format!("{:?}", path_str(p))).collect();
         text += &format!("tls_ca_files = [{}]\n\n[federation_pins]\n", cas.join(", "));
         for (name, addr) in &c.federation_pins {

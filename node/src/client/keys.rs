@@ -2,18 +2,16 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use ruma::{
-    api::client::{
-        device::{delete_device, delete_devices, get_device, get_devices, update_device},
-        keys::{claim_keys, get_key_changes, get_keys, upload_keys, upload_signatures, upload_signing_keys},
-        to_device::send_event_to_device,
-    },
-    to_device::DeviceIdOrAllDevices,
+use ruma::api::client::{
+    device::{delete_device, delete_devices, get_device, get_devices, update_device},
+    keys::{claim_keys, get_key_changes, get_keys, upload_keys, upload_signatures, upload_signing_keys},
+    to_device::send_event_to_device,
 };
 use serde_json::Value;
 
 use crate::{
     Services,
+    e2ee::SignatureRefusal,
     error::{Error, Result},
     federation::user_keys,
     http::Ruma,
@@ -177,28 +175,53 @@ pub async fn upload_signing(
     Ok(upload_signing_keys::v3::Response::new())
 }
 
+/// Signed keys one `/keys/signatures/upload` may carry: a client signs its own device and
+/// master key, or one other user's master key, so a handful is normal.
+const MAX_SIGNED_KEYS: usize = 100;
+
 pub async fn upload_signatures(
     s: Arc<Services>,
     req: Ruma<upload_signatures::v3::Request>,
 ) -> Result<upload_signatures::v3::Response> {
     let auth = req.user()?.clone();
+    let count: usize = req.signed_keys.values().map(|keys| keys.iter().count()).sum();
+    if count > MAX_SIGNED_KEYS {
+        return Err(Error::invalid_param(format!("at most {MAX_SIGNED_KEYS} signed keys per upload, not {count}")));
+    }
+    let mut response = upload_signatures::v3::Response::new();
     for (target, signed) in &req.signed_keys {
         for (key_id, raw_key) in signed.iter() {
             let value: Value = serde_json::from_str(raw_key.get()).map_err(Error::bad_json)?;
             let prev = crate::federation::edu::key_position(&s, target);
-            let added = s.e2ee.add_signatures(&auth.user_id, target, key_id, &value).await?;
-            // A user signing their own device or master key changes what other servers see.
-            if added && *target == auth.user_id {
-                let device = ruma::OwnedDeviceId::from(key_id.to_string().as_str());
-                if s.e2ee.device_keys(target)?.contains_key(&device) {
-                    crate::federation::edu::device_list_update(&s, target, &device, prev).await;
-                } else {
-                    crate::federation::edu::signing_key_update(&s, target).await;
+            let outcome = if s.users.is_local(target) {
+                s.e2ee.add_verified_signatures(&auth.user_id, target, key_id, &value).await?
+            } else {
+                Err(SignatureRefusal::NotFound(format!("{target}'s keys are not kept on this server")))
+            };
+            match outcome {
+                // A user signing their own device or master key changes what other servers see.
+                Ok(true) if *target == auth.user_id => {
+                    let device = ruma::OwnedDeviceId::from(key_id.to_string().as_str());
+                    if s.e2ee.device_keys(target)?.contains_key(&device) {
+                        crate::federation::edu::device_list_update(&s, target, &device, prev).await;
+                    } else {
+                        crate::federation::edu::signing_key_update(&s, target).await;
+                    }
+                }
+                Ok(_) => {}
+                Err(refusal) => {
+                    tracing::info!(signer = %auth.user_id, %target, %key_id, error = %refusal, "signature refused");
+                    let failure = serde_json::from_value(serde_json::json!({
+                        "errcode": refusal.errcode(),
+                        "error": refusal.to_string(),
+                    }))
+                    .map_err(Error::internal)?;
+                    response.failures.entry(target.clone()).or_default().insert(key_id.to_string(), failure);
                 }
             }
         }
     }
-    Ok(upload_signatures::v3::Response::new())
+    Ok(response)
 }
 
 pub async fn send_to_device(
@@ -206,23 +229,7 @@ pub async fn send_to_device(
     req: Ruma<send_event_to_device::v3::Request>,
 ) -> Result<send_event_to_device::v3::Response> {
     let auth = req.user()?.clone();
-    let mut targets = Vec::new();
-    for (user, devices) in &req.messages {
-        if !s.users.is_local(user) {
-            continue; // sent over federation below
-        }
-        for (device, content) in devices {
-            let content = json_of(content)?;
-            match device {
-                DeviceIdOrAllDevices::DeviceId(d) => targets.push((user.clone(), d.clone(), content)),
-                DeviceIdOrAllDevices::AllDevices => {
-                    for (d, _) in s.users.devices(user)? {
-                        targets.push((user.clone(), d, content.clone()));
-                    }
-                }
-            }
-        }
-    }
+    let targets = crate::e2ee::local_targets(&s, &req.messages)?;
     s.e2ee
         .send_to_device(&auth.user_id, &auth.device_id, req.txn_id.as_str(), &req.event_type.to_string(), targets)
         .await?;

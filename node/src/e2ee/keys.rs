@@ -29,7 +29,7 @@ impl E2ee {
         Ok(())
     }
 
-    fn key_change(batch: &mut WriteBatch, user: &UserId, pos: u64) {
+    pub(super) fn key_change(batch: &mut WriteBatch, user: &UserId, pos: u64) {
         batch.insert(trees::KEY_CHANGES, pos_bytes(pos).to_vec(), user.as_bytes().to_vec());
         batch.insert(trees::USER_KEY_CHANGE, user.as_bytes().to_vec(), pos_bytes(pos).to_vec());
     }
@@ -57,6 +57,7 @@ impl E2ee {
                 Self::key_change(batch, user, pos);
             })
             .await?;
+        self.queued.forget(user, device);
         Ok(())
     }
 
@@ -202,59 +203,6 @@ impl E2ee {
             })
             .await?;
         Ok(())
-    }
-
-    /// Adds signatures to a stored key (device key or cross-signing key) of `target`.
-    pub async fn add_signatures(&self, signer: &UserId, target: &UserId, key_id: &str, signed: &Value) -> Result<bool> {
-        let Some(new_sigs) = signed.get("signatures").and_then(|s| s.get(signer.as_str())).and_then(Value::as_object)
-        else {
-            return Ok(false);
-        };
-        // The key id is either a device id or the base64 public key of a cross-signing key.
-        let (tree, k) = if self.db.get(trees::DEVICE_KEYS, &key(&[target.as_bytes(), key_id.as_bytes()]))?.is_some() {
-            (trees::DEVICE_KEYS, key(&[target.as_bytes(), key_id.as_bytes()]))
-        } else {
-            let mut found = None;
-            for kind in ["master", "self_signing", "user_signing"] {
-                if let Some(v) = self.cross_signing_key(target, kind)?
-                    && v.get("keys")
-                        .and_then(Value::as_object)
-                        .is_some_and(|keys| keys.keys().any(|id| id.ends_with(key_id)))
-                {
-                    found = Some(key(&[target.as_bytes(), kind.as_bytes()]));
-                }
-            }
-            match found {
-                Some(k) => (trees::CROSS_SIGNING_KEYS, k),
-                None => return Ok(false),
-            }
-        };
-        let Some(mut stored) = self.db.get_json::<Value>(tree, &k)? else {
-            return Ok(false);
-        };
-        let sigs = stored
-            .as_object_mut()
-            .ok_or_else(|| Error::internal("stored key is not an object"))?
-            .entry("signatures")
-            .or_insert_with(|| Value::Object(Default::default()));
-        let user_sigs = sigs
-            .as_object_mut()
-            .ok_or_else(|| Error::internal("stored signatures are not an object"))?
-            .entry(signer.as_str())
-            .or_insert_with(|| Value::Object(Default::default()));
-        if let Some(map) = user_sigs.as_object_mut() {
-            for (id, sig) in new_sigs {
-                map.insert(id.clone(), sig.clone());
-            }
-        }
-        let value = Db::to_json(&stored)?;
-        self.db
-            .write_streamed(|pos, batch| {
-                batch.insert(tree, k, value);
-                Self::key_change(batch, target, pos);
-            })
-            .await?;
-        Ok(true)
     }
 
     /// Users whose keys changed in `(since, upto]`.

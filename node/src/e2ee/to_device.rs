@@ -1,20 +1,115 @@
-//! To-device messages: queued per device, delivered by `/sync`, deleted once the client syncs
-//! past them.
+//! To-device messages: queued per device, delivered by `/sync` at most [`MAX_PER_SYNC`] at a
+//! time, deleted once the client syncs past them.
+//!
+//! Bounds, so that no sender can grow the store without limit:
+//! - only devices that exist get messages (nobody could ever collect the others);
+//! - a device holds at most [`MAX_QUEUED`] messages. Beyond that, new messages for it are
+//!   dropped with a warning, and the sender still gets its 200 (the spec has no error for a full
+//!   queue). The oldest are kept because they come first in Olm session setup; a device that
+//!   stayed away that long sets up new sessions on its return anyway.
 
-use std::ops::Bound;
+use std::{
+    collections::{BTreeMap, HashMap},
+    ops::Bound,
+    sync::Mutex,
+};
 
-use ruma::{DeviceId, UserId};
+use ruma::{
+    DeviceId, OwnedDeviceId, OwnedUserId, UserId, events::AnyToDeviceEventContent, serde::Raw,
+    to_device::DeviceIdOrAllDevices,
+};
 use serde_json::Value;
 use tocsin_store::WriteBatch;
 
 use super::E2ee;
 use crate::{
+    Services,
     error::{Error, Result},
-    store::{key, pos_bytes, prefix, trees},
+    store::{key, pos_bytes, pos_suffix, prefix, trees},
 };
 
+/// Messages one `/sync` response carries at most; the rest come with the next.
+pub const MAX_PER_SYNC: usize = 100;
+/// Messages one device may have queued; new ones beyond it are dropped.
+pub const MAX_QUEUED: usize = 10_000;
+/// Rows deleted per write when a device acknowledges its messages.
+const ACK_CHUNK: usize = 1000;
+
+/// One message to queue: the receiving user and device, and the content.
+pub type Target = (OwnedUserId, OwnedDeviceId, Value);
+
+/// To-device messages by user and device, as both the client API and federation carry them.
+pub type Messages = BTreeMap<OwnedUserId, BTreeMap<DeviceIdOrAllDevices, Raw<AnyToDeviceEventContent>>>;
+
+/// The messages for this node's users, one target per existing device (`*` expanded). Messages
+/// for other servers' users are left out (they go over federation), and so are messages for
+/// devices that do not exist.
+pub fn local_targets(s: &Services, messages: &Messages) -> Result<Vec<Target>> {
+    let mut targets = Vec::new();
+    for (user, devices) in messages {
+        if !s.users.is_local(user) {
+            continue;
+        }
+        for (device, content) in devices {
+            let content: Value = serde_json::from_str(content.json().get()).map_err(Error::bad_json)?;
+            match device {
+                DeviceIdOrAllDevices::DeviceId(d) => {
+                    if s.users.device(user, d)?.is_some() {
+                        targets.push((user.clone(), d.clone(), content));
+                    } else {
+                        tracing::debug!(%user, device = %d, "to-device message for an unknown device dropped");
+                    }
+                }
+                DeviceIdOrAllDevices::AllDevices => {
+                    for (d, _) in s.users.devices(user)? {
+                        targets.push((user.clone(), d, content.clone()));
+                    }
+                }
+            }
+        }
+    }
+    Ok(targets)
+}
+
+/// How many messages each device has queued, counted from the store on first use and kept up
+/// to date by sends and acknowledgements. Concurrent acknowledgements of the same rows may
+/// undercount a little; the cap is a safety bound, not an exact quota.
+pub struct QueueCounts {
+    counts: Mutex<HashMap<(OwnedUserId, OwnedDeviceId), usize>>,
+    /// [`MAX_QUEUED`], lower in tests.
+    cap: usize,
+}
+
+impl Default for QueueCounts {
+    fn default() -> Self {
+        Self { counts: Mutex::default(), cap: MAX_QUEUED }
+    }
+}
+
+impl QueueCounts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(OwnedUserId, OwnedDeviceId), usize>> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn known(&self, user: &UserId, device: &DeviceId) -> bool {
+        self.lock().contains_key(&(user.to_owned(), device.to_owned()))
+    }
+
+    fn subtract(&self, user: &UserId, device: &DeviceId, n: usize) {
+        if let Some(count) = self.lock().get_mut(&(user.to_owned(), device.to_owned())) {
+            *count = count.saturating_sub(n);
+        }
+    }
+
+    /// Forgets a deleted device.
+    pub fn forget(&self, user: &UserId, device: &DeviceId) {
+        self.lock().remove(&(user.to_owned(), device.to_owned()));
+    }
+}
+
 impl E2ee {
-    /// Queues messages; each target is (user, device, event) and shares one position.
+    /// Queues messages; each target is (user, device, event) and shares one position. Targets
+    /// whose queue is full are dropped (see the module docs).
     ///
     /// Idempotent per sending device and transaction id, as the spec requires: a client that
     /// retries after a lost response must not deliver its Olm messages twice (the second copy
@@ -25,7 +120,7 @@ impl E2ee {
         sender_device: &DeviceId,
         txn_id: &str,
         event_type: &str,
-        targets: Vec<(ruma::OwnedUserId, ruma::OwnedDeviceId, Value)>,
+        targets: Vec<Target>,
     ) -> Result<()> {
         // The room-event transactions use three key parts; the extra `to_device` part keeps
         // these apart (ids are UTF-8, so none can contain the separator byte).
@@ -33,20 +128,56 @@ impl E2ee {
         if targets.is_empty() || self.db.get(trees::TXNS, &txn_key)?.is_some() {
             return Ok(());
         }
-        let mut rows = Vec::new();
-        for (user, device, content) in &targets {
-            let event = serde_json::json!({ "type": event_type, "sender": sender, "content": content });
-            rows.push((user.clone(), device.clone(), serde_json::to_vec(&event).map_err(Error::internal)?));
+        // One message per device: they share a position, so a second would overwrite the
+        // first in the store while counting twice against the cap.
+        let targets: BTreeMap<(OwnedUserId, OwnedDeviceId), Value> =
+            targets.into_iter().map(|(user, device, content)| ((user, device), content)).collect();
+        let cap = self.queued.cap;
+        // Store reads happen before the counts are locked.
+        let mut loaded = Vec::new();
+        for (user, device) in targets.keys() {
+            if !self.queued.known(user, device) {
+                let n = self.db.scan_prefix(trees::TO_DEVICE, &prefix(&[user.as_bytes(), device.as_bytes()]), cap)?;
+                loaded.push(((user.clone(), device.clone()), n.len()));
+            }
         }
-        self.db
+        let mut rows = Vec::new();
+        let mut dropped: BTreeMap<(OwnedUserId, OwnedDeviceId), usize> = BTreeMap::new();
+        {
+            let mut counts = self.queued.lock();
+            for (k, n) in loaded {
+                counts.entry(k).or_insert(n);
+            }
+            for ((user, device), content) in targets {
+                let count = counts.entry((user.clone(), device.clone())).or_insert(0);
+                if *count >= cap {
+                    *dropped.entry((user, device)).or_insert(0) += 1;
+                    continue;
+                }
+                *count += 1;
+                let event = serde_json::json!({ "type": event_type, "sender": sender, "content": content });
+                rows.push((user, device, serde_json::to_vec(&event).map_err(Error::internal)?));
+            }
+        }
+        for ((user, device), n) in dropped {
+            tracing::warn!(%sender, %user, %device, dropped = n, max = cap, "to-device queue full: messages dropped");
+        }
+        let reserved: Vec<_> = rows.iter().map(|(u, d, _)| (u.clone(), d.clone())).collect();
+        let written = self
+            .db
             .write_streamed(|pos, batch| {
                 for (user, device, event) in rows {
                     batch.insert(trees::TO_DEVICE, key(&[user.as_bytes(), device.as_bytes(), &pos_bytes(pos)]), event);
                 }
                 batch.insert(trees::TXNS, txn_key, pos_bytes(pos).to_vec());
             })
-            .await?;
-        Ok(())
+            .await;
+        if written.is_err() {
+            for (user, device) in &reserved {
+                self.queued.subtract(user, device, 1);
+            }
+        }
+        written.map(|_| ())
     }
 
     /// All devices of a user, for `*` targets.
@@ -54,7 +185,8 @@ impl E2ee {
         Ok(self.device_keys(user)?.into_keys().collect())
     }
 
-    /// Messages for a device with position in `(since, upto]`, at most `limit`.
+    /// Messages for a device with position in `(since, upto]`, at most `limit`, each with its
+    /// position (a sync that stops early resumes after the last one it delivered).
     pub fn to_device_since(
         &self,
         user: &UserId,
@@ -62,13 +194,13 @@ impl E2ee {
         since: u64,
         upto: u64,
         limit: usize,
-    ) -> Result<Vec<Value>> {
+    ) -> Result<Vec<(u64, Value)>> {
         let from = key(&[user.as_bytes(), device.as_bytes(), &pos_bytes(since.saturating_add(1))]);
         let to = key(&[user.as_bytes(), device.as_bytes(), &pos_bytes(upto.saturating_add(1))]);
         self.db
             .range(trees::TO_DEVICE, Bound::Included(&from), Bound::Excluded(&to), false, limit)?
             .into_iter()
-            .map(|(_, v)| serde_json::from_slice(&v).map_err(Error::internal))
+            .map(|(k, v)| Ok((pos_suffix(&k)?, serde_json::from_slice(&v).map_err(Error::internal)?)))
             .collect()
     }
 
@@ -76,14 +208,60 @@ impl E2ee {
     pub async fn ack_to_device(&self, user: &UserId, device: &DeviceId, since: u64) -> Result<()> {
         let p = prefix(&[user.as_bytes(), device.as_bytes()]);
         let end = key(&[user.as_bytes(), device.as_bytes(), &pos_bytes(since.saturating_add(1))]);
-        let rows = self.db.range(trees::TO_DEVICE, Bound::Included(&p), Bound::Excluded(&end), false, 1000)?;
-        if rows.is_empty() {
-            return Ok(());
+        loop {
+            let rows = self.db.range(trees::TO_DEVICE, Bound::Included(&p), Bound::Excluded(&end), false, ACK_CHUNK)?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let n = rows.len();
+            let mut batch = WriteBatch::new();
+            for (k, _) in rows {
+                batch.remove(trees::TO_DEVICE, k);
+            }
+            self.db.write(batch).await?;
+            self.queued.subtract(user, device, n);
+            if n < ACK_CHUNK {
+                return Ok(());
+            }
         }
-        let mut batch = WriteBatch::new();
-        for (k, _) in rows {
-            batch.remove(trees::TO_DEVICE, k);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Db;
+
+    #[tokio::test]
+    async fn a_full_queue_drops_new_messages_until_the_device_catches_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(tocsin_store::EngineKind::Redb, dir.path()).unwrap();
+        let e2ee = E2ee { db, queued: QueueCounts { counts: Mutex::default(), cap: 3 } };
+        let (alice, bob) = (ruma::user_id!("@alice:a.test"), ruma::user_id!("@bob:a.test"));
+        let (phone, laptop) = (ruma::device_id!("PHONE"), ruma::device_id!("LAPTOP"));
+        let send = |n: u64, targets: Vec<Target>| {
+            let e2ee = &e2ee;
+            async move { e2ee.send_to_device(alice, phone, &format!("t{n}"), "m.test", targets).await.unwrap() }
+        };
+        let to = |device: &DeviceId, n: u64| (bob.to_owned(), device.to_owned(), serde_json::json!({ "n": n }));
+        for n in 0..5 {
+            // The same device twice in one send is one message.
+            send(n, vec![to(phone, n), to(phone, n), to(laptop, n)]).await;
         }
-        self.db.write(batch).await
+        let queued = |device| e2ee.to_device_since(bob, device, 0, u64::MAX - 1, usize::MAX).unwrap();
+        let numbers =
+            |device| queued(device).iter().map(|(_, v)| v["content"]["n"].as_u64().unwrap()).collect::<Vec<_>>();
+        assert_eq!(numbers(phone), [0, 1, 2], "the oldest three kept, the rest dropped");
+        assert_eq!(numbers(laptop), [0, 1, 2], "each device has its own bound");
+        // The phone syncs past what it got: room for new messages again.
+        let last = queued(phone).last().unwrap().0;
+        e2ee.ack_to_device(bob, phone, last).await.unwrap();
+        send(5, vec![to(phone, 5), to(laptop, 5)]).await;
+        assert_eq!(numbers(phone), [5]);
+        assert_eq!(numbers(laptop), [0, 1, 2], "still full");
+        // A restarted node counts what is in the store.
+        let fresh = E2ee { db: e2ee.db.clone(), queued: QueueCounts { counts: Mutex::default(), cap: 3 } };
+        fresh.send_to_device(alice, phone, "t6", "m.test", vec![to(laptop, 6)]).await.unwrap();
+        assert_eq!(numbers(laptop), [0, 1, 2]);
     }
 }

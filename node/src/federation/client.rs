@@ -14,6 +14,9 @@
 //! then `_matrix._tcp` come before the `:8448` default; the connection goes to the SRV target
 //! while TLS still checks the hostname.
 //!
+//! Addresses found by DNS, SRV, well-known or in an IP-literal name must pass the outbound policy
+//! ([`super::outbound`]); pinned servers are the operator's choice and always pass.
+//!
 //! The TLS name checked is always the host the spec names (the server name's host, or the
 //! delegated host after well-known); the trust is `tls_ca_files` plus the node's own certificate.
 
@@ -39,6 +42,7 @@ use ruma::{
 use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
 
+use super::outbound::OutboundPolicy;
 use crate::{
     Config,
     error::{Error, Result},
@@ -61,6 +65,7 @@ const POOL_IDLE_PER_HOST: usize = 8;
 fn build_http(
     tls: &rustls::ClientConfig,
     hosts: &Arc<RwLock<HashMap<String, SocketAddr>>>,
+    outbound: &Arc<OutboundPolicy>,
 ) -> reqwest::Result<reqwest::Client> {
     let mut tls = tls.clone();
     // A fresh session cache: a resumed TLS session skips certificate checks, so sessions from
@@ -68,7 +73,7 @@ fn build_http(
     tls.resumption = rustls::client::Resumption::default();
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
-        .dns_resolver(PinResolver(hosts.clone()))
+        .dns_resolver(PinResolver { hosts: hosts.clone(), outbound: outbound.clone() })
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
         .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
@@ -108,6 +113,8 @@ struct Inner {
     pins: RwLock<HashMap<OwnedServerName, SocketAddr>>,
     /// The same pins by host, read by the DNS resolver reqwest calls.
     hosts: Arc<RwLock<HashMap<String, SocketAddr>>>,
+    /// Which unpinned addresses may be reached.
+    outbound: Arc<OutboundPolicy>,
     discovered: Mutex<HashMap<OwnedServerName, (Destination, Instant)>>,
     gate: RwLock<Option<Gate>>,
     /// Made on first use, inside the runtime.
@@ -128,7 +135,8 @@ impl FederationClient {
     ) -> anyhow::Result<Self> {
         let (tls, trust) = super::tls::client_config(own_certs, &config.tls_ca_files, config.tls_verify)?;
         let hosts: Arc<RwLock<HashMap<String, SocketAddr>>> = Arc::default();
-        let http = build_http(&tls, &hosts)?;
+        let outbound = Arc::new(OutboundPolicy::new(config.outbound_ip_allow.clone()));
+        let http = build_http(&tls, &hosts, &outbound)?;
         let client = Self {
             inner: Arc::new(Inner {
                 http: RwLock::new(http),
@@ -137,6 +145,7 @@ impl FederationClient {
                 keys,
                 pins: RwLock::default(),
                 hosts,
+                outbound,
                 discovered: Mutex::default(),
                 gate: RwLock::default(),
                 srv: std::sync::OnceLock::new(),
@@ -160,7 +169,7 @@ impl FederationClient {
         }
         // Pooled connections were verified under the old CAs: a CA taken out of the list must
         // not keep working through them.
-        match build_http(&self.inner.tls, &self.inner.hosts) {
+        match build_http(&self.inner.tls, &self.inner.hosts, &self.inner.outbound) {
             Ok(http) => match self.inner.http.write() {
                 Ok(mut current) => *current = http,
                 Err(poisoned) => *poisoned.into_inner() = http,
@@ -218,6 +227,7 @@ impl FederationClient {
             return Ok(Destination { base_url, pinned: Some(addr) });
         }
         if server.is_ip_literal() || server.port().is_some() {
+            self.check_literal(server.host())?;
             let port = server.port().unwrap_or(DEFAULT_PORT);
             return Ok(Destination { base_url: format!("https://{}:{port}", server.host()), pinned: None });
         }
@@ -228,11 +238,12 @@ impl FederationClient {
         }
         let (dest, ttl) = match self.well_known(server).await {
             Some(delegated) if delegated.is_ip_literal() || delegated.port().is_some() => {
+                self.check_literal(delegated.host())?;
                 let port = delegated.port().unwrap_or(DEFAULT_PORT);
                 (Destination { base_url: format!("https://{}:{port}", delegated.host()), pinned: None }, DISCOVERY_TTL)
             }
-            Some(delegated) => (self.by_srv_or_default(delegated.host()).await, DISCOVERY_TTL),
-            None => (self.by_srv_or_default(server.host()).await, DISCOVERY_FAILURE_TTL),
+            Some(delegated) => (self.by_srv_or_default(delegated.host()).await?, DISCOVERY_TTL),
+            None => (self.by_srv_or_default(server.host()).await?, DISCOVERY_FAILURE_TTL),
         };
         self.inner
             .discovered
@@ -242,16 +253,30 @@ impl FederationClient {
         Ok(dest)
     }
 
+    /// Refuses an IP literal (a server name's host, or a delegated one) outside the outbound
+    /// policy; such a URL never reaches the DNS resolver, which checks every other name.
+    fn check_literal(&self, host: &str) -> Result<()> {
+        let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() else {
+            return Ok(());
+        };
+        if self.inner.outbound.permits(ip) {
+            return Ok(());
+        }
+        Err(Error::Unreachable(self.inner.outbound.refusal(host, &[ip])))
+    }
+
     /// `host`'s SRV target (the TLS name stays `host`), or `host:8448`.
-    async fn by_srv_or_default(&self, host: &str) -> Destination {
+    async fn by_srv_or_default(&self, host: &str) -> Result<Destination> {
         let srv = self.inner.srv.get_or_init(|| super::srv::Srv::new(self.inner.dns));
-        match srv.lookup(host).await {
-            Some(addr) => {
+        let outbound = &self.inner.outbound;
+        match srv.lookup(host, |ip| outbound.permits(ip)).await {
+            Some(Ok(addr)) => {
                 // The resolver reqwest calls maps the host to the SRV target, as for a pin.
                 self.inner.hosts.write().unwrap_or_else(|e| e.into_inner()).entry(host.to_owned()).or_insert(addr);
-                Destination { base_url: format!("https://{host}"), pinned: Some(addr) }
+                Ok(Destination { base_url: format!("https://{host}"), pinned: Some(addr) })
             }
-            None => Destination { base_url: format!("https://{host}:{DEFAULT_PORT}"), pinned: None },
+            Some(Err(refused)) => Err(Error::Unreachable(outbound.refusal(&format!("{host}'s SRV target"), &refused))),
+            None => Ok(Destination { base_url: format!("https://{host}:{DEFAULT_PORT}"), pinned: None }),
         }
     }
 
@@ -380,19 +405,32 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// Resolves pinned hosts to their pinned address, everything else through the system resolver.
-struct PinResolver(Arc<RwLock<HashMap<String, SocketAddr>>>);
+/// Resolves pinned hosts to their pinned address, everything else through the system resolver,
+/// keeping only the addresses the outbound policy permits.
+struct PinResolver {
+    hosts: Arc<RwLock<HashMap<String, SocketAddr>>>,
+    outbound: Arc<OutboundPolicy>,
+}
 
 impl reqwest::dns::Resolve for PinResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let pinned = self.0.read().unwrap_or_else(|e| e.into_inner()).get(name.as_str()).copied();
+        let pinned = self.hosts.read().unwrap_or_else(|e| e.into_inner()).get(name.as_str()).copied();
+        let outbound = self.outbound.clone();
         Box::pin(async move {
             let addrs: reqwest::dns::Addrs = match pinned {
                 Some(addr) => Box::new(std::iter::once(addr)),
                 None => {
                     // Port 0: the URL's port (or 443) is put in by the connector.
                     let found: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
-                    Box::new(found.into_iter())
+                    let (allowed, refused): (Vec<SocketAddr>, Vec<SocketAddr>) =
+                        found.into_iter().partition(|a| outbound.permits(a.ip()));
+                    if allowed.is_empty() && !refused.is_empty() {
+                        let ips: Vec<_> = refused.iter().map(SocketAddr::ip).collect();
+                        let refusal: Box<dyn std::error::Error + Send + Sync> =
+                            outbound.refusal(name.as_str(), &ips).into();
+                        return Err(refusal);
+                    }
+                    Box::new(allowed.into_iter())
                 }
             };
             Ok(addrs)

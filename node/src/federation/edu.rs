@@ -134,26 +134,7 @@ async fn inbound_to_device(s: &Services, origin: &ServerName, content: DirectDev
         tracing::debug!(%origin, sender = %content.sender, "dropped to-device messages from another server's user");
         return Ok(());
     }
-    let mut targets = Vec::new();
-    for (user, devices) in &content.messages {
-        if !s.users.is_local(user) {
-            continue;
-        }
-        for (device, message) in devices {
-            let message: Value = match serde_json::from_str(message.json().get()) {
-                Ok(v) => v,
-                Err(_) => continue,
-            };
-            match device {
-                DeviceIdOrAllDevices::DeviceId(d) => targets.push((user.clone(), d.clone(), message)),
-                DeviceIdOrAllDevices::AllDevices => {
-                    for (d, _) in s.users.devices(user)? {
-                        targets.push((user.clone(), d, message.clone()));
-                    }
-                }
-            }
-        }
-    }
+    let targets = crate::e2ee::local_targets(s, &content.messages)?;
     let device = OwnedDeviceId::from(FEDERATION_DEVICE);
     s.e2ee
         .send_to_device(&content.sender, &device, content.message_id.as_str(), &content.ev_type.to_string(), targets)

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod media;
 pub mod membership;
 pub mod openid;
+pub mod outbound;
 pub mod pdu;
 pub mod receive;
 pub mod remote_keys;

@@ -59,7 +59,7 @@ struct Inner {
     client: FederationClient,
     cache: Mutex<HashMap<OwnedServerName, Entry>>,
     /// One lock per server being fetched, so concurrent callers wait for one fetch.
-    fetching: Mutex<HashMap<OwnedServerName, Arc<tokio::sync::Mutex<()>>>>,
+    fetching: FetchLocks,
 }
 
 impl RemoteKeys {
@@ -164,9 +164,8 @@ impl RemoteKeys {
         if let Some(entry) = self.cached(server) {
             return Ok(entry);
         }
-        let lock =
-            self.inner.fetching.lock().unwrap_or_else(|e| e.into_inner()).entry(server.to_owned()).or_default().clone();
-        let _guard = lock.lock().await;
+        let fetching = Fetching::join(&self.inner.fetching, server);
+        let _guard = fetching.lock.lock().await;
         // Someone else may have fetched while we waited.
         if let Some(entry) = self.cached(server) {
             return Ok(entry);
@@ -207,6 +206,34 @@ impl RemoteKeys {
     }
 }
 
+type FetchLocks = Mutex<HashMap<OwnedServerName, Arc<tokio::sync::Mutex<()>>>>;
+
+/// A caller's share of the per-server fetch lock. The last one to leave removes the map entry,
+/// so the map holds only servers being fetched right now, not every server ever asked.
+struct Fetching<'a> {
+    map: &'a FetchLocks,
+    server: OwnedServerName,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> Fetching<'a> {
+    fn join(map: &'a FetchLocks, server: &ServerName) -> Self {
+        let lock = map.lock().unwrap_or_else(|e| e.into_inner()).entry(server.to_owned()).or_default().clone();
+        Self { map, server: server.to_owned(), lock }
+    }
+}
+
+impl Drop for Fetching<'_> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        // Clones are only made under the map's lock, so the count cannot rise meanwhile: two
+        // (the map's and ours) means nobody else is waiting on this lock.
+        if map.get(&self.server).is_some_and(|l| Arc::ptr_eq(l, &self.lock) && Arc::strong_count(l) == 2) {
+            map.remove(&self.server);
+        }
+    }
+}
+
 /// Checks that `object` is `server`'s key object, self-signed by one of its current keys.
 fn parse_and_verify(server: &ServerName, object: CanonicalJsonObject, cap: u64) -> Result<Entry> {
     let bad = |why: &str| Error::Unreachable(format!("{server}: bad key response: {why}"));
@@ -244,4 +271,33 @@ fn parse_and_verify(server: &ServerName, object: CanonicalJsonObject, cap: u64) 
     let mut keys = keys_in("old_verify_keys")?;
     keys.extend(current);
     Ok(Entry { object, keys, valid_until: valid_until.min(cap) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn concurrent_fetches_share_one_lock_and_the_last_one_out_removes_it() {
+        let map = FetchLocks::default();
+        let server = ServerName::parse("a.test").unwrap();
+        let first = Fetching::join(&map, &server);
+        let guard = first.lock.lock().await;
+        let second = Fetching::join(&map, &server);
+        assert!(Arc::ptr_eq(&first.lock, &second.lock), "a second caller waits on the same lock");
+        assert!(second.lock.try_lock().is_err(), "and cannot fetch while the first does");
+        drop(guard);
+        drop(first);
+        assert_eq!(map.lock().unwrap().len(), 1, "kept while someone still waits");
+        let third = Fetching::join(&map, &server);
+        assert!(Arc::ptr_eq(&second.lock, &third.lock), "a late caller still joins the waiting one");
+        drop(second);
+        drop(third);
+        assert!(map.lock().unwrap().is_empty(), "gone once every caller is done");
+        for i in 0..100 {
+            let name = ServerName::parse(format!("s{i}.test")).unwrap();
+            drop(Fetching::join(&map, &name));
+        }
+        assert!(map.lock().unwrap().is_empty(), "one entry per server ever asked would be 100");
+    }
 }

@@ -2,7 +2,7 @@
 //! `_matrix._tcp.<host>`, with the system's resolver configuration. A pinned federation never
 //! gets here; this is for peers found through DNS.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use hickory_resolver::{
     TokioResolver,
@@ -46,9 +46,15 @@ impl Srv {
     }
 
     /// The address of the best (lowest priority, then highest weight) target of `host`'s SRV
-    /// records, if it has any.
-    pub async fn lookup(&self, host: &str) -> Option<SocketAddr> {
+    /// records that `permits` accepts; `Err` with the addresses found when it accepts none.
+    /// None when `host` has no SRV records.
+    pub async fn lookup(
+        &self,
+        host: &str,
+        permits: impl Fn(IpAddr) -> bool,
+    ) -> Option<Result<SocketAddr, Vec<IpAddr>>> {
         let resolver = self.resolver.as_ref()?;
+        let mut refused = Vec::new();
         for service in ["_matrix-fed._tcp", "_matrix._tcp"] {
             let Ok(lookup) = resolver.srv_lookup(format!("{service}.{host}.")).await else { continue };
             let mut targets: Vec<(u16, u16, String, u16)> = lookup
@@ -61,14 +67,16 @@ impl Srv {
                 .collect();
             targets.sort();
             for (_, _, target, port) in targets {
-                if let Ok(ips) = resolver.lookup_ip(target.as_str()).await
-                    && let Some(ip) = ips.iter().next()
-                {
-                    tracing::debug!(%host, %target, port, "found by SRV");
-                    return Some(SocketAddr::new(ip, port));
+                let Ok(ips) = resolver.lookup_ip(target.as_str()).await else { continue };
+                for ip in ips.iter() {
+                    if permits(ip) {
+                        tracing::debug!(%host, %target, port, "found by SRV");
+                        return Some(Ok(SocketAddr::new(ip, port)));
+                    }
+                    refused.push(ip);
                 }
             }
         }
-        None
+        (!refused.is_empty()).then_some(Err(refused))
     }
 }

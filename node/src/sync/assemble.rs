@@ -80,7 +80,7 @@ pub async fn sync(services: &Services, auth: &Auth, req: Request) -> Result<Resp
     let deadline = tokio::time::Instant::now() + timeout;
     if let Some(since) = since {
         // The client has seen everything up to `since`: its older to-device messages can go.
-        services.e2ee.ack_to_device(&auth.user_id, &auth.device_id, since.pos).await?;
+        services.e2ee.ack_to_device(&auth.user_id, &auth.device_id, since.to_device).await?;
     }
     if let Some(status) = services.sync.presence.synced(&auth.user_id, &req.set_presence) {
         crate::federation::edu::presence(services, &auth.user_id, &status).await;
@@ -203,11 +203,19 @@ async fn build(
         changed = true;
     }
 
-    // Every queued message up to `now`, uncapped: the token has a single position, so a capped
-    // batch would move `next_batch` past the messages it left out, and the next sync would
-    // acknowledge (delete) them unseen. Olm session setup depends on none being lost.
-    for event in services.e2ee.to_device_since(user, &auth.device_id, since_pos, now.pos, usize::MAX)? {
-        response.to_device.events.push(raw(&event)?);
+    // At most a batch of to-device messages; when more are queued, `next_batch` records the
+    // last one delivered, so the next sync acknowledges only those and carries on after them.
+    let since_to_device = since.map(|t| t.to_device).unwrap_or(0);
+    let cap = crate::e2ee::MAX_TO_DEVICE_PER_SYNC;
+    let mut queued = services.e2ee.to_device_since(user, &auth.device_id, since_to_device, now.pos, cap + 1)?;
+    if queued.len() > cap {
+        queued.truncate(cap);
+        if let Some((last, _)) = queued.last() {
+            response.next_batch = super::Token { to_device: *last, ..now }.to_string();
+        }
+    }
+    for (_, event) in &queued {
+        response.to_device.events.push(raw(event)?);
         changed = true;
     }
     if since.is_some() {

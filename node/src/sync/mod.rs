@@ -15,37 +15,48 @@ pub use typing::Typing;
 
 use crate::{error::Error, store::Db};
 
-/// A sync token: the stream position, and the typing and presence serials the client has seen.
+/// A sync token: the stream position, the typing and presence serials the client has seen, and
+/// how far its to-device messages were delivered (behind `pos` when a response carried only
+/// part of the queue).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Token {
     pub pos: u64,
     pub typing: u64,
     pub presence: u64,
+    pub to_device: u64,
 }
 
 impl Token {
-    /// `t{pos}_{typing}_{presence}`; tokens from before presence (`t{pos}_{typing}`) still parse.
+    /// `t{pos}_{typing}_{presence}`, plus `_{to_device}` when that is behind `pos`; tokens from
+    /// before presence (`t{pos}_{typing}`) still parse.
     pub fn parse(s: &str) -> Result<Self, Error> {
         let bad = || Error::invalid_param(format!("`{s}` is not a sync token from this server"));
         let mut parts = s.strip_prefix('t').ok_or_else(bad)?.split('_');
-        let mut next = |required: bool| -> Result<u64, Error> {
+        let mut next = |required: bool| -> Result<Option<u64>, Error> {
             match parts.next() {
-                Some(p) => p.parse().map_err(|_| bad()),
+                Some(p) => p.parse().map(Some).map_err(|_| bad()),
                 None if required => Err(bad()),
-                None => Ok(0),
+                None => Ok(None),
             }
         };
-        let token = Self { pos: next(true)?, typing: next(true)?, presence: next(false)? };
+        let pos = next(true)?.unwrap_or_default();
+        let typing = next(true)?.unwrap_or_default();
+        let presence = next(false)?.unwrap_or_default();
+        let to_device = next(false)?.map_or(pos, |t| t.min(pos));
         if parts.next().is_some() {
             return Err(bad());
         }
-        Ok(token)
+        Ok(Self { pos, typing, presence, to_device })
     }
 }
 
 impl std::fmt::Display for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "t{}_{}_{}", self.pos, self.typing, self.presence)
+        write!(f, "t{}_{}_{}", self.pos, self.typing, self.presence)?;
+        if self.to_device < self.pos {
+            write!(f, "_{}", self.to_device)?;
+        }
+        Ok(())
     }
 }
 
@@ -85,7 +96,8 @@ impl SyncService {
     }
 
     pub fn current_token(&self) -> Token {
-        Token { pos: self.db.streams.visible(), typing: self.typing.serial(), presence: self.presence.serial() }
+        let pos = self.db.streams.visible();
+        Token { pos, typing: self.typing.serial(), presence: self.presence.serial(), to_device: pos }
     }
 
     /// Wakes every long-poll so the node can stop promptly.

@@ -33,6 +33,7 @@ mod retention;
 mod room_features;
 mod server_keys;
 mod sync;
+mod trust_bounds;
 mod trust_edges;
 mod trust_limits;
 mod trust_reads;

@@ -32,4 +32,5 @@ mod retention;
 mod room_features;
 mod server_keys;
 mod sync;
+mod trust_matrix;
 mod trust_reads;

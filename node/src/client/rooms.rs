@@ -214,10 +214,9 @@ pub async fn leave(s: Arc<Services>, req: Ruma<leave_room::v3::Request>) -> Resu
 
 pub async fn forget(s: Arc<Services>, req: Ruma<forget_room::v3::Request>) -> Result<forget_room::v3::Response> {
     let auth = req.user()?;
-    match s.rooms.membership(&req.room_id, &auth.user_id).await {
-        Ok(Some(m)) if m == "join" || m == "invite" => {
-            Err(Error::BadState("leave the room before forgetting it".into()))
-        }
+    match s.rooms.membership(&req.room_id, &auth.user_id).await?.as_deref() {
+        // Invited and knocking users have not left either: they reject or rescind first.
+        Some("join" | "invite" | "knock") => Err(Error::BadState("leave the room before forgetting it".into())),
         _ => Ok(forget_room::v3::Response::new()),
     }
 }

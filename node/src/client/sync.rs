@@ -67,6 +67,15 @@ pub async fn typing(
     Ok(create_typing_event::v3::Response::new())
 }
 
+/// Receipts and read markers are for members: checked before anything is stored, so a refused
+/// request leaves no marker behind.
+async fn ensure_joined(s: &Services, auth: &crate::http::Auth, room: &ruma::RoomId) -> Result<()> {
+    if s.rooms.membership(room, &auth.user_id).await?.as_deref() != Some("join") {
+        return Err(Error::forbidden("you are not in this room"));
+    }
+    Ok(())
+}
+
 async fn receipt(
     s: &Services,
     auth: &crate::http::Auth,
@@ -75,9 +84,7 @@ async fn receipt(
     event_id: &ruma::EventId,
     thread: Option<String>,
 ) -> Result<()> {
-    if s.rooms.membership(room, &auth.user_id).await?.as_deref() != Some("join") {
-        return Err(Error::forbidden("you are not in this room"));
-    }
+    ensure_joined(s, auth, room).await?;
     if s.rooms.pdu(event_id)?.is_none_or(|p| p.room_id != room) {
         return Err(Error::not_found("no such event in this room"));
     }
@@ -102,6 +109,7 @@ pub async fn create_receipt(
         ReceiptType::Read => receipt(&s, auth, &req.room_id, "m.read", &req.event_id, thread).await?,
         ReceiptType::ReadPrivate => receipt(&s, auth, &req.room_id, "m.read.private", &req.event_id, thread).await?,
         ReceiptType::FullyRead => {
+            ensure_joined(&s, auth, &req.room_id).await?;
             let content = serde_json::json!({ "event_id": req.event_id });
             s.users.set_account_data(&auth.user_id, Some(&req.room_id), "m.fully_read", &content).await?;
         }
@@ -115,6 +123,7 @@ pub async fn read_markers(
     req: Ruma<set_read_marker::v3::Request>,
 ) -> Result<set_read_marker::v3::Response> {
     let auth = req.user()?;
+    ensure_joined(&s, auth, &req.room_id).await?;
     if let Some(fully_read) = &req.fully_read {
         let content = serde_json::json!({ "event_id": fully_read });
         s.users.set_account_data(&auth.user_id, Some(&req.room_id), "m.fully_read", &content).await?;

@@ -36,4 +36,5 @@ mod sync;
 mod trust_bounds;
 mod trust_edges;
 mod trust_limits;
+mod trust_matrix;
 mod trust_reads;

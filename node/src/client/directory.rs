@@ -39,7 +39,10 @@ pub async fn get(s: Arc<Services>, req: Ruma<get_alias::v3::Request>) -> Result<
 
 pub async fn room_aliases(s: Arc<Services>, req: Ruma<aliases::v3::Request>) -> Result<aliases::v3::Response> {
     let auth = req.user()?;
-    if !s.rooms.exists(&req.room_id)? || !s.rooms.read_access(&req.room_id, &auth.user_id)?.any() {
+    // Members now, or anyone for a world-readable room (the spec): not those who left.
+    let access =
+        if s.rooms.exists(&req.room_id)? { Some(s.rooms.read_access(&req.room_id, &auth.user_id)?) } else { None };
+    if !access.is_some_and(|a| a.joined_now() || a.world_readable_now()) {
         return Err(Error::forbidden("you are not in this room"));
     }
     Ok(aliases::v3::Response::new(s.rooms.aliases_of(&req.room_id)?))

@@ -129,7 +129,8 @@ pub async fn messages(
 
 pub async fn event(s: Arc<Services>, req: Ruma<get_room_event::v3::Request>) -> Result<get_room_event::v3::Response> {
     let auth = req.user()?;
-    let access = access(&s, auth, &req.room_id).await?;
+    // The spec's one answer for an event the caller may not read is 404, as for a missing one.
+    let access = access(&s, auth, &req.room_id).await.map_err(|_| Error::not_found("no such event"))?;
     let (pos, pdu) = s.rooms.served_event(&req.event_id)?.ok_or_else(|| Error::not_found("no such event"))?;
     if pdu.room_id != req.room_id || !access.may_see(pos, &pdu) {
         return Err(Error::not_found("no such event"));
@@ -237,8 +238,12 @@ pub async fn joined_members(
     req: Ruma<joined_members::v3::Request>,
 ) -> Result<joined_members::v3::Response> {
     let auth = req.user()?;
+    // Current members only (the spec): a user who left does not follow who is in the room.
+    if s.rooms.membership(&req.room_id, &auth.user_id).await?.as_deref() != Some("join") {
+        return Err(Error::forbidden("you are not in this room"));
+    }
     let mut joined = std::collections::BTreeMap::new();
-    for pdu in state_for(&s, auth, &req.room_id).await? {
+    for pdu in s.rooms.current_state(&req.room_id).await? {
         if pdu.kind == ruma::events::TimelineEventType::RoomMember
             && pdu.membership().as_deref() == Some("join")
             && let Some(user) = pdu.state_key.as_deref().and_then(|k| ruma::UserId::parse(k).ok())
@@ -274,7 +279,8 @@ async fn relations_page<T>(
     auth: &Auth,
     q: RelationsQuery<'_>,
 ) -> Result<(Vec<ruma::serde::Raw<T>>, Option<String>)> {
-    let access = access(s, auth, q.room_id).await?;
+    // 404 for a parent the caller may not read, as for a missing one (the spec).
+    let access = access(s, auth, q.room_id).await.map_err(|_| Error::not_found("no such event"))?;
     let limit = q.limit.map(|l| limit_of(l, 1000)).unwrap_or(50);
     let mut related: Vec<_> = s
         .rooms

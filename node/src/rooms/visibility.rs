@@ -119,6 +119,11 @@ impl ReadAccess {
         })
     }
 
+    /// Whether the room is world-readable now.
+    pub fn world_readable_now(&self) -> bool {
+        self.visibility.last().is_some_and(|(_, v)| *v == HistoryVisibility::WorldReadable)
+    }
+
     /// Whether any of the reader's users is joined now.
     pub fn joined_now(&self) -> bool {
         self.members.values().any(|h| h.last().is_some_and(|(_, m)| m == "join"))

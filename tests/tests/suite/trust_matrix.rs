@@ -54,38 +54,7 @@ POST forget              |  200   200    400   400    400     400     400    400
 
 /// Cells where the node is known to differ from the expectation: (endpoint, columns, why).
 /// Reported, not failed on. Every entry is a bug to fix; remove it with the fix.
-const KNOWN_GAPS: &[(&str, &[&str], &str)] = &[
-    (
-        "GET joined_members",
-        &["left0", "left100", "jban0", "jban100"],
-        "the spec serves joined_members to current members only; read.rs serves the list as of leaving",
-    ),
-    (
-        "GET event/{id}",
-        &["none0", "none100", "inv0", "inv100", "knock0", "knock100", "ban0", "ban100"],
-        "the spec answers 404 for an event the caller may not read; read.rs answers 403 before looking",
-    ),
-    (
-        "GET relations/{id}",
-        &["none0", "none100", "inv0", "inv100", "knock0", "knock100", "ban0", "ban100"],
-        "the spec answers 404 for a parent the caller may not read; read.rs answers 403 before looking",
-    ),
-    (
-        "GET aliases",
-        &["left0", "left100", "jban0", "jban100"],
-        "the spec serves local aliases to users in the room; directory.rs serves today's list to departed users",
-    ),
-    (
-        "PUT directory/list",
-        &["join0"],
-        "publishing needs power to send m.room.canonical_alias (or admin); directory.rs lets any member publish",
-    ),
-    (
-        "DELETE owner's alias",
-        &["join0"],
-        "deleting another's alias needs power to send m.room.canonical_alias (or admin); directory.rs lets any member",
-    ),
-];
+const KNOWN_GAPS: &[(&str, &[&str], &str)] = &[];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Membership {

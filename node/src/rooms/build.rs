@@ -143,14 +143,33 @@ impl Rooms {
         // head only gives the builder an empty state to work from.
         let scratch = RoomHead::new(RoomId::new_v1(&self.server_name), version.clone())?;
         let event = NewEvent::state(TimelineEventType::RoomCreate.to_string(), "", content);
-        let pdu = Arc::new(self.build_inner(&scratch, creator, event, !v12)?);
-        let mut head = RoomHead::new(pdu.room_id.clone(), version)?;
-        self.authorize(&head, &pdu)?;
-        let ticket = self.db.allocate()?;
-        let (batch, snapshot) = self.event_batch(&head, &pdu, ticket.pos(), None)?;
+        // Two creates by one user in the same millisecond are the same event, so the same v12
+        // room: the second would take over the first's head. It waits for the next millisecond.
+        let (pdu, head_lock) = loop {
+            let pdu = Arc::new(self.build_inner(&scratch, creator, event.clone(), !v12)?);
+            let head = RoomHead::new(pdu.room_id.clone(), version.clone())?;
+            if let Some(claimed) = self.claim_new_head(head)? {
+                break (pdu, claimed);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        };
+        let room_id = pdu.room_id.clone();
+        let mut head = head_lock.lock().await;
+        let prepared = self.authorize(&head, &pdu).and_then(|()| {
+            let ticket = self.db.allocate()?;
+            let (batch, snapshot) = self.event_batch(&head, &pdu, ticket.pos(), None)?;
+            Ok((ticket, batch, snapshot))
+        });
+        let (ticket, batch, snapshot) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                drop(head);
+                self.evict(&room_id);
+                return Err(e);
+            }
+        };
         head.apply(&pdu, snapshot);
-        let room_id = head.room_id.clone();
-        self.insert_head(head)?;
+        drop(head);
         if let Err(e) = self.db.commit_ticket(ticket, batch).await {
             self.evict(&room_id);
             return Err(e);

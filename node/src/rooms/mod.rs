@@ -91,6 +91,22 @@ impl Rooms {
         }
     }
 
+    /// Installs the head of a room being created, unless a room with that id exists (in memory
+    /// or in the store): `None` then.
+    pub(crate) fn claim_new_head(&self, head: RoomHead) -> Result<Option<Arc<tokio::sync::Mutex<RoomHead>>>> {
+        let room_id = head.room_id.clone();
+        if self.db.get(crate::store::trees::ROOMS, room_id.as_bytes())?.is_some() {
+            return Ok(None);
+        }
+        let mut heads = self.heads.lock().map_err(|_| Error::internal("room cache poisoned"))?;
+        if heads.contains_key(&room_id) {
+            return Ok(None);
+        }
+        let head = Arc::new(tokio::sync::Mutex::new(head));
+        heads.insert(room_id, head.clone());
+        Ok(Some(head))
+    }
+
     pub(crate) fn insert_head(&self, head: RoomHead) -> Result<Arc<tokio::sync::Mutex<RoomHead>>> {
         let room_id = head.room_id.clone();
         let head = Arc::new(tokio::sync::Mutex::new(head));

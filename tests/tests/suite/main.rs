@@ -13,6 +13,7 @@ mod access_rules;
 mod aliases;
 mod bad_input;
 mod clients;
+mod concurrency;
 mod demo;
 mod e2ee;
 mod federation;

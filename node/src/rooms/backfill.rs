@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     error::{Error, Result},
-    store::{Db, key, pos_bytes, trees},
+    store::{Db, pos_bytes, trees},
 };
 
 const BACKFILL_KEY: &[u8] = b"backfill_next";
@@ -49,6 +49,8 @@ impl Rooms {
             }
             verdicts.insert(pdu.event_id.clone(), rejection);
         }
+        let head = self.head(room_id)?;
+        let head = head.lock().await;
         let mut batch = WriteBatch::new();
         let mut added = 0;
         let mut redactions = Vec::new();
@@ -72,27 +74,8 @@ impl Rooms {
                 batch.insert(trees::EVENTS, pdu.event_id.as_bytes().to_vec(), Db::to_json(&stored)?);
                 continue;
             }
-            let stored = StoredEvent {
-                pos: next,
-                pdu: pdu.json.clone(),
-                txn_id: None,
-                device_id: None,
-                outlier: false,
-                rejected: false,
-            };
-            batch.insert(trees::EVENTS, pdu.event_id.as_bytes().to_vec(), Db::to_json(&stored)?);
-            batch.insert(
-                trees::TIMELINE,
-                key(&[room_id.as_bytes(), &pos_bytes(next)]),
-                pdu.event_id.as_bytes().to_vec(),
-            );
-            if let Some(target) = super::build::relates_to(&pdu) {
-                batch.insert(
-                    trees::RELATIONS,
-                    key(&[room_id.as_bytes(), target.as_bytes(), &pos_bytes(next)]),
-                    pdu.event_id.as_bytes().to_vec(),
-                );
-            }
+            // Redactions are applied below, once their targets (often on this page) are stored.
+            self.timeline_rows(&head, &pdu, next, None, None, None, &mut batch)?;
             if pdu.kind == ruma::events::TimelineEventType::RoomRedaction {
                 redactions.push(pdu);
             }
@@ -104,8 +87,6 @@ impl Rooms {
         // Redactions once their targets (often in the same page) are stored; the power levels
         // that judge them are those among their own auth events.
         if !redactions.is_empty() {
-            let head = self.head(room_id)?;
-            let head = head.lock().await;
             let mut batch = WriteBatch::new();
             for redaction in &redactions {
                 let mut auth = HashMap::new();
@@ -122,7 +103,6 @@ impl Rooms {
                     self.redaction_writes(&head, redaction, &target, &mut batch)?;
                 }
             }
-            drop(head);
             if !batch.is_empty() {
                 self.db.write(batch).await?;
             }

@@ -302,7 +302,7 @@ impl Rooms {
         let mut batch = WriteBatch::new();
         let redacts = self
             .redaction_effect(&head.rules, pdu, super::redaction::Origin::Local, |k, key| head.get(k, key).cloned())?;
-        self.timeline_rows(head, pdu, pos, txn, head.snapshot, redacts.as_deref(), &mut batch)?;
+        self.timeline_rows(head, pdu, pos, txn, Some(head.snapshot), redacts.as_deref(), &mut batch)?;
         let mut snapshot = head.snapshot;
         if pdu.is_state() {
             snapshot = state::write_snapshot(&self.db, &state::apply(head.state_ids(), pdu), &mut batch)?;
@@ -337,7 +337,8 @@ impl Rooms {
         servers
     }
 
-    /// The writes of an event entering the timeline at `pos`, with the state before it.
+    /// The writes of an event entering the timeline at `pos`, with the state before it: the one
+    /// place local, received, joined and backfilled events are stored and indexed.
     /// `redacts` is the event it redacts, once [`Rooms::redaction_effect`] allowed it.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn timeline_rows(
@@ -346,7 +347,7 @@ impl Rooms {
         pdu: &Pdu,
         pos: u64,
         txn: Option<&TxnRef>,
-        state_before: SnapshotId,
+        state_before: Option<SnapshotId>,
         redacts: Option<&EventId>,
         batch: &mut WriteBatch,
     ) -> Result<()> {
@@ -361,7 +362,10 @@ impl Rooms {
             rejected: false,
         };
         batch.insert(trees::EVENTS, id.to_vec(), Db::to_json(&stored)?);
-        batch.insert(trees::EVENT_STATE, id.to_vec(), state_before.to_vec());
+        // Backfilled history has no known state before it.
+        if let Some(state_before) = state_before {
+            batch.insert(trees::EVENT_STATE, id.to_vec(), state_before.to_vec());
+        }
         batch.insert(trees::TIMELINE, key(&[room, &pos_bytes(pos)]), id.to_vec());
         if let Some(txn) = txn {
             batch.insert(trees::TXNS, txn.key(&pdu.sender, &pdu.room_id), id.to_vec());

@@ -319,7 +319,7 @@ impl Rooms {
             power.get(&(k.clone(), key.to_owned())).cloned()
         })?;
         let ticket = self.db.allocate()?;
-        self.timeline_rows(&head, &pdu, ticket.pos(), None, before_id, redacts.as_deref(), &mut batch)?;
+        self.timeline_rows(&head, &pdu, ticket.pos(), None, Some(before_id), redacts.as_deref(), &mut batch)?;
         let mut extremities: Vec<OwnedEventId> =
             head.extremities.iter().filter(|e| !pdu.prev_events.contains(e)).cloned().collect();
         extremities.push(pdu.event_id.clone());

@@ -79,8 +79,8 @@ trap 'exit 130' INT TERM
 cd "$REPO_ROOT"
 echo "== building tocsin-node and tocsin-loadgen (release)"
 cargo build --release --bin tocsin-node --bin tocsin-loadgen
-LOADGEN="$REPO_ROOT/target/release/tocsin-loadgen"
-NODE="$REPO_ROOT/target/release/tocsin-node"
+LOADGEN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/tocsin-loadgen"
+NODE="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/tocsin-node"
 
 SYNAPSE_STATUS="skipped"
 TOCSIN_STATUS="skipped"

@@ -63,14 +63,7 @@ impl Rooms {
             }
             if let Some(reason) = rejection {
                 tracing::info!(event_id = %pdu.event_id, %reason, "rejected backfilled event");
-                let stored = StoredEvent {
-                    pos: 0,
-                    pdu: pdu.json.clone(),
-                    txn_id: None,
-                    device_id: None,
-                    outlier: true,
-                    rejected: true,
-                };
+                let stored = StoredEvent::outlier(&pdu, true);
                 batch.insert(trees::EVENTS, pdu.event_id.as_bytes().to_vec(), Db::to_json(&stored)?);
                 continue;
             }

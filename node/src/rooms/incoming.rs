@@ -90,14 +90,7 @@ impl Rooms {
             }
             let pdu = Arc::new(pdu);
             let rejection = verdict(self.check_auth_events(rules, &pdu, |id| accepted.get(id).cloned()))?;
-            let stored = StoredEvent {
-                pos: 0,
-                pdu: pdu.json.clone(),
-                txn_id: None,
-                device_id: None,
-                outlier: true,
-                rejected: rejection.is_some(),
-            };
+            let stored = StoredEvent::outlier(&pdu, rejection.is_some());
             batch.insert(trees::EVENTS, pdu.event_id.as_bytes().to_vec(), Db::to_json(&stored)?);
             match rejection {
                 None => {
@@ -296,14 +289,7 @@ impl Rooms {
             if joining { None } else { verdict(self.check_against_state(&rules.authorization, &pdu, &current))? };
         if let Some(reason) = soft_failure {
             tracing::info!(event_id = %pdu.event_id, %reason, "soft-failed event");
-            let stored = StoredEvent {
-                pos: 0,
-                pdu: pdu.json.clone(),
-                txn_id: None,
-                device_id: None,
-                outlier: true,
-                rejected: false,
-            };
+            let stored = StoredEvent::outlier(&pdu, false);
             batch.insert(trees::EVENTS, pdu.event_id.as_bytes().to_vec(), Db::to_json(&stored)?);
             batch.insert(trees::EVENT_STATE, pdu.event_id.as_bytes().to_vec(), before_id.to_vec());
             drop(head);
@@ -404,8 +390,7 @@ impl Rooms {
         mut batch: WriteBatch,
     ) -> Result<()> {
         tracing::info!(event_id = %pdu.event_id, "rejected event");
-        let stored =
-            StoredEvent { pos: 0, pdu: pdu.json.clone(), txn_id: None, device_id: None, outlier: true, rejected: true };
+        let stored = StoredEvent::outlier(&pdu, true);
         batch.insert(trees::EVENTS, pdu.event_id.as_bytes().to_vec(), Db::to_json(&stored)?);
         if let Some(id) = state_before {
             batch.insert(trees::EVENT_STATE, pdu.event_id.as_bytes().to_vec(), id.to_vec());

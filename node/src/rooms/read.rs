@@ -33,6 +33,11 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
+    /// An event kept out of the timeline: an auth event, a soft-failed or a rejected one.
+    pub fn outlier(pdu: &Pdu, rejected: bool) -> Self {
+        Self { pos: 0, pdu: pdu.json.clone(), txn_id: None, device_id: None, outlier: true, rejected }
+    }
+
     pub fn into_pdu(self, event_id: &EventId) -> Result<Pdu> {
         let mut pdu = Pdu::from_json(event_id.to_owned(), self.pdu)?;
         pdu.local_txn = self.device_id.zip(self.txn_id);

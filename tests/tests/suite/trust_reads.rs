@@ -376,3 +376,54 @@ async fn users_read_what_visibility_and_membership_allowed_at_each_event() {
     let seen = bodies(page["chunk"].as_array().unwrap());
     assert_eq!(seen, ["welcome-back", "hello-bob", "shared-1"], "bob after rejoining");
 }
+
+/// A store error while an event is judged must leave it undecided, never rejected for good:
+/// the sender's retry is judged afresh and accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_error_on_receipt_never_rejects_an_event_for_good() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::plan(dir.path(), &[A, B]).unwrap();
+    let a = cluster.start(0).await.unwrap();
+    let b = cluster.start(1).await.unwrap();
+    let (room, api_a, api_b, alice, bob) = shared_v10_room(&a, &b).await;
+    let alices = say(&api_a, room.as_str(), &alice, "First").await;
+    let alices_id = EventId::parse(&alices).unwrap();
+    common::eventually_until(20, || async { b.services.rooms.pdu(&alices_id).unwrap().is_some() }).await;
+
+    // The event A sends next cites alice's membership among its auth events; on B that record
+    // is unreadable for a moment (a disk error, say).
+    let forge = Forge::new(&a, &room, &alices_id).await;
+    let (id, pdu) =
+        forge.pdu(|o| _ = o.insert("content".into(), cj(json!({ "msgtype": "m.text", "body": "Second" })))).await;
+    let member = a.services.rooms.pdu(&alices_id).unwrap().unwrap().auth_events;
+    let member = member
+        .into_iter()
+        .find(|e| {
+            b.services
+                .rooms
+                .pdu(e)
+                .unwrap()
+                .is_some_and(|p| p.state_key.as_deref() == Some(format!("@alice:{A}").as_str()))
+        })
+        .expect("alice's member event among the auth events");
+    let events = "events";
+    let good = b.services.db.get(events, member.as_bytes()).unwrap().expect("stored");
+    let mut batch = tocsin_store::WriteBatch::new();
+    batch.insert(events, member.as_bytes().to_vec(), b"{ not json".to_vec());
+    b.services.db.write(batch).await.unwrap();
+
+    let (status, body) = hostile::transaction(&a, &b, "disk1", vec![pdu.clone()]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(pdu_error(&body, &id).is_some(), "not accepted while the store fails: {body}");
+    assert!(b.services.rooms.stored_event(&id).unwrap().is_none(), "and not recorded as rejected either");
+
+    let mut batch = tocsin_store::WriteBatch::new();
+    batch.insert(events, member.as_bytes().to_vec(), good);
+    b.services.db.write(batch).await.unwrap();
+    let (status, body) = hostile::transaction(&a, &b, "disk2", vec![pdu]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(pdu_error(&body, &id), None, "the retry is accepted: {body}");
+    let (status, event) = event(&api_b, room.as_str(), &bob, id.as_str()).await;
+    assert_eq!((status, event["content"]["body"].as_str()), (200, Some("Second")), "{event}");
+}

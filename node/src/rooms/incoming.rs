@@ -390,7 +390,7 @@ impl Rooms {
         mut batch: WriteBatch,
     ) -> Result<()> {
         tracing::info!(event_id = %pdu.event_id, "rejected event");
-        let stored = StoredEvent::outlier(&pdu, true);
+        let stored = StoredEvent::outlier(pdu, true);
         batch.insert(trees::EVENTS, pdu.event_id.as_bytes().to_vec(), Db::to_json(&stored)?);
         if let Some(id) = state_before {
             batch.insert(trees::EVENT_STATE, pdu.event_id.as_bytes().to_vec(), id.to_vec());

@@ -2,7 +2,7 @@
 //! starts again at once on the same data.
 
 use std::{
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::{Duration, Instant},
 };
 
@@ -11,12 +11,14 @@ use tocsin_tests::cluster::Cluster;
 use crate::common::tocsin_node_binary;
 
 fn serve(config: &std::path::Path, log: &std::path::Path) -> Child {
+    let log_file = std::fs::File::create(log).expect("log file");
     Command::new(tocsin_node_binary())
         .arg("--config")
         .arg(config)
         .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log file"))
+        .env("TOCSIN_LOG", "info")
+        .stdout(log_file.try_clone().expect("log file"))
+        .stderr(log_file)
         .spawn()
         .expect("tocsin-node starts")
 }
@@ -66,6 +68,8 @@ async fn serve_stops_within_two_seconds_and_restarts_at_once() {
         let took = terminate(&mut child);
         let output = std::fs::read_to_string(&log).unwrap_or_default();
         assert!(took < Duration::from_secs(2), "round {round}: SIGTERM took {took:?}; log:\n{output}");
+        assert!(output.contains("shutting down"), "round {round}: the log is captured:\n{output}");
         assert!(!output.contains("still in use"), "round {round}: every task let go of the store:\n{output}");
+        assert!(!output.contains('\u{1b}'), "round {round}: no colour codes in a log file:\n{output}");
     }
 }

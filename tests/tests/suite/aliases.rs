@@ -2,11 +2,10 @@
 //! through the other node's directory query and joins through the servers it names.
 
 use serde_json::json;
-use tocsin_tests::cluster::Cluster;
 
 use crate::{
     api::{Api, enc},
-    fed::logs,
+    fed,
 };
 
 const A: &str = "riverton.test";
@@ -14,11 +13,7 @@ const B: &str = "lakeside.test";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_alias_on_another_node_resolves_and_joins() {
-    logs();
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::plan(dir.path(), &[A, B]).unwrap();
-    let a = cluster.start(0).await.unwrap();
-    let b = cluster.start(1).await.unwrap();
+    let (_dir, a, b) = fed::two_nodes(A, B).await;
     let (api_a, api_b) = (Api::new(&a), Api::new(&b));
     let alice = api_a.user(&a, "alice").await;
     let bob = api_b.user(&b, "bob").await;

@@ -26,6 +26,17 @@ pub fn logs() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
 }
 
+/// Two nodes of one federation, started in this process with node logs on. The temp dir holds
+/// their data and must live as long as they do.
+pub async fn two_nodes(a: &str, b: &str) -> (tempfile::TempDir, NodeHandle, NodeHandle) {
+    logs();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cluster = tocsin_tests::cluster::Cluster::plan(dir.path(), &[a, b]).expect("cluster planned");
+    let first = cluster.start(0).await.expect("first node starts");
+    let second = cluster.start(1).await.expect("second node starts");
+    (dir, first, second)
+}
+
 /// A client logged in as `name` on the node at `base_url`.
 pub async fn client_for(base_url: &str, name: &str) -> Client {
     let client = Client::builder().homeserver_url(base_url).build().await.expect("client builds");

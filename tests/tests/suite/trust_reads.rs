@@ -8,12 +8,10 @@ use tocsin_node::{
     NodeHandle,
     ruma::{EventId, OwnedRoomId},
 };
-use tocsin_tests::cluster::Cluster;
 
 use crate::{
     api::{Api, enc, event_id},
-    common,
-    fed::logs,
+    common, fed,
     hostile::{self, Forge, cj, pdu_error},
 };
 
@@ -123,11 +121,7 @@ async fn shared_v10_room(a: &NodeHandle, b: &NodeHandle) -> (OwnedRoomId, Api, A
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_server_cannot_wipe_events_it_may_not_redact() {
-    logs();
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::plan(dir.path(), &[A, B]).unwrap();
-    let a = cluster.start(0).await.unwrap();
-    let b = cluster.start(1).await.unwrap();
+    let (_dir, a, b) = fed::two_nodes(A, B).await;
     let (room, api_a, api_b, alice, bob) = shared_v10_room(&a, &b).await;
     let bobs = say(&api_b, room.as_str(), &bob, "Pumps at the mill").await;
     let alices = say(&api_a, room.as_str(), &alice, "Copy").await;
@@ -186,11 +180,7 @@ async fn a_member_server_cannot_wipe_events_it_may_not_redact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_server_without_a_joined_member_reads_nothing() {
-    logs();
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::plan(dir.path(), &[A, B]).unwrap();
-    let a = cluster.start(0).await.unwrap();
-    let b = cluster.start(1).await.unwrap();
+    let (_dir, a, b) = fed::two_nodes(A, B).await;
     let (api_a, api_b) = (Api::new(&a), Api::new(&b));
     let alice = api_a.user(&a, "alice").await;
     let bob = api_b.user(&b, "bob").await;
@@ -381,11 +371,7 @@ async fn users_read_what_visibility_and_membership_allowed_at_each_event() {
 /// the sender's retry is judged afresh and accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_store_error_on_receipt_never_rejects_an_event_for_good() {
-    logs();
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::plan(dir.path(), &[A, B]).unwrap();
-    let a = cluster.start(0).await.unwrap();
-    let b = cluster.start(1).await.unwrap();
+    let (_dir, a, b) = fed::two_nodes(A, B).await;
     let (room, api_a, api_b, alice, bob) = shared_v10_room(&a, &b).await;
     let alices = say(&api_a, room.as_str(), &alice, "First").await;
     let alices_id = EventId::parse(&alices).unwrap();

@@ -1,7 +1,9 @@
 //! The admin API: read-only views for operators, under `/_tocsin/admin/`, on the client port.
-//! Every endpoint requires the access token of an account with the admin flag.
+//! Every endpoint requires the access token of an account with the admin flag, except
+//! `/health`, which tells only whether the node serves.
 
 pub mod federation;
+pub mod health;
 pub mod metrics;
 pub mod notices;
 pub mod policy;

@@ -181,6 +181,7 @@ pub fn router(services: Arc<Services>) -> Router {
         )
         .raw("/_tocsin/admin/federation/backlog", get(crate::admin::federation::backlog))
         .raw("/_tocsin/metrics", get(crate::admin::metrics::metrics))
+        .raw("/health", get(crate::admin::health::health))
         .raw("/_tocsin/admin/policy/plan", get(crate::admin::policy::plan))
         .raw("/_tocsin/admin/policy/apply", axum::routing::post(crate::admin::policy::apply));
     endpoints.into_router().fallback(unrecognized).layer(axum::middleware::from_fn(cors)).with_state(services)

@@ -73,3 +73,14 @@ async fn serve_stops_within_two_seconds_and_restarts_at_once() {
         assert!(!output.contains('\u{1b}'), "round {round}: no colour codes in a log file:\n{output}");
     }
 }
+
+#[tokio::test]
+async fn health_answers_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = crate::common::start(dir.path(), |_| {}).await;
+    let response = reqwest::get(format!("{}/health", node.base_url())).await.expect("the node answers");
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.expect("JSON");
+    assert_eq!((body["status"].as_str(), body["store"].as_str()), (Some("ok"), Some("ok")), "{body}");
+    node.shutdown().await;
+}

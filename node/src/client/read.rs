@@ -65,6 +65,15 @@ async fn readable_state(
     s.rooms.current_state(room_id).await
 }
 
+/// A refusal to read becomes 404, the spec's one answer for an event the caller may not see;
+/// any other error (the store's) stays what it is.
+fn hidden_as_missing(e: Error) -> Error {
+    match e {
+        Error::Forbidden(_) => Error::not_found("no such event"),
+        other => other,
+    }
+}
+
 /// Most timeline rows one `/messages` call reads, whatever its filter: a filter that matches
 /// nothing must not make one request walk a whole room.
 const MAX_SCAN: usize = 5_000;
@@ -130,7 +139,7 @@ pub async fn messages(
 pub async fn event(s: Arc<Services>, req: Ruma<get_room_event::v3::Request>) -> Result<get_room_event::v3::Response> {
     let auth = req.user()?;
     // The spec's one answer for an event the caller may not read is 404, as for a missing one.
-    let access = access(&s, auth, &req.room_id).await.map_err(|_| Error::not_found("no such event"))?;
+    let access = access(&s, auth, &req.room_id).await.map_err(hidden_as_missing)?;
     let (pos, pdu) = s.rooms.served_event(&req.event_id)?.ok_or_else(|| Error::not_found("no such event"))?;
     if pdu.room_id != req.room_id || !access.may_see(pos, &pdu) {
         return Err(Error::not_found("no such event"));
@@ -280,7 +289,7 @@ async fn relations_page<T>(
     q: RelationsQuery<'_>,
 ) -> Result<(Vec<ruma::serde::Raw<T>>, Option<String>)> {
     // 404 for a parent the caller may not read, as for a missing one (the spec).
-    let access = access(s, auth, q.room_id).await.map_err(|_| Error::not_found("no such event"))?;
+    let access = access(s, auth, q.room_id).await.map_err(hidden_as_missing)?;
     let limit = q.limit.map(|l| limit_of(l, 1000)).unwrap_or(50);
     let mut related: Vec<_> = s
         .rooms

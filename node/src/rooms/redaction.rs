@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use ruma::{EventId, OwnedEventId, events::StateEventType, room_version_rules::RoomVersionRules};
+use ruma::{EventId, OwnedEventId, UserId, events::StateEventType, room_version_rules::RoomVersionRules};
 
 use super::{Pdu, Rooms, power::power_levels, read::load_pdu};
 use crate::error::{Error, Result};
@@ -32,7 +32,9 @@ impl Rooms {
     ) -> Result<Option<OwnedEventId>> {
         let Some(target_id) = redaction.redaction_target(&rules.redaction) else { return Ok(None) };
         let Some(target) = load_pdu(&self.db, target_id)? else { return Ok(None) };
-        Ok(may_redact(rules, redaction, &target, origin, state).then(|| target_id.to_owned()))
+        let allowed =
+            target.room_id == redaction.room_id && may_redact(rules, &redaction.sender, &target, origin, state);
+        Ok(allowed.then(|| target_id.to_owned()))
     }
 
     /// The check a local `PUT /redact` (or a redaction sent as a plain event) must pass before
@@ -41,42 +43,38 @@ impl Rooms {
         &self,
         rules: &RoomVersionRules,
         room_id: &ruma::RoomId,
-        sender: &ruma::UserId,
+        sender: &UserId,
         target_id: &EventId,
         state: impl Fn(&StateEventType, &str) -> Option<Arc<Pdu>>,
     ) -> Result<()> {
         let target = load_pdu(&self.db, target_id)?
             .filter(|t| t.room_id == room_id)
             .ok_or_else(|| Error::not_found("no such event in this room"))?;
-        if target.sender == sender {
-            return Ok(());
-        }
-        let levels = power_levels(&rules.authorization, state);
-        if levels.user_can_redact_event_of_other(sender) {
+        if may_redact(rules, sender, &target, Origin::Local, &state) {
             return Ok(());
         }
         Err(Error::forbidden(format!(
             "you may redact only your own events here: redacting {}'s needs power level {} (the room's `redact`)",
-            target.sender, levels.redact
+            target.sender,
+            power_levels(&rules.authorization, state).redact
         )))
     }
 }
 
+/// Whether `sender` may redact `target` (same room already checked): their own event (for a
+/// remote sender, one of their server's), or the room's `redact` power.
 fn may_redact(
     rules: &RoomVersionRules,
-    redaction: &Pdu,
+    sender: &UserId,
     target: &Pdu,
     origin: Origin,
     state: impl Fn(&StateEventType, &str) -> Option<Arc<Pdu>>,
 ) -> bool {
-    if target.room_id != redaction.room_id {
-        return false;
-    }
     let same_party = match origin {
-        Origin::Local => target.sender == redaction.sender,
-        Origin::Remote => target.sender.server_name() == redaction.sender.server_name(),
+        Origin::Local => target.sender == sender,
+        Origin::Remote => target.sender.server_name() == sender.server_name(),
     };
-    same_party || power_levels(&rules.authorization, state).user_can_redact_event_of_other(&redaction.sender)
+    same_party || power_levels(&rules.authorization, state).user_can_redact_event_of_other(sender)
 }
 
 /// A redaction's target read from the content a client gave (`content.redacts`), or the

@@ -29,9 +29,10 @@ use std::{
 
 use ruma::{UserId, events::TimelineEventType};
 use serde_json::Value;
+use tocsin_events::AlarmBlock;
 /// The policies crate, for tools and tests that write or sign policy files for a node.
 pub use tocsin_policies as policies;
-use tocsin_policies::{AlarmLevel, NodePolicy};
+use tocsin_policies::NodePolicy;
 
 use crate::{
     error::{Error, Result},
@@ -48,7 +49,7 @@ pub struct NewRoomDefaults {
 }
 
 /// The content block that marks a message as an alarm.
-pub const ALARM_KEY: &str = "org.tocsin.alarm";
+pub use tocsin_events::ALARM_KEY;
 
 pub struct PolicyGate {
     path: Option<PathBuf>,
@@ -156,8 +157,8 @@ impl PolicyGate {
         if event.kind != TimelineEventType::RoomMessage {
             return Ok(());
         }
-        if let Some(alarm) = event.content.get(ALARM_KEY) {
-            let level = alarm_level(alarm)?;
+        if let Some(alarm) = AlarmBlock::from_content(&event.content).map_err(|e| Error::bad_json(e.to_string()))? {
+            let level = alarm.level;
             if !policy.may_send_alarm(sender.localpart(), level) {
                 return Err(Error::forbidden(format!(
                     "refused by policy rule `alarms`: {sender} has no role that may send {level} alarms"
@@ -225,16 +226,4 @@ pub fn read(path: &std::path::Path, server_name: &str) -> anyhow::Result<NodePol
         );
     }
     Ok(parsed.policy)
-}
-
-fn alarm_level(alarm: &Value) -> Result<AlarmLevel> {
-    match alarm.get("level").and_then(Value::as_str) {
-        Some("critical") => Ok(AlarmLevel::Critical),
-        Some("urgent") => Ok(AlarmLevel::Urgent),
-        Some("info") => Ok(AlarmLevel::Info),
-        other => Err(Error::bad_json(format!(
-            "{ALARM_KEY}.level must be \"critical\", \"urgent\" or \"info\", found {}",
-            other.map_or("nothing".to_owned(), |l| format!("\"{l}\""))
-        ))),
-    }
 }

@@ -4,7 +4,7 @@ use super::{
     AccessRule, Account, AlarmLevel, AlarmPolicy, Credential, ExternalUsers, HistoryVisibility, NodePolicy,
     NodeSettings, Role, Room, RoomDefaults, RoomKind,
 };
-use crate::decode::{Keyword, Obj, Reader};
+use crate::decode::{Obj, Reader};
 use crate::time::parse_duration;
 
 /// Decodes what it can; problems go to `r.diags`. Sections that are absent keep their

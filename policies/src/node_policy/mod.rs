@@ -91,10 +91,12 @@ macro_rules! keyword_enum {
     };
 }
 
-keyword_enum!(
-    /// Severity of an `org.tocsin.alarm`.
-    AlarmLevel { Critical = "critical", Urgent = "urgent", Info = "info" }
-);
+/// Severity of an `org.tocsin.alarm`: defined once, with the alarm block, in `tocsin-events`.
+pub use tocsin_events::AlarmLevel;
+
+impl Keyword for AlarmLevel {
+    const ALL: &'static [(&'static str, Self)] = AlarmLevel::ALL;
+}
 
 keyword_enum!(
     /// A plain room or a space (a room that groups rooms).

@@ -1,7 +1,7 @@
 //! Media: upload, and download through the authenticated v1 API and the legacy v3 API.
 //!
-//! Thumbnails are not generated yet: the thumbnail endpoints return the original file, which
-//! every client scales itself. Every file goes out with `Content-Security-Policy` and
+//! Thumbnails are made here from images (see `media::render`); anything else gets 400, never the
+//! original file. Every file goes out with `Content-Security-Policy` and
 //! `X-Content-Type-Options: nosniff`, inline only for passive types ([`media::inline_safe`]).
 //!
 //! Another server's file is fetched over federation only for an authenticated caller (the v1
@@ -28,7 +28,11 @@ use crate::{
     Services,
     error::{Error, Result},
     http::{Action, Ruma},
-    media::{self, MediaMeta},
+    media::{
+        self, MediaMeta,
+        render::Target,
+        thumbnails::{self, Thumbnail},
+    },
 };
 
 pub async fn upload(
@@ -39,6 +43,7 @@ pub async fn upload(
     s.limits.take(Action::Upload, Some(&auth.user_id), req.client_ip)?;
     let body = req.body;
     let media_id = s.media.upload(auth.user_id.as_str(), body.file, body.content_type, body.filename).await?;
+    thumbnails::pregenerate(&s, media_id.clone());
     let uri = <&MxcUri>::from(format!("mxc://{}/{media_id}", s.server_name).as_str()).to_owned();
     Ok(legacy::create_content::v3::Response::new(uri))
 }
@@ -117,12 +122,53 @@ pub async fn download_named(
     Ok(Hardened(v1::get_content_as_filename::v1::Response::new(file, content_type, disposition)))
 }
 
+/// The thumbnail for a request, from this node's files, a kept copy of a remote file, or
+/// (where `remote` allows) the remote server's thumbnail endpoint.
+async fn thumbnail_of(
+    s: &Services,
+    server: &ServerName,
+    media_id: &str,
+    target: Target,
+    animated: bool,
+    remote: Remote,
+) -> Result<(Vec<u8>, String, ContentDisposition)> {
+    let not_found = || Error::not_found("no such media");
+    let thumbnail = if server == s.server_name {
+        s.media.thumbnail(media_id, target, animated).await?.ok_or_else(not_found)?
+    } else if remote == Remote::Refused {
+        return Err(not_found());
+    } else if let Some(kept) = s.media.remote_thumbnail(server, media_id, target, animated).await? {
+        kept
+    } else if let Some(made) = s.media.thumbnail(&format!("{server}/{media_id}"), target, animated).await? {
+        made
+    } else if remote == Remote::Fetch {
+        crate::federation::media::remote_thumbnail(s, server, media_id, target, animated).await?
+    } else {
+        return Err(not_found());
+    };
+    let Thumbnail { bytes, content_type } = thumbnail;
+    let kind = if media::inline_safe(Some(&content_type)) {
+        ContentDispositionType::Inline
+    } else {
+        ContentDispositionType::Attachment
+    };
+    Ok((bytes, content_type, ContentDisposition::new(kind).with_filename(Some("thumbnail".to_owned()))))
+}
+
+fn target(width: UInt, height: UInt, method: Option<&ruma::media::Method>) -> Result<Target> {
+    let side = |v: UInt| u32::try_from(u64::from(v)).map_err(|_| Error::invalid_param("thumbnail size too large"));
+    Ok(Target::for_request(side(width)?, side(height)?, method)?)
+}
+
 pub async fn thumbnail(
     s: Arc<Services>,
     req: Ruma<v1::get_content_thumbnail::v1::Request>,
 ) -> Result<Hardened<v1::get_content_thumbnail::v1::Response>> {
     req.user()?;
-    let (file, content_type, disposition) = fetch(&s, &req.server_name, &req.media_id, None, Remote::Fetch).await?;
+    let target = target(req.width, req.height, req.method.as_ref())?;
+    let animated = req.animated.unwrap_or(false);
+    let (file, content_type, disposition) =
+        thumbnail_of(&s, &req.server_name, &req.media_id, target, animated, Remote::Fetch).await?;
     Ok(Hardened(v1::get_content_thumbnail::v1::Response::new(file, content_type, disposition)))
 }
 
@@ -162,7 +208,10 @@ pub async fn legacy_thumbnail(
     req: Ruma<legacy::get_content_thumbnail::v3::Request>,
 ) -> Result<Hardened<legacy::get_content_thumbnail::v3::Response>> {
     let remote = legacy_remote(req.allow_remote);
-    let (file, content_type, disposition) = fetch(&s, &req.server_name, &req.media_id, None, remote).await?;
+    let target = target(req.width, req.height, req.method.as_ref())?;
+    let animated = req.animated.unwrap_or(false);
+    let (file, content_type, disposition) =
+        thumbnail_of(&s, &req.server_name, &req.media_id, target, animated, remote).await?;
     let mut response = legacy::get_content_thumbnail::v3::Response::new(file, content_type, disposition);
     response.cross_origin_resource_policy = Some("cross-origin".into());
     Ok(Hardened(response))

@@ -9,13 +9,14 @@ use ruma::{
         Content, ContentMetadata, FileOrLocation, get_content, get_content_thumbnail,
     },
     http_headers::{ContentDisposition, ContentDispositionType},
+    media::Method,
 };
 
 use crate::{
     Services,
     error::{Error, Result},
     http::Ruma,
-    media::MediaMeta,
+    media::{MediaMeta, render::Target, thumbnails::Thumbnail},
 };
 
 fn local_file(meta: MediaMeta, bytes: Vec<u8>) -> FileOrLocation {
@@ -34,13 +35,57 @@ pub async fn download(s: Arc<Services>, req: Ruma<get_content::v1::Request>) -> 
     Ok(get_content::v1::Response::new(ContentMetadata::new(), local(&s, &req.media_id).await?))
 }
 
-/// Thumbnails are not made yet: the original file is sent (clients scale it).
+/// A thumbnail of one of this node's files, made as for local clients.
 pub async fn thumbnail(
     s: Arc<Services>,
     req: Ruma<get_content_thumbnail::v1::Request>,
 ) -> Result<get_content_thumbnail::v1::Response> {
     req.origin()?;
-    Ok(get_content_thumbnail::v1::Response::new(ContentMetadata::new(), local(&s, &req.media_id).await?))
+    let side =
+        |v: ruma::UInt| u32::try_from(u64::from(v)).map_err(|_| Error::invalid_param("thumbnail size too large"));
+    let target = Target::for_request(side(req.width)?, side(req.height)?, req.method.as_ref())?;
+    let thumbnail = s
+        .media
+        .thumbnail(&req.media_id, target, req.animated.unwrap_or(false))
+        .await?
+        .ok_or_else(|| Error::not_found("no such media"))?;
+    let disposition = ContentDisposition::new(ContentDispositionType::Inline).with_filename(Some("thumbnail".into()));
+    let file = FileOrLocation::File(Content::new(thumbnail.bytes, thumbnail.content_type, disposition));
+    Ok(get_content_thumbnail::v1::Response::new(ContentMetadata::new(), file))
+}
+
+/// Another server's thumbnail for a local client, fetched over federation and kept. Only an
+/// image comes back to the client: a server that answers with anything else is refused.
+pub async fn remote_thumbnail(
+    s: &Services,
+    server: &ServerName,
+    media_id: &str,
+    target: Target,
+    animated: bool,
+) -> Result<Thumbnail> {
+    let method = if target.crop { Method::Crop } else { Method::Scale };
+    let mut request = get_content_thumbnail::v1::Request::new(
+        media_id.to_owned(),
+        ruma::UInt::from(target.width),
+        ruma::UInt::from(target.height),
+    );
+    request.method = Some(method);
+    request.animated = Some(animated);
+    let response = s.federation_client.send(server, request).await?;
+    let content = match response.content {
+        FileOrLocation::File(content) => content,
+        FileOrLocation::Location(_) => {
+            return Err(Error::not_found("the remote server redirects media elsewhere; not followed"));
+        }
+        #[allow(unreachable_patterns)]
+        _ => return Err(Error::not_found("unknown media response")),
+    };
+    let Ok(format) = image::guess_format(&content.file) else {
+        return Err(Error::BadRequest(format!("{server} sent a thumbnail that is not an image")));
+    };
+    let thumbnail = Thumbnail { bytes: content.file, content_type: format.to_mime_type().to_owned() };
+    s.media.keep_remote_thumbnail(server, media_id, target, animated, &thumbnail).await?;
+    Ok(thumbnail)
 }
 
 /// A remote server's file for a local client: from the local copy, or fetched over federation

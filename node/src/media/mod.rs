@@ -1,5 +1,9 @@
 //! Media: uploads stored on disk named by their sha256 (so identical files are stored once),
-//! with their metadata in the store.
+//! with their metadata in the store. Thumbnails ([`render`], cached by [`thumbnails`]) sit
+//! beside them.
+
+pub mod render;
+pub mod thumbnails;
 
 use std::path::PathBuf;
 

@@ -41,7 +41,7 @@ fn an_expired_list_is_a_warning_not_an_error() {
     assert_eq!(warnings.len(), 1, "{report}");
     assert!(
         warnings[0].ends_with(
-            "federation.toml:16:1: warning: federation.expires: version 1 expired at 2030-01-01T00:00:00Z; \
+            "federation.toml:16:1: warning: federation.expires: version 2 expired at 2030-01-01T00:00:00Z; \
              a node keeps enforcing it but warns until a new list arrives"
         ),
         "{}",

@@ -316,6 +316,22 @@ fn check_sections(p: &NodePolicy, c: &mut Checker) {
         let message = unknown("room", room, p.rooms.iter().map(|r| &r.alias));
         c.error(&a.origin, "escalation_room", "alarms.escalation_room".into(), message);
     }
+    for (j, hook) in a.webhooks.iter().enumerate() {
+        let path = |f: &str| format!("alarms.webhook[{j}].{f}");
+        match url::Url::parse(&hook.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                if u.scheme() == "http" {
+                    let message = "plain http: the alarm text travels unencrypted".to_string();
+                    c.warn(&hook.origin, "url", path("url"), message);
+                }
+            }
+            Ok(_) => c.error(&hook.origin, "url", path("url"), "must be an http or https URL with a host".into()),
+            Err(e) => c.error(&hook.origin, "url", path("url"), format!("invalid URL: {e}")),
+        }
+        if hook.secret.len() < 16 {
+            c.error(&hook.origin, "secret", path("secret"), "must be at least 16 characters".into());
+        }
+    }
     let x = &p.external_users;
     if !x.allowed && (x.may_invite || x.max_per_room.is_some_and(|n| n > 0)) {
         let message = "has no effect while external users are not allowed".to_string();

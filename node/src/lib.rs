@@ -4,6 +4,7 @@
 //! thin CLI around it. There are no global statics, so one process (a test) can run many nodes.
 
 pub mod admin;
+pub mod alarms;
 pub mod client;
 pub mod config;
 pub mod demo;
@@ -61,6 +62,8 @@ pub struct Services {
     pub provisioning: policy::provision::Provisioning,
     /// Rate limits per user and per client address (`[rate_limits]`).
     pub limits: http::RateLimiter,
+    /// Alarm tracking, status and escalation (`alarms`).
+    pub alarms: alarms::Alarms,
 }
 
 impl Services {
@@ -76,7 +79,15 @@ impl Services {
         let keys = keys::ServerKeys::load_or_create(&config.data_dir, &server_name)?;
         let users = users::Users::new(db.clone(), server_name.clone());
         let policy = Arc::new(policy::PolicyGate::from_config(&config)?);
-        let rooms = rooms::Rooms::new(db.clone(), server_name.clone(), keys.clone(), policy.clone(), outbox.clone());
+        let alarms = alarms::Alarms::new(db.clone());
+        let rooms = rooms::Rooms::new(
+            db.clone(),
+            server_name.clone(),
+            keys.clone(),
+            policy.clone(),
+            outbox.clone(),
+            alarms.tracker(server_name.clone(), policy.clone()),
+        );
         let sync = sync::SyncService::new(db.clone(), config.presence);
         let e2ee = e2ee::E2ee::new(db.clone());
         let media = media::Media::new(db.clone(), config.data_dir.join("media"), config.max_upload_bytes)?;
@@ -113,6 +124,7 @@ impl Services {
             inbound: federation::receive::Inbound::default(),
             provisioning: policy::provision::Provisioning::default(),
             limits,
+            alarms,
         }))
     }
 }
@@ -168,6 +180,7 @@ impl Node {
         policy::watch::spawn(services.clone(), shutdown.subscribe());
         sync::presence::spawn_idle_timer(services.clone(), shutdown.subscribe());
         rooms::retention::purge::spawn(services.clone(), shutdown.subscribe());
+        alarms::worker::spawn(services.clone(), shutdown.subscribe());
         let task = tokio::spawn(async move {
             // The peer address feeds the per-address rate limits.
             let app = app.into_make_service_with_connect_info::<SocketAddr>();

@@ -16,6 +16,7 @@
 //! - [`view`] is the status as JSON (admin API, CLI) and as text (the status message).
 
 pub mod command;
+pub mod remote;
 pub mod track;
 pub mod view;
 mod webhook;

@@ -9,6 +9,7 @@ mod common;
 mod fed;
 mod hostile;
 
+mod alarms;
 mod access_rules;
 mod aliases;
 mod bad_input;

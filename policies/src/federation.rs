@@ -235,9 +235,9 @@ impl FederationList {
     ///    `server_name`, `agency`, `role`, and only if present `address`, `ca_cert` (PEM with
     ///    lines trimmed, blank lines dropped, `\n` line ends and a final newline) and
     ///    `ca_fingerprint` (64 lower-case hex digits), then for each alarm level with senders, in the
-///    order critical, urgent, info, `alarm_senders.<level>` as an array of strings (sorted,
-///    without duplicates). A list without alarm senders has the same canonical text as before
-///    the field existed, so its signature stays valid.
+    ///    order critical, urgent, info, `alarm_senders.<level>` as an array of strings (sorted,
+    ///    without duplicates). A list without alarm senders has the same canonical text as before
+    ///    the field existed, so its signature stays valid.
     ///
     /// Each line is `key = value` ending in `\n`; strings follow [`crate::canonical`], integers
     /// are decimal, timestamps are strings `YYYY-MM-DDTHH:MM:SSZ`. Comments, whitespace, key
@@ -354,7 +354,8 @@ fn validate_member(m: &Member, i: usize, d: &mut Diagnostics) {
             }
             if let Err(e) = check_localpart(localpart) {
                 let field = format!("{level}[{j}]");
-                let message = format!("invalid localpart {localpart:?}: {e} (write a localpart, or \"*\" for every user)");
+                let message =
+                    format!("invalid localpart {localpart:?}: {e} (write a localpart, or \"*\" for every user)");
                 d.push(m.alarm_origin.diag(Severity::Error, &field, path(&format!("alarm_senders.{field}")), message));
             }
         }
@@ -453,7 +454,7 @@ fn decode_list(r: &mut Reader<'_>, root: &mut Obj<'_, '_>) -> Option<(Federation
             Some(mut t) => {
                 let mut senders = BTreeMap::new();
                 for (keyword, level) in AlarmLevel::ALL {
-                    if let Some(who) = t.opt_str_list(r, *keyword) {
+                    if let Some(who) = t.opt_str_list(r, keyword) {
                         senders.insert(*level, who);
                     }
                 }

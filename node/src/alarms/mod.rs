@@ -127,7 +127,11 @@ impl Alarms {
     }
 
     /// The hook `Rooms` calls on every event and receipt.
-    pub fn tracker(&self, server_name: ruma::OwnedServerName, policy: Arc<crate::policy::PolicyGate>) -> track::Tracker {
+    pub fn tracker(
+        &self,
+        server_name: ruma::OwnedServerName,
+        policy: Arc<crate::policy::PolicyGate>,
+    ) -> track::Tracker {
         track::Tracker::new(server_name, policy, self.wake.clone())
     }
 

@@ -8,7 +8,8 @@ pub async fn fetch(base: &str, token: &str, id: Option<&str>) -> anyhow::Result<
     let base = base.trim_end_matches('/');
     let url = match id {
         Some(id) => {
-            let encoded: String = percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).collect();
+            let encoded: String =
+                percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).collect();
             format!("{base}/_tocsin/admin/alarms/{encoded}")
         }
         None => format!("{base}/_tocsin/admin/alarms"),

@@ -135,7 +135,11 @@ impl Tracker {
         };
         batch.insert(trees::ALARMS, pdu.event_id.as_bytes().to_vec(), Db::to_json(&record)?);
         batch.insert(trees::ALARM_IDS, block.id.as_bytes().to_vec(), pdu.event_id.as_bytes().to_vec());
-        batch.insert(trees::ALARM_ROOMS, key(&[pdu.room_id.as_bytes(), &pos_bytes(pos)]), pdu.event_id.as_bytes().to_vec());
+        batch.insert(
+            trees::ALARM_ROOMS,
+            key(&[pdu.room_id.as_bytes(), &pos_bytes(pos)]),
+            pdu.event_id.as_bytes().to_vec(),
+        );
         tracing::info!(alarm = %block.id, event_id = %pdu.event_id, level = %block.level, recipients = record.expected.len(), "alarm raised");
         self.wake.notify_one();
         Ok(())
@@ -150,16 +154,15 @@ impl Tracker {
         NODE_ACCOUNTS.contains(&user.localpart()) || self.policy.policy().is_some_and(|p| p.is_bot(user.localpart()))
     }
 
-    /// Writes the reads a public read receipt of `user` on `event_id` (at `event_pos`) gives:
-    /// every alarm of the room at or before that event that expects the user.
+    /// Writes the reads a public read receipt of `user` (on `read.event_id`, at `event_pos`)
+    /// gives: every alarm of the room at or before that event that expects the user.
     pub fn receipt_rows(
         &self,
         db: &Db,
         room: &RoomId,
         user: &UserId,
-        event_id: &EventId,
+        read: &Mark,
         event_pos: u64,
-        ts: u64,
         batch: &mut WriteBatch,
     ) -> Result<()> {
         let mut any = false;
@@ -175,7 +178,7 @@ impl Tracker {
             }
             let Some(alarm) = db.get_json::<AlarmRecord>(trees::ALARMS, alarm_id.as_bytes())? else { continue };
             if alarm.expected.iter().any(|u| u == user) {
-                batch.insert(trees::ALARM_READS, mk, Db::to_json(&Mark { ts, event_id: event_id.to_owned() })?);
+                batch.insert(trees::ALARM_READS, mk, Db::to_json(read)?);
                 any = true;
             }
         }

@@ -110,7 +110,12 @@ impl AlarmStatus {
 }
 
 /// Whether the alarm's own events or the clock close it now.
-pub(crate) fn closing_reason(alarms: &Alarms, record: &AlarmRecord, all_acked: bool, now: u64) -> Result<Option<String>> {
+pub(crate) fn closing_reason(
+    alarms: &Alarms,
+    record: &AlarmRecord,
+    all_acked: bool,
+    now: u64,
+) -> Result<Option<String>> {
     if let Some(ended) = alarms.ended(&record.event_id)? {
         return Ok(Some(ended.reason));
     }

@@ -36,7 +36,13 @@ pub fn backoff_ms(attempts: u32) -> u64 {
 
 /// Makes one call. `Ok` with the HTTP status on a 2xx answer; any other answer or a network
 /// error is an error (retried by the worker).
-pub async fn call(outbound_allow: Vec<ipnet::IpNet>, url: &str, secret: &str, delivery: &str, body: String) -> Result<u16> {
+pub async fn call(
+    outbound_allow: Vec<ipnet::IpNet>,
+    url: &str,
+    secret: &str,
+    delivery: &str,
+    body: String,
+) -> Result<u16> {
     let parsed = reqwest::Url::parse(url).map_err(|e| Error::bad_json(format!("webhook URL {url}: {e}")))?;
     let host = parsed.host_str().ok_or_else(|| Error::bad_json(format!("webhook URL {url} has no host")))?.to_owned();
     let port = parsed.port_or_known_default().unwrap_or(443);

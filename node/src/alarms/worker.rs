@@ -314,7 +314,13 @@ async fn escalate(
     })
     .to_string();
     for (index, hook) in hooks.iter().enumerate() {
-        progress.pending_calls.push(PendingCall { url: hook.url.clone(), index, attempts: 0, next_at: now, body: body.clone() });
+        progress.pending_calls.push(PendingCall {
+            url: hook.url.clone(),
+            index,
+            attempts: 0,
+            next_at: now,
+            body: body.clone(),
+        });
     }
     progress.escalated_at = Some(now);
     Ok(())
@@ -324,7 +330,10 @@ async fn escalate(
 fn escalation_room(s: &Services) -> Result<Option<OwnedRoomId>> {
     let Some(alias) = s.policy.policy().and_then(|p| p.alarms.escalation_room.clone()) else { return Ok(None) };
     let full = RoomAliasId::parse(format!("#{alias}:{}", s.server_name)).map_err(Error::internal)?;
-    s.rooms.resolve_alias(&full)?.map(Some).ok_or_else(|| Error::not_found(format!("escalation room {full} does not exist")))
+    s.rooms
+        .resolve_alias(&full)?
+        .map(Some)
+        .ok_or_else(|| Error::not_found(format!("escalation room {full} does not exist")))
 }
 
 /// Who posts into the escalation room: the provisioning account (it created the policy's rooms

@@ -185,7 +185,8 @@ impl PolicyGate {
         };
         let list = self.federation.list()?;
         let server = pdu.sender.server_name().as_str();
-        let allowed = list.list().member(server).is_some_and(|m| m.may_raise_alarm(pdu.sender.localpart(), alarm.level));
+        let allowed =
+            list.list().member(server).is_some_and(|m| m.may_raise_alarm(pdu.sender.localpart(), alarm.level));
         (!allowed).then(|| {
             format!(
                 "refused by the federation list (`alarm_senders` of {server}): {} may not raise {} alarms",

@@ -38,7 +38,8 @@ impl Rooms {
             && let Some(stored) = super::read::load_stored(&self.db, event_id)?
             && stored.pdu.get("room_id").and_then(|r| r.as_str()) == Some(room.as_str())
         {
-            self.alarms.receipt_rows(&self.db, room, user, event_id, stored.pos, receipt.ts, &mut alarm_rows)?;
+            let read = crate::alarms::Mark { ts: receipt.ts, event_id: event_id.to_owned() };
+            self.alarms.receipt_rows(&self.db, room, user, &read, stored.pos, &mut alarm_rows)?;
         }
         self.db
             .write_streamed(|pos, batch| {

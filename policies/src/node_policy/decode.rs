@@ -1,8 +1,8 @@
 //! Reading one node policy file into the model (schema checks only).
 
 use super::{
-    AccessRule, Account, AlarmLevel, AlarmPolicy, AlarmWebhook, Credential, ExternalUsers, HistoryVisibility, NodePolicy,
-    NodeSettings, Role, Room, RoomDefaults, RoomKind,
+    AccessRule, Account, AlarmLevel, AlarmPolicy, AlarmWebhook, Credential, ExternalUsers, HistoryVisibility,
+    NodePolicy, NodeSettings, Role, Room, RoomDefaults, RoomKind,
 };
 use crate::decode::{Obj, Reader};
 use crate::time::parse_duration;

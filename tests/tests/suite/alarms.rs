@@ -197,7 +197,8 @@ async fn raw_events(client: &Client, room: &RoomId) -> Vec<Value> {
 async fn status_text(client: &Client, room: &RoomId, alarm: &OwnedEventId) -> Option<String> {
     let events = raw_events(client, room).await;
     let status = events.iter().find(|e| {
-        e["content"]["msgtype"] == "m.notice" && e["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == alarm.as_str()
+        e["content"]["msgtype"] == "m.notice"
+            && e["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == alarm.as_str()
     })?;
     let status_id = status["event_id"].as_str()?;
     let newest_edit = events.iter().find(|e| {
@@ -248,9 +249,13 @@ async fn acknowledgements_from_other_nodes_take_the_status_to_all_acknowledged()
     fed::until_joined(&chief, &room, carol.user_id().unwrap()).await;
 
     // Typed as text in any client; the node turns it into an alarm sent by the chief.
-    let (status, body) =
-        send(&chief, &s.a().base_url(), &room, json!({"msgtype": "m.text", "body": "!alarm critical 30s Evacuate sector 4"}))
-            .await;
+    let (status, body) = send(
+        &chief,
+        &s.a().base_url(),
+        &room,
+        json!({"msgtype": "m.text", "body": "!alarm critical 30s Evacuate sector 4"}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let (alarm, id) = find_alarm(&chief, &room).await;
     let events = raw_events(&chief, &room).await;
@@ -277,7 +282,8 @@ async fn acknowledgements_from_other_nodes_take_the_status_to_all_acknowledged()
     let token = admin_token(s.a(), "admin").await;
     let json = admin_status(s.a(), &token, &id).await;
     assert_eq!(json["closed"], "acknowledged");
-    let acked: Vec<&str> = json["acknowledged"].as_array().unwrap().iter().map(|m| m["user_id"].as_str().unwrap()).collect();
+    let acked: Vec<&str> =
+        json["acknowledged"].as_array().unwrap().iter().map(|m| m["user_id"].as_str().unwrap()).collect();
     assert_eq!(acked.len(), 2);
     assert!(acked.contains(&"@bob:b.test") && acked.contains(&"@carol:c.test"), "{json}");
     assert!(step_names(&json).is_empty(), "no escalation for a fully acknowledged alarm: {json}");
@@ -309,9 +315,13 @@ async fn the_unacknowledged_are_reminded_then_escalated_once_across_a_restart() 
     let room = fed::shared_room(&chief, &[&bob, &carol]).await;
     fed::until_joined(&chief, &room, carol.user_id().unwrap()).await;
 
-    let (status, body) =
-        send(&chief, &s.a().base_url(), &room, json!({"msgtype": "m.text", "body": "!alarm urgent 2s Levee breach at km 12"}))
-            .await;
+    let (status, body) = send(
+        &chief,
+        &s.a().base_url(),
+        &room,
+        json!({"msgtype": "m.text", "body": "!alarm urgent 2s Levee breach at km 12"}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let (alarm, id) = find_alarm(&chief, &room).await;
     let raised_at = tokio::time::Instant::now();
@@ -335,7 +345,10 @@ async fn the_unacknowledged_are_reminded_then_escalated_once_across_a_restart() 
 
     // The reminder, after the 2 s deadline, mentions exactly Carol, and her client sees it.
     let reminder = common::eventually(&carol, 10, || async {
-        raw_events(&carol, &room).await.into_iter().find(|e| e["content"]["body"].as_str().is_some_and(|b| b.starts_with("⏰")))
+        raw_events(&carol, &room)
+            .await
+            .into_iter()
+            .find(|e| e["content"]["body"].as_str().is_some_and(|b| b.starts_with("⏰")))
     })
     .await;
     assert!(raised_at.elapsed() >= Duration::from_millis(1500), "reminded too early: {:?}", raised_at.elapsed());
@@ -383,11 +396,14 @@ async fn the_unacknowledged_are_reminded_then_escalated_once_across_a_restart() 
     // Nothing repeats: one reminder, one escalation message, one call; the status lists the steps.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let reminders = raw_events(&carol, &room).await;
-    let reminders = reminders.iter().filter(|e| e["content"]["body"].as_str().is_some_and(|b| b.starts_with("⏰"))).count();
+    let reminders =
+        reminders.iter().filter(|e| e["content"]["body"].as_str().is_some_and(|b| b.starts_with("⏰"))).count();
     assert_eq!(reminders, 1);
     let escalations = raw_events(&chief, &escalation).await;
-    let escalations =
-        escalations.iter().filter(|e| e["content"]["body"].as_str().is_some_and(|b| b.starts_with("🚨 Escalation"))).count();
+    let escalations = escalations
+        .iter()
+        .filter(|e| e["content"]["body"].as_str().is_some_and(|b| b.starts_with("🚨 Escalation")))
+        .count();
     assert_eq!(escalations, 1);
     assert_eq!(s.hook.calls.lock().unwrap().len(), 1);
     let shown = common::eventually(&carol, 10, || async {
@@ -433,7 +449,8 @@ async fn alarms_from_those_who_may_not_raise_them_are_refused_here_and_on_receip
 
     // On receipt: b signs and sends the rogue's alarm; a and c reject it (the list gives b no
     // alarm senders), while b's ordinary messages still arrive.
-    let rogue_alarm = json!({"msgtype": "m.text", "body": "FAKE EVACUATION", "org.tocsin.alarm": {"id": "r1", "level": "critical"}});
+    let rogue_alarm =
+        json!({"msgtype": "m.text", "body": "FAKE EVACUATION", "org.tocsin.alarm": {"id": "r1", "level": "critical"}});
     let (status, body) = send(&rogue, &s.b.base_url(), &room, rogue_alarm).await;
     assert_eq!(status, 200, "node b has no policy against it: {body}");
     let (status, _) = send(&rogue, &s.b.base_url(), &room, json!({"msgtype": "m.text", "body": "after"})).await;

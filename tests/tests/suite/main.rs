@@ -9,8 +9,8 @@ mod common;
 mod fed;
 mod hostile;
 
-mod alarms;
 mod access_rules;
+mod alarms;
 mod aliases;
 mod bad_input;
 mod clients;

@@ -20,7 +20,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, UserId, events::TimelineEventType};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::{AlarmRecord, PendingCall, Progress, Step, view::AlarmStatus, webhook};
 use crate::{
@@ -56,9 +56,10 @@ enum Woke {
     Timer,
 }
 
-/// Starts the worker; it stops when `shutdown` turns true.
-pub fn spawn(services: Arc<Services>, mut shutdown: watch::Receiver<bool>) {
-    tokio::spawn(async move {
+/// Starts the worker under the node's worker registry.
+pub fn spawn(node: &Arc<Services>) {
+    let services = node.clone();
+    node.workers.spawn("alarm-escalation", |mut shutdown| async move {
         let wake = services.alarms.wake_handle();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<CallDone>();
         let mut in_flight: HashSet<(OwnedEventId, usize)> = HashSet::new();
@@ -384,9 +385,15 @@ fn start_calls(
         let (tx, alarm, index, body) = (done_tx.clone(), record.event_id.clone(), call.index, call.body.clone());
         let allow = s.config.outbound_ip_allow.clone();
         let delivery = format!("{}/{}", record.event_id, call.index);
-        tokio::spawn(async move {
-            let result = webhook::call(allow, &hook.url, &hook.secret, &delivery, body).await;
-            let _ = tx.send(CallDone { alarm, index, result });
+        // A worker of its own, so shutdown waits for it (or stops it) like any other task.
+        s.workers.spawn("alarm-webhook", |mut stop| async move {
+            tokio::select! {
+                result = webhook::call(allow, &hook.url, &hook.secret, &delivery, body) => {
+                    let _ = tx.send(CallDone { alarm, index, result });
+                }
+                // Not recorded: the call is made again after the restart.
+                _ = stop.wait_for(|stop| *stop) => {}
+            }
         });
     }
 }

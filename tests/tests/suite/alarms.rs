@@ -466,3 +466,73 @@ async fn alarms_from_those_who_may_not_raise_them_are_refused_here_and_on_receip
     }
     assert!(s.a().services.alarms.records().unwrap().is_empty(), "no alarm is tracked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancel_or_a_redaction_stops_escalation_and_a_burst_of_acks_makes_few_edits() {
+    let s = setup().await;
+    let chief = fed::user_on(s.a(), "chief").await;
+    let mut crew = Vec::new();
+    for i in 0..10 {
+        crew.push(fed::user_on(s.a(), &format!("crew{i}")).await);
+    }
+    let crew_refs: Vec<&Client> = crew.iter().collect();
+    let room = fed::shared_room(&chief, &crew_refs).await;
+    let base = s.a().base_url();
+    let token = admin_token(s.a(), "admin").await;
+    let alarm_with = |id: &str, deadline: u64| {
+        json!({"msgtype": "m.text", "body": format!("Alarm {id}"),
+               "org.tocsin.alarm": {"id": id, "level": "urgent", "ack_required": true, "ack_deadline_s": deadline}})
+    };
+
+    // A burst: ten acknowledgements at once make a handful of edits, and the last says all.
+    let (status, body) = send(&chief, &base, &room, alarm_with("burst", 60)).await;
+    assert_eq!(status, 200, "{body}");
+    let burst: OwnedEventId = body["event_id"].as_str().unwrap().try_into().unwrap();
+    common::eventually(&chief, 10, || status_text(&chief, &room, &burst)).await;
+    let reactions = crew.iter().map(|c| react(c, &room, &burst));
+    futures_util::future::join_all(reactions).await;
+    common::eventually(&chief, 10, || async {
+        status_text(&chief, &room, &burst).await.filter(|t| t.contains("all 10 acknowledged"))
+    })
+    .await;
+    let events = raw_events(&chief, &room).await;
+    let status_id = events
+        .iter()
+        .find(|e| e["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == burst.as_str())
+        .and_then(|e| e["event_id"].as_str())
+        .unwrap()
+        .to_owned();
+    let edits = events
+        .iter()
+        .filter(|e| {
+            e["content"]["m.relates_to"]["rel_type"] == "m.replace"
+                && e["content"]["m.relates_to"]["event_id"] == status_id
+        })
+        .count();
+    assert!((1..=4).contains(&edits), "10 acknowledgements made {edits} edits");
+
+    // A cancel (an edit setting `cancelled`) and a redaction stop escalation before the deadline.
+    let (_, body) = send(&chief, &base, &room, alarm_with("to-cancel", 2)).await;
+    let cancelled: OwnedEventId = body["event_id"].as_str().unwrap().try_into().unwrap();
+    let (_, body) = send(&chief, &base, &room, alarm_with("to-redact", 2)).await;
+    let redacted: OwnedEventId = body["event_id"].as_str().unwrap().try_into().unwrap();
+    let cancel = json!({
+        "msgtype": "m.text", "body": "* Alarm to-cancel (cancelled)",
+        "m.new_content": {"msgtype": "m.text", "body": "Alarm to-cancel (cancelled)",
+                          "org.tocsin.alarm": {"id": "to-cancel", "level": "urgent", "cancelled": true}},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": cancelled},
+    });
+    let (status, body) = send(&chief, &base, &room, cancel).await;
+    assert_eq!(status, 200, "{body}");
+    chief.get_room(&room).unwrap().redact(&redacted, Some("sent by mistake"), None).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (id, reason) in [("to-cancel", "cancelled"), ("to-redact", "redacted")] {
+        let json = admin_status(s.a(), &token, id).await;
+        assert_eq!(json["closed"], reason, "{json}");
+        assert!(step_names(&json).is_empty(), "no reminder after a {reason}: {json}");
+    }
+    let cancelled_text = status_text(&chief, &room, &cancelled).await.unwrap();
+    assert!(cancelled_text.contains("cancelled"), "{cancelled_text}");
+    let reminders = raw_events(&chief, &room).await;
+    assert!(!reminders.iter().any(|e| e["content"]["body"].as_str().is_some_and(|b| b.starts_with("⏰"))));
+}

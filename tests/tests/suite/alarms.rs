@@ -108,16 +108,16 @@ encrypted = false
 
 /// Three nodes under one signed list in which only a.test's chief may raise alarms; a.test
 /// runs the policy above (webhook receiver on loopback, which its outbound rules allow).
-struct Setup {
+pub(crate) struct Setup {
     _dir: tempfile::TempDir,
     cluster: Cluster,
     a: Option<NodeHandle>,
-    b: NodeHandle,
-    c: NodeHandle,
+    pub(crate) b: NodeHandle,
+    pub(crate) c: NodeHandle,
     hook: Hook,
 }
 
-async fn setup() -> Setup {
+pub(crate) async fn setup() -> Setup {
     fed::logs();
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::plan(dir.path(), &["a.test", "b.test", "c.test"]).unwrap();
@@ -158,7 +158,7 @@ async fn setup() -> Setup {
 }
 
 impl Setup {
-    fn a(&self) -> &NodeHandle {
+    pub(crate) fn a(&self) -> &NodeHandle {
         self.a.as_ref().unwrap()
     }
 
@@ -223,7 +223,7 @@ fn step_names(status: &Value) -> Vec<String> {
 }
 
 /// Makes `name` a server admin of `node` and returns an access token for it.
-async fn admin_token(node: &NodeHandle, name: &str) -> String {
+pub(crate) async fn admin_token(node: &NodeHandle, name: &str) -> String {
     node.services.users.create_account(name, Some(fed::PASSWORD), None, true).await.unwrap();
     fed::client_for(&node.base_url(), name).await.access_token().unwrap()
 }
@@ -291,6 +291,21 @@ async fn acknowledgements_from_other_nodes_take_the_status_to_all_acknowledged()
     let url = format!("{}/_tocsin/admin/alarms", s.a().base_url());
     let list: Value = reqwest::Client::new().get(url).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
     assert_eq!(list["alarms"], json!([]), "{list}");
+
+    // The CLI asks the running node's admin API and prints the same JSON.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(common::tocsin_node_binary())
+            .args(["alarm"])
+            .args(args)
+            .args(["--url", &s.a().base_url(), "--token", &token])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let printed: Value = serde_json::from_str(&cli(&["status", &id])).unwrap();
+    assert_eq!(printed, admin_status(s.a(), &token, &id).await);
+    assert_eq!(cli(&["list"]), "no open alarms\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

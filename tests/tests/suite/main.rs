@@ -11,6 +11,7 @@ mod hostile;
 
 mod access_rules;
 mod alarms;
+mod alarms_bench;
 mod aliases;
 mod bad_input;
 mod clients;

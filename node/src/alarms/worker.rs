@@ -136,9 +136,11 @@ async fn advance(
         let remind_at = status.remind_at;
         match progress.reminded_at {
             None if now >= remind_at => {
-                remind(s, record, &status.waiting).await?;
+                let detail = match settled(remind(s, record, &status.waiting).await)? {
+                    Ok(()) => format!("reminder sent to {} who had not acknowledged", status.waiting.len()),
+                    Err(refused) => format!("reminder refused: {refused}"),
+                };
                 progress.reminded_at = Some(now);
-                let detail = format!("reminder sent to {} who had not acknowledged", status.waiting.len());
                 progress.steps.push(Step { step: "reminder".into(), ts: now, detail });
                 save(s, record, &progress).await?;
             }
@@ -166,8 +168,12 @@ async fn advance(
         if progress.status_event_id.is_some() && now < edit_at {
             due_at(edit_at);
         } else {
-            let id = post_status(s, record, progress.status_event_id.as_deref(), &text).await?;
-            progress.status_event_id = Some(id);
+            match settled(post_status(s, record, progress.status_event_id.as_deref(), &text).await)? {
+                Ok(id) => progress.status_event_id = Some(id),
+                // The room refuses it (the sender left, a policy changed): the alarm still
+                // escalates; the next change of text tries again.
+                Err(refused) => tracing::warn!(alarm = %record.id, error = %refused, "alarm status message refused"),
+            }
             progress.status_text = Some(text);
             progress.status_edited_at = now;
             save(s, record, &progress).await?;
@@ -278,25 +284,13 @@ async fn escalate(
     let policy = s.policy.policy();
     let waiting: Vec<&str> = status.waiting.iter().map(|u| u.as_str()).collect();
     let acked = status.expected.len() - status.waiting.len();
-    let detail = match escalation_room(s)? {
-        Some(room) => {
-            let body = format!(
-                "🚨 Escalation: the {} alarm of {} in {} has {acked} of {} acknowledgements after the deadline: {}\nWaiting for: {}",
-                record.level,
-                record.sender,
-                record.room_id,
-                status.expected.len(),
-                record.body,
-                waiting.join(", ")
-            );
-            let sender = escalation_sender(s, &room, &record.sender).await?;
-            let content = json!({ "msgtype": "m.text", "body": body });
-            let event = NewEvent::message(TimelineEventType::RoomMessage, content);
-            let id = txn(format!("alarm-escalation-{}", record.event_id));
-            s.rooms.send(&room, &sender, event, Some(id)).await?;
-            format!("escalated to the escalation room {room}")
-        }
-        None => "escalation due, but the policy names no escalation room".to_owned(),
+    let posted = match escalation_room(s) {
+        Ok(room) => post_escalation(s, record, status, room).await,
+        Err(e) => Err(e),
+    };
+    let detail = match settled(posted)? {
+        Ok(detail) => detail,
+        Err(refused) => format!("escalation room not reached: {refused}"),
     };
     progress.steps.push(Step { step: "escalation_room".into(), ts: now, detail });
     let hooks = policy.as_ref().map(|p| p.alarms.webhooks.clone()).unwrap_or_default();
@@ -325,6 +319,43 @@ async fn escalate(
     }
     progress.escalated_at = Some(now);
     Ok(())
+}
+
+/// Posts the escalation message; returns the step's detail.
+async fn post_escalation(
+    s: &Services,
+    record: &AlarmRecord,
+    status: &AlarmStatus,
+    room: Option<OwnedRoomId>,
+) -> Result<String> {
+    let Some(room) = room else { return Ok("escalation due, but the policy names no escalation room".to_owned()) };
+    let waiting: Vec<&str> = status.waiting.iter().map(|u| u.as_str()).collect();
+    let acked = status.expected.len() - status.waiting.len();
+    let body = format!(
+        "🚨 Escalation: the {} alarm of {} in {} has {acked} of {} acknowledgements after the deadline: {}\nWaiting for: {}",
+        record.level,
+        record.sender,
+        record.room_id,
+        status.expected.len(),
+        record.body,
+        waiting.join(", ")
+    );
+    let sender = escalation_sender(s, &room, &record.sender).await?;
+    let content = json!({ "msgtype": "m.text", "body": body });
+    let event = NewEvent::message(TimelineEventType::RoomMessage, content);
+    let id = txn(format!("alarm-escalation-{}", record.event_id));
+    s.rooms.send(&room, &sender, event, Some(id)).await?;
+    Ok(format!("escalated to the escalation room {room}"))
+}
+
+/// Splits a step's error: a refusal (the room or the policy says no) is recorded as the step's
+/// outcome, so escalation goes on; anything else (the store) is retried.
+fn settled<T>(result: Result<T>) -> Result<std::result::Result<T, Error>> {
+    match result {
+        Ok(v) => Ok(Ok(v)),
+        Err(e @ (Error::Forbidden(_) | Error::NotFound(_) | Error::BadJson(_) | Error::TooLarge(_))) => Ok(Err(e)),
+        Err(e) => Err(e),
+    }
 }
 
 /// The policy's `[alarms] escalation_room`, as a room of this node.

@@ -56,7 +56,36 @@ pub(super) fn validate(p: &NodePolicy, federation: Option<&FederationList>) -> D
     check_accounts(p, &mut c);
     check_rooms(p, federation, own_server, &mut c);
     check_sections(p, &mut c);
+    if let (Some(name), Some(list)) = (own_server, federation)
+        && let Some(member) = list.member(name)
+    {
+        check_alarm_senders(p, member, &mut c);
+    }
     Diagnostics(c.out)
+}
+
+/// An account this policy lets raise a level that the federation list's `alarm_senders` does
+/// not name: every other node would reject its alarms.
+fn check_alarm_senders(p: &NodePolicy, member: &crate::federation::Member, c: &mut Checker) {
+    for (i, account) in p.accounts.iter().enumerate() {
+        let missing: Vec<&str> = crate::node_policy::AlarmLevel::ALL
+            .iter()
+            .filter(|(_, level)| {
+                p.may_send_alarm(&account.localpart, *level) && !member.may_raise_alarm(&account.localpart, *level)
+            })
+            .map(|(keyword, _)| *keyword)
+            .collect();
+        if !missing.is_empty() {
+            let message = format!(
+                "may raise {} alarms here, but the federation list's alarm_senders of {} does not name {:?} for them: \
+                 other nodes will reject those alarms",
+                missing.join(", "),
+                member.server_name,
+                account.localpart
+            );
+            c.warn(&account.origin, "roles", format!("account[{i}].roles"), message);
+        }
+    }
 }
 
 fn check_roles(p: &NodePolicy, c: &mut Checker) {

@@ -47,6 +47,18 @@ impl Tracker {
         redacts: Option<&EventId>,
         batch: &mut WriteBatch,
     ) -> Result<()> {
+        if let Some(target) = redacts
+            && db.get(trees::ALARMS, target.as_bytes())?.is_some()
+        {
+            end(batch, target, "redacted", pdu)?;
+            self.wake.notify_one();
+        }
+        // Most events are neither alarms nor relations: skip parsing them. PDU content is
+        // canonical JSON, so these keys appear literally when present.
+        let raw = pdu.content.get();
+        if !raw.contains("\"m.relates_to\"") && !raw.contains(tocsin_events::ALARM_KEY) {
+            return Ok(());
+        }
         let content = pdu.content_value();
         let relation = content.get("m.relates_to");
         let is_edit = relation.and_then(|r| r.get("rel_type")).and_then(Value::as_str) == Some("m.replace");
@@ -57,12 +69,6 @@ impl Tracker {
         {
             self.record_alarm(db, head, pdu, pos, block, &content, batch)?;
             return Ok(());
-        }
-        if let Some(target) = redacts
-            && db.get(trees::ALARMS, target.as_bytes())?.is_some()
-        {
-            end(batch, target, "redacted", pdu)?;
-            self.wake.notify_one();
         }
         let Some(target) = crate::rooms::relates_to(pdu) else { return Ok(()) };
         let Some(alarm) = db.get_json::<AlarmRecord>(trees::ALARMS, target.as_bytes())? else { return Ok(()) };

@@ -4,6 +4,7 @@
 //! thin CLI around it. There are no global statics, so one process (a test) can run many nodes.
 
 pub mod admin;
+pub mod alarms;
 pub mod client;
 pub mod config;
 pub mod demo;
@@ -62,6 +63,8 @@ pub struct Services {
     pub provisioning: policy::provision::Provisioning,
     /// Rate limits per user and per client address (`[rate_limits]`).
     pub limits: http::RateLimiter,
+    /// Alarm tracking, status and escalation (`alarms`).
+    pub alarms: alarms::Alarms,
     /// Every background task of the node: started, stopped and joined the same way.
     pub workers: workers::Workers,
 }
@@ -80,7 +83,15 @@ impl Services {
         let keys = keys::ServerKeys::load_or_create(&config.data_dir, &server_name)?;
         let users = users::Users::new(db.clone(), server_name.clone());
         let policy = Arc::new(policy::PolicyGate::from_config(&config)?);
-        let rooms = rooms::Rooms::new(db.clone(), server_name.clone(), keys.clone(), policy.clone(), outbox.clone());
+        let alarms = alarms::Alarms::new(db.clone());
+        let rooms = rooms::Rooms::new(
+            db.clone(),
+            server_name.clone(),
+            keys.clone(),
+            policy.clone(),
+            outbox.clone(),
+            alarms.tracker(server_name.clone(), policy.clone()),
+        );
         let sync = sync::SyncService::new(db.clone(), config.presence);
         let e2ee = e2ee::E2ee::new(db.clone());
         let media = media::Media::new(db.clone(), config.data_dir.join("media"), config.max_upload_bytes)?;
@@ -118,6 +129,7 @@ impl Services {
             inbound: federation::receive::Inbound::default(),
             provisioning: policy::provision::Provisioning::default(),
             limits,
+            alarms,
             workers,
         }))
     }
@@ -176,6 +188,7 @@ impl Node {
         policy::watch::spawn(&services);
         sync::presence::spawn_idle_timer(&services);
         rooms::retention::purge::spawn(&services);
+        alarms::worker::spawn(&services);
         let server_name = services.server_name.clone();
         tracing::info!(%addr, %federation_addr, %server_name, store = services.db.engine_name(), "tocsin node listening");
         Ok(NodeHandle { addr, federation_addr, server_name, services })

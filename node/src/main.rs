@@ -37,6 +37,12 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Alarms on the running node: the open ones, or one alarm's status as JSON (needs an
+    /// admin's access token).
+    Alarm {
+        #[command(subcommand)]
+        command: AlarmCommand,
+    },
     /// Check, sign and create keys for policy files (federation lists and node policies).
     Policy {
         #[command(subcommand)]
@@ -83,7 +89,24 @@ enum PolicyCommand {
     },
 }
 
-/// How `policy plan` / `policy apply` reach the running node.
+#[derive(Subcommand)]
+enum AlarmCommand {
+    /// The open alarms, one line each: id, level, room, acknowledgements, steps taken, text.
+    List {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// One alarm's status as JSON (the same as GET /_tocsin/admin/alarms/{id}): expected
+    /// recipients, who read and acknowledged when, escalation steps, why it closed.
+    Status {
+        /// The alarm's id (the `id` of its org.tocsin.alarm block) or its event id.
+        id: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+/// How `policy plan` / `policy apply` and `alarm` reach the running node.
 #[derive(clap::Args)]
 struct RemoteArgs {
     /// The node's client API, e.g. http://127.0.0.1:8008; default: the config's
@@ -135,12 +158,13 @@ async fn main() -> anyhow::Result<()> {
             return policy_check(cli.config.as_deref(), files, operator_keys);
         }
         Command::Policy { command } => return policy(command),
+        Command::Alarm { command } => return alarm(cli.config.as_deref(), command).await,
         Command::Demo { dir, base_port, bind } => return run_demo(dir, base_port, bind).await,
         _ => {}
     }
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Policy { .. } | Command::Demo { .. } => Ok(()),
+        Command::Policy { .. } | Command::Demo { .. } | Command::Alarm { .. } => Ok(()),
         Command::Serve => serve(config).await,
         Command::User { command: UserCommand::Add { name, admin, password, display_name } } => {
             let services = tokio::task::spawn_blocking(move || Services::open(config)).await??;
@@ -196,6 +220,28 @@ fn policy(command: PolicyCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `alarm list` / `alarm status ID` against the running node's admin API.
+async fn alarm(config: Option<&std::path::Path>, command: AlarmCommand) -> anyhow::Result<()> {
+    use tocsin_node::alarms::remote;
+    let (remote_args, id) = match command {
+        AlarmCommand::List { remote } => (remote, None),
+        AlarmCommand::Status { id, remote } => (remote, Some(id)),
+    };
+    let Some(token) = remote_args.token.filter(|t| !t.trim().is_empty()) else {
+        anyhow::bail!("alarm commands need a server admin's access token: pass --token or set TOCSIN_ADMIN_TOKEN");
+    };
+    let url = match remote_args.url {
+        Some(url) => url,
+        None => tocsin_node::policy::provision::remote::base_url(&Config::load(config)?),
+    };
+    let value = remote::fetch(&url, token.trim(), id.as_deref()).await?;
+    match id {
+        Some(_) => println!("{}", serde_json::to_string_pretty(&value)?),
+        None => print!("{}", remote::list_text(&value)?),
+    }
+    Ok(())
 }
 
 /// `policy plan` / `policy apply` against the running node (see `policy::provision::remote`).

@@ -34,6 +34,12 @@ pub fn write_str(out: &mut String, key: &str, value: &str) {
     out.push('\n');
 }
 
+/// Appends `key = ["a", "b"]\n` (elements escaped as [`toml_string`], separated by `, `).
+pub fn write_str_list(out: &mut String, key: &str, values: &[String]) {
+    let items: Vec<String> = values.iter().map(|v| toml_string(v)).collect();
+    out.push_str(&format!("{key} = [{}]\n", items.join(", ")));
+}
+
 /// Appends `key = 123\n`.
 pub fn write_int(out: &mut String, key: &str, value: impl std::fmt::Display) {
     out.push_str(&format!("{key} = {value}\n"));

@@ -13,6 +13,9 @@
 //! role = "municipality"                # municipality fire police ems hospital utility state external
 //! address = "127.0.0.1:8448"           # optional pin: connect here, no DNS
 //! ca_fingerprint = "ab12..."           # optional: SHA-256 of the CA certificate (or ca_cert = PEM)
+//! # Who on this server may raise alarms, by level (localparts; "*" is every user). Absent: nobody.
+//! # Other nodes check every received alarm against it.
+//! alarm_senders = { critical = ["mayor"], urgent = ["mayor", "duty.officer"] }
 //!
 //! [signature]                          # written by `policy sign`
 //! key_id = "ed25519:0123456789abcdef"
@@ -25,10 +28,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::canonical::{write_int, write_str};
+use crate::canonical::{write_int, write_str, write_str_list};
 use crate::decode::{Keyword, Obj, Reader};
 use crate::diagnostics::{Diagnostic, Diagnostics, Origin, Severity};
-use crate::names::{check_address, check_server_name};
+use crate::names::{check_address, check_localpart, check_server_name};
+use crate::node_policy::AlarmLevel;
 use crate::pem::{normalise_fingerprint, normalise_pem, pem_certificates, sha256_hex};
 use crate::time::Timestamp;
 
@@ -86,7 +90,12 @@ pub struct Member {
     pub ca_cert: Option<String>,
     /// SHA-256 of the CA certificate's DER, 64 lower-case hex digits.
     pub ca_fingerprint: Option<String>,
+    /// Who on this server may raise alarms of each level: localparts, or `*` for every user.
+    /// A level that is absent may not be raised from this server at all.
+    pub alarm_senders: BTreeMap<AlarmLevel, Vec<String>>,
     pub origin: Origin,
+    /// Where `alarm_senders` was written, for its diagnostics.
+    pub alarm_origin: Origin,
 }
 
 impl Member {
@@ -98,8 +107,15 @@ impl Member {
             address: None,
             ca_cert: None,
             ca_fingerprint: None,
+            alarm_senders: BTreeMap::new(),
             origin: Origin::default(),
+            alarm_origin: Origin::default(),
         }
+    }
+
+    /// Whether the user `localpart` of this server may raise an alarm of `level`.
+    pub fn may_raise_alarm(&self, localpart: &str, level: AlarmLevel) -> bool {
+        self.alarm_senders.get(&level).is_some_and(|who| who.iter().any(|w| w == "*" || w == localpart))
     }
 
     /// The SHA-256 fingerprints this member's CA may have: the pinned fingerprint if given,
@@ -218,7 +234,10 @@ impl FederationList {
     /// 3. for each member, sorted by `server_name` (byte order): a blank line, `[[member]]`, then
     ///    `server_name`, `agency`, `role`, and only if present `address`, `ca_cert` (PEM with
     ///    lines trimmed, blank lines dropped, `\n` line ends and a final newline) and
-    ///    `ca_fingerprint` (64 lower-case hex digits).
+    ///    `ca_fingerprint` (64 lower-case hex digits), then for each alarm level with senders, in the
+    ///    order critical, urgent, info, `alarm_senders.<level>` as an array of strings (sorted,
+    ///    without duplicates). A list without alarm senders has the same canonical text as before
+    ///    the field existed, so its signature stays valid.
     ///
     /// Each line is `key = value` ending in `\n`; strings follow [`crate::canonical`], integers
     /// are decimal, timestamps are strings `YYYY-MM-DDTHH:MM:SSZ`. Comments, whitespace, key
@@ -246,6 +265,14 @@ impl FederationList {
             if let Some(fp) = &m.ca_fingerprint {
                 let fp = normalise_fingerprint(fp).unwrap_or_else(|_| fp.clone());
                 write_str(&mut out, "ca_fingerprint", &fp);
+            }
+            for (level, who) in &m.alarm_senders {
+                let mut who = who.clone();
+                who.sort();
+                who.dedup();
+                if !who.is_empty() {
+                    write_str_list(&mut out, &format!("alarm_senders.{level}"), &who);
+                }
             }
         }
         out
@@ -318,6 +345,19 @@ fn validate_member(m: &Member, i: usize, d: &mut Diagnostics) {
                 }
             }
             Err(e) => error("ca_fingerprint", e),
+        }
+    }
+    for (level, who) in &m.alarm_senders {
+        for (j, localpart) in who.iter().enumerate() {
+            if localpart == "*" {
+                continue;
+            }
+            if let Err(e) = check_localpart(localpart) {
+                let field = format!("{level}[{j}]");
+                let message =
+                    format!("invalid localpart {localpart:?}: {e} (write a localpart, or \"*\" for every user)");
+                d.push(m.alarm_origin.diag(Severity::Error, &field, path(&format!("alarm_senders.{field}")), message));
+            }
         }
     }
 }
@@ -410,10 +450,32 @@ fn decode_list(r: &mut Reader<'_>, root: &mut Obj<'_, '_>) -> Option<(Federation
         let address = m.opt_str(r, "address");
         let ca_cert = m.opt_str(r, "ca_cert").map(|p| normalise_pem(&p));
         let ca_fingerprint = m.opt_str(r, "ca_fingerprint");
+        let (alarm_senders, alarm_origin) = match m.opt_table(r, "alarm_senders") {
+            Some(mut t) => {
+                let mut senders = BTreeMap::new();
+                for (keyword, level) in AlarmLevel::ALL {
+                    if let Some(who) = t.opt_str_list(r, keyword) {
+                        senders.insert(*level, who);
+                    }
+                }
+                (senders, t.finish(r))
+            }
+            None => (BTreeMap::new(), Origin::default()),
+        };
         let origin = m.finish(r);
         if let (Some(server_name), Some(agency), Some(role)) = (server_name, agency, role) {
             let ca_fingerprint = ca_fingerprint.map(|fp| normalise_fingerprint(&fp).unwrap_or(fp));
-            decoded_members.push(Member { server_name, agency, role, address, ca_cert, ca_fingerprint, origin });
+            decoded_members.push(Member {
+                server_name,
+                agency,
+                role,
+                address,
+                ca_cert,
+                ca_fingerprint,
+                alarm_senders,
+                origin,
+                alarm_origin,
+            });
         }
     }
 
@@ -484,6 +546,33 @@ mod tests {
         let only_cert = list_with(&format!("ca_cert = {:?}\n", PEM));
         let parsed = parse_federation_list(&only_cert, None).expect("valid");
         assert_eq!(parsed.list.members[0].ca_fingerprints(), vec![fp]);
+    }
+
+    #[test]
+    fn alarm_senders_are_signed_checked_and_located() {
+        let plain = parse_federation_list(&list_with(""), None).expect("valid").list;
+        let text = list_with("alarm_senders = { critical = [\"mayor\"], info = [\"*\", \"mayor\", \"mayor\"] }\n");
+        let list = parse_federation_list(&text, None).expect("valid").list;
+        let m = &list.members[0];
+        assert!(m.may_raise_alarm("mayor", AlarmLevel::Critical));
+        assert!(!m.may_raise_alarm("clerk", AlarmLevel::Critical));
+        assert!(m.may_raise_alarm("clerk", AlarmLevel::Info), "* is every user");
+        assert!(!m.may_raise_alarm("mayor", AlarmLevel::Urgent), "an absent level is nobody");
+        let canonical = list.canonical_text();
+        assert!(
+            canonical.ends_with("alarm_senders.critical = [\"mayor\"]\nalarm_senders.info = [\"*\", \"mayor\"]\n"),
+            "{canonical}"
+        );
+        // The canonical form is itself TOML, and a list without senders signs as before.
+        assert!(canonical.parse::<toml::Table>().is_ok());
+        assert!(!plain.canonical_text().contains("alarm_senders"));
+
+        let bad = list_with("alarm_senders = { urgent = [\"ok\"], loud = [] }\n");
+        let d = parse_federation_list(&bad, None).expect_err("bad level").to_string();
+        assert!(d.starts_with("<input>:11:36: member[0].alarm_senders.loud: unknown field \"loud\""), "{d}");
+        let bad = list_with("alarm_senders = { urgent = [\"ok\", \"Not Valid\"] }\n");
+        let d = parse_federation_list(&bad, None).expect_err("bad localpart").to_string();
+        assert!(d.starts_with("<input>:11:35: member[0].alarm_senders.urgent[1]: invalid localpart"), "{d}");
     }
 
     #[test]

@@ -29,8 +29,8 @@ pub use federation::{
     read_federation_list,
 };
 pub use node_policy::{
-    AccessRule, Account, AlarmLevel, AlarmPolicy, Credential, ExternalUsers, HistoryVisibility, NodePolicy,
-    NodeSettings, ParsedPolicy, Role, Room, RoomDefaults, RoomKind, parse_node_policy, read_node_policy,
+    AccessRule, Account, AlarmLevel, AlarmPolicy, AlarmWebhook, Credential, ExternalUsers, HistoryVisibility,
+    NodePolicy, NodeSettings, ParsedPolicy, Role, Room, RoomDefaults, RoomKind, parse_node_policy, read_node_policy,
     read_node_policy_files,
 };
 pub use plan::{Change, CurrentAccount, CurrentRoom, CurrentState, RoomSpec, conflicts, plan};

@@ -41,7 +41,7 @@ fn an_expired_list_is_a_warning_not_an_error() {
     assert_eq!(warnings.len(), 1, "{report}");
     assert!(
         warnings[0].ends_with(
-            "federation.toml:16:1: warning: federation.expires: version 1 expired at 2030-01-01T00:00:00Z; \
+            "federation.toml:16:1: warning: federation.expires: version 2 expired at 2030-01-01T00:00:00Z; \
              a node keeps enforcing it but warns until a new list arrives"
         ),
         "{}",
@@ -95,4 +95,26 @@ fn example_plans_converge() {
         }
         assert_eq!(plan(&policy, &state), Vec::new(), "{file}");
     }
+}
+
+#[test]
+fn an_alarm_sender_missing_from_the_list_is_a_warning() {
+    let list = verify_file(&examples().join("federation.toml"), &[operator_key()]).expect("verified").into_list();
+    let path = examples().join("riverton.toml");
+    let policy = parse_node_policy(&std::fs::read_to_string(&path).unwrap(), Some(&path)).expect("valid").policy;
+    assert_eq!(policy.validate(Some(&list)).warnings().count(), 0);
+
+    let mut narrower = list.clone();
+    let riverton = narrower.members.iter_mut().find(|m| m.server_name == "riverton:8448").unwrap();
+    riverton.alarm_senders.remove(&tocsin_policies::AlarmLevel::Info);
+    let warnings: Vec<String> = policy.validate(Some(&narrower)).warnings().map(ToString::to_string).collect();
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert!(
+        warnings.iter().any(|w| w.contains("riverton.toml:")
+            && w.contains(
+                "may raise info alarms here, but the federation list's alarm_senders of riverton:8448 \
+                           does not name \"duty.officer\""
+            )),
+        "{warnings:?}"
+    );
 }

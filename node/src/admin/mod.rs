@@ -2,6 +2,7 @@
 //! Every endpoint requires the access token of an account with the admin flag, except
 //! `/health`, which tells only whether the node serves.
 
+pub mod alarms;
 pub mod federation;
 pub mod health;
 pub mod metrics;

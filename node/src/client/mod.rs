@@ -183,6 +183,8 @@ pub fn router(services: Arc<Services>) -> Router {
         .raw("/_tocsin/metrics", get(crate::admin::metrics::metrics))
         .raw("/health", get(crate::admin::health::health))
         .raw("/_tocsin/admin/policy/plan", get(crate::admin::policy::plan))
-        .raw("/_tocsin/admin/policy/apply", axum::routing::post(crate::admin::policy::apply));
+        .raw("/_tocsin/admin/policy/apply", axum::routing::post(crate::admin::policy::apply))
+        .raw("/_tocsin/admin/alarms", get(crate::admin::alarms::list))
+        .raw("/_tocsin/admin/alarms/{id}", get(crate::admin::alarms::status));
     endpoints.into_router().fallback(unrecognized).layer(axum::middleware::from_fn(cors)).with_state(services)
 }

@@ -30,8 +30,14 @@ pub async fn message(
 ) -> Result<send_message_event::v3::Response> {
     let auth = req.user()?;
     s.limits.take(Action::Send, Some(&auth.user_id), req.client_ip)?;
-    let content = content_of(&req.body.body)?;
+    let mut content = content_of(&req.body.body)?;
     let kind = TimelineEventType::from(req.event_type.to_string());
+    // `!alarm ...` typed in any client becomes an alarm before the event is built.
+    if kind == TimelineEventType::RoomMessage
+        && let Some(alarm) = crate::alarms::command::rewrite(&content)?
+    {
+        content = alarm;
+    }
     let txn = TxnRef { device_id: auth.device_id.clone(), txn_id: req.txn_id.to_string(), endpoint: "send" };
     let pdu = s.rooms.send(&req.room_id, &auth.user_id, NewEvent::message(kind, content), Some(txn)).await?;
     Ok(send_message_event::v3::Response::new(pdu.event_id.clone()))

@@ -170,6 +170,31 @@ impl PolicyGate {
 }
 
 impl PolicyGate {
+    /// Why a received alarm must be rejected: its sender is not allowed, by the federation list
+    /// entry of its server (`alarm_senders`), to raise an alarm of its level; or its block is
+    /// malformed. `None` when the event is not an alarm, is allowed, or no list is enforced
+    /// (then any server federates, and nothing says who may raise alarms).
+    pub fn check_remote_alarm(&self, pdu: &crate::rooms::Pdu) -> Option<String> {
+        if pdu.kind != TimelineEventType::RoomMessage {
+            return None;
+        }
+        let alarm = match AlarmBlock::from_content(&pdu.content_value()) {
+            Ok(Some(alarm)) => alarm,
+            Ok(None) => return None,
+            Err(e) => return Some(e.to_string()),
+        };
+        let list = self.federation.list()?;
+        let server = pdu.sender.server_name().as_str();
+        let allowed =
+            list.list().member(server).is_some_and(|m| m.may_raise_alarm(pdu.sender.localpart(), alarm.level));
+        (!allowed).then(|| {
+            format!(
+                "refused by the federation list (`alarm_senders` of {server}): {} may not raise {} alarms",
+                pdu.sender, alarm.level
+            )
+        })
+    }
+
     /// A local membership change that reaches out to a user of another server (an invite, or
     /// any membership a local user sets for them) needs that server to be a member of the list.
     fn check_member_server(&self, sender: &UserId, event: &NewEvent) -> Result<()> {

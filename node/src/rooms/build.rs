@@ -376,6 +376,7 @@ impl Rooms {
         if let Some(target) = redacts {
             self.redaction_writes(head, pdu, target, batch)?;
         }
+        self.alarms.event_rows(&self.db, head, pdu, pos, redacts, batch)?;
         Ok(())
     }
 

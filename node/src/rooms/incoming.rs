@@ -281,6 +281,11 @@ impl Rooms {
             self.store_rejected(&pdu, Some(before_id), batch).await?;
             return Ok((Outcome::Rejected(reason), None));
         }
+        // An alarm from a user the federation list does not allow to raise it (policy::federation).
+        if let Some(reason) = self.policy.check_remote_alarm(&pdu) {
+            self.store_rejected(&pdu, Some(before_id), batch).await?;
+            return Ok((Outcome::Rejected(reason), None));
+        }
         let current = head.state_ids();
         // A room being joined has no current state yet: the join is checked against the state
         // the resident server gave.

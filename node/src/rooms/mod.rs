@@ -26,7 +26,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-pub use build::{NewEvent, TxnRef};
+pub use build::{NewEvent, TxnRef, relates_to};
 pub use head::RoomHead;
 pub use incoming::{Durable, Incoming, Outcome};
 pub use lifecycle::{CreateRoom, Preset, member_content};
@@ -48,6 +48,8 @@ pub struct Rooms {
     keys: ServerKeys,
     policy: Arc<crate::policy::PolicyGate>,
     outbox: crate::federation::sender::Outbox,
+    /// Alarm tracking's hook on every event and receipt (`alarms::track`).
+    alarms: crate::alarms::track::Tracker,
     heads: Arc<Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<RoomHead>>>>>,
 }
 
@@ -58,8 +60,9 @@ impl Rooms {
         keys: ServerKeys,
         policy: Arc<crate::policy::PolicyGate>,
         outbox: crate::federation::sender::Outbox,
+        alarms: crate::alarms::track::Tracker,
     ) -> Self {
-        Self { db, server_name, keys, policy, outbox, heads: Arc::default() }
+        Self { db, server_name, keys, policy, outbox, alarms, heads: Arc::default() }
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {

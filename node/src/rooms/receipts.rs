@@ -32,10 +32,20 @@ impl Rooms {
         let k = key(&[room.as_bytes(), kind.as_bytes(), user.as_bytes()]);
         let receipt = Receipt { event_id: event_id.to_owned(), ts: crate::users::now_ms(), thread_id };
         let value = Db::to_json(&receipt)?;
+        // A public read receipt counts as read (not acknowledged) for the alarms it covers.
+        let mut alarm_rows = tocsin_store::WriteBatch::new();
+        if kind == "m.read"
+            && let Some(stored) = super::read::load_stored(&self.db, event_id)?
+            && stored.pdu.get("room_id").and_then(|r| r.as_str()) == Some(room.as_str())
+        {
+            let read = crate::alarms::Mark { ts: receipt.ts, event_id: event_id.to_owned() };
+            self.alarms.receipt_rows(&self.db, room, user, &read, stored.pos, &mut alarm_rows)?;
+        }
         self.db
             .write_streamed(|pos, batch| {
                 batch.insert(trees::RECEIPT_CHANGES, key(&[room.as_bytes(), &pos_bytes(pos)]), k.clone());
                 batch.insert(trees::RECEIPTS, k, value);
+                batch.ops.extend(alarm_rows.ops);
             })
             .await?;
         Ok(())

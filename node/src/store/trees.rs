@@ -100,3 +100,19 @@ pub const FED_QUEUE: &str = "fed_queue";
 /// server_name -> {valid_until, object}: another server's signed key object (JSON), fetched
 /// from its key server, and until when it is trusted
 pub const SERVER_KEYS: &str = "server_keys";
+
+// Alarms (see `alarms`).
+/// alarm event_id -> AlarmRecord (JSON), written when a local user's alarm enters the timeline
+pub const ALARMS: &str = "alarms";
+/// alarm block id -> alarm event_id
+pub const ALARM_IDS: &str = "alarm_ids";
+/// room_id SEP pos -> alarm event_id: the alarms of a room, for read receipts
+pub const ALARM_ROOMS: &str = "alarm_rooms";
+/// alarm event_id SEP user_id -> Mark (JSON): the user's first acknowledgement
+pub const ALARM_ACKS: &str = "alarm_acks";
+/// alarm event_id SEP user_id -> Mark (JSON): the user's first read receipt at or after it
+pub const ALARM_READS: &str = "alarm_reads";
+/// alarm event_id -> Ended (JSON): cancelled by an edit or redacted
+pub const ALARM_ENDS: &str = "alarm_ends";
+/// alarm event_id -> Progress (JSON): status message and escalation steps (the worker's)
+pub const ALARM_PROGRESS: &str = "alarm_progress";

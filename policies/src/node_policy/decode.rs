@@ -1,8 +1,8 @@
 //! Reading one node policy file into the model (schema checks only).
 
 use super::{
-    AccessRule, Account, AlarmLevel, AlarmPolicy, Credential, ExternalUsers, HistoryVisibility, NodePolicy,
-    NodeSettings, Role, Room, RoomDefaults, RoomKind,
+    AccessRule, Account, AlarmLevel, AlarmPolicy, AlarmWebhook, Credential, ExternalUsers, HistoryVisibility,
+    NodePolicy, NodeSettings, Role, Room, RoomDefaults, RoomKind,
 };
 use crate::decode::{Obj, Reader};
 use crate::time::parse_duration;
@@ -37,6 +37,7 @@ pub(super) fn decode(r: &mut Reader<'_>, root: &mut Obj<'_, '_>) -> NodePolicy {
         let password = t.opt_str(r, "password");
         let password_hash = t.opt_str(r, "password_hash");
         let admin = t.opt_bool(r, "admin").unwrap_or(false);
+        let bot = t.opt_bool(r, "bot").unwrap_or(false);
         let credential = match (password, password_hash) {
             (Some(_), Some(_)) => {
                 let message = "give either password or password_hash, not both".to_string();
@@ -49,7 +50,7 @@ pub(super) fn decode(r: &mut Reader<'_>, root: &mut Obj<'_, '_>) -> NodePolicy {
         };
         let origin = t.finish(r);
         if let Some(localpart) = localpart {
-            policy.accounts.push(Account { localpart, display_name, roles, credential, admin, origin });
+            policy.accounts.push(Account { localpart, display_name, roles, credential, admin, bot, origin });
         }
     }
 
@@ -109,8 +110,25 @@ pub(super) fn decode(r: &mut Reader<'_>, root: &mut Obj<'_, '_>) -> NodePolicy {
         let ack_deadline = duration(r, &mut t, "ack_deadline");
         let escalation_room = t.opt_str(r, "escalation_room");
         let ring_in_muted_rooms = t.opt_bool(r, "ring_in_muted_rooms").unwrap_or(d.ring_in_muted_rooms);
-        policy.alarms =
-            AlarmPolicy { senders, ack_deadline, escalation_room, ring_in_muted_rooms, origin: t.finish(r) };
+        let escalate_after = duration(r, &mut t, "escalate_after");
+        let mut webhooks = Vec::new();
+        for mut w in t.tables(r, "webhook") {
+            let url = w.req_str(r, "url");
+            let secret = w.req_str(r, "secret");
+            let origin = w.finish(r);
+            if let (Some(url), Some(secret)) = (url, secret) {
+                webhooks.push(AlarmWebhook { url, secret, origin });
+            }
+        }
+        policy.alarms = AlarmPolicy {
+            senders,
+            ack_deadline,
+            escalation_room,
+            escalate_after,
+            webhooks,
+            ring_in_muted_rooms,
+            origin: t.finish(r),
+        };
     }
 
     if let Some(mut t) = root.opt_table(r, "external_users") {

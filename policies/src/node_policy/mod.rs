@@ -21,7 +21,13 @@
 //!                                         # roles with may_send_alarms = true)
 //! ack_deadline = "10m"                    # optional default acknowledgement deadline
 //! escalation_room = "crisis-staff"        # optional alias of a room in this policy
+//! escalate_after = "5m"                   # optional: time from the reminder to escalation
+//!                                         # (default: the alarm's acknowledgement deadline)
 //! ring_in_muted_rooms = true              # default true
+//!
+//! [[alarms.webhook]]                      # called on escalation (SMS or e-mail gateways)
+//! url = "https://sms-gateway.example/tocsin"
+//! secret = "..."                          # HMAC-SHA256 key: X-Tocsin-Signature: sha256=<hex>
 //!
 //! [external_users]
 //! allowed = false                         # users of `external` federation members
@@ -40,6 +46,7 @@
 //! roles = ["mayor"]
 //! password_hash = "$argon2id$v=19$..."   # or password = "..." (warned about)
 //! admin = false                           # server admin; default false
+//! bot = false                             # a bot is never expected to acknowledge alarms
 //!
 //! [[room]]
 //! alias = "crisis"                        # alias localpart: #crisis:<server>
@@ -159,6 +166,8 @@ pub struct Account {
     pub credential: Option<Credential>,
     /// Server administrator (admin API).
     pub admin: bool,
+    /// An automated account (a bridge, a bot): never counted among an alarm's recipients.
+    pub bot: bool,
     pub origin: Origin,
 }
 
@@ -226,8 +235,27 @@ pub struct AlarmPolicy {
     /// Default acknowledgement deadline in seconds.
     pub ack_deadline: Option<u64>,
     pub escalation_room: Option<String>,
+    /// Seconds from the reminder to escalation; `None`: the alarm's own deadline again.
+    pub escalate_after: Option<u64>,
+    /// Called on escalation, each with an HMAC-SHA256 signature of the body.
+    pub webhooks: Vec<AlarmWebhook>,
     pub ring_in_muted_rooms: bool,
     pub origin: Origin,
+}
+
+/// `[[alarms.webhook]]`: an outbound call made when an alarm escalates.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AlarmWebhook {
+    pub url: String,
+    /// The HMAC-SHA256 key the receiver checks `X-Tocsin-Signature` with.
+    pub secret: String,
+    pub origin: Origin,
+}
+
+impl fmt::Debug for AlarmWebhook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AlarmWebhook").field("url", &self.url).field("secret", &"<redacted>").finish()
+    }
 }
 
 impl Default for AlarmPolicy {
@@ -236,6 +264,8 @@ impl Default for AlarmPolicy {
             senders: Vec::new(),
             ack_deadline: None,
             escalation_room: None,
+            escalate_after: None,
+            webhooks: Vec::new(),
             ring_in_muted_rooms: true,
             origin: Origin::default(),
         }
@@ -274,6 +304,11 @@ impl NodePolicy {
 
     pub fn room(&self, alias: &str) -> Option<&Room> {
         self.rooms.iter().find(|r| r.alias == alias)
+    }
+
+    /// Whether the account is marked `bot = true`.
+    pub fn is_bot(&self, localpart: &str) -> bool {
+        self.account(localpart).is_some_and(|a| a.bot)
     }
 
     /// The highest power level among the account's roles (0 without roles).

@@ -56,7 +56,36 @@ pub(super) fn validate(p: &NodePolicy, federation: Option<&FederationList>) -> D
     check_accounts(p, &mut c);
     check_rooms(p, federation, own_server, &mut c);
     check_sections(p, &mut c);
+    if let (Some(name), Some(list)) = (own_server, federation)
+        && let Some(member) = list.member(name)
+    {
+        check_alarm_senders(p, member, &mut c);
+    }
     Diagnostics(c.out)
+}
+
+/// An account this policy lets raise a level that the federation list's `alarm_senders` does
+/// not name: every other node would reject its alarms.
+fn check_alarm_senders(p: &NodePolicy, member: &crate::federation::Member, c: &mut Checker) {
+    for (i, account) in p.accounts.iter().enumerate() {
+        let missing: Vec<&str> = crate::node_policy::AlarmLevel::ALL
+            .iter()
+            .filter(|(_, level)| {
+                p.may_send_alarm(&account.localpart, *level) && !member.may_raise_alarm(&account.localpart, *level)
+            })
+            .map(|(keyword, _)| *keyword)
+            .collect();
+        if !missing.is_empty() {
+            let message = format!(
+                "may raise {} alarms here, but the federation list's alarm_senders of {} does not name {:?} for them: \
+                 other nodes will reject those alarms",
+                missing.join(", "),
+                member.server_name,
+                account.localpart
+            );
+            c.warn(&account.origin, "roles", format!("account[{i}].roles"), message);
+        }
+    }
 }
 
 fn check_roles(p: &NodePolicy, c: &mut Checker) {
@@ -315,6 +344,22 @@ fn check_sections(p: &NodePolicy, c: &mut Checker) {
     {
         let message = unknown("room", room, p.rooms.iter().map(|r| &r.alias));
         c.error(&a.origin, "escalation_room", "alarms.escalation_room".into(), message);
+    }
+    for (j, hook) in a.webhooks.iter().enumerate() {
+        let path = |f: &str| format!("alarms.webhook[{j}].{f}");
+        match url::Url::parse(&hook.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                if u.scheme() == "http" {
+                    let message = "plain http: the alarm text travels unencrypted".to_string();
+                    c.warn(&hook.origin, "url", path("url"), message);
+                }
+            }
+            Ok(_) => c.error(&hook.origin, "url", path("url"), "must be an http or https URL with a host".into()),
+            Err(e) => c.error(&hook.origin, "url", path("url"), format!("invalid URL: {e}")),
+        }
+        if hook.secret.len() < 16 {
+            c.error(&hook.origin, "secret", path("secret"), "must be at least 16 characters".into());
+        }
     }
     let x = &p.external_users;
     if !x.allowed && (x.may_invite || x.max_per_room.is_some_and(|n| n > 0)) {

@@ -10,6 +10,8 @@ mod fed;
 mod hostile;
 
 mod access_rules;
+mod alarms;
+mod alarms_bench;
 mod aliases;
 mod bad_input;
 mod clients;

@@ -17,6 +17,7 @@ pub mod http;
 pub mod keys;
 pub mod media;
 pub mod policy;
+pub mod push;
 pub mod rooms;
 pub mod store;
 pub mod sync;
@@ -61,6 +62,8 @@ pub struct Services {
     pub provisioning: policy::provision::Provisioning,
     /// Rate limits per user and per client address (`[rate_limits]`).
     pub limits: http::RateLimiter,
+    /// Pushers and the push gateway queue (worker started by [`Node::start`]).
+    pub push: push::Push,
 }
 
 impl Services {
@@ -94,6 +97,7 @@ impl Services {
         let remote_keys = federation::remote_keys::RemoteKeys::new(db.clone(), keys.clone(), federation_client.clone());
         let peer_seen = federation::peer_seen_channel();
         let limits = http::RateLimiter::new(&config.rate_limits);
+        let push = push::Push::new(&config)?;
         Ok(Arc::new(Self {
             config,
             server_name,
@@ -113,6 +117,7 @@ impl Services {
             inbound: federation::receive::Inbound::default(),
             provisioning: policy::provision::Provisioning::default(),
             limits,
+            push,
         }))
     }
 }
@@ -168,6 +173,7 @@ impl Node {
         policy::watch::spawn(services.clone(), shutdown.subscribe());
         sync::presence::spawn_idle_timer(services.clone(), shutdown.subscribe());
         rooms::retention::purge::spawn(services.clone(), shutdown.subscribe());
+        push::spawn(services.clone(), shutdown.subscribe());
         let task = tokio::spawn(async move {
             // The peer address feeds the per-address rate limits.
             let app = app.into_make_service_with_connect_info::<SocketAddr>();

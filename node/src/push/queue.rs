@@ -21,7 +21,7 @@ use super::{pushers, rules};
 use crate::{
     Services,
     error::{Error, Result},
-    store::{Db, key, pos_bytes, pos_from, pos_suffix, split, trees, utf8},
+    store::{Db, key, pos_bytes, pos_from, split, trees, utf8},
 };
 
 /// Events evaluated per round.
@@ -166,9 +166,4 @@ async fn unread_total(services: &Services, user: &UserId, display_name: &str) ->
         total += notify;
     }
     Ok(total)
-}
-
-/// The position a queue row is for (its key's suffix).
-pub fn row_pos(row_key: &[u8]) -> Result<u64> {
-    pos_suffix(row_key)
 }

@@ -118,7 +118,11 @@ pub fn stored(services: &Services, user: &UserId) -> Result<Ruleset> {
         },
         None => None,
     };
-    let mut rules = saved.unwrap_or_else(|| Ruleset::server_default(user));
+    Ok(with_alarm_underrides(saved.unwrap_or_else(|| Ruleset::server_default(user))))
+}
+
+/// `rules` with the alarm rules first among the server-default underride rules.
+fn with_alarm_underrides(mut rules: Ruleset) -> Ruleset {
     rules.override_.retain(|r| !is_ours(&r.rule_id));
     let mut ours = ring_rules();
     for rule in &mut ours {
@@ -130,25 +134,32 @@ pub fn stored(services: &Services, user: &UserId) -> Result<Ruleset> {
         rules.underride.drain(..).filter(|r| !is_ours(&r.rule_id)).partition(|r| !r.default);
     // User rules first, then ours, then the spec's server defaults (`.m.rule.message` ...).
     rules.underride = user_rules.into_iter().chain(ours).chain(defaults).collect();
-    Ok(rules)
+    rules
 }
 
 /// The ruleset evaluated and served for `user`: [`stored`], with the alarm rules moved above
 /// everything when the policy forces them.
 pub fn effective(services: &Services, user: &UserId) -> Result<Ruleset> {
-    let mut rules = stored(services, user)?;
-    if forced(services) {
+    Ok(arrange(stored(services, user)?, forced(services)))
+}
+
+/// What is written to account data: never the forced copies (their place follows the policy).
+fn for_storage(mut rules: Ruleset) -> Ruleset {
+    rules.override_.retain(|r| !is_ours(&r.rule_id));
+    rules
+}
+
+fn arrange(mut rules: Ruleset, forced: bool) -> Ruleset {
+    if forced {
         rules.underride.retain(|r| !is_ours(&r.rule_id));
         let rest: Vec<_> = rules.override_.drain(..).collect();
         rules.override_ = std::iter::once(edit_rule()).chain(ring_rules()).chain(rest).collect();
     }
-    Ok(rules)
+    rules
 }
 
 pub async fn save(services: &Services, user: &UserId, rules: &Ruleset) -> Result<()> {
-    let mut rules = rules.clone();
-    rules.override_.retain(|r| !is_ours(&r.rule_id));
-    let content = serde_json::json!({ "global": rules });
+    let content = serde_json::json!({ "global": for_storage(rules.clone()) });
     services.users.set_account_data(user, None, "m.push_rules", &content).await
 }
 
@@ -205,3 +216,7 @@ pub async fn actions(rules: &Ruleset, user: &UserId, display_name: &str, facts: 
 pub fn highlights(actions: &[Action]) -> bool {
     actions.iter().any(Action::is_highlight)
 }
+
+#[cfg(test)]
+#[path = "rules_tests.rs"]
+mod tests;

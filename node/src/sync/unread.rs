@@ -47,6 +47,10 @@ impl UnreadCache {
             .filter_map(|r| services.rooms.event_with_pos(&r.event_id).ok().flatten().map(|(pos, _)| pos))
             .max()
             .unwrap_or(0);
+        // Without a receipt, counting starts at the user's join (as Synapse does): the invite
+        // and what came before it are not unread news.
+        let joined_at = services.rooms.user_room(user, room)?.map(|r| r.pos).unwrap_or(0);
+        let read_pos = read_pos.max(joined_at);
         let cache_key = (user.to_owned(), room.to_owned());
         let mut counted = self
             .counted

@@ -61,7 +61,10 @@ async fn forced_alarm_rules_ring_through_mutes_and_do_not_disturb() {
     for dnd in [false, true] {
         let rules = arrange(bob_muted(dnd), true);
         let first: Vec<&str> = rules.override_.iter().take(4).map(|r| r.rule_id.as_str()).collect();
-        assert_eq!(first, [EDIT_RULE, ".org.tocsin.rule.alarm_critical", ".org.tocsin.rule.alarm_urgent", ".m.rule.master"]);
+        assert_eq!(
+            first,
+            [EDIT_RULE, ".org.tocsin.rule.alarm_critical", ".org.tocsin.rule.alarm_urgent", ".m.rule.master"]
+        );
         for level in ["critical", "urgent"] {
             let actions = actions_for(&rules, &alarm(level)).await;
             assert!(actions.iter().any(Action::should_notify), "{level} notifies (dnd {dnd})");

@@ -12,9 +12,9 @@ use matrix_sdk::{
             push::{Pusher, PusherIds, PusherInit, PusherKind, get_pushers, get_pushrules_all},
             room::create_room::v3::Request as CreateRoom,
         },
-        events::room::message::RoomMessageEventContent,
-        push::{HttpPusherData, HighlightTweakValue, PushFormat, SoundTweakValue, Tweak},
         api::push_gateway::send_event_notification::v1::NotificationPriority,
+        events::room::message::RoomMessageEventContent,
+        push::{HighlightTweakValue, HttpPusherData, PushFormat, SoundTweakValue, Tweak},
     },
 };
 use serde_json::json;
@@ -168,7 +168,10 @@ async fn a_critical_alarm_rings_through_a_room_mute_and_info_does_not() {
     let http = reqwest::Client::new();
     let token = bob.access_token().unwrap();
     let disable = http
-        .put(format!("{}/_matrix/client/v3/pushrules/global/override/.org.tocsin.rule.alarm_critical/enabled", node.base_url()))
+        .put(format!(
+            "{}/_matrix/client/v3/pushrules/global/override/.org.tocsin.rule.alarm_critical/enabled",
+            node.base_url()
+        ))
         .bearer_auth(&token)
         .json(&json!({"enabled": false}))
         .send()
@@ -176,7 +179,10 @@ async fn a_critical_alarm_rings_through_a_room_mute_and_info_does_not() {
         .unwrap();
     assert_eq!(disable.status(), 403, "policy forces the alarm rule");
     let delete = http
-        .delete(format!("{}/_matrix/client/v3/pushrules/global/override/.org.tocsin.rule.alarm_critical", node.base_url()))
+        .delete(format!(
+            "{}/_matrix/client/v3/pushrules/global/override/.org.tocsin.rule.alarm_critical",
+            node.base_url()
+        ))
         .bearer_auth(&token)
         .send()
         .await
@@ -222,7 +228,11 @@ async fn where_policy_keeps_mutes_a_muted_room_stays_silent_for_alarms() {
     let (loud_room, _) = room_with_bob(&alice, &bob).await;
     bob.pusher().set(pusher(&gateway, "bob-phone"), false).await.unwrap();
     sync(&bob).await;
-    bob.notification_settings().await.set_room_notification_mode(room.room_id(), RoomNotificationMode::Mute).await.unwrap();
+    bob.notification_settings()
+        .await
+        .set_room_notification_mode(room.room_id(), RoomNotificationMode::Mute)
+        .await
+        .unwrap();
 
     alarm(&room, "muted", AlarmLevel::Critical).await;
     let loud = alarm(&loud_room, "loud", AlarmLevel::Urgent).await;

@@ -65,7 +65,7 @@ impl Gateways {
         let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() else {
             return Ok(());
         };
-        if self.outbound.permits(ip) { Ok(()) } else { Err(self.outbound.refusal(&url.to_string(), &[ip])) }
+        if self.outbound.permits(ip) { Ok(()) } else { Err(self.outbound.refusal(url.as_ref(), &[ip])) }
     }
 
     /// Sends `item` to the pusher's gateway.

@@ -199,7 +199,7 @@ async fn step(services: &Services, key: &[u8], shutdown: &mut watch::Receiver<bo
     match delivery {
         gateway::Delivery::Sent { rejected } => {
             services.push.sent.fetch_add(1, Ordering::Relaxed);
-            if rejected.iter().any(|k| *k == pusher.pusher.ids.pushkey) {
+            if rejected.contains(&pusher.pusher.ids.pushkey) {
                 tracing::info!(app_id = %pusher.pusher.ids.app_id, "the gateway rejected a pushkey; pusher removed");
                 if let Err(e) = remove_rejected(services, key, &pusher.pusher.ids, &mut batch) {
                     return Step::Retry(e.to_string());

@@ -83,20 +83,21 @@ fn backoff(failures: u32) -> Duration {
 /// Starts the push worker: it evaluates new events as their positions become visible and
 /// starts a delivery task for every pusher with work (also, at start, for what a previous run
 /// left queued).
-pub fn spawn(services: Arc<Services>, shutdown: watch::Receiver<bool>) {
-    tokio::spawn(run(services, shutdown));
+pub fn spawn(node: &Arc<Services>) {
+    let services = node.clone();
+    node.workers.spawn("push", |stop| run(services, stop));
 }
 
 async fn run(services: Arc<Services>, mut shutdown: watch::Receiver<bool>) {
     let mut visible = services.db.streams.subscribe();
     match queue::pending_pushers(&services.db) {
-        Ok(keys) => keys.into_iter().for_each(|k| kick(&services, k, &shutdown)),
+        Ok(keys) => keys.into_iter().for_each(|k| kick(&services, k)),
         Err(e) => tracing::warn!(error = %e, "cannot read the push queue; queued pushes wait for new events"),
     }
     loop {
         match queue::evaluate(&services).await {
             Ok((touched, full)) => {
-                touched.into_iter().for_each(|k| kick(&services, k, &shutdown));
+                touched.into_iter().for_each(|k| kick(&services, k));
                 if full {
                     continue;
                 }
@@ -116,9 +117,10 @@ async fn run(services: Arc<Services>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-fn kick(services: &Arc<Services>, key: Vec<u8>, shutdown: &watch::Receiver<bool>) {
+fn kick(services: &Arc<Services>, key: Vec<u8>) {
     if services.push.claim(&key) {
-        tokio::spawn(drain(services.clone(), key, shutdown.clone()));
+        let node = services.clone();
+        services.workers.spawn("push-delivery", |stop| drain(node, key, stop));
     }
 }
 

@@ -18,6 +18,7 @@ pub mod http;
 pub mod keys;
 pub mod media;
 pub mod policy;
+pub mod push;
 pub mod rooms;
 pub mod store;
 pub mod sync;
@@ -67,6 +68,8 @@ pub struct Services {
     pub alarms: alarms::Alarms,
     /// Every background task of the node: started, stopped and joined the same way.
     pub workers: workers::Workers,
+    /// Pushers and the push gateway queue (worker started by [`Node::start`]).
+    pub push: push::Push,
 }
 
 impl Services {
@@ -110,6 +113,7 @@ impl Services {
         let remote_keys = federation::remote_keys::RemoteKeys::new(db.clone(), keys.clone(), federation_client.clone());
         let peer_seen = federation::peer_seen_channel();
         let limits = http::RateLimiter::new(&config.rate_limits);
+        let push = push::Push::new(&config)?;
         Ok(Arc::new(Self {
             config,
             server_name,
@@ -131,6 +135,7 @@ impl Services {
             limits,
             alarms,
             workers,
+            push,
         }))
     }
 }
@@ -189,6 +194,7 @@ impl Node {
         sync::presence::spawn_idle_timer(&services);
         rooms::retention::purge::spawn(&services);
         alarms::worker::spawn(&services);
+        push::spawn(&services);
         let server_name = services.server_name.clone();
         tracing::info!(%addr, %federation_addr, %server_name, store = services.db.engine_name(), "tocsin node listening");
         Ok(NodeHandle { addr, federation_addr, server_name, services })

@@ -186,12 +186,17 @@ pub async fn get_filter(s: Arc<Services>, req: Ruma<get_filter::v3::Request>) ->
 }
 
 fn rules_of(s: &Services, user: &UserId) -> Result<Ruleset> {
-    crate::sync::unread::push_rules(s, user)
+    crate::push::rules::effective(s, user)
+}
+
+/// The ruleset a change applies to: the stored one, so a new rule lands where ruma puts it
+/// (below `.m.rule.master`), not below the node's forced alarm rules.
+fn stored_rules(s: &Services, user: &UserId) -> Result<Ruleset> {
+    crate::push::rules::stored(s, user)
 }
 
 async fn save_rules(s: &Services, user: &UserId, rules: &Ruleset) -> Result<()> {
-    let content = serde_json::json!({ "global": rules });
-    s.users.set_account_data(user, None, "m.push_rules", &content).await
+    crate::push::rules::save(s, user, rules).await
 }
 
 pub async fn pushrules_all(
@@ -214,7 +219,7 @@ pub async fn set_pushrule(
     req: Ruma<set_pushrule::v3::Request>,
 ) -> Result<set_pushrule::v3::Response> {
     let auth = req.user()?;
-    let mut rules = rules_of(&s, &auth.user_id)?;
+    let mut rules = stored_rules(&s, &auth.user_id)?;
     rules
         .insert(req.rule.clone(), req.after.as_deref(), req.before.as_deref())
         .map_err(|e| Error::BadJson(e.to_string()))?;
@@ -227,7 +232,7 @@ pub async fn delete_pushrule(
     req: Ruma<delete_pushrule::v3::Request>,
 ) -> Result<delete_pushrule::v3::Response> {
     let auth = req.user()?;
-    let mut rules = rules_of(&s, &auth.user_id)?;
+    let mut rules = stored_rules(&s, &auth.user_id)?;
     rules.remove(req.kind.clone(), &req.rule_id).map_err(|e| Error::NotFound(e.to_string()))?;
     save_rules(&s, &auth.user_id, &rules).await?;
     Ok(delete_pushrule::v3::Response::new())
@@ -248,7 +253,8 @@ pub async fn set_pushrule_enabled(
     req: Ruma<set_pushrule_enabled::v3::Request>,
 ) -> Result<set_pushrule_enabled::v3::Response> {
     let auth = req.user()?;
-    let mut rules = rules_of(&s, &auth.user_id)?;
+    crate::push::rules::check_change(&s, &req.kind, &req.rule_id)?;
+    let mut rules = stored_rules(&s, &auth.user_id)?;
     rules.set_enabled(req.kind.clone(), &req.rule_id, req.enabled).map_err(|e| Error::NotFound(e.to_string()))?;
     save_rules(&s, &auth.user_id, &rules).await?;
     Ok(set_pushrule_enabled::v3::Response::new())
@@ -269,7 +275,8 @@ pub async fn set_pushrule_actions(
     req: Ruma<set_pushrule_actions::v3::Request>,
 ) -> Result<set_pushrule_actions::v3::Response> {
     let auth = req.user()?;
-    let mut rules = rules_of(&s, &auth.user_id)?;
+    crate::push::rules::check_change(&s, &req.kind, &req.rule_id)?;
+    let mut rules = stored_rules(&s, &auth.user_id)?;
     rules
         .set_actions(req.kind.clone(), &req.rule_id, req.actions.clone())
         .map_err(|e| Error::NotFound(e.to_string()))?;
@@ -277,13 +284,22 @@ pub async fn set_pushrule_actions(
     Ok(set_pushrule_actions::v3::Response::new())
 }
 
-/// Push gateways are not contacted yet (no content leaves the node); pushers are accepted so
-/// clients don't error, and none are listed.
-pub async fn pushers(_: Arc<Services>, _: Ruma<get_pushers::v3::Request>) -> Result<get_pushers::v3::Response> {
-    Ok(get_pushers::v3::Response::new(Vec::new()))
+pub async fn pushers(s: Arc<Services>, req: Ruma<get_pushers::v3::Request>) -> Result<get_pushers::v3::Response> {
+    let auth = req.user()?;
+    let list = crate::push::pushers::list(&s.db, &auth.user_id)?;
+    Ok(get_pushers::v3::Response::new(list.into_iter().map(|p| p.pusher).collect()))
 }
 
-pub async fn set_pusher(_: Arc<Services>, _: Ruma<set_pusher::v3::Request>) -> Result<set_pusher::v3::Response> {
+pub async fn set_pusher(s: Arc<Services>, req: Ruma<set_pusher::v3::Request>) -> Result<set_pusher::v3::Response> {
+    let auth = req.user()?;
+    match &req.action {
+        set_pusher::v3::PusherAction::Post(post) => {
+            s.push.check_url(&post.pusher)?;
+            crate::push::pushers::set(&s.db, &auth.user_id, post.pusher.clone(), post.append).await?
+        }
+        set_pusher::v3::PusherAction::Delete(ids) => crate::push::pushers::remove(&s.db, &auth.user_id, ids).await?,
+        _ => return Err(Error::invalid_param("unknown pusher action")),
+    }
     Ok(set_pusher::v3::Response::new())
 }
 

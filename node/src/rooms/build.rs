@@ -367,6 +367,10 @@ impl Rooms {
             batch.insert(trees::EVENT_STATE, id.to_vec(), state_before.to_vec());
         }
         batch.insert(trees::TIMELINE, key(&[room, &pos_bytes(pos)]), id.to_vec());
+        // Live events only: backfilled history is old news and must not ring anyone.
+        if pos >= crate::store::LIVE_BASE {
+            crate::push::queue::event_row(batch, pos, &pdu.room_id, &pdu.event_id);
+        }
         if let Some(txn) = txn {
             batch.insert(trees::TXNS, txn.key(&pdu.sender, &pdu.room_id), id.to_vec());
         }

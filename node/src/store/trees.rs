@@ -96,6 +96,17 @@ pub const MEDIA: &str = "media";
 /// what is still to be sent to that server, in seq order (see `federation::sender`)
 pub const FED_QUEUE: &str = "fed_queue";
 
+// Push.
+/// user_id SEP app_id SEP pushkey -> StoredPusher (JSON)
+pub const PUSHERS: &str = "pushers";
+/// app_id SEP pushkey SEP user_id -> "": who holds a pushkey (unique across users unless appended)
+pub const PUSHKEYS: &str = "pushkeys";
+/// pos -> room_id SEP event_id: live events the push worker has not evaluated yet
+pub const PUSH_EVENTS: &str = "push_events";
+/// user_id SEP app_id SEP pushkey SEP pos -> QueuedPush (JSON): each pusher's notifications, in
+/// event order (see `push::queue`)
+pub const PUSH_QUEUE: &str = "push_queue";
+
 // Federation.
 /// server_name -> {valid_until, object}: another server's signed key object (JSON), fetched
 /// from its key server, and until when it is trusted

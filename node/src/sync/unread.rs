@@ -4,9 +4,8 @@
 use std::{collections::HashMap, sync::Mutex};
 
 use ruma::{
-    OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
-    push::{Action, PushConditionRoomCtx, Ruleset},
-    serde::Raw,
+    OwnedRoomId, OwnedUserId, RoomId, UserId,
+    push::{Action, Ruleset},
 };
 
 use crate::{Services, error::Result};
@@ -27,13 +26,9 @@ pub struct UnreadCache {
 /// Counting past this many unread events stops: clients show "99+" long before.
 const MAX_SCAN: usize = 1000;
 
+/// The user's effective push rules (their own plus the node's alarm rules; see `push::rules`).
 pub fn push_rules(services: &Services, user: &UserId) -> Result<Ruleset> {
-    Ok(services
-        .users
-        .account_data(user, None, "m.push_rules")?
-        .and_then(|v| v.get("global").cloned())
-        .and_then(|g| serde_json::from_value(g).ok())
-        .unwrap_or_else(|| Ruleset::server_default(user)))
+    crate::push::rules::effective(services, user)
 }
 
 impl UnreadCache {
@@ -52,6 +47,10 @@ impl UnreadCache {
             .filter_map(|r| services.rooms.event_with_pos(&r.event_id).ok().flatten().map(|(pos, _)| pos))
             .max()
             .unwrap_or(0);
+        // Without a receipt, counting starts at the user's join (as Synapse does): the invite
+        // and what came before it are not unread news.
+        let joined_at = services.rooms.user_room(user, room)?.map(|r| r.pos).unwrap_or(0);
+        let read_pos = read_pos.max(joined_at);
         let cache_key = (user.to_owned(), room.to_owned());
         let mut counted = self
             .counted
@@ -64,24 +63,14 @@ impl UnreadCache {
             let (events, _) = services.rooms.timeline_since(room, counted.upto, upto, MAX_SCAN)?;
             if !events.is_empty() {
                 let rules = push_rules(services, user)?;
-                let ctx = PushConditionRoomCtx::new(
-                    room.to_owned(),
-                    UInt::try_from(members).unwrap_or(UInt::MAX),
-                    user.to_owned(),
-                    display_name.to_owned(),
-                );
+                // The same evaluation the push worker makes, so badge and push agree.
+                let facts = crate::push::rules::RoomFacts::with_member_count(services, room, members).await?;
                 for (_, pdu) in &events {
-                    if pdu.sender == user {
-                        continue;
-                    }
-                    let value = pdu.to_client_value(Default::default(), true);
-                    let Ok(raw) = serde_json::value::to_raw_value(&value) else { continue };
-                    let raw: Raw<ruma::events::AnySyncTimelineEvent> = Raw::from_json(raw);
-                    let actions = rules.get_actions(&raw, &ctx).await;
+                    let actions = crate::push::rules::actions(&rules, user, display_name, &facts, pdu).await;
                     if actions.iter().any(Action::should_notify) {
                         counted.notify += 1;
                     }
-                    if actions.iter().any(|a| a.is_highlight()) {
+                    if crate::push::rules::highlights(&actions) {
                         counted.highlight += 1;
                     }
                 }

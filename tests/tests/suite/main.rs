@@ -31,6 +31,8 @@ mod list_lifecycle;
 mod policy_apply;
 mod policy_gate;
 mod policy_safety;
+mod push;
+mod push_gateway;
 mod registration;
 mod retention;
 mod room_features;

@@ -1,0 +1,169 @@
+//! The push queue, in two steps, both persisted:
+//!
+//! 1. Every live event's commit also writes one row `pos -> room, event` to
+//!    [`trees::PUSH_EVENTS`] (in [`crate::rooms`]' `timeline_rows`, the one place local, received
+//!    and joined events are stored), so the send path pays one key and no evaluation.
+//! 2. The push worker reads those rows in stream order once they are durable, evaluates each
+//!    local member's push rules, and writes one [`QueuedPush`] per pusher to notify into
+//!    [`trees::PUSH_QUEUE`], keyed by pusher and position, so each pusher's queue is in event
+//!    order. The evaluated rows are removed in the same write.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    ops::Bound,
+};
+
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId, events::TimelineEventType, push::Action};
+use serde::{Deserialize, Serialize};
+use tocsin_store::WriteBatch;
+
+use super::{pushers, rules};
+use crate::{
+    Services,
+    error::{Error, Result},
+    store::{Db, key, pos_bytes, pos_from, split, trees, utf8},
+};
+
+/// Events evaluated per round.
+const ROUND: usize = 256;
+
+/// One notification waiting for its gateway.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct QueuedPush {
+    pub event_id: OwnedEventId,
+    pub room_id: OwnedRoomId,
+    /// The user's unread notifications across their rooms when the event was evaluated.
+    pub unread: u64,
+    /// The matched rule's actions (their tweaks go to the gateway).
+    pub actions: Vec<Action>,
+    /// Whether the gateway should deliver it at once (`prio: high`).
+    pub high: bool,
+}
+
+/// The row a live event adds to its commit (see the module docs).
+pub fn event_row(batch: &mut WriteBatch, pos: u64, room_id: &RoomId, event_id: &ruma::EventId) {
+    batch.insert(trees::PUSH_EVENTS, pos_bytes(pos).to_vec(), key(&[room_id.as_bytes(), event_id.as_bytes()]));
+}
+
+/// Removes whatever is queued for the pusher at `pusher_key`.
+pub fn remove_queue_rows(db: &Db, pusher_key: &[u8], batch: &mut WriteBatch) -> Result<()> {
+    for (k, _) in db.scan_prefix(trees::PUSH_QUEUE, &queue_prefix(pusher_key), usize::MAX)? {
+        batch.remove(trees::PUSH_QUEUE, k);
+    }
+    Ok(())
+}
+
+fn queue_prefix(pusher_key: &[u8]) -> Vec<u8> {
+    let mut p = pusher_key.to_vec();
+    p.push(crate::store::SEP);
+    p
+}
+
+/// The oldest notification queued for a pusher, with its row key.
+pub fn head(db: &Db, pusher_key: &[u8]) -> Result<Option<(Vec<u8>, QueuedPush)>> {
+    let Some((k, v)) = db.scan_prefix(trees::PUSH_QUEUE, &queue_prefix(pusher_key), 1)?.into_iter().next() else {
+        return Ok(None);
+    };
+    let item = serde_json::from_slice(&v).map_err(|e| Error::internal(format!("corrupt push queue row: {e}")))?;
+    Ok(Some((k, item)))
+}
+
+/// Every pusher with something queued (at start, to resume delivery).
+pub fn pending_pushers(db: &Db) -> Result<BTreeSet<Vec<u8>>> {
+    let mut out = BTreeSet::new();
+    for (k, _) in db.scan_prefix(trees::PUSH_QUEUE, &[], usize::MAX)? {
+        let cut = k.len().saturating_sub(9);
+        out.insert(k[..cut].to_vec());
+    }
+    Ok(out)
+}
+
+/// Evaluates the durable event rows not yet evaluated. Returns the pushers that got work, and
+/// whether a full round was read (more may be waiting).
+pub async fn evaluate(services: &Services) -> Result<(BTreeSet<Vec<u8>>, bool)> {
+    let db = &services.db;
+    let visible = pos_bytes(db.streams.visible());
+    let rows = db.range(trees::PUSH_EVENTS, Bound::Unbounded, Bound::Included(&visible[..]), false, ROUND)?;
+    let full = rows.len() == ROUND;
+    let mut batch = WriteBatch::new();
+    let mut touched = BTreeSet::new();
+    let mut rulesets: HashMap<OwnedUserId, (ruma::push::Ruleset, String)> = HashMap::new();
+    for (k, v) in rows {
+        batch.remove(trees::PUSH_EVENTS, k.clone());
+        let pos = pos_from(&k)?;
+        let parts = split(&v);
+        let (Some(event_id), Some(room_id)) = (parts.get(1), parts.first()) else { continue };
+        let event_id = ruma::EventId::parse(utf8(event_id)?).map_err(Error::internal)?;
+        let room_id = RoomId::parse(utf8(room_id)?).map_err(Error::internal)?;
+        let Some(pdu) = services.rooms.pdu(&event_id)? else { continue };
+        let candidates = candidates(services, &room_id, &pdu).await?;
+        if candidates.is_empty() {
+            continue;
+        }
+        let facts = rules::RoomFacts::load(services, &room_id).await?;
+        for user in candidates {
+            let targets = pushers::list(db, &user)?;
+            if targets.is_empty() {
+                continue;
+            }
+            let (ruleset, display_name) = match rulesets.get(&user) {
+                Some(r) => r,
+                None => {
+                    let display_name =
+                        services.users.profile(&user)?.and_then(|p| p.0).unwrap_or_else(|| user.localpart().to_owned());
+                    rulesets.entry(user.clone()).or_insert((rules::effective(services, &user)?, display_name))
+                }
+            };
+            let actions = rules::actions(ruleset, &user, display_name, &facts, &pdu).await;
+            if !actions.iter().any(Action::should_notify) {
+                continue;
+            }
+            let alarm = is_ringing_alarm(&pdu);
+            let tweaked = actions.iter().any(|a| a.is_highlight() || a.sound().is_some());
+            let high = alarm || tweaked || pdu.kind == TimelineEventType::RoomEncrypted;
+            let unread = unread_total(services, &user, display_name).await?;
+            let item = QueuedPush { event_id: event_id.clone(), room_id: room_id.clone(), unread, actions, high };
+            for target in targets {
+                let pusher_key = pushers::pusher_key(&user, &target.pusher.ids);
+                batch.insert(trees::PUSH_QUEUE, key(&[&pusher_key, &pos_bytes(pos)]), Db::to_json(&item)?);
+                touched.insert(pusher_key);
+            }
+        }
+    }
+    if !batch.is_empty() {
+        db.write(batch).await?;
+    }
+    Ok((touched, full))
+}
+
+/// Local users an event may notify: joined members and, for an invite, its target; never the
+/// sender.
+async fn candidates(services: &Services, room_id: &RoomId, pdu: &crate::rooms::Pdu) -> Result<Vec<OwnedUserId>> {
+    let mut users = services.rooms.members(room_id, "join").await?;
+    if pdu.kind == TimelineEventType::RoomMember
+        && let Some(target) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())
+        && !users.contains(&target)
+    {
+        users.push(target);
+    }
+    users.retain(|u| u.server_name() == services.server_name && *u != pdu.sender);
+    Ok(users)
+}
+
+fn is_ringing_alarm(pdu: &crate::rooms::Pdu) -> bool {
+    pdu.content_field(tocsin_events::ALARM_KEY)
+        .and_then(|block| block.get("level").and_then(|l| l.as_str()).and_then(|l| l.parse().ok()))
+        .is_some_and(tocsin_events::AlarmLevel::rings)
+}
+
+/// The user's notification count summed over their joined rooms: the same counts `/sync` shows.
+async fn unread_total(services: &Services, user: &UserId, display_name: &str) -> Result<u64> {
+    let upto = services.db.streams.visible();
+    let mut total = 0;
+    for room in services.rooms.joined_rooms(user)? {
+        let members = services.rooms.members(&room, "join").await?.len();
+        let (notify, _) = services.sync.unread.counts(services, user, &room, upto, members, display_name).await?;
+        total += notify;
+    }
+    Ok(total)
+}

@@ -1,0 +1,222 @@
+//! Push rules: the user's ruleset (account data `m.push_rules`) plus the node's alarm rules, and
+//! the one evaluation that both `/sync` counts and the push worker use.
+//!
+//! The alarm rules are server-default rules (`default: true`, ids starting with `.`), so ruma
+//! already refuses to delete them or to place a user rule relative to them. Where they sit
+//! depends on the node policy's `[alarms] ring_in_muted_rooms` (default true):
+//!
+//! - **true**: first among the override rules, above `.m.rule.master` (do-not-disturb) and above
+//!   any per-room mute (Element mutes a room with an override rule, or with a `dont_notify`
+//!   room rule for "mentions only"), so a `critical` or `urgent` alarm always rings. The user
+//!   may not disable them or change their actions (403 naming the policy rule).
+//! - **false**: first among the server-default underride rules: an alarm rings where the room
+//!   would otherwise only notify, but the user's own rules (mutes, keywords, do-not-disturb)
+//!   win, and the user may disable the rules.
+//!
+//! The rules are never stored in the forced position: the stored ruleset keeps ruma's shape
+//! (`.m.rule.master` first), so a user rule inserted "at the top" lands below master as ruma
+//! intends, and a policy change applies at the next evaluation without rewriting account data.
+
+use ruma::{
+    OwnedUserId, RoomId, UInt, UserId,
+    push::{
+        Action, ConditionalPushRule, ConditionalPushRuleInit, EventMatchConditionData, EventPropertyIsConditionData,
+        HighlightTweakValue, PushCondition, PushConditionPowerLevelsCtx, PushConditionRoomCtx, RuleKind, Ruleset,
+        ScalarJsonValue, SoundTweakValue, Tweak,
+    },
+    serde::Raw,
+};
+use tocsin_events::{ALARM_KEY, AlarmLevel};
+
+use crate::{
+    Services,
+    error::{Error, Result},
+    rooms::Pdu,
+};
+
+/// Prefix of the node's own server-default rule ids.
+pub const RULE_PREFIX: &str = ".org.tocsin.rule.alarm";
+/// Silences edits of alarms (a correction or a cancellation must not ring again).
+pub const EDIT_RULE: &str = ".org.tocsin.rule.alarm_edit";
+
+/// The dotted path of the alarm level, dots in the key escaped (MSC3873, spec "dot-separated
+/// property paths"): `org.tocsin.alarm` is one key.
+pub fn level_path() -> String {
+    format!("content.{}.level", ALARM_KEY.replace('\\', r"\\").replace('.', r"\."))
+}
+
+/// The id of the rule that rings alarms of `level`.
+pub fn rule_id(level: AlarmLevel) -> String {
+    format!("{RULE_PREFIX}_{level}")
+}
+
+fn is_ours(rule_id: &str) -> bool {
+    rule_id.starts_with(RULE_PREFIX)
+}
+
+/// The ringing rules, one per level that rings, loudest first.
+fn ring_rules() -> Vec<ConditionalPushRule> {
+    AlarmLevel::ALL
+        .iter()
+        .filter(|(_, level)| level.rings())
+        .map(|(keyword, level)| {
+            ConditionalPushRuleInit {
+                actions: vec![
+                    Action::Notify,
+                    Action::SetTweak(Tweak::Sound(SoundTweakValue::Default)),
+                    Action::SetTweak(Tweak::Highlight(HighlightTweakValue::Yes)),
+                ],
+                default: true,
+                enabled: true,
+                rule_id: rule_id(*level),
+                // No event type condition: the block rings on whatever event carries it in the
+                // clear (a message, or the cleartext content of an encrypted event).
+                conditions: vec![PushCondition::EventPropertyIs(EventPropertyIsConditionData::new(
+                    level_path(),
+                    ScalarJsonValue::String((*keyword).to_owned()),
+                ))],
+            }
+            .into()
+        })
+        .collect()
+}
+
+/// Edits (`m.replace`) of an alarm: no notification. Only needed in the forced position; below
+/// it, `.m.rule.suppress_edits` already does this.
+fn edit_rule() -> ConditionalPushRule {
+    ConditionalPushRuleInit {
+        actions: vec![],
+        default: true,
+        enabled: true,
+        rule_id: EDIT_RULE.to_owned(),
+        conditions: vec![
+            PushCondition::EventPropertyIs(EventPropertyIsConditionData::new(
+                r"content.m\.relates_to.rel_type".to_owned(),
+                ScalarJsonValue::String("m.replace".to_owned()),
+            )),
+            PushCondition::EventMatch(EventMatchConditionData::new(level_path(), "*".to_owned())),
+        ],
+    }
+    .into()
+}
+
+/// Whether the node policy makes alarms ring through mutes and do-not-disturb.
+pub fn forced(services: &Services) -> bool {
+    services.policy.policy().map(|p| p.alarms.ring_in_muted_rooms).unwrap_or(true)
+}
+
+/// The ruleset as stored for `user`, with the alarm rules among the underride rules (their
+/// unforced place, which also keeps the user's enabled flag for them).
+pub fn stored(services: &Services, user: &UserId) -> Result<Ruleset> {
+    let saved = match services.users.account_data(user, None, "m.push_rules")? {
+        Some(content) => match content.get("global") {
+            Some(global) => Some(
+                serde_json::from_value::<Ruleset>(global.clone())
+                    .map_err(|e| Error::internal(format!("stored push rules of {user} are unreadable: {e}")))?,
+            ),
+            None => None,
+        },
+        None => None,
+    };
+    Ok(with_alarm_underrides(saved.unwrap_or_else(|| Ruleset::server_default(user))))
+}
+
+/// `rules` with the alarm rules first among the server-default underride rules.
+fn with_alarm_underrides(mut rules: Ruleset) -> Ruleset {
+    rules.override_.retain(|r| !is_ours(&r.rule_id));
+    let mut ours = ring_rules();
+    for rule in &mut ours {
+        if let Some(prev) = rules.underride.get(rule.rule_id.as_str()) {
+            rule.enabled = prev.enabled;
+        }
+    }
+    let (user_rules, defaults): (Vec<_>, Vec<_>) =
+        rules.underride.drain(..).filter(|r| !is_ours(&r.rule_id)).partition(|r| !r.default);
+    // User rules first, then ours, then the spec's server defaults (`.m.rule.message` ...).
+    rules.underride = user_rules.into_iter().chain(ours).chain(defaults).collect();
+    rules
+}
+
+/// The ruleset evaluated and served for `user`: [`stored`], with the alarm rules moved above
+/// everything when the policy forces them.
+pub fn effective(services: &Services, user: &UserId) -> Result<Ruleset> {
+    Ok(arrange(stored(services, user)?, forced(services)))
+}
+
+/// What is written to account data: never the forced copies (their place follows the policy).
+fn for_storage(mut rules: Ruleset) -> Ruleset {
+    rules.override_.retain(|r| !is_ours(&r.rule_id));
+    rules
+}
+
+fn arrange(mut rules: Ruleset, forced: bool) -> Ruleset {
+    if forced {
+        rules.underride.retain(|r| !is_ours(&r.rule_id));
+        let rest: Vec<_> = rules.override_.drain(..).collect();
+        rules.override_ = std::iter::once(edit_rule()).chain(ring_rules()).chain(rest).collect();
+    }
+    rules
+}
+
+pub async fn save(services: &Services, user: &UserId, rules: &Ruleset) -> Result<()> {
+    let content = serde_json::json!({ "global": for_storage(rules.clone()) });
+    services.users.set_account_data(user, None, "m.push_rules", &content).await
+}
+
+/// Refuses a change to an alarm rule the policy forces.
+pub fn check_change(services: &Services, kind: &RuleKind, rule_id: &str) -> Result<()> {
+    let ours = is_ours(rule_id) && matches!(kind, RuleKind::Override | RuleKind::Underride);
+    if ours && forced(services) {
+        return Err(Error::forbidden(
+            "refused by policy rule `alarms.ring_in_muted_rooms`: alarm push rules cannot be changed on this node",
+        ));
+    }
+    Ok(())
+}
+
+/// What evaluating an event for one user needs about the room, gathered once per event.
+pub struct RoomFacts {
+    pub member_count: usize,
+    pub power_levels: Option<PushConditionPowerLevelsCtx>,
+}
+
+impl RoomFacts {
+    pub async fn load(services: &Services, room: &RoomId) -> Result<Self> {
+        let member_count = services.rooms.members(room, "join").await?.len();
+        Self::with_member_count(services, room, member_count).await
+    }
+
+    /// For callers that counted the joined members already.
+    pub async fn with_member_count(services: &Services, room: &RoomId, member_count: usize) -> Result<Self> {
+        let head = services.rooms.head(room)?;
+        let power_levels = Some(head.lock().await.power_levels().into());
+        Ok(Self { member_count, power_levels })
+    }
+}
+
+/// The actions `rules` give `pdu` for `user`. A user's own events give none.
+pub async fn actions(rules: &Ruleset, user: &UserId, display_name: &str, facts: &RoomFacts, pdu: &Pdu) -> Vec<Action> {
+    if pdu.sender == user {
+        return Vec::new();
+    }
+    let mut ctx = PushConditionRoomCtx::new(
+        pdu.room_id.clone(),
+        UInt::try_from(facts.member_count).unwrap_or(UInt::MAX),
+        OwnedUserId::from(user),
+        display_name.to_owned(),
+    );
+    ctx.power_levels = facts.power_levels.clone();
+    let value = pdu.to_client_value(Default::default(), true);
+    let Ok(raw) = serde_json::value::to_raw_value(&value) else { return Vec::new() };
+    let raw: Raw<ruma::events::AnySyncTimelineEvent> = Raw::from_json(raw);
+    rules.get_actions(&raw, &ctx).await.to_vec()
+}
+
+/// Whether `actions` ask for a highlight.
+pub fn highlights(actions: &[Action]) -> bool {
+    actions.iter().any(Action::is_highlight)
+}
+
+#[cfg(test)]
+#[path = "rules_tests.rs"]
+mod tests;

@@ -34,7 +34,7 @@ use matrix_sdk_ui::{
 
 use crate::{
     common,
-    fed::{self, PASSWORD, accept_invite, two_nodes, user_on},
+    fed::{self, PASSWORD, two_nodes, user_on},
 };
 
 type Diffs<'a> = Pin<Box<dyn Stream<Item = Vec<VectorDiff<RoomListItem>>> + Send + 'a>>;
@@ -57,10 +57,6 @@ impl Shown<'_> {
                 }
             }
         }
-    }
-
-    fn ids(&self) -> Vec<OwnedRoomId> {
-        self.entries.iter().map(|r| r.room_id().to_owned()).collect()
     }
 
     fn describe(&self) -> Vec<(OwnedRoomId, Option<String>, RoomState, u64)> {

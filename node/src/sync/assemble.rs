@@ -340,7 +340,8 @@ async fn joined_room(
 
     let timeline = super::room_delta::timeline(services, user, room_id, since, now.pos, limit)?;
     let limited = timeline.limited;
-    let events: Vec<_> = timeline.events.into_iter().filter(|(_, p)| filter_matches(&filter.room.timeline, p)).collect();
+    let events: Vec<_> =
+        timeline.events.into_iter().filter(|(_, p)| filter_matches(&filter.room.timeline, p)).collect();
     let first_pos = events.first().map(|(p, _)| *p).unwrap_or(now.pos + 1);
     joined.timeline.limited = limited;
     if since == 0 || limited || !events.is_empty() {

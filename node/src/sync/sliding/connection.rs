@@ -76,15 +76,20 @@ pub struct Connections {
 impl Connections {
     /// The state a request continues from: an empty one (and the connection restarted) without
     /// `pos`, else the state recorded at `pos`.
-    pub fn resume(&self, user: &OwnedUserId, device: &OwnedDeviceId, conn_id: &str, pos: Option<&str>) -> Result<Arc<PosState>> {
+    pub fn resume(
+        &self,
+        user: &OwnedUserId,
+        device: &OwnedDeviceId,
+        conn_id: &str,
+        pos: Option<&str>,
+    ) -> Result<Arc<PosState>> {
         let mut map = self.inner.lock().map_err(Error::internal)?;
         let now = Instant::now();
         map.retain(|_, c| now.duration_since(c.last_used) < IDLE_EXPIRY);
         let key = (user.clone(), device.clone(), conn_id.to_owned());
         let Some(pos) = pos else {
             if !map.contains_key(&key) {
-                let same_device: Vec<Key> =
-                    map.keys().filter(|(u, d, _)| u == user && d == device).cloned().collect();
+                let same_device: Vec<Key> = map.keys().filter(|(u, d, _)| u == user && d == device).cloned().collect();
                 if same_device.len() >= CONNECTIONS_PER_DEVICE
                     && let Some(oldest) = same_device.iter().min_by_key(|k| map.get(*k).map(|c| c.last_used))
                 {

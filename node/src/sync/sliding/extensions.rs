@@ -27,7 +27,9 @@ pub struct InView<'a> {
 pub fn to_device_since(req: &request::ToDevice) -> Result<u64> {
     match &req.since {
         None => Ok(0),
-        Some(s) => s.parse().map_err(|_| Error::invalid_param(format!("`{s}` is not a to-device token from this server"))),
+        Some(s) => {
+            s.parse().map_err(|_| Error::invalid_param(format!("`{s}` is not a to-device token from this server")))
+        }
     }
 }
 

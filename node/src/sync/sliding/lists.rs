@@ -101,8 +101,8 @@ pub async fn passes(services: &Services, ctx: &FilterContext, filters: &ListFilt
     }
     let joined = room.membership.membership == "join";
     if let Some(is_encrypted) = filters.is_encrypted {
-        let encrypted = joined
-            && services.rooms.state_event(&room.room_id, &StateEventType::RoomEncryption, "").await?.is_some();
+        let encrypted =
+            joined && services.rooms.state_event(&room.room_id, &StateEventType::RoomEncryption, "").await?.is_some();
         if encrypted != is_encrypted {
             return Ok(false);
         }
@@ -161,11 +161,7 @@ pub async fn window(
             let (start, end) = (u64::from(*start).min(MAX_INDEX), u64::from(*end).min(MAX_INDEX));
             for index in start..=end {
                 let Some(room) = usize::try_from(index).ok().and_then(|i| members.get(i)) else { break };
-                window
-                    .rooms
-                    .entry(room.room_id.clone())
-                    .or_default()
-                    .merge(&list.room_details.required_state, limit);
+                window.rooms.entry(room.room_id.clone()).or_default().merge(&list.room_details.required_state, limit);
             }
         }
     }

@@ -67,6 +67,7 @@ async fn build(
     let candidates = lists::candidates(services, user, base, now.pos)?;
     let ctx = FilterContext::load(services, user)?;
     let mut window = lists::window(services, &ctx, &req.lists, &candidates).await?;
+
     let by_id: HashMap<&RoomId, &Candidate> = candidates.iter().map(|c| (&*c.room_id, c)).collect();
     for (room_id, subscription) in &req.room_subscriptions {
         // Only rooms the user is in (or invited to) can be subscribed to.
@@ -88,8 +89,7 @@ async fn build(
         response.lists.insert(name.clone(), list);
     }
 
-    let display_name =
-        services.users.profile(user)?.and_then(|p| p.0).unwrap_or_else(|| user.localpart().to_owned());
+    let display_name = services.users.profile(user)?.and_then(|p| p.0).unwrap_or_else(|| user.localpart().to_owned());
     let mut in_view = BTreeSet::new();
     let mut initial = BTreeSet::new();
     for (room_id, config) in window.rooms {
@@ -117,8 +117,7 @@ async fn build(
     }
 
     let view = extensions::InView { rooms: &in_view, initial: &initial };
-    let (extensions, extensions_changed) =
-        extensions::build(services, auth, &req.extensions, base, now, &view).await?;
+    let (extensions, extensions_changed) = extensions::build(services, auth, &req.extensions, base, now, &view).await?;
     response.extensions = extensions;
     Ok((response, state, changed || extensions_changed))
 }

@@ -71,8 +71,14 @@ pub async fn render(
             let Some(before) = r.sent else { return Ok(None) };
             let leave_pos = r.membership.pos.min(upto);
             sent.upto = leave_pos;
-            let timeline =
-                room_delta::timeline(services, &auth.user_id, r.room_id, before.upto, leave_pos, r.config.timeline_limit)?;
+            let timeline = room_delta::timeline(
+                services,
+                &auth.user_id,
+                r.room_id,
+                before.upto,
+                leave_pos,
+                r.config.timeline_limit,
+            )?;
             render_timeline(services, auth, &mut room, &timeline, leave_pos, r.live_after)?;
             if let Some((_, pdu)) = services.rooms.event_with_pos(&r.membership.event_id)? {
                 room.required_state.push(raw(&services.rooms.client_event(&(0, pdu), None, false)?)?);
@@ -197,7 +203,8 @@ async fn summary(
     let invited = services.rooms.members(room_id, "invite").await?;
     room.joined_count = Some(count(members.len()));
     room.invited_count = Some(count(invited.len()));
-    let state = |kind: StateEventType, key: String| async move { services.rooms.state_event(room_id, &kind, &key).await };
+    let state =
+        |kind: StateEventType, key: String| async move { services.rooms.state_event(room_id, &kind, &key).await };
     let text = |pdu: Option<Arc<Pdu>>, field: &str| {
         pdu.and_then(|p| p.content_field(field)).and_then(|v| v.as_str().map(str::to_owned)).filter(|s| !s.is_empty())
     };

@@ -345,3 +345,112 @@ async fn first_page_of_a_thousand_rooms_and_live_update_latency() {
     assert_eq!((status, reply["errcode"].as_str()), (400, Some("M_UNKNOWN_POS")), "{reply}");
     node.shutdown().await;
 }
+
+/// What a room in a sliding sync answer holds of one kind of state: (type, state key) pairs.
+fn state_keys(room: &serde_json::Value) -> Vec<(String, String)> {
+    let mut keys: Vec<_> = room["required_state"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            (e["type"].as_str().unwrap_or_default().to_owned(), e["state_key"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// The request's details reach the answer exactly: `$ME`, `$LAZY` and `*` in `required_state`,
+/// the invite filter, heroes of an unnamed room, and, on a known position, only what changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_state_filters_heroes_and_changes_only() {
+    fed::logs();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = common::start(dir.path(), |c| c.rate_limits.enabled = false).await;
+    let api = crate::api::Api::new(&node);
+    let alice = api.user(&node, "alice").await;
+    let bob = api.user(&node, "bob").await;
+    let (alice_id, bob_id) = ("@alice:tocsin.test", "@bob:tocsin.test");
+    let (status, _) = api
+        .put(
+            "/_matrix/client/v3/profile/@alice:tocsin.test/displayname",
+            Some(&alice),
+            &serde_json::json!({ "displayname": "Alice A." }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let named = api.create_room(&alice, serde_json::json!({ "name": "Dispatch" })).await;
+    api.invite_and_join(&named, &alice, bob_id, &bob).await;
+    api.send_text(&named, &alice, "t1", "hello").await;
+    let unnamed = api.create_room(&alice, serde_json::json!({})).await;
+    api.invite_and_join(&unnamed, &alice, bob_id, &bob).await;
+    let invite = api.create_room(&alice, serde_json::json!({ "name": "Later", "invite": [bob_id] })).await;
+
+    let request = |pos: Option<&str>| {
+        let path = match pos {
+            Some(pos) => format!("{SLIDING_SYNC}?pos={pos}&timeout=0"),
+            None => SLIDING_SYNC.to_owned(),
+        };
+        let body = serde_json::json!({
+            "lists": {
+                "joined": { "ranges": [[0, 9]], "timeline_limit": 1, "filters": { "is_invite": false },
+                            "required_state": [["m.room.member", "$ME"], ["m.room.name", ""]] },
+                "invites": { "ranges": [[0, 9]], "timeline_limit": 0, "filters": { "is_invite": true } }
+            },
+            "room_subscriptions": {
+                named.clone(): { "timeline_limit": 1, "required_state": [["m.room.member", "$LAZY"], ["m.room.join_rules", "*"]] }
+            }
+        });
+        (path, body)
+    };
+    let (path, body) = request(None);
+    let (status, first) = api.post(&path, Some(&bob), &body).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["lists"]["joined"]["count"], 2, "{first}");
+    assert_eq!(first["lists"]["invites"]["count"], 1, "{first}");
+
+    // The subscription adds the sender of the timeline's event and the join rules to the named
+    // room; the list alone gives bob's own membership and the name.
+    let member = |id: &str| ("m.room.member".to_owned(), id.to_owned());
+    let keyed = |kind: &str| (kind.to_owned(), String::new());
+    assert_eq!(
+        state_keys(&first["rooms"][named.as_str()]),
+        [keyed("m.room.join_rules"), member(alice_id), member(bob_id), keyed("m.room.name")]
+    );
+    assert_eq!(first["rooms"][named.as_str()]["name"], "Dispatch");
+    assert_eq!(first["rooms"][named.as_str()]["initial"], true);
+    assert_eq!(first["rooms"][named.as_str()]["timeline"][0]["content"]["body"], "hello");
+    assert_eq!(first["rooms"][named.as_str()]["joined_count"], 2);
+    assert_eq!(state_keys(&first["rooms"][unnamed.as_str()]), [member(bob_id)]);
+    // An unnamed room's heroes: the other members, with their profile.
+    let heroes = &first["rooms"][unnamed.as_str()]["heroes"];
+    assert_eq!(heroes[0]["user_id"], alice_id, "{first}");
+    assert_eq!(heroes[0]["displayname"], "Alice A.", "{first}");
+    assert!(first["rooms"][unnamed.as_str()].get("name").is_none());
+    // The invite comes with its stripped state.
+    let invite_state = first["rooms"][invite.as_str()]["invite_state"].as_array().cloned().expect("invite_state");
+    assert!(invite_state.iter().any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Later"));
+    assert!(invite_state.iter().any(|e| e["type"] == "m.room.member" && e["state_key"] == bob_id));
+
+    // Nothing new: no rooms. Then one message: that room only, with that event only, live.
+    let pos = first["pos"].as_str().expect("pos").to_owned();
+    let (path, body) = request(Some(&pos));
+    let (status, quiet) = api.post(&path, Some(&bob), &body).await;
+    assert_eq!(status, 200, "{quiet}");
+    assert!(quiet.get("rooms").is_none(), "nothing changed: {quiet}");
+    api.send_text(&unnamed, &alice, "t2", "news").await;
+    let pos = quiet["pos"].as_str().expect("pos").to_owned();
+    let (path, body) = request(Some(&pos));
+    let (status, next) = api.post(&path, Some(&bob), &body).await;
+    assert_eq!(status, 200, "{next}");
+    let rooms = next["rooms"].as_object().expect("rooms");
+    assert_eq!(rooms.keys().collect::<Vec<_>>(), [&unnamed], "{next}");
+    let room = &rooms[&unnamed];
+    assert_eq!(room["timeline"].as_array().map(Vec::len), Some(1), "{next}");
+    assert_eq!(room["timeline"][0]["content"]["body"], "news");
+    assert_eq!(room["num_live"], 1);
+    assert!(room.get("initial").is_none(), "{next}");
+    assert!(room["notification_count"].as_u64() >= Some(1), "{next}");
+    node.shutdown().await;
+}

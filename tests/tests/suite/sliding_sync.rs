@@ -305,14 +305,13 @@ async fn first_page_of_a_thousand_rooms_and_live_update_latency() {
     // A message in the oldest room reaches the waiting long-poll, and bumps that room in.
     let mut live = Vec::new();
     let (_, mut body) = api.post(SLIDING_SYNC, Some(&token), &first_page_request()).await;
-    for i in 0..7 {
+    for (i, target) in rooms.iter().enumerate().take(7) {
         let pos = body["pos"].as_str().expect("pos").to_owned();
         let path = format!("{SLIDING_SYNC}?pos={pos}&timeout=30000");
         let poll = async {
             let reply = api.post(&path, Some(&token), &first_page_request()).await;
             (reply, std::time::Instant::now())
         };
-        let target = &rooms[i];
         let mut visible = node.services.db.streams.subscribe();
         let send = async {
             // Let the long-poll reach its wait first.

@@ -400,7 +400,9 @@ async fn required_state_filters_heroes_and_changes_only() {
             },
             "room_subscriptions": {
                 named.clone(): { "timeline_limit": 1, "required_state": [["m.room.member", "$LAZY"], ["m.room.join_rules", "*"]] }
-            }
+            },
+            "extensions": { "typing": { "enabled": true }, "receipts": { "enabled": true },
+                            "account_data": { "enabled": true } }
         });
         (path, body)
     };
@@ -452,5 +454,34 @@ async fn required_state_filters_heroes_and_changes_only() {
     assert_eq!(room["num_live"], 1);
     assert!(room.get("initial").is_none(), "{next}");
     assert!(room["notification_count"].as_u64() >= Some(1), "{next}");
+
+    // Extensions: alice typing and reading in the unnamed room, bob's own account data.
+    let news = room["timeline"][0]["event_id"].as_str().expect("event id").to_owned();
+    let unnamed_path = crate::api::enc(&unnamed);
+    let (status, _) = api
+        .put(
+            &format!("/_matrix/client/v3/rooms/{unnamed_path}/typing/{alice_id}"),
+            Some(&alice),
+            &serde_json::json!({ "typing": true, "timeout": 30000 }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let receipt = format!("/_matrix/client/v3/rooms/{unnamed_path}/receipt/m.read/{}", crate::api::enc(&news));
+    assert_eq!(api.post(&receipt, Some(&alice), &serde_json::json!({})).await.0, 200);
+    let tags = format!("/_matrix/client/v3/user/{bob_id}/account_data/org.example.setting");
+    assert_eq!(api.put(&tags, Some(&bob), &serde_json::json!({ "on": true })).await.0, 200);
+    let pos = next["pos"].as_str().expect("pos").to_owned();
+    let (path, body) = request(Some(&pos));
+    let (status, ext) = api.post(&path, Some(&bob), &body).await;
+    assert_eq!(status, 200, "{ext}");
+    let extensions = &ext["extensions"];
+    assert_eq!(extensions["typing"]["rooms"][unnamed.as_str()]["content"]["user_ids"][0], alice_id, "{ext}");
+    assert_eq!(
+        extensions["receipts"]["rooms"][unnamed.as_str()]["content"][news.as_str()]["m.read"][alice_id].is_object(),
+        true,
+        "{ext}"
+    );
+    let global = extensions["account_data"]["global"].as_array().cloned().unwrap_or_default();
+    assert!(global.iter().any(|e| e["type"] == "org.example.setting" && e["content"]["on"] == true), "{ext}");
     node.shutdown().await;
 }

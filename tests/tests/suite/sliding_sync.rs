@@ -476,11 +476,8 @@ async fn required_state_filters_heroes_and_changes_only() {
     assert_eq!(status, 200, "{ext}");
     let extensions = &ext["extensions"];
     assert_eq!(extensions["typing"]["rooms"][unnamed.as_str()]["content"]["user_ids"][0], alice_id, "{ext}");
-    assert_eq!(
-        extensions["receipts"]["rooms"][unnamed.as_str()]["content"][news.as_str()]["m.read"][alice_id].is_object(),
-        true,
-        "{ext}"
-    );
+    let read = &extensions["receipts"]["rooms"][unnamed.as_str()]["content"][news.as_str()]["m.read"];
+    assert!(read[alice_id].is_object(), "{ext}");
     let global = extensions["account_data"]["global"].as_array().cloned().unwrap_or_default();
     assert!(global.iter().any(|e| e["type"] == "org.example.setting" && e["content"]["on"] == true), "{ext}");
     node.shutdown().await;

@@ -48,6 +48,9 @@ pub enum Error {
     Unauthorized(String),
     #[error("{0}")]
     BadState(String),
+    /// A sliding sync position this server no longer (or never) knew: the client starts over.
+    #[error("unknown or expired sliding sync position")]
+    UnknownPos,
     #[error("room alias already taken")]
     RoomInUse,
     #[error("unsupported room version")]
@@ -117,6 +120,7 @@ impl Error {
             Error::InvalidUsername(_) => (StatusCode::BAD_REQUEST, K::InvalidUsername),
             Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, K::Unauthorized),
             Error::BadState(_) => (StatusCode::BAD_REQUEST, K::BadState),
+            Error::UnknownPos => (StatusCode::BAD_REQUEST, K::UnknownPos),
             Error::RoomInUse => (StatusCode::BAD_REQUEST, K::RoomInUse),
             Error::UnsupportedRoomVersion => (StatusCode::BAD_REQUEST, K::UnsupportedRoomVersion),
             Error::IncompatibleRoomVersion(v) => (

@@ -23,7 +23,11 @@ pub async fn versions(
     let versions =
         ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12"];
     let mut response = get_supported_versions::Response::new(versions.iter().map(|v| (*v).to_owned()).collect());
-    response.unstable_features = BTreeMap::from([("org.matrix.msc3916.stable".to_owned(), true)]);
+    response.unstable_features = BTreeMap::from([
+        ("org.matrix.msc3916.stable".to_owned(), true),
+        // Simplified sliding sync (MSC4186): what matrix-sdk (Element X) looks for.
+        ("org.matrix.simplified_msc3575".to_owned(), true),
+    ]);
     Ok(response)
 }
 

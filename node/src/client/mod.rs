@@ -11,6 +11,7 @@ mod read;
 mod rooms;
 mod send;
 mod session;
+mod sliding_sync;
 mod sync;
 
 use std::sync::Arc;
@@ -106,6 +107,7 @@ pub fn router(services: Arc<Services>) -> Router {
             read::relations_of_type_and_event_type,
         )
         .ruma_as::<sync_events::v3::Request, _, _, _>(sync::sync)
+        .ruma::<sync_events::v5::Request, _, _>(sliding_sync::sync)
         .ruma::<create_typing_event::v3::Request, _, _>(sync::typing)
         .ruma::<ruma::api::client::presence::set_presence::v3::Request, _, _>(presence::set)
         .ruma::<ruma::api::client::presence::get_presence::v3::Request, _, _>(presence::get)

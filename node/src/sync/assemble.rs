@@ -243,7 +243,7 @@ async fn build(
 /// What an invitee or a knocker sees of a room before joining: the state the other server sent
 /// for a room this node is not in, else the room's stripped state here; then the user's own
 /// membership event.
-async fn stripped_room_state<T>(
+pub(crate) async fn stripped_room_state<T>(
     services: &Services,
     user: &UserId,
     room_id: &RoomId,
@@ -338,15 +338,10 @@ async fn joined_room(
     let mut joined = JoinedRoom::new();
     let mut any = false;
 
-    let (mut events, mut limited) = services.rooms.timeline_since(room_id, since, now.pos, limit)?;
-    // History visibility per event: a new member does not see what came before they could.
-    if !events.is_empty() {
-        let access = services.rooms.read_access(room_id, user)?;
-        if !events.iter().all(|(pos, pdu)| access.may_see(*pos, pdu)) {
-            (events, limited) = services.rooms.visible_timeline(room_id, &access, since, now.pos, limit)?;
-        }
-    }
-    let events: Vec<_> = events.into_iter().filter(|(_, p)| filter_matches(&filter.room.timeline, p)).collect();
+    let timeline = super::room_delta::timeline(services, user, room_id, since, now.pos, limit)?;
+    let limited = timeline.limited;
+    let events: Vec<_> =
+        timeline.events.into_iter().filter(|(_, p)| filter_matches(&filter.room.timeline, p)).collect();
     let first_pos = events.first().map(|(p, _)| *p).unwrap_or(now.pos + 1);
     joined.timeline.limited = limited;
     if since == 0 || limited || !events.is_empty() {
@@ -364,15 +359,9 @@ async fn joined_room(
     let lazy = matches!(filter.room.state.lazy_load_options, LazyLoadOptions::Enabled { .. });
     let senders: BTreeSet<String> =
         events.iter().map(|(_, p)| p.sender.to_string()).chain([user.to_string()]).collect();
-    let state: Vec<crate::rooms::Pdu> = if full_state || since == 0 {
-        services.rooms.current_state(room_id).await?.iter().map(|p| (**p).clone()).collect()
-    } else {
-        let mut latest = std::collections::BTreeMap::new();
-        for (_, pdu) in services.rooms.state_changes(room_id, since, first_pos.saturating_sub(1))? {
-            latest.insert((pdu.kind.to_string(), pdu.state_key.clone().unwrap_or_default()), pdu);
-        }
-        latest.into_values().collect()
-    };
+    let state =
+        super::room_delta::state_delta(services, room_id, since, first_pos.saturating_sub(1), full_state || since == 0)
+            .await?;
     let mut state_events = StateEvents::new();
     for pdu in state {
         if in_timeline.contains(&pdu.event_id) {
@@ -401,7 +390,7 @@ async fn joined_room(
 
     if any || since == 0 {
         let (notify, highlight) =
-            services.sync.unread.counts(services, user, room_id, now.pos, members.len(), display_name).await?;
+            super::room_delta::unread_counts(services, user, room_id, now.pos, members.len(), display_name).await?;
         joined.unread_notifications = UnreadNotificationsCount::new();
         joined.unread_notifications.notification_count = Some(UInt::try_from(notify).unwrap_or(UInt::MAX));
         joined.unread_notifications.highlight_count = Some(UInt::try_from(highlight).unwrap_or(UInt::MAX));

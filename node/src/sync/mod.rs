@@ -3,6 +3,8 @@
 
 pub mod assemble;
 pub mod presence;
+pub mod room_delta;
+pub mod sliding;
 mod typing;
 pub mod unread;
 
@@ -80,6 +82,8 @@ pub struct SyncService {
     pub typing: Typing,
     pub presence: Presence,
     pub(crate) unread: unread::UnreadCache,
+    /// Sliding sync connections and what each was last sent.
+    pub sliding: sliding::Connections,
     shutdown: watch::Sender<bool>,
 }
 
@@ -91,6 +95,7 @@ impl SyncService {
             typing: Typing::default(),
             presence: Presence::new(presence_enabled),
             unread: unread::UnreadCache::default(),
+            sliding: sliding::Connections::default(),
             shutdown,
         }
     }

@@ -37,6 +37,7 @@ mod registration;
 mod retention;
 mod room_features;
 mod server_keys;
+mod sliding_sync;
 mod sync;
 mod trust_bounds;
 mod trust_edges;

@@ -1,0 +1,73 @@
+//! One room's changes between two stream positions, as both sync APIs send them: the timeline
+//! the user may see, the state that changed, and the unread counts. `/sync` v3 (`assemble.rs`)
+//! and sliding sync (`sliding/room.rs`) only render these, so the two cannot drift apart.
+
+use std::collections::BTreeMap;
+
+use ruma::{RoomId, UserId};
+
+use crate::{Services, error::Result, rooms::Pdu};
+
+/// Timeline events in `(since, upto]`, newest `limit`, oldest first.
+pub struct Timeline {
+    pub events: Vec<(u64, Pdu)>,
+    /// More events were there than `limit`.
+    pub limited: bool,
+}
+
+impl Timeline {
+    /// The position of the first event, or just past `upto` when there is none: pagination
+    /// backwards starts there.
+    pub fn first_pos(&self, upto: u64) -> u64 {
+        self.events.first().map(|(p, _)| *p).unwrap_or(upto + 1)
+    }
+
+    pub fn prev_batch(&self, upto: u64) -> String {
+        super::pagination_token(self.first_pos(upto))
+    }
+}
+
+/// The timeline `user` may read in `(since, upto]`, by history visibility per event: a new
+/// member does not see what came before they could.
+pub fn timeline(
+    services: &Services,
+    user: &UserId,
+    room_id: &RoomId,
+    since: u64,
+    upto: u64,
+    limit: usize,
+) -> Result<Timeline> {
+    let (mut events, mut limited) = services.rooms.timeline_since(room_id, since, upto, limit)?;
+    if !events.is_empty() {
+        let access = services.rooms.read_access(room_id, user)?;
+        if !events.iter().all(|(pos, pdu)| access.may_see(*pos, pdu)) {
+            (events, limited) = services.rooms.visible_timeline(room_id, &access, since, upto, limit)?;
+        }
+    }
+    Ok(Timeline { events, limited })
+}
+
+/// The room's current state when `full`, else the newest event of each state key that changed
+/// in `(since, upto]`.
+pub async fn state_delta(services: &Services, room_id: &RoomId, since: u64, upto: u64, full: bool) -> Result<Vec<Pdu>> {
+    if full {
+        return Ok(services.rooms.current_state(room_id).await?.iter().map(|p| (**p).clone()).collect());
+    }
+    let mut latest = BTreeMap::new();
+    for (_, pdu) in services.rooms.state_changes(room_id, since, upto)? {
+        latest.insert((pdu.kind.to_string(), pdu.state_key.clone().unwrap_or_default()), pdu);
+    }
+    Ok(latest.into_values().collect())
+}
+
+/// Notification and highlight counts at `upto`, through the push rules.
+pub async fn unread_counts(
+    services: &Services,
+    user: &UserId,
+    room_id: &RoomId,
+    upto: u64,
+    joined_members: usize,
+    display_name: &str,
+) -> Result<(u64, u64)> {
+    services.sync.unread.counts(services, user, room_id, upto, joined_members, display_name).await
+}

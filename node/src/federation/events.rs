@@ -41,14 +41,17 @@ async fn require_in_room(s: &Services, room_id: &RoomId, origin: &ServerName) ->
     }
 }
 
-/// Refuses servers that had no joined member at `event_id`: the state and auth chain at an
-/// event are for the servers that were in the room then.
+/// Refuses servers that neither had a joined member at `event_id` nor may see it by the history
+/// visibility at it: the state and auth chain at an event are for the servers that were in the
+/// room then, or (under `shared` visibility) joined later and fill a gap before their join.
 async fn require_in_room_at(s: &Services, room_id: &RoomId, event_id: &EventId, origin: &ServerName) -> Result<()> {
     let access = require_in_room(s, room_id, origin).await?;
     let (pos, pdu) =
         s.rooms.event_with_pos(event_id)?.ok_or_else(|| Error::not_found(format!("unknown event {event_id}")))?;
-    if pdu.room_id != room_id || !access.joined_at(pos, &pdu) {
-        return Err(Error::Forbidden(format!("{origin} had no joined member in {room_id} at {event_id}")));
+    if pdu.room_id != room_id || !(access.joined_at(pos, &pdu) || access.may_see(pos, &pdu)) {
+        return Err(Error::Forbidden(format!(
+            "{origin} had no joined member in {room_id} at {event_id} and may not see it"
+        )));
     }
     Ok(())
 }

@@ -35,7 +35,7 @@ const MAX_DECODE_BYTES: u64 = 512 * 1024 * 1024;
 /// Animated thumbnails keep at most this many frames.
 const MAX_FRAMES: usize = 300;
 /// JPEG quality of photo thumbnails: small files, no visible blocks at thumbnail size.
-const JPEG_QUALITY: u8 = 80;
+const JPEG_QUALITY: u8 = 75;
 
 /// The box a thumbnail is made for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

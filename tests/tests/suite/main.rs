@@ -39,6 +39,7 @@ mod room_features;
 mod server_keys;
 mod sliding_sync;
 mod sync;
+mod thumbnails;
 mod trust_bounds;
 mod trust_edges;
 mod trust_limits;

@@ -243,8 +243,13 @@ async fn the_federation_list_decides_who_federates() {
         }
     }
     assert_policy_403(empty_txn(&b, &a).await, "B's transaction after its removal");
-    let dropped = a.services.sender.backlog().unwrap().into_iter().find(|d| d.destination == "b.test");
-    let dropped = dropped.expect("the dropped count stays visible");
+    // The list is swapped first (refusing B at once), then B's queue is dropped: wait for that.
+    let backlog_of_b = || a.services.sender.backlog().unwrap().into_iter().find(|d| d.destination == "b.test");
+    let dropped_by = tokio::time::Instant::now() + Duration::from_secs(5);
+    while backlog_of_b().is_some_and(|d| d.pdus > 0) && tokio::time::Instant::now() < dropped_by {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dropped = backlog_of_b().expect("the dropped count stays visible");
     assert_eq!(dropped.pdus, 0, "{dropped:?}");
     assert!(dropped.dropped >= 3, "{dropped:?}");
     assert_eq!(a.services.policy.federation.list().unwrap().version, 2);

@@ -72,20 +72,25 @@ pub async fn remote_thumbnail(
     request.method = Some(method);
     request.animated = Some(animated);
     let response = s.federation_client.send(server, request).await?;
-    let content = match response.content {
-        FileOrLocation::File(content) => content,
-        FileOrLocation::Location(_) => {
-            return Err(Error::not_found("the remote server redirects media elsewhere; not followed"));
-        }
-        #[allow(unreachable_patterns)]
-        _ => return Err(Error::not_found("unknown media response")),
-    };
+    let content = file_of(response.content)?;
     let Ok(format) = image::guess_format(&content.file) else {
         return Err(Error::BadRequest(format!("{server} sent a thumbnail that is not an image")));
     };
     let thumbnail = Thumbnail { bytes: content.file, content_type: format.to_mime_type().to_owned() };
     s.media.keep_remote_thumbnail(server, media_id, target, animated, &thumbnail).await?;
     Ok(thumbnail)
+}
+
+/// The file in a remote server's media answer; redirects are not followed.
+fn file_of(content: FileOrLocation) -> Result<Content> {
+    match content {
+        FileOrLocation::File(content) => Ok(content),
+        FileOrLocation::Location(_) => {
+            Err(Error::not_found("the remote server redirects media elsewhere; not followed"))
+        }
+        #[allow(unreachable_patterns)]
+        _ => Err(Error::not_found("unknown media response")),
+    }
 }
 
 /// A remote server's file for a local client: from the local copy, or fetched over federation
@@ -95,14 +100,7 @@ pub async fn remote(s: &Services, server: &ServerName, media_id: &str) -> Result
         return Ok(found);
     }
     let response = s.federation_client.send(server, get_content::v1::Request::new(media_id.to_owned())).await?;
-    let content = match response.content {
-        FileOrLocation::File(content) => content,
-        FileOrLocation::Location(_) => {
-            return Err(Error::not_found("the remote server redirects media elsewhere; not followed"));
-        }
-        #[allow(unreachable_patterns)]
-        _ => return Err(Error::not_found("unknown media response")),
-    };
+    let content = file_of(response.content)?;
     let filename = content.content_disposition.as_ref().and_then(|d| d.filename.clone());
     s.media.store_remote(server, media_id, content.file, content.content_type, filename).await
 }

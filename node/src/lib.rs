@@ -61,6 +61,12 @@ pub struct Services {
     pub provisioning: policy::provision::Provisioning,
     /// Rate limits per user and per client address (`[rate_limits]`).
     pub limits: http::RateLimiter,
+    /// Metrics any area may register (`/_tocsin/metrics`; see `admin::metrics::registry`).
+    pub metrics: Arc<admin::metrics::Registry>,
+    /// The bearer token `/_tocsin/metrics` wants (`[metrics] token` or `token_file`).
+    pub metrics_token: Option<String>,
+    /// The operator's admin token (`admin_token_file`), accepted by the admin API.
+    pub admin_token: Option<String>,
 }
 
 impl Services {
@@ -94,6 +100,8 @@ impl Services {
         let remote_keys = federation::remote_keys::RemoteKeys::new(db.clone(), keys.clone(), federation_client.clone());
         let peer_seen = federation::peer_seen_channel();
         let limits = http::RateLimiter::new(&config.rate_limits);
+        let metrics_token = config.metrics.resolved_token()?;
+        let admin_token = config.admin_token_file.as_deref().map(config::ops::read_admin_token).transpose()?;
         Ok(Arc::new(Self {
             config,
             server_name,
@@ -113,6 +121,9 @@ impl Services {
             inbound: federation::receive::Inbound::default(),
             provisioning: policy::provision::Provisioning::default(),
             limits,
+            metrics: Arc::new(admin::metrics::Registry::new()),
+            metrics_token,
+            admin_token,
         }))
     }
 }
@@ -125,6 +136,8 @@ pub struct NodeHandle {
     pub addr: SocketAddr,
     /// Where the Server-Server API listens (TLS).
     pub federation_addr: SocketAddr,
+    /// Where the separate metrics listener listens, if `[metrics] listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub server_name: OwnedServerName,
     pub services: Arc<Services>,
     shutdown: watch::Sender<bool>,
@@ -168,6 +181,7 @@ impl Node {
         policy::watch::spawn(services.clone(), shutdown.subscribe());
         sync::presence::spawn_idle_timer(services.clone(), shutdown.subscribe());
         rooms::retention::purge::spawn(services.clone(), shutdown.subscribe());
+        let metrics_addr = admin::listener::spawn_metrics(services.clone(), shutdown.subscribe()).await?;
         let task = tokio::spawn(async move {
             // The peer address feeds the per-address rate limits.
             let app = app.into_make_service_with_connect_info::<SocketAddr>();
@@ -180,7 +194,7 @@ impl Node {
         });
         let server_name = services.server_name.clone();
         tracing::info!(%addr, %federation_addr, %server_name, store = services.db.engine_name(), "tocsin node listening");
-        Ok(NodeHandle { addr, federation_addr, server_name, services, shutdown, task, federation_task })
+        Ok(NodeHandle { addr, federation_addr, metrics_addr, server_name, services, shutdown, task, federation_task })
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod federation;
 pub mod health;
+pub mod listener;
 pub mod metrics;
 pub mod notices;
 pub mod policy;
@@ -13,8 +14,14 @@ use http::{HeaderMap, Uri};
 use crate::{
     Services,
     error::{Error, Result},
-    http::Auth,
+    http::{Auth, EndpointRouter},
 };
+
+/// The admin endpoints that are not in the client router's list (users, tokens, rooms, media,
+/// notices, backup).
+pub fn routes(endpoints: EndpointRouter) -> EndpointRouter {
+    endpoints
+}
 
 /// The caller, if its access token belongs to an admin account; `M_FORBIDDEN` otherwise.
 pub fn require_admin(services: &Services, headers: &HeaderMap, uri: &Uri) -> Result<Auth> {

@@ -78,6 +78,11 @@ impl Db {
         Ok(Self { store, streams })
     }
 
+    /// Commit counts and latencies since the store opened (metrics).
+    pub fn commit_stats(&self) -> &tocsin_store::CommitStats {
+        self.store.commit_stats()
+    }
+
     pub fn engine_name(&self) -> &'static str {
         self.store.engine_name()
     }

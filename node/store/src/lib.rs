@@ -12,7 +12,7 @@ mod sled_engine;
 
 use std::{ops::Bound, path::Path, str::FromStr, sync::Arc};
 
-pub use commit::{Staged, Store};
+pub use commit::{COMMIT_BUCKETS, CommitStats, Staged, Store};
 pub use redb_engine::RedbEngine;
 pub use sled_engine::SledEngine;
 

@@ -79,6 +79,7 @@ impl Services {
         let server_name = OwnedServerName::try_from(config.server_name.as_str())?;
         std::fs::create_dir_all(&config.data_dir)?;
         let db = store::Db::open(config.store, &config.data_dir.join("store"))?;
+        store::schema::check(&db)?;
         let keys = keys::ServerKeys::load_or_create(&config.data_dir, &server_name)?;
         let users = users::Users::new(db.clone(), server_name.clone());
         let policy = Arc::new(policy::PolicyGate::from_config(&config)?);
@@ -150,7 +151,10 @@ impl Node {
     pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
         let listen = config.listen;
         let services = tokio::task::spawn_blocking(move || Services::open(config)).await??;
-        services.rooms.index_visibility_history().await?;
+        let steps = store::schema::upgrade(&services).await?;
+        if !steps.is_empty() {
+            tracing::info!(?steps, version = store::schema::CURRENT, "store upgraded");
+        }
         let listener = TcpListener::bind(listen).await.map_err(|e| {
             anyhow::anyhow!("cannot listen on {listen} (client API, `listen`): {e}; is another program using it?")
         })?;
@@ -161,11 +165,9 @@ impl Node {
         let federation_addr = federation_listener.local_addr()?;
         let app = client::router(services.clone());
         let (shutdown, mut shutdown_rx) = watch::channel(false);
-        let tls_listener = federation::tls::TlsListener::spawn(
-            federation_listener,
-            services.tls.server_config()?,
-            shutdown.subscribe(),
-        )?;
+        let (tls_config, tls_cert) = services.tls.reloading_server_config()?;
+        federation::tls_reload::spawn(tls_cert, shutdown.subscribe());
+        let tls_listener = federation::tls::TlsListener::spawn(federation_listener, tls_config, shutdown.subscribe())?;
         let federation_app = federation::router(services.clone());
         let mut federation_shutdown = shutdown.subscribe();
         let federation_task = tokio::spawn(async move {

@@ -345,12 +345,6 @@ impl Config {
                 message: "tls_cert and tls_key go together: set both or neither".to_owned(),
             });
         }
-        if self.registration == Registration::Token && self.registration_token.as_deref().is_none_or(str::is_empty) {
-            return Err(ConfigError::Invalid {
-                key: "registration_token",
-                message: "registration = \"token\" needs a registration_token".to_owned(),
-            });
-        }
         if ruma::RoomVersionId::try_from(self.default_room_version.as_str())
             .ok()
             .and_then(|v| crate::rooms::version::supported(&v).then_some(()))

@@ -21,6 +21,7 @@ pub mod send;
 pub mod sender;
 pub mod srv;
 pub mod tls;
+pub mod tls_reload;
 pub mod trust;
 pub mod user_keys;
 pub mod well_known;

@@ -1,7 +1,11 @@
 //! Media: uploads stored on disk named by their sha256 (so identical files are stored once),
 //! with their metadata in the store.
 
+mod purge;
+
 use std::path::PathBuf;
+
+pub use purge::Purged;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

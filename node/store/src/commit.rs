@@ -46,6 +46,9 @@ struct Shared {
     overlay: Arc<Mutex<Overlay>>,
     stages: AtomicU64,
     stats: Arc<CommitStats>,
+    /// Held (shared) by the committer around each group write; held exclusively by a backup of
+    /// an engine without snapshot reads, so no write lands halfway through the copy.
+    pause: Arc<RwLock<()>>,
 }
 
 /// Upper bounds, in seconds, of the commit latency buckets in [`CommitStats`].
@@ -179,6 +182,7 @@ impl Store {
                         overlay: Arc::default(),
                         stages: AtomicU64::new(1),
                         stats: Arc::default(),
+                        pause: Arc::default(),
                     }),
                 }
             }
@@ -191,14 +195,16 @@ impl Store {
         let durable = Arc::new(durable);
         let overlay: Arc<Mutex<Overlay>> = Arc::default();
         let stats: Arc<CommitStats> = Arc::default();
+        let pause: Arc<RwLock<()>> = Arc::default();
         let thread = {
             let engine = engine.clone();
             let durable = durable.clone();
             let overlay = overlay.clone();
             let stats = stats.clone();
+            let pause = pause.clone();
             std::thread::Builder::new()
                 .name(format!("tocsin-commit-{}", engine.name()))
-                .spawn(move || run_committer(&*engine, &rx, &durable, &overlay, &stats))?
+                .spawn(move || run_committer(&*engine, &rx, &durable, &overlay, &stats, &pause))?
         };
         Ok(Store {
             shared: Arc::new(Shared {
@@ -209,8 +215,24 @@ impl Store {
                 overlay,
                 stages: AtomicU64::new(1),
                 stats,
+                pause,
             }),
         })
+    }
+
+    /// A consistent copy of the whole store as a new store in `dir`, taken while the store is
+    /// in use: every write acknowledged before the call is in it, none is half in it. Blocks
+    /// the caller (run it off the async runtime); writes pause during the copy only for
+    /// engines without snapshot reads (sled).
+    pub fn backup(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let engine = &self.shared.engine;
+        if engine.snapshot_isolated() {
+            engine.backup_to(dir)
+        } else {
+            let _paused = self.shared.pause.write().unwrap_or_else(PoisonError::into_inner);
+            engine.backup_to(dir)
+        }
     }
 
     /// Commit counts and latencies since the store opened.
@@ -351,6 +373,7 @@ fn run_committer(
     durable: &watch::Sender<u64>,
     overlay: &Mutex<Overlay>,
     stats: &CommitStats,
+    pause: &RwLock<()>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut batches = vec![first.batch];
@@ -364,9 +387,11 @@ fn run_committer(
         }
 
         // A panicking engine must not kill the thread: every later commit would hang or fail.
+        let paused = pause.read().unwrap_or_else(PoisonError::into_inner);
         let started = std::time::Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| engine.write_durable(&batches)))
             .unwrap_or_else(|panic| Err(StoreError::Engine(panic_message(&*panic))));
+        drop(paused);
         stats.record(started.elapsed(), batches.len(), result.is_ok());
         // Written (the engine now answers reads) or failed (the staged values were never true):
         // either way the overlay no longer speaks for these batches.

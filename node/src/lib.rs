@@ -21,11 +21,12 @@ pub mod rooms;
 pub mod store;
 pub mod sync;
 pub mod users;
+pub mod workers;
 
 use std::{net::SocketAddr, sync::Arc};
 
 use ruma::OwnedServerName;
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio::net::TcpListener;
 
 pub use config::{Config, Registration};
 pub use error::{Error, Result};
@@ -67,6 +68,8 @@ pub struct Services {
     pub metrics_token: Option<String>,
     /// The operator's admin token (`admin_token_file`), accepted by the admin API.
     pub admin_token: Option<String>,
+    /// Every background task of the node: started, stopped and joined the same way.
+    pub workers: workers::Workers,
 }
 
 impl Services {
@@ -76,6 +79,7 @@ impl Services {
         config.validate()?;
         // First, so every service that queues federation traffic can hold a wake handle.
         let outbox = federation::sender::Outbox::new();
+        let workers = workers::Workers::new();
         let server_name = OwnedServerName::try_from(config.server_name.as_str())?;
         std::fs::create_dir_all(&config.data_dir)?;
         let db = store::Db::open(config.store, &config.data_dir.join("store"))?;
@@ -90,6 +94,7 @@ impl Services {
         let sender = federation::sender::Sender::new(
             db.clone(),
             outbox,
+            workers.clone(),
             std::time::Duration::from_secs(config.federation_max_backoff_secs),
         );
         let tls = federation::tls::NodeTls::load_or_create(&config, &server_name)?;
@@ -125,6 +130,7 @@ impl Services {
             metrics: Arc::new(admin::metrics::Registry::new()),
             metrics_token,
             admin_token,
+            workers,
         }))
     }
 }
@@ -141,9 +147,6 @@ pub struct NodeHandle {
     pub metrics_addr: Option<SocketAddr>,
     pub server_name: OwnedServerName,
     pub services: Arc<Services>,
-    shutdown: watch::Sender<bool>,
-    task: JoinHandle<()>,
-    federation_task: JoinHandle<()>,
 }
 
 impl Node {
@@ -163,44 +166,42 @@ impl Node {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", services.config.federation_listen))?;
         let federation_addr = federation_listener.local_addr()?;
-        let app = client::router(services.clone());
-        let (shutdown, mut shutdown_rx) = watch::channel(false);
+        let workers = &services.workers;
         let (tls_config, tls_cert) = services.tls.reloading_server_config()?;
-        federation::tls_reload::spawn(tls_cert, shutdown.subscribe());
-        let tls_listener = federation::tls::TlsListener::spawn(federation_listener, tls_config, shutdown.subscribe())?;
+        federation::tls_reload::spawn(tls_cert, workers);
+        let tls_listener = federation::tls::TlsListener::spawn(federation_listener, tls_config, workers)?;
         let federation_app = federation::router(services.clone());
-        let mut federation_shutdown = shutdown.subscribe();
-        let federation_task = tokio::spawn(async move {
+        workers.spawn("federation-api", |mut stop| async move {
             let serve = axum::serve(tls_listener, federation_app).with_graceful_shutdown(async move {
-                let _ = federation_shutdown.wait_for(|stop| *stop).await;
+                let _ = stop.wait_for(|stop| *stop).await;
             });
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "federation server stopped with an error");
             }
         });
-        federation::sender::Sender::start(services.clone(), shutdown_rx.clone());
-        federation::announce::spawn(services.clone());
-        policy::watch::spawn(services.clone(), shutdown.subscribe());
-        sync::presence::spawn_idle_timer(services.clone(), shutdown.subscribe());
-        rooms::retention::purge::spawn(services.clone(), shutdown.subscribe());
-        let metrics_addr = admin::listener::spawn_metrics(services.clone(), shutdown.subscribe()).await?;
-        let task = tokio::spawn(async move {
-            // The peer address feeds the per-address rate limits.
-            let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        // The peer address feeds the per-address rate limits.
+        let app = client::router(services.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        workers.spawn("client-api", |mut stop| async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = shutdown_rx.wait_for(|stop| *stop).await;
+                let _ = stop.wait_for(|stop| *stop).await;
             });
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "server stopped with an error");
             }
         });
+        federation::sender::Sender::start(&services);
+        federation::announce::spawn(&services);
+        policy::watch::spawn(&services);
+        sync::presence::spawn_idle_timer(&services);
+        rooms::retention::purge::spawn(&services);
+        let metrics_addr = admin::listener::spawn_metrics(&services).await?;
         let server_name = services.server_name.clone();
         tracing::info!(%addr, %federation_addr, %server_name, store = services.db.engine_name(), "tocsin node listening");
-        Ok(NodeHandle { addr, federation_addr, metrics_addr, server_name, services, shutdown, task, federation_task })
+        Ok(NodeHandle { addr, federation_addr, metrics_addr, server_name, services })
     }
 }
 
-/// How long [`NodeHandle::shutdown`] waits for background tasks to let go of the store.
+/// How long [`NodeHandle::shutdown`] gives workers to return before aborting them.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl NodeHandle {
@@ -209,31 +210,20 @@ impl NodeHandle {
         format!("http://{}", self.addr)
     }
 
-    /// Stops accepting requests, lets open ones finish (long-polls are woken) and waits.
-    pub async fn shutdown(self) {
-        self.shutdown.send_replace(true);
+    /// Stops accepting requests, lets open ones finish (long-polls are woken), joins every
+    /// worker and closes the store, so the data directory can be opened again at once.
+    pub async fn shutdown(self) -> workers::ShutdownReport {
+        self.services.workers.signal_stop();
         self.services.sync.shutdown();
-        let _ = self.task.await;
-        let _ = self.federation_task.await;
-        // Background tasks (sender workers, policy watch, purge, presence timer) hold the
-        // services, and so the store, until they see the signal. The store closes when the last
-        // of them lets go: wait for that, so the node can be started again on the same data dir
-        // (redb refuses a second open while the first is alive).
-        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-        while Arc::strong_count(&self.services) > 1 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        let holders = Arc::strong_count(&self.services) - 1;
-        if holders > 0 {
-            tracing::warn!(
-                holders,
-                "the node's services are still in use after shutdown; the store closes when they end"
-            );
-        }
+        let report = self.services.workers.shutdown(SHUTDOWN_GRACE).await;
+        tracing::info!(joined = report.joined, aborted = report.aborted.len(), "node stopped");
+        report
     }
 
-    /// Waits until the server stops by itself (it does not, short of an error).
+    /// Waits until the node is told to stop (by [`Workers::signal_stop`](workers::Workers)).
     pub async fn wait(self) {
-        let _ = self.task.await;
+        let mut stop = self.services.workers.stop_signal();
+        let _ = stop.wait_for(|stop| *stop).await;
+        let _ = self.shutdown().await;
     }
 }

@@ -409,24 +409,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // SIGHUP reloads the policy and the federation list; a bad file is logged and the last
     // valid one stays. Changed files are also picked up without a signal (policy::watch).
     #[cfg(unix)]
-    let reloader = {
+    {
         let services = node.services.clone();
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-        tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                tocsin_node::policy::watch::reload_all(&services).await;
+        node.services.workers.spawn("sighup-reload", |mut stop| async move {
+            loop {
+                tokio::select! {
+                    signal = hup.recv() => match signal {
+                        Some(()) => tocsin_node::policy::watch::reload_all(&services).await,
+                        None => break,
+                    },
+                    // The guard `wait_for` returns is not Send: drop it inside.
+                    _ = async { stop.wait_for(|stop| *stop).await.is_ok() } => break,
+                }
             }
-        })
-    };
+        });
+    }
     stop.await;
     println!("shutting down");
-    // The reloader holds the services (and so the store) until it ends: end it first, or
-    // shutdown waits out its grace period for a task that never stops.
-    #[cfg(unix)]
-    {
-        reloader.abort();
-        let _ = reloader.await;
-    }
     node.shutdown().await;
     Ok(())
 }

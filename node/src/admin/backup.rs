@@ -63,7 +63,8 @@ pub fn take(s: &Services, dest: &Path) -> Result<Manifest> {
     if dest.exists() && std::fs::read_dir(dest).map_err(Error::internal)?.next().is_some() {
         return Err(Error::invalid_param(format!("{} exists and is not empty", dest.display())));
     }
-    std::fs::create_dir_all(dest).map_err(|e| Error::invalid_param(format!("cannot create {}: {e}", dest.display())))?;
+    std::fs::create_dir_all(dest)
+        .map_err(|e| Error::invalid_param(format!("cannot create {}: {e}", dest.display())))?;
     let schema_version = schema::effective(&s.db)?;
     s.db.backup(&dest.join("store"))?;
     let data = &s.config.data_dir;

@@ -58,9 +58,13 @@ pub enum UserCommand {
         keep_devices: bool,
     },
     /// Deactivate: no password, no devices, out of every room.
-    Deactivate { user: String },
+    Deactivate {
+        user: String,
+    },
     /// Log out every device of the user.
-    Logout { user: String },
+    Logout {
+        user: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -75,13 +79,17 @@ pub enum TokenCommand {
         #[arg(long)]
         expires_in_secs: Option<u64>,
     },
-    Revoke { token: String },
+    Revoke {
+        token: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum RoomCommand {
     List,
-    Show { room_id: String },
+    Show {
+        room_id: String,
+    },
     /// Remove every local member, with a notice, and keep local users out.
     Shutdown {
         room_id: String,
@@ -149,10 +157,9 @@ impl Client {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot reach the node at {}: is it running? (--url to change) {e}", self.base))?;
+        let response = request.send().await.map_err(|e| {
+            anyhow::anyhow!("cannot reach the node at {}: is it running? (--url to change) {e}", self.base)
+        })?;
         let status = response.status();
         let text = response.text().await?;
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -202,7 +209,9 @@ pub async fn run(config: &Config, remote: Remote, command: AdminCommand) -> anyh
             client.call(M::GET, &format!("rooms/{}", seg(&room_id)), None).await?
         }
         AdminCommand::Room(RoomCommand::Shutdown { room_id, notice }) => {
-            client.call(M::POST, &format!("rooms/{}/shutdown", seg(&room_id)), Some(json!({ "notice": notice }))).await?
+            client
+                .call(M::POST, &format!("rooms/{}/shutdown", seg(&room_id)), Some(json!({ "notice": notice })))
+                .await?
         }
         AdminCommand::Media(MediaCommand::Purge { mxc }) => {
             let rest = mxc.strip_prefix("mxc://").unwrap_or(&mxc);

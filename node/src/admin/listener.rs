@@ -5,7 +5,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use axum::{Router, extract::State, routing::get};
 use http::HeaderMap;
-use tokio::{net::TcpListener, sync::watch};
+use tokio::net::TcpListener;
 
 use crate::{Services, error::Result};
 
@@ -17,8 +17,9 @@ async fn metrics(State(services): State<Arc<Services>>, headers: HeaderMap) -> R
     super::metrics::render_response(services).await
 }
 
-/// Binds `[metrics] listen` if set and serves until `shutdown`; returns the bound address.
-pub async fn spawn_metrics(services: Arc<Services>, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<Option<SocketAddr>> {
+/// Binds `[metrics] listen` if set and serves until the node stops; returns the bound address.
+pub async fn spawn_metrics(node: &Arc<Services>) -> anyhow::Result<Option<SocketAddr>> {
+    let services = node.clone();
     let Some(addr) = services.config.metrics.listen else { return Ok(None) };
     let listener = TcpListener::bind(addr)
         .await
@@ -28,9 +29,9 @@ pub async fn spawn_metrics(services: Arc<Services>, mut shutdown: watch::Receive
         .route("/_tocsin/metrics", get(metrics))
         .route("/health", get(super::health::health))
         .with_state(services);
-    tokio::spawn(async move {
+    node.workers.spawn("metrics-listener", |mut stop| async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
+            let _ = stop.wait_for(|stop| *stop).await;
         });
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "metrics listener stopped with an error");

@@ -59,7 +59,8 @@ pub async fn add(State(s): State<Arc<Services>>, headers: HeaderMap, uri: Uri, b
     let generated = req.password.is_none();
     let password = req.password.unwrap_or_else(|| crate::users::random_string(20));
     crate::users::password::check(s.config.password_min_length, &password)?;
-    let user_id = s.users.create_account(&req.username.to_lowercase(), Some(&password), req.displayname, req.admin).await?;
+    let user_id =
+        s.users.create_account(&req.username.to_lowercase(), Some(&password), req.displayname, req.admin).await?;
     tracing::info!(%user_id, admin = req.admin, by = %caller.name(), "admin API: account created");
     let mut out = serde_json::json!({ "user_id": user_id, "admin": req.admin });
     if generated {

@@ -184,8 +184,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .raw("/health", get(crate::admin::health::health))
         .raw("/_tocsin/admin/policy/plan", get(crate::admin::policy::plan))
         .raw("/_tocsin/admin/policy/apply", axum::routing::post(crate::admin::policy::apply))
-        .raw("/.well-known/matrix/server", get(crate::federation::well_known::server))
-;
+        .raw("/.well-known/matrix/server", get(crate::federation::well_known::server));
     let endpoints = crate::admin::routes(endpoints);
     let metrics = crate::admin::metrics::requests::RequestMetrics { api: "client", registry: services.metrics.clone() };
     endpoints

@@ -26,8 +26,8 @@ impl MetricsConfig {
     /// The token, read from `token_file` if that is set.
     pub fn resolved_token(&self) -> Result<Option<String>, ConfigError> {
         if let Some(path) = &self.token_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            let text =
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
             let token = text.lines().next().unwrap_or("").trim().to_owned();
             if token.is_empty() {
                 return Err(ConfigError::Invalid { key: "metrics.token_file", message: "the file is empty".into() });

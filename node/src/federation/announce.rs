@@ -8,8 +8,9 @@ use ruma::{MilliSecondsSinceUnixEpoch, OwnedTransactionId, api::federation::tran
 
 use crate::Services;
 
-pub fn spawn(s: Arc<Services>) {
-    tokio::spawn(async move {
+pub fn spawn(services: &Arc<Services>) {
+    let s = services.clone();
+    services.workers.spawn("announce", |_stop| async move {
         let peers = match s.rooms.peer_servers().await {
             Ok(p) => p,
             Err(e) => {
@@ -18,8 +19,9 @@ pub fn spawn(s: Arc<Services>) {
             }
         };
         for peer in peers {
-            let s = s.clone();
-            tokio::spawn(async move {
+            let s2 = s.clone();
+            s.workers.spawn("announce-peer", |_stop| async move {
+                let s = s2;
                 let txn_id = OwnedTransactionId::from(format!("hello-{}", MilliSecondsSinceUnixEpoch::now().get()));
                 let request = send_transaction_message::v1::Request::new(
                     txn_id,

@@ -120,7 +120,7 @@ async fn join_via(s: &Arc<Services>, user: &UserId, room_id: &RoomId, server: &O
     }
     // History arrives in the background: the join itself must not wait for it.
     let (s2, room, server) = (s.clone(), room_id.to_owned(), server.clone());
-    tokio::spawn(async move {
+    s.workers.spawn("backfill-after-join", |_stop| async move {
         // A link can drop right after the join: a few tries, backing off, before giving up.
         for attempt in 0..BACKFILL_TRIES {
             match backfill(&s2, &room, &server, BACKFILL_ON_JOIN).await {

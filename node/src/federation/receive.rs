@@ -95,7 +95,9 @@ pub async fn handle_pdu(
         Ok((Outcome::Accepted, durable)) => {
             if let Some(joiner) = joiner {
                 let (s, room_id) = (s.clone(), room_id.clone());
-                tokio::spawn(async move { super::edu::presence_on_join(&s, &room_id, &joiner).await });
+                s.clone().workers.spawn("presence-on-join", |_stop| async move {
+                    super::edu::presence_on_join(&s, &room_id, &joiner).await
+                });
             }
             (Ok(()), durable)
         }

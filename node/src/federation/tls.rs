@@ -21,10 +21,11 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig, crypto::CryptoProvider};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::{mpsc, watch},
+    sync::mpsc,
 };
 
 use crate::Config;
+use crate::workers::Workers;
 
 /// The generated certificate and key, in the data dir.
 pub const CERT_FILE: &str = "tls.crt";
@@ -240,11 +241,11 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    pub fn spawn(tcp: TcpListener, config: Arc<ServerConfig>, mut stop: watch::Receiver<bool>) -> io::Result<Self> {
+    pub fn spawn(tcp: TcpListener, config: Arc<ServerConfig>, workers: &Workers) -> io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        tokio::spawn(async move {
+        workers.spawn("federation-accept", |mut stop| async move {
             loop {
                 let (stream, peer) = tokio::select! {
                     accepted = tcp.accept() => match accepted {

@@ -15,7 +15,6 @@ use rustls::{
     sign::CertifiedKey,
 };
 use rustls_pki_types::{PrivateKeyDer, pem::PemObject};
-use tokio::sync::watch;
 
 /// How often the certificate files' modification times are checked.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
@@ -40,9 +39,7 @@ fn load(cert_path: &std::path::Path, key_path: &std::path::Path) -> anyhow::Resu
         .load_private_key(key)
         .with_context(|| format!("{}: unsupported private key", key_path.display()))?;
     let certified = CertifiedKey::new(chain, signing);
-    certified
-        .keys_match()
-        .with_context(|| format!("{} does not match {}", cert_path.display(), key_path.display()))?;
+    certified.keys_match().with_context(|| format!("{} does not match {}", cert_path.display(), key_path.display()))?;
     Ok(Arc::new(certified))
 }
 
@@ -91,13 +88,13 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
-/// Polls the files until `shutdown`.
-pub fn spawn(cert: Arc<ReloadingCert>, mut shutdown: watch::Receiver<bool>) {
-    tokio::spawn(async move {
+/// Polls the files until the node stops.
+pub fn spawn(cert: Arc<ReloadingCert>, workers: &crate::workers::Workers) {
+    workers.spawn("tls-reload", |mut stop| async move {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(POLL_INTERVAL) => {}
-                _ = async { shutdown.wait_for(|s| *s).await.is_ok() } => break,
+                _ = stop.wait_for(|s| *s) => break,
             }
             let cert = cert.clone();
             let _ = tokio::task::spawn_blocking(move || cert.reload_if_changed()).await;

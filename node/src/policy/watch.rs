@@ -16,7 +16,6 @@ use std::{
 };
 
 use ruma::OwnedServerName;
-use tokio::{sync::watch, task::JoinHandle};
 
 use super::{PolicyGate, federation::Applied};
 use crate::{Config, Services, federation::client::FederationClient};
@@ -108,8 +107,9 @@ fn newest_mtime(path: &Path) -> Option<SystemTime> {
 
 /// Polls the policy files every [`POLL_INTERVAL`] and reloads what changed; logs the list's
 /// expiry warning every few minutes. Stops when `shutdown` turns true.
-pub fn spawn(services: Arc<Services>, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-    tokio::spawn(async move {
+pub fn spawn(node: &Arc<Services>) {
+    let services = node.clone();
+    node.workers.spawn("policy-watch", |mut shutdown| async move {
         let policy_path = services.policy.path().map(Path::to_path_buf);
         let mut policy_seen = policy_path.as_deref().and_then(newest_mtime);
         let mut last_expiry_log = tokio::time::Instant::now();

@@ -237,11 +237,12 @@ impl Presence {
 }
 
 /// Every [`SYNC_GRACE`]/6, sets local users who stopped syncing offline and tells other servers.
-pub fn spawn_idle_timer(services: std::sync::Arc<crate::Services>, mut shutdown: watch::Receiver<bool>) {
-    if !services.sync.presence.enabled() {
+pub fn spawn_idle_timer(node: &std::sync::Arc<crate::Services>) {
+    if !node.sync.presence.enabled() {
         return;
     }
-    tokio::spawn(async move {
+    let services = node.clone();
+    node.workers.spawn("presence-idle", |mut shutdown| async move {
         let mut tick = tokio::time::interval(SYNC_GRACE / 6);
         loop {
             tokio::select! {

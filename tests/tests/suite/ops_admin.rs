@@ -13,7 +13,9 @@ fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]
     scrape.samples.iter().find_map(|s| {
         let matches = s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v));
         matches.then(|| match s.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
             prometheus_parse::Value::Histogram(ref h) => h.iter().map(|c| c.count).fold(0.0, f64::max),
             prometheus_parse::Value::Summary(_) => f64::NAN,
         })
@@ -157,10 +159,7 @@ async fn admin_cli_and_metrics_against_the_running_binary() {
     assert!(sends.is_some_and(|n| n >= 1.0), "the successful send is counted:\n{text}");
     let refused = sample(&parsed, "tocsin_http_requests_total", &[("endpoint", send_endpoint), ("status", "403")]);
     assert!(refused.is_some_and(|n| n >= 1.0), "the refused send too");
-    assert!(
-        parsed.docs.contains_key("tocsin_http_request_duration_seconds"),
-        "latency histogram documented"
-    );
+    assert!(parsed.docs.contains_key("tocsin_http_request_duration_seconds"), "latency histogram documented");
     let latency = sample(&parsed, "tocsin_http_request_duration_seconds", &[("endpoint", send_endpoint)]);
     assert!(latency.is_some_and(|n| n >= 2.0), "both sends are in the histogram: {latency:?}");
     assert!(sample(&parsed, "tocsin_store_commit_duration_seconds", &[]).is_some_and(|n| n > 0.0));

@@ -65,7 +65,11 @@ async fn backup_under_load(engine: &str) {
     assert!(total > before.len(), "sends went on during the backup ({} before, {total} in all)", before.len());
     assert_eq!(manifest["engine"], engine);
     assert_eq!(manifest["schema_version"], schema::CURRENT);
-    println!("{engine}: backup of {} events acknowledged before it took {took:?} (node: {} ms)", before.len(), manifest["took_ms"]);
+    println!(
+        "{engine}: backup of {} events acknowledged before it took {took:?} (node: {} ms)",
+        before.len(),
+        manifest["took_ms"]
+    );
 
     // A backup never overwrites.
     assert!(!solo.cli(&["backup", dest.to_str().unwrap()]).await.status.success());
@@ -86,7 +90,12 @@ async fn backup_under_load(engine: &str) {
             missing.push(id.clone());
         }
     }
-    assert!(missing.is_empty(), "{engine}: {} of {} acknowledged events lost: {missing:?}", missing.len(), before.len());
+    assert!(
+        missing.is_empty(),
+        "{engine}: {} of {} acknowledged events lost: {missing:?}",
+        missing.len(),
+        before.len()
+    );
     let download = format!("{base}/_matrix/client/v1/media/download/{}", mxc.trim_start_matches("mxc://"));
     assert_eq!(call(Method::GET, &download, Some(&token), None).await.0, 200, "media restored");
     // The node can write again after the restore.
@@ -141,7 +150,11 @@ async fn an_older_store_is_upgraded_and_a_newer_one_refused() {
     let alice = crate::common::login(&node, "alice", "correct horse").await;
     let (status, body) = crate::ops_harness::call(
         Method::GET,
-        &format!("{}/_matrix/client/v3/rooms/{}/messages?dir=b&limit=20", node.base_url(), percent(room.room_id().as_str())),
+        &format!(
+            "{}/_matrix/client/v3/rooms/{}/messages?dir=b&limit=20",
+            node.base_url(),
+            percent(room.room_id().as_str())
+        ),
         alice.access_token().as_deref(),
         None,
     )

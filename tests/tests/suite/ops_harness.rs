@@ -119,7 +119,8 @@ pub async fn login(base: &str, user: &str, password: &str) -> Result<String, (u1
         "identifier": { "type": "m.id.user", "user": user },
         "password": password,
     });
-    let (status, value) = call(reqwest::Method::POST, &format!("{base}/_matrix/client/v3/login"), None, Some(body)).await;
+    let (status, value) =
+        call(reqwest::Method::POST, &format!("{base}/_matrix/client/v3/login"), None, Some(body)).await;
     match value["access_token"].as_str() {
         Some(token) if status == 200 => Ok(token.to_owned()),
         _ => Err((status, value)),
@@ -137,10 +138,7 @@ pub async fn create_room(base: &str, token: &str, name: &str) -> String {
 
 /// Sends a text message; returns the status and the event id if any.
 pub async fn send(base: &str, token: &str, room: &str, txn: &str, text: &str) -> (u16, Option<String>) {
-    let url = format!(
-        "{base}/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
-        percent(room)
-    );
+    let url = format!("{base}/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", percent(room));
     let body = serde_json::json!({ "msgtype": "m.text", "body": text });
     let (status, value) = call(reqwest::Method::PUT, &url, Some(token), Some(body)).await;
     (status, value["event_id"].as_str().map(str::to_owned))

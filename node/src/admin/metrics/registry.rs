@@ -17,7 +17,8 @@ use std::{
 };
 
 /// Latency buckets, in seconds, for request and commit durations.
-pub const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+pub const LATENCY_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 #[derive(Clone, Default)]
 pub struct Counter(Arc<AtomicU64>);
@@ -142,18 +143,32 @@ impl Registry {
     }
 
     pub fn counter(&self, name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> Counter {
-        self.series(name, help, "counter", labels, || Series::Counter(Counter::default()), |s| match s {
-            Series::Counter(c) => Some(c.clone()),
-            _ => None,
-        })
+        self.series(
+            name,
+            help,
+            "counter",
+            labels,
+            || Series::Counter(Counter::default()),
+            |s| match s {
+                Series::Counter(c) => Some(c.clone()),
+                _ => None,
+            },
+        )
         .unwrap_or_default()
     }
 
     pub fn gauge(&self, name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> Gauge {
-        self.series(name, help, "gauge", labels, || Series::Gauge(Gauge::default()), |s| match s {
-            Series::Gauge(g) => Some(g.clone()),
-            _ => None,
-        })
+        self.series(
+            name,
+            help,
+            "gauge",
+            labels,
+            || Series::Gauge(Gauge::default()),
+            |s| match s {
+                Series::Gauge(g) => Some(g.clone()),
+                _ => None,
+            },
+        )
         .unwrap_or_default()
     }
 
@@ -164,10 +179,17 @@ impl Registry {
         bounds: &'static [f64],
         labels: &[(&str, &str)],
     ) -> Histogram {
-        self.series(name, help, "histogram", labels, || Series::Histogram(Histogram::new(bounds)), |s| match s {
-            Series::Histogram(h) => Some(h.clone()),
-            _ => None,
-        })
+        self.series(
+            name,
+            help,
+            "histogram",
+            labels,
+            || Series::Histogram(Histogram::new(bounds)),
+            |s| match s {
+                Series::Histogram(h) => Some(h.clone()),
+                _ => None,
+            },
+        )
         .unwrap_or_else(|| Histogram::new(bounds))
     }
 

@@ -35,14 +35,11 @@ pub struct RequestMetrics {
 }
 
 pub async fn track(State(m): State<RequestMetrics>, request: Request, next: Next) -> Response {
-    let endpoint = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let endpoint =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().as_str().to_owned();
     let labels = [("api", m.api), ("endpoint", endpoint.as_str())];
-    let in_flight =
-        m.registry.gauge("tocsin_http_requests_in_flight", "Requests being served, by endpoint.", &labels);
+    let in_flight = m.registry.gauge("tocsin_http_requests_in_flight", "Requests being served, by endpoint.", &labels);
     // A guard, so a request whose client goes away (a dropped long-poll) is not counted forever.
     let guard = InFlight::enter(in_flight);
     let started = Instant::now();

@@ -163,9 +163,9 @@ fn process(out: &mut Exposition) {
     if let Some(threads) = field(20) {
         out.gauge("process_threads", "OS threads.", &[(String::new(), threads)]);
     }
-    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
-        s.lines().find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<u64>().ok()))
-    });
+    let boot = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<u64>().ok())));
     if let (Some(boot), Some(start)) = (boot, field(22)) {
         out.gauge(
             "process_start_time_seconds",

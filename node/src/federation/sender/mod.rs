@@ -40,7 +40,6 @@ use serde_json::value::RawValue as RawJsonValue;
 use tocsin_store::WriteBatch;
 use tokio::{
     sync::{Notify, watch},
-    task::JoinHandle,
     time::Instant,
 };
 
@@ -50,6 +49,7 @@ use crate::{
     Services,
     error::{Error, Result},
     store::{Db, trees},
+    workers::Workers,
 };
 
 /// The default cap on the retry delay (config `federation_max_backoff_secs`).
@@ -151,6 +151,8 @@ struct Peer {
 struct Inner {
     db: Db,
     outbox: Outbox,
+    /// The node's registry: the dispatcher and every destination's worker run under it.
+    workers: Workers,
     base_backoff: Duration,
     max_backoff: Duration,
     /// Makes transaction ids unique across restarts of this node.
@@ -166,17 +168,24 @@ pub struct Sender {
 }
 
 impl Sender {
-    pub fn new(db: Db, outbox: Outbox, max_backoff: Duration) -> Self {
-        Self::with_backoff(db, outbox, BASE_BACKOFF, max_backoff)
+    pub fn new(db: Db, outbox: Outbox, workers: Workers, max_backoff: Duration) -> Self {
+        Self::with_backoff(db, outbox, workers, BASE_BACKOFF, max_backoff)
     }
 
     /// Like [`Sender::new`] with a different first retry delay (tests use milliseconds).
-    pub fn with_backoff(db: Db, outbox: Outbox, base_backoff: Duration, max_backoff: Duration) -> Self {
+    pub fn with_backoff(
+        db: Db,
+        outbox: Outbox,
+        workers: Workers,
+        base_backoff: Duration,
+        max_backoff: Duration,
+    ) -> Self {
         let max_backoff = max_backoff.max(base_backoff);
         Self {
             inner: Arc::new(Inner {
                 db,
                 outbox,
+                workers,
                 base_backoff,
                 max_backoff,
                 nonce: crate::users::random_string(8),
@@ -193,12 +202,11 @@ impl Sender {
 
     /// Starts the sender for a running node: picks up every destination left in the queue,
     /// flushes a peer's queue whenever it reaches us (`Services::peer_seen`), and sends until
-    /// `shutdown` turns true.
-    pub fn start(services: Arc<Services>, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    /// the node stops. Every task runs under the node's worker registry.
+    pub fn start(services: &Arc<Services>) {
         let sender = services.sender.clone();
         let mut seen = services.peer_seen.subscribe();
-        let mut stop = shutdown.clone();
-        tokio::spawn(async move {
+        services.workers.spawn("federation-flush", |mut stop| async move {
             loop {
                 tokio::select! {
                     peer = seen.recv() => match peer {
@@ -211,13 +219,13 @@ impl Sender {
                 }
             }
         });
-        services.sender.clone().run(services, shutdown)
+        services.sender.clone().run(services.clone());
     }
 
-    /// Runs the dispatcher (and through it the workers) over `transport`.
-    pub(crate) fn run<T: Transport>(self, transport: Arc<T>, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-        let mut stop = shutdown.clone();
-        tokio::spawn(async move {
+    /// Runs the dispatcher (and through it one worker per destination) over `transport`.
+    pub(crate) fn run<T: Transport>(self, transport: Arc<T>) {
+        let workers = self.inner.workers.clone();
+        workers.spawn("federation-sender", |mut stop| async move {
             match queue::destinations(&self.inner.db) {
                 Ok(dests) => {
                     if !dests.is_empty() {
@@ -231,29 +239,25 @@ impl Sender {
                 tokio::select! {
                     dests = self.inner.outbox.next() => {
                         for dest in dests {
-                            self.dispatch(&dest, &transport, &shutdown);
+                            self.dispatch(&dest, &transport);
                         }
                     }
                     _ = stop.wait_for(|stop| *stop) => break,
                 }
             }
-        })
+        });
     }
 
     /// Makes sure `dest` has a worker and pokes it.
-    fn dispatch<T: Transport>(&self, dest: &ServerName, transport: &Arc<T>, shutdown: &watch::Receiver<bool>) {
+    fn dispatch<T: Transport>(&self, dest: &ServerName, transport: &Arc<T>) {
         let Ok(mut peers) = self.peers() else { return };
         let peer = peers.entry(dest.to_owned()).or_default();
         if !peer.has_worker {
             peer.has_worker = true;
-            let worker = Worker {
-                sender: self.clone(),
-                dest: dest.to_owned(),
-                poke: peer.poke.clone(),
-                transport: transport.clone(),
-                shutdown: shutdown.clone(),
-            };
-            tokio::spawn(worker.run());
+            let (sender, dest, poke, transport) = (self.clone(), dest.to_owned(), peer.poke.clone(), transport.clone());
+            self.inner.workers.spawn("federation-destination", move |shutdown| {
+                Worker { sender, dest, poke, transport, shutdown }.run()
+            });
         }
         peer.poke.notify_one();
     }

@@ -16,9 +16,10 @@ use ruma::{
 };
 use serde_json::{json, value::RawValue as RawJsonValue};
 use tocsin_store::{EngineKind, WriteBatch};
-use tokio::{sync::watch, time::Instant};
+use tokio::time::Instant;
 
 use super::{Backlog, Outbox, Sender, Transport, backoff_after, queue, queue_pdu_rows};
+use crate::workers::Workers;
 use crate::{
     error::{Error, Result},
     store::{Db, trees},
@@ -137,14 +138,14 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
 struct Running {
     sender: Sender,
     recorder: Arc<Recorder>,
-    stop: watch::Sender<bool>,
+    stop: Workers,
 }
 
 fn start(db: &Db, recorder: Arc<Recorder>, base: Duration, max: Duration) -> Running {
-    let sender = Sender::with_backoff(db.clone(), Outbox::new(), base, max);
-    let (stop, stop_rx) = watch::channel(false);
-    sender.clone().run(recorder.clone(), stop_rx);
-    Running { sender, recorder, stop }
+    let workers = Workers::new();
+    let sender = Sender::with_backoff(db.clone(), Outbox::new(), workers.clone(), base, max);
+    sender.clone().run(recorder.clone());
+    Running { sender, recorder, stop: workers }
 }
 
 #[test]
@@ -197,7 +198,7 @@ async fn batches_respect_the_limits_and_keep_queue_order() {
     assert_eq!(shapes, [(50, 0), (50, 100), (20, 100), (0, 50)], "each transaction filled up to a limit");
     let ids: std::collections::HashSet<_> = run.recorder.attempts().iter().map(|t| t.txn_id.clone()).collect();
     assert_eq!(ids.len(), run.recorder.attempts().len(), "transaction ids are unique");
-    run.stop.send_replace(true);
+    run.stop.signal_stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,7 +225,7 @@ async fn at_most_one_transaction_in_flight_per_destination() {
         assert_eq!(sent.iter().map(|t| t.pdus.len() + t.edus.len()).sum::<usize>(), 90, "{d} got everything");
         assert!(sent.len() > 1, "traffic arrived while a transaction was in flight");
     }
-    run.stop.send_replace(true);
+    run.stop.signal_stop();
 }
 
 #[tokio::test]
@@ -253,7 +254,7 @@ async fn failures_back_off_doubling_up_to_the_cap_and_retry_on_their_own() {
     assert!(b.next_retry_in.is_some_and(|d| d <= max));
     assert!(b.last_error.as_deref().is_some_and(|e| e.contains("connection refused")));
     assert_eq!(rows(&db, &dest), (0, 1), "nothing deleted while sends fail");
-    run.stop.send_replace(true);
+    run.stop.signal_stop();
 }
 
 #[tokio::test]
@@ -286,7 +287,7 @@ async fn flush_resets_the_backoff_and_sends_at_once() {
     assert_eq!((sent.len(), sent[0].pdus.clone(), sent[0].edus.clone()), (1, vec![7], vec![8]));
     let backlog = run.sender.backlog().expect("backlog");
     assert!(backlog.is_empty(), "no backlog and no failures left: {backlog:?}");
-    run.stop.send_replace(true);
+    run.stop.signal_stop();
 }
 
 /// Runs `f` on a runtime of its own and drops the runtime (and with it every task holding the
@@ -320,7 +321,7 @@ fn queued_rows_survive_a_restart_and_are_sent_after_it() {
         until("a few failed attempts", || run.recorder.attempts().len() >= 4).await;
         assert!(run.recorder.attempts().iter().all(|t| !t.ok));
         assert_eq!((rows(&db, &b), rows(&db, &c)), ((15, 15), (15, 15)));
-        run.stop.send_replace(true);
+        run.stop.signal_stop();
     });
     // Second life: a fresh store handle and sender; the queue is found and sent without any
     // new traffic.
@@ -336,7 +337,7 @@ fn queued_rows_survive_a_restart_and_are_sent_after_it() {
             sorted.sort_unstable();
             assert_eq!(sorted, (0..30).collect::<Vec<_>>(), "{d} got every item once");
         }
-        run.stop.send_replace(true);
+        run.stop.signal_stop();
     });
 }
 
@@ -348,7 +349,7 @@ async fn dropping_a_destination_deletes_its_rows_and_counts_them() {
     for n in 0..3 {
         queue_pdu(&db, &[gone.clone(), kept.clone()], n).await;
     }
-    let sender = Sender::new(db.clone(), Outbox::new(), super::DEFAULT_MAX_BACKOFF);
+    let sender = Sender::new(db.clone(), Outbox::new(), Workers::new(), super::DEFAULT_MAX_BACKOFF);
     sender.queue_edu(std::slice::from_ref(&gone), edu(9)).await.expect("queued");
     assert_eq!(sender.drop_destination(&gone).await.expect("dropped"), 4);
     assert_eq!(rows(&db, &gone), (0, 0));

@@ -11,7 +11,6 @@ use std::{sync::Arc, time::Duration};
 
 use ruma::{EventId, OwnedRoomId, RoomId};
 use tocsin_store::WriteBatch;
-use tokio::sync::watch;
 
 use super::Retention;
 use crate::{
@@ -160,9 +159,10 @@ fn next_interval(configured: Option<u64>, shortest_lifetime_ms: Option<u64>) -> 
 }
 
 /// Runs the purge until the node stops: once at start, then at [`next_interval`].
-pub fn spawn(services: Arc<Services>, mut shutdown: watch::Receiver<bool>) {
-    let configured = services.config.retention_purge_interval_secs;
-    tokio::spawn(async move {
+pub fn spawn(node: &Arc<Services>) {
+    let configured = node.config.retention_purge_interval_secs;
+    let services = node.clone();
+    node.workers.spawn("retention-purge", |mut shutdown| async move {
         loop {
             let wait = match services.rooms.purge_expired().await {
                 Ok(report) => {

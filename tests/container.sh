@@ -39,7 +39,7 @@ printf 'container-admin-token-0123456789\n' > "$cfg/admin.token"; chmod 0644 "$c
 run() {
     $podman_cmd run -d --name "$name" --network host --read-only --cap-drop ALL \
         -e TOCSIN_ADMIN_TOKEN_FILE=/etc/tocsin/admin.token \
-        -v "$volume:/var/lib/tocsin" -v "$cfg:/etc/tocsin:ro" "$image" >/dev/null
+        -v "$volume:/var/lib/tocsin:U" -v "$cfg:/etc/tocsin:ro" "$image" >/dev/null
     for _ in $(seq 1 100); do
         if curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; then return 0; fi
         sleep 0.1

@@ -42,6 +42,9 @@ pub enum Error {
     MissingParam(String),
     #[error("user id already taken")]
     UserInUse,
+    /// A password the node's policy refuses (`password_min_length`).
+    #[error("{0}")]
+    WeakPassword(String),
     #[error("{0}")]
     InvalidUsername(String),
     #[error("{0}")]
@@ -117,6 +120,7 @@ impl Error {
             Error::BadRequest(_) => (StatusCode::BAD_REQUEST, K::Unknown),
             Error::MissingParam(_) => (StatusCode::BAD_REQUEST, K::MissingParam),
             Error::UserInUse => (StatusCode::BAD_REQUEST, K::UserInUse),
+            Error::WeakPassword(_) => (StatusCode::BAD_REQUEST, K::WeakPassword),
             Error::InvalidUsername(_) => (StatusCode::BAD_REQUEST, K::InvalidUsername),
             Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, K::Unauthorized),
             Error::BadState(_) => (StatusCode::BAD_REQUEST, K::BadState),

@@ -66,6 +66,12 @@ pub struct Services {
     pub limits: http::RateLimiter,
     /// Alarm tracking, status and escalation (`alarms`).
     pub alarms: alarms::Alarms,
+    /// Metrics any area may register (`/_tocsin/metrics`; see `admin::metrics::registry`).
+    pub metrics: Arc<admin::metrics::Registry>,
+    /// The bearer token `/_tocsin/metrics` wants (`[metrics] token` or `token_file`).
+    pub metrics_token: Option<String>,
+    /// The operator's admin token (`admin_token_file`), accepted by the admin API.
+    pub admin_token: Option<String>,
     /// Every background task of the node: started, stopped and joined the same way.
     pub workers: workers::Workers,
     /// Pushers and the push gateway queue (worker started by [`Node::start`]).
@@ -83,6 +89,7 @@ impl Services {
         let server_name = OwnedServerName::try_from(config.server_name.as_str())?;
         std::fs::create_dir_all(&config.data_dir)?;
         let db = store::Db::open(config.store, &config.data_dir.join("store"))?;
+        store::schema::check(&db)?;
         let keys = keys::ServerKeys::load_or_create(&config.data_dir, &server_name)?;
         let users = users::Users::new(db.clone(), server_name.clone());
         let policy = Arc::new(policy::PolicyGate::from_config(&config)?);
@@ -114,6 +121,8 @@ impl Services {
         let peer_seen = federation::peer_seen_channel();
         let limits = http::RateLimiter::new(&config.rate_limits);
         let push = push::Push::new(&config)?;
+        let metrics_token = config.metrics.resolved_token()?;
+        let admin_token = config.admin_token_file.as_deref().map(config::ops::read_admin_token).transpose()?;
         Ok(Arc::new(Self {
             config,
             server_name,
@@ -134,6 +143,9 @@ impl Services {
             provisioning: policy::provision::Provisioning::default(),
             limits,
             alarms,
+            metrics: Arc::new(admin::metrics::Registry::new()),
+            metrics_token,
+            admin_token,
             workers,
             push,
         }))
@@ -148,6 +160,8 @@ pub struct NodeHandle {
     pub addr: SocketAddr,
     /// Where the Server-Server API listens (TLS).
     pub federation_addr: SocketAddr,
+    /// Where the separate metrics listener listens, if `[metrics] listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub server_name: OwnedServerName,
     pub services: Arc<Services>,
 }
@@ -157,7 +171,10 @@ impl Node {
     pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
         let listen = config.listen;
         let services = tokio::task::spawn_blocking(move || Services::open(config)).await??;
-        services.rooms.index_visibility_history().await?;
+        let steps = store::schema::upgrade(&services).await?;
+        if !steps.is_empty() {
+            tracing::info!(?steps, version = store::schema::CURRENT, "store upgraded");
+        }
         let listener = TcpListener::bind(listen).await.map_err(|e| {
             anyhow::anyhow!("cannot listen on {listen} (client API, `listen`): {e}; is another program using it?")
         })?;
@@ -167,8 +184,9 @@ impl Node {
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", services.config.federation_listen))?;
         let federation_addr = federation_listener.local_addr()?;
         let workers = &services.workers;
-        let tls_listener =
-            federation::tls::TlsListener::spawn(federation_listener, services.tls.server_config()?, workers)?;
+        let (tls_config, tls_cert) = services.tls.reloading_server_config()?;
+        federation::tls_reload::spawn(tls_cert, workers);
+        let tls_listener = federation::tls::TlsListener::spawn(federation_listener, tls_config, workers)?;
         let federation_app = federation::router(services.clone());
         workers.spawn("federation-api", |mut stop| async move {
             let serve = axum::serve(tls_listener, federation_app).with_graceful_shutdown(async move {
@@ -195,9 +213,10 @@ impl Node {
         rooms::retention::purge::spawn(&services);
         alarms::worker::spawn(&services);
         push::spawn(&services);
+        let metrics_addr = admin::listener::spawn_metrics(&services).await?;
         let server_name = services.server_name.clone();
         tracing::info!(%addr, %federation_addr, %server_name, store = services.db.engine_name(), "tocsin node listening");
-        Ok(NodeHandle { addr, federation_addr, server_name, services })
+        Ok(NodeHandle { addr, federation_addr, metrics_addr, server_name, services })
     }
 }
 

@@ -11,6 +11,9 @@ struct Cli {
     /// TOML config file; `TOCSIN_*` environment variables override it.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// Log lines as `text` (default) or `json` (one object per line, for a log collector).
+    #[arg(long, global = true, env = "TOCSIN_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -47,6 +50,28 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// Administer the running node: users, registration tokens, rooms, media, server notices.
+    Admin {
+        #[command(flatten)]
+        remote: tocsin_node::admin::cli::Remote,
+        #[command(subcommand)]
+        command: tocsin_node::admin::cli::AdminCommand,
+    },
+    /// Have the running node write a consistent backup (store, media, keys, accepted federation
+    /// list) to DEST, a new directory on its host, without stopping it.
+    Backup {
+        dest: PathBuf,
+        #[command(flatten)]
+        remote: tocsin_node::admin::cli::Remote,
+    },
+    /// Put a backup back into the config's data directory. The node must be stopped; the store
+    /// is upgraded when the node next starts if the backup is from an older release.
+    Restore {
+        src: PathBuf,
+        /// Move an existing data directory aside (it is never deleted) instead of refusing.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -132,12 +157,21 @@ enum UserCommand {
     },
 }
 
-fn init_logging(default: &str) {
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOCSIN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Colour only on a terminal: escape codes in a log file or the journal are noise.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).init();
+    match format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).init(),
+        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).with_ansi(false).init(),
+    }
 }
 
 #[tokio::main]
@@ -145,7 +179,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The demo prints its own summary; node logs below warnings would bury it.
     let demo = matches!(cli.command, Command::Demo { .. });
-    init_logging(if demo { "warn,ruma_state_res=error" } else { "info,sled=warn,ruma_state_res=warn" });
+    init_logging(if demo { "warn,ruma_state_res=error" } else { "info,sled=warn,ruma_state_res=warn" }, cli.log_format);
     match cli.command {
         Command::Policy { command: PolicyCommand::Status } => return policy_status(cli.config.as_deref()),
         Command::Policy { command: PolicyCommand::Plan { remote } } => {
@@ -166,10 +200,30 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Policy { .. } | Command::Demo { .. } | Command::Alarm { .. } => Ok(()),
         Command::Serve => serve(config).await,
+        Command::Admin { remote, command } => {
+            println!("{}", tocsin_node::admin::cli::run(&config, remote, command).await?);
+            Ok(())
+        }
+        Command::Backup { dest, remote } => {
+            println!("{}", tocsin_node::admin::cli::backup(&config, remote, dest).await?);
+            Ok(())
+        }
+        Command::Restore { src, force } => {
+            let manifest = tocsin_node::admin::backup::restore(&config, &src, force)?;
+            println!(
+                "restored the backup of {} (schema {}, taken by tocsin {}) into {}",
+                manifest.server_name,
+                manifest.schema_version,
+                manifest.tocsin_version,
+                config.data_dir.display()
+            );
+            Ok(())
+        }
         Command::User { command: UserCommand::Add { name, admin, password, display_name } } => {
             let services = tokio::task::spawn_blocking(move || Services::open(config)).await??;
             let generated = password.is_none();
             let password = password.unwrap_or_else(|| tocsin_node::users::random_string(20));
+            tocsin_node::users::password::check(services.config.password_min_length, &password)?;
             let user_id =
                 services.users.create_account(&name.to_lowercase(), Some(&password), display_name, admin).await?;
             println!("created {user_id}{}", if admin { " (admin)" } else { "" });
@@ -390,12 +444,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let stop = stop_signal()?;
     let node = Node::start(config).await?;
     println!("Tocsin node {server_name} is listening on {}", node.base_url());
-    println!(
-        "Registration is {:?}. To create the first account, stop the node (Ctrl-C) and run",
-        node.services.config.registration
-    );
-    println!("    tocsin-node user add alice --admin");
-    println!("with the same --config / TOCSIN_* settings (the store allows one process at a time).");
+    println!("Registration is {:?}.", node.services.config.registration);
+    if node.services.admin_token.is_some() {
+        println!("To create the first account while the node runs:");
+        println!("    tocsin-node --config <this config> admin user add alice --admin");
+    } else {
+        println!("To create the first account, set `admin_token_file` and use `tocsin-node admin user add`, or stop");
+        println!("the node (Ctrl-C) and run `tocsin-node user add alice --admin` with the same config.");
+    }
     // SIGHUP reloads the policy and the federation list; a bad file is logged and the last
     // valid one stays. Changed files are also picked up without a signal (policy::watch).
     #[cfg(unix)]

@@ -5,23 +5,15 @@ use std::sync::Arc;
 
 use axum::{
     extract::{Path, State},
-    response::{IntoResponse, Response},
+    response::Response,
 };
 use http::{HeaderMap, Uri};
 
-use crate::{
-    Services,
-    error::{Error, Result},
-};
-
-fn json(value: &impl serde::Serialize) -> Result<Response> {
-    let body = serde_json::to_string(value).map_err(Error::internal)?;
-    Ok(([(http::header::CONTENT_TYPE, "application/json")], body).into_response())
-}
+use crate::{Services, error::Result};
 
 pub async fn list(State(services): State<Arc<Services>>, headers: HeaderMap, uri: Uri) -> Result<Response> {
-    super::require_admin(&services, &headers, &uri)?;
-    json(&serde_json::json!({ "alarms": services.alarms.open()? }))
+    super::require_operator(&services, &headers, &uri)?;
+    super::json(&serde_json::json!({ "alarms": services.alarms.open()? }))
 }
 
 pub async fn status(
@@ -30,6 +22,6 @@ pub async fn status(
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response> {
-    super::require_admin(&services, &headers, &uri)?;
-    json(&services.alarms.status(&id)?)
+    super::require_operator(&services, &headers, &uri)?;
+    super::json(&services.alarms.status(&id)?)
 }

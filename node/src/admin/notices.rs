@@ -174,3 +174,100 @@ pub async fn admin_room(s: &Services) -> Result<(OwnedRoomId, OwnedUserId)> {
     }
     Ok((room_id, sender))
 }
+
+/// `META` key prefix of a user's server notices room.
+const USER_NOTICE_ROOM: &str = "server_notice_room:";
+
+/// Sends `body` to one local user as an `m.notice` from the notices account, in a direct room
+/// with them (created on the first notice, the user re-invited if they left it).
+pub async fn to_user(s: &Services, user_id: &ruma::UserId, body: &str) -> Result<OwnedRoomId> {
+    let (_, sender) = admin_room(s).await?;
+    let key = format!("{USER_NOTICE_ROOM}{user_id}").into_bytes();
+    let known = match s.db.get(trees::META, &key)? {
+        Some(bytes) => Some(ruma::RoomId::parse(crate::store::utf8(&bytes)?).map_err(Error::internal)?),
+        None => None,
+    };
+    let room_id = match known {
+        Some(room_id) => {
+            let membership = s.rooms.membership(&room_id, user_id).await?;
+            if !matches!(membership.as_deref(), Some("join" | "invite")) {
+                s.rooms.set_membership(&room_id, &sender, user_id, "invite", (None, None), None).await?;
+            }
+            room_id
+        }
+        None => {
+            let version = RoomVersionId::try_from(s.config.default_room_version.as_str()).map_err(Error::internal)?;
+            let room_id = s
+                .rooms
+                .create_room(CreateRoom {
+                    version,
+                    creator: sender.clone(),
+                    creator_profile: (Some("Tocsin notices".into()), None),
+                    creation_content: Default::default(),
+                    preset: Preset::PrivateChat,
+                    initial_state: Vec::new(),
+                    name: Some("Server notices".into()),
+                    topic: Some("Notices from this node's administrators".into()),
+                    invite: vec![user_id.to_owned()],
+                    is_direct: true,
+                    alias: None,
+                    power_override: None,
+                    public: false,
+                    encrypted: false,
+                })
+                .await?;
+            let mut batch = WriteBatch::new();
+            batch.insert(trees::META, key, room_id.as_bytes().to_vec());
+            s.db.write(batch).await?;
+            room_id
+        }
+    };
+    let content = serde_json::to_value(RoomMessageEventContent::notice_plain(body)).map_err(Error::internal)?;
+    s.rooms.send(&room_id, &sender, NewEvent::message(TimelineEventType::RoomMessage, content), None).await?;
+    Ok(room_id)
+}
+
+#[derive(Deserialize)]
+struct NoticeRequest {
+    /// One user, or every active local account when absent.
+    user_id: Option<ruma::OwnedUserId>,
+    body: String,
+}
+
+/// `POST /_tocsin/admin/server_notices`: `{"user_id": "@a:x", "body": "..."}`, or without
+/// `user_id` to every active local account.
+pub async fn send_endpoint(
+    axum::extract::State(s): axum::extract::State<std::sync::Arc<Services>>,
+    headers: http::HeaderMap,
+    uri: http::Uri,
+    bytes: bytes::Bytes,
+) -> Result<axum::response::Response> {
+    let caller = super::require_operator(&s, &headers, &uri)?;
+    let req: NoticeRequest = super::body(&bytes)?;
+    if req.body.trim().is_empty() {
+        return Err(Error::MissingParam("body is empty".into()));
+    }
+    let targets: Vec<OwnedUserId> = match req.user_id {
+        Some(user_id) => {
+            let active = s.users.account(&user_id)?.is_some_and(|a| !a.deactivated);
+            if !s.users.is_local(&user_id) || !active {
+                return Err(Error::not_found(format!("no active local account {user_id}")));
+            }
+            vec![user_id]
+        }
+        None => s
+            .users
+            .accounts()?
+            .into_iter()
+            .filter(|(u, a)| !a.deactivated && u.localpart() != NOTICE_USER && a.password_hash.is_some())
+            .map(|(u, _)| u)
+            .collect(),
+    };
+    let mut sent = Vec::new();
+    for user_id in targets {
+        let room_id = to_user(&s, &user_id, &req.body).await?;
+        sent.push(serde_json::json!({ "user_id": user_id, "room_id": room_id }));
+    }
+    tracing::info!(recipients = sent.len(), by = %caller.name(), "admin API: server notice sent");
+    super::json(&serde_json::json!({ "sent": sent }))
+}

@@ -186,7 +186,13 @@ pub fn router(services: Arc<Services>) -> Router {
         .raw("/health", get(crate::admin::health::health))
         .raw("/_tocsin/admin/policy/plan", get(crate::admin::policy::plan))
         .raw("/_tocsin/admin/policy/apply", axum::routing::post(crate::admin::policy::apply))
-        .raw("/_tocsin/admin/alarms", get(crate::admin::alarms::list))
-        .raw("/_tocsin/admin/alarms/{id}", get(crate::admin::alarms::status));
-    endpoints.into_router().fallback(unrecognized).layer(axum::middleware::from_fn(cors)).with_state(services)
+        .raw("/.well-known/matrix/server", get(crate::federation::well_known::server));
+    let endpoints = crate::admin::routes(endpoints);
+    let metrics = crate::admin::metrics::requests::RequestMetrics { api: "client", registry: services.metrics.clone() };
+    endpoints
+        .into_router()
+        .fallback(unrecognized)
+        .layer(axum::middleware::from_fn(cors))
+        .layer(axum::middleware::from_fn_with_state(metrics, crate::admin::metrics::requests::track))
+        .with_state(services)
 }

@@ -113,6 +113,9 @@ async fn join_here_or_remote(
     room_id: &RoomId,
     via: &[ruma::OwnedServerName],
 ) -> Result<OwnedRoomId> {
+    if s.rooms.is_shut_down(room_id)? {
+        return Err(Error::forbidden("this room was shut down by the server's administrator"));
+    }
     if s.rooms.exists(room_id)? && s.rooms.has_local_member(room_id).await? {
         let profile = s.users.profile(user)?.unwrap_or_default();
         s.rooms.set_membership(room_id, user, user, "join", profile, None).await?;

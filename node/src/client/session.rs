@@ -117,7 +117,9 @@ pub async fn register(s: Arc<Services>, req: Ruma<register::v3::Request>) -> Res
         (AuthData::Dummy(_), Registration::Open) => AuthType::Dummy,
         (AuthData::RegistrationToken(t), Registration::Token) => {
             let expected = s.config.registration_token.as_deref().unwrap_or_default();
-            if expected.is_empty() || !crate::users::secrets_match(&t.token, expected) {
+            let configured = !expected.is_empty() && crate::users::secrets_match(&t.token, expected);
+            // Or a token made with the admin API (one use is counted when the account exists).
+            if !configured && !crate::admin::tokens::usable(&s, &t.token)? {
                 return Err(Error::forbidden("invalid registration token"));
             }
             AuthType::RegistrationToken
@@ -126,8 +128,12 @@ pub async fn register(s: Arc<Services>, req: Ruma<register::v3::Request>) -> Res
     };
     // Checked before the stage completes, for the same reason as the username above.
     let password = req.password.as_deref().ok_or_else(|| Error::MissingParam("password is required".into()))?;
+    crate::users::password::check(s.config.password_min_length, password)?;
     s.users.uiaa.complete_stage(&session, stage, &flows);
     let user_id = s.users.create_account(&localpart, Some(password), None, false).await?;
+    if let Some(AuthData::RegistrationToken(t)) = &req.auth {
+        crate::admin::tokens::count_use(&s, &t.token).await?;
+    }
     tracing::info!(%user_id, "registered a new account");
     let mut response = register::v3::Response::new(user_id.clone());
     if !req.inhibit_login {
@@ -190,6 +196,7 @@ pub async fn change_password(
 ) -> Result<change_password::v3::Response> {
     let auth = req.user()?.clone();
     require_password(&s, &auth.user_id, req.body.auth.as_ref()).await?;
+    crate::users::password::check(s.config.password_min_length, &req.body.new_password)?;
     s.users.set_password(&auth.user_id, &req.body.new_password).await?;
     if req.body.logout_devices {
         for (device_id, _) in s.users.devices(&auth.user_id)? {

@@ -8,6 +8,9 @@ use tocsin_store::EngineKind;
 
 use crate::http::RateLimitConfig;
 
+pub mod ops;
+pub use ops::MetricsConfig;
+
 /// How new accounts may be created over the Client-Server API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -115,6 +118,18 @@ pub struct Config {
     /// registration, sends, joins, invites and uploads, and the reverse proxies trusted to name
     /// the client (`X-Forwarded-For`).
     pub rate_limits: RateLimitConfig,
+    /// The `[metrics]` table: token and optional separate listener for `/_tocsin/metrics`.
+    pub metrics: MetricsConfig,
+    /// A file whose first line is the operator's admin token: the admin API and `tocsin-node
+    /// admin ...` accept it besides an admin account's access token. Readable by root and the
+    /// node's user only.
+    pub admin_token_file: Option<PathBuf>,
+    /// The shortest password accepted for registration, password changes and admin resets.
+    pub password_min_length: usize,
+    /// Served as `/.well-known/matrix/server` (`{"m.server": ...}`) on the client port, so a
+    /// server name without a port (`riverton.example`) can federate on another host or port
+    /// (`matrix.riverton.example:8448`). Unset: no delegation, the endpoint answers 404.
+    pub federation_delegate: Option<String>,
 }
 
 impl Default for Config {
@@ -145,6 +160,10 @@ impl Default for Config {
             presence: false,
             retention_purge_interval_secs: None,
             rate_limits: RateLimitConfig::default(),
+            metrics: MetricsConfig::default(),
+            admin_token_file: None,
+            password_min_length: ops::DEFAULT_PASSWORD_MIN_LENGTH,
+            federation_delegate: None,
         }
     }
 }
@@ -175,6 +194,7 @@ impl Config {
     /// Applies `TOCSIN_*` overrides read through `var` (a parameter so tests need not touch the
     /// process environment).
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        ops::apply_env(self, &var)?;
         if let Some(v) = var("TOCSIN_SERVER_NAME") {
             self.server_name = v;
         }
@@ -325,12 +345,6 @@ impl Config {
                 message: "tls_cert and tls_key go together: set both or neither".to_owned(),
             });
         }
-        if self.registration == Registration::Token && self.registration_token.as_deref().is_none_or(str::is_empty) {
-            return Err(ConfigError::Invalid {
-                key: "registration_token",
-                message: "registration = \"token\" needs a registration_token".to_owned(),
-            });
-        }
         if ruma::RoomVersionId::try_from(self.default_room_version.as_str())
             .ok()
             .and_then(|v| crate::rooms::version::supported(&v).then_some(()))
@@ -342,6 +356,7 @@ impl Config {
             });
         }
         self.rate_limits.validate().map_err(|message| ConfigError::Invalid { key: "rate_limits", message })?;
+        ops::validate(self)?;
         if self.federation_max_backoff_secs == 0 {
             return Err(ConfigError::Invalid {
                 key: "federation_max_backoff_secs",
@@ -398,6 +413,10 @@ struct RawConfig {
     presence: Option<bool>,
     retention_purge_interval_secs: Option<u64>,
     rate_limits: Option<RateLimitConfig>,
+    metrics: Option<MetricsConfig>,
+    admin_token_file: Option<PathBuf>,
+    password_min_length: Option<usize>,
+    federation_delegate: Option<String>,
 }
 
 impl RawConfig {
@@ -437,6 +456,10 @@ impl RawConfig {
             presence: self.presence.unwrap_or(d.presence),
             retention_purge_interval_secs: self.retention_purge_interval_secs.or(d.retention_purge_interval_secs),
             rate_limits: self.rate_limits.unwrap_or(d.rate_limits),
+            metrics: self.metrics.unwrap_or(d.metrics),
+            admin_token_file: self.admin_token_file.or(d.admin_token_file),
+            password_min_length: self.password_min_length.unwrap_or(d.password_min_length),
+            federation_delegate: self.federation_delegate.or(d.federation_delegate),
         })
     }
 }

@@ -122,8 +122,9 @@ fn bad_values_are_named() {
     let mut config = Config::default();
     let err = config.apply_env(|k| (k == "TOCSIN_LISTEN").then(|| "nowhere".to_owned())).unwrap_err();
     assert!(err.to_string().contains("nowhere"), "{err}");
+    // Token registration without a configured token: the tokens come from the admin API.
     config.registration = Registration::Token;
-    assert!(config.validate().unwrap_err().to_string().contains("registration_token"));
+    config.validate().expect("tokens may come from the admin API alone");
 }
 
 #[test]

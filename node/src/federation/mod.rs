@@ -21,8 +21,10 @@ pub mod send;
 pub mod sender;
 pub mod srv;
 pub mod tls;
+pub mod tls_reload;
 pub mod trust;
 pub mod user_keys;
+pub mod well_known;
 
 use std::sync::Arc;
 
@@ -96,7 +98,13 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<claim_keys::v1::Request, _, _>(user_keys::claim)
         .ruma::<get_profile_information::v1::Request, _, _>(user_keys::profile)
         .ruma::<get_room_information::v1::Request, _, _>(user_keys::directory);
-    endpoints.into_router().fallback(unrecognized).with_state(services)
+    let metrics =
+        crate::admin::metrics::requests::RequestMetrics { api: "federation", registry: services.metrics.clone() };
+    endpoints
+        .into_router()
+        .fallback(unrecognized)
+        .layer(axum::middleware::from_fn_with_state(metrics, crate::admin::metrics::requests::track))
+        .with_state(services)
 }
 
 /// `GET /_matrix/federation/v1/version`.

@@ -145,6 +145,20 @@ impl NodeTls {
         Ok(Self { cert_path, key_path, cert_chain })
     }
 
+    /// The rustls server configuration for the federation listener (HTTP/1.1), serving the
+    /// certificate `cert` holds (reloaded when its files change; see `tls_reload`).
+    pub fn reloading_server_config(
+        &self,
+    ) -> anyhow::Result<(Arc<ServerConfig>, Arc<super::tls_reload::ReloadingCert>)> {
+        let cert = super::tls_reload::ReloadingCert::load(self.cert_path.clone(), self.key_path.clone())?;
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(cert.clone());
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok((Arc::new(config), cert))
+    }
+
     /// The rustls server configuration for the federation listener (HTTP/1.1).
     pub fn server_config(&self) -> anyhow::Result<Arc<ServerConfig>> {
         let key = PrivateKeyDer::from_pem_file(&self.key_path)

@@ -5,7 +5,11 @@
 pub mod render;
 pub mod thumbnails;
 
+mod purge;
+
 use std::path::PathBuf;
+
+pub use purge::Purged;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

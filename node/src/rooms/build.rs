@@ -108,6 +108,12 @@ impl Rooms {
                 .map(Arc::new)
                 .ok_or_else(|| Error::internal("transaction maps to a missing event"));
         }
+        if self.is_shut_down(room_id)?
+            && !(event.kind == TimelineEventType::RoomMember
+                && event.content.get("membership").and_then(|m| m.as_str()) == Some("leave"))
+        {
+            return Err(Error::forbidden("this room was shut down by the server's administrator"));
+        }
         // Policy first (rule 2 of the design): a refused event is never built or stored.
         self.policy.check_event(&head, sender, &event)?;
         if event.kind == TimelineEventType::RoomRedaction

@@ -87,6 +87,12 @@ impl Rooms {
         }
     }
 
+    /// Whether an admin shut the room down: it then takes nothing from this node's users but
+    /// their leaving, and nobody here may join it again.
+    pub fn is_shut_down(&self, room_id: &RoomId) -> Result<bool> {
+        Ok(self.db.get(crate::store::trees::SHUT_DOWN_ROOMS, room_id.as_bytes())?.is_some())
+    }
+
     /// Drops the cached head so the next use reloads it from the store (after a failed write).
     fn evict(&self, room_id: &RoomId) {
         if let Ok(mut heads) = self.heads.lock() {

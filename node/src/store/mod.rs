@@ -5,6 +5,7 @@
 //! only when it and every position below it are durable, so `/sync` never skips a write that
 //! commits late.
 
+pub mod schema;
 mod streams;
 pub mod trees;
 
@@ -76,6 +77,17 @@ impl Db {
         let store = Store::open(kind, dir)?;
         let streams = Arc::new(Streams::load(&store)?);
         Ok(Self { store, streams })
+    }
+
+    /// A consistent copy of the store, taken while it is in use, as a new store in `dir`
+    /// (see `tocsin_store::Store::backup`). Blocking.
+    pub fn backup(&self, dir: &Path) -> Result<()> {
+        Ok(self.store.backup(dir)?)
+    }
+
+    /// Commit counts and latencies since the store opened (metrics).
+    pub fn commit_stats(&self) -> &tocsin_store::CommitStats {
+        self.store.commit_stats()
     }
 
     pub fn engine_name(&self) -> &'static str {

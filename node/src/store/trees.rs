@@ -91,6 +91,12 @@ pub const BACKUP_KEYS: &str = "backup_keys";
 /// media_id -> MediaMeta (JSON); the bytes live on disk, named by their sha256
 pub const MEDIA: &str = "media";
 
+// Operations (admin API).
+/// registration token -> RegistrationToken (JSON): tokens made with the admin API
+pub const REGISTRATION_TOKENS: &str = "registration_tokens";
+/// room_id -> ShutDown (JSON): rooms an admin shut down; local users may only leave them
+pub const SHUT_DOWN_ROOMS: &str = "shut_down_rooms";
+
 // Outbound federation.
 /// destination_server_name SEP seq (8 bytes big-endian) -> QueueItem (JSON, tagged by "kind"):
 /// what is still to be sent to that server, in seq order (see `federation::sender`)

@@ -3,6 +3,7 @@
 mod account;
 mod account_data;
 mod openid;
+pub mod password;
 pub use openid::OPENID_VALIDITY;
 mod uiaa;
 

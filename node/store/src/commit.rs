@@ -45,6 +45,73 @@ struct Shared {
     durable: Arc<watch::Sender<u64>>,
     overlay: Arc<Mutex<Overlay>>,
     stages: AtomicU64,
+    stats: Arc<CommitStats>,
+    /// Held (shared) by the committer around each group write; held exclusively by a backup of
+    /// an engine without snapshot reads, so no write lands halfway through the copy.
+    pause: Arc<RwLock<()>>,
+}
+
+/// Upper bounds, in seconds, of the commit latency buckets in [`CommitStats`].
+pub const COMMIT_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+/// What the committer has done since the store opened, for metrics: durable groups, the
+/// batches in them, failures, and how long each group's durable write took.
+#[derive(Debug)]
+pub struct CommitStats {
+    /// One slot per bound of [`COMMIT_BUCKETS`] plus one for slower writes; each counts only
+    /// its own range.
+    slots: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+    groups: AtomicU64,
+    batches: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl Default for CommitStats {
+    fn default() -> Self {
+        Self {
+            slots: (0..=COMMIT_BUCKETS.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            groups: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        }
+    }
+}
+
+impl CommitStats {
+    fn record(&self, took: std::time::Duration, batches: usize, ok: bool) {
+        let secs = took.as_secs_f64();
+        let slot = COMMIT_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(COMMIT_BUCKETS.len());
+        self.slots[slot].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.groups.fetch_add(1, Ordering::Relaxed);
+        self.batches.fetch_add(batches as u64, Ordering::Relaxed);
+        if !ok {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Per-bucket counts (not cumulative), the last for writes slower than every bound.
+    pub fn bucket_counts(&self) -> Vec<u64> {
+        self.slots.iter().map(|s| s.load(Ordering::Relaxed)).collect()
+    }
+
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+    }
+
+    pub fn groups(&self) -> u64 {
+        self.groups.load(Ordering::Relaxed)
+    }
+
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
 }
 
 struct Job {
@@ -114,6 +181,8 @@ impl Store {
                         durable: Arc::new(durable),
                         overlay: Arc::default(),
                         stages: AtomicU64::new(1),
+                        stats: Arc::default(),
+                        pause: Arc::default(),
                     }),
                 }
             }
@@ -125,13 +194,17 @@ impl Store {
         let (durable, _) = watch::channel(0);
         let durable = Arc::new(durable);
         let overlay: Arc<Mutex<Overlay>> = Arc::default();
+        let stats: Arc<CommitStats> = Arc::default();
+        let pause: Arc<RwLock<()>> = Arc::default();
         let thread = {
             let engine = engine.clone();
             let durable = durable.clone();
             let overlay = overlay.clone();
+            let stats = stats.clone();
+            let pause = pause.clone();
             std::thread::Builder::new()
                 .name(format!("tocsin-commit-{}", engine.name()))
-                .spawn(move || run_committer(&*engine, &rx, &durable, &overlay))?
+                .spawn(move || run_committer(&*engine, &rx, &durable, &overlay, &stats, &pause))?
         };
         Ok(Store {
             shared: Arc::new(Shared {
@@ -141,8 +214,30 @@ impl Store {
                 durable,
                 overlay,
                 stages: AtomicU64::new(1),
+                stats,
+                pause,
             }),
         })
+    }
+
+    /// A consistent copy of the whole store as a new store in `dir`, taken while the store is
+    /// in use: every write acknowledged before the call is in it, none is half in it. Blocks
+    /// the caller (run it off the async runtime); writes pause during the copy only for
+    /// engines without snapshot reads (sled).
+    pub fn backup(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let engine = &self.shared.engine;
+        if engine.snapshot_isolated() {
+            engine.backup_to(dir)
+        } else {
+            let _paused = self.shared.pause.write().unwrap_or_else(PoisonError::into_inner);
+            engine.backup_to(dir)
+        }
+    }
+
+    /// Commit counts and latencies since the store opened.
+    pub fn commit_stats(&self) -> &CommitStats {
+        &self.shared.stats
     }
 
     pub fn engine_name(&self) -> &'static str {
@@ -277,6 +372,8 @@ fn run_committer(
     rx: &mpsc::Receiver<Job>,
     durable: &watch::Sender<u64>,
     overlay: &Mutex<Overlay>,
+    stats: &CommitStats,
+    pause: &RwLock<()>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut batches = vec![first.batch];
@@ -290,8 +387,12 @@ fn run_committer(
         }
 
         // A panicking engine must not kill the thread: every later commit would hang or fail.
+        let paused = pause.read().unwrap_or_else(PoisonError::into_inner);
+        let started = std::time::Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| engine.write_durable(&batches)))
             .unwrap_or_else(|panic| Err(StoreError::Engine(panic_message(&*panic))));
+        drop(paused);
+        stats.record(started.elapsed(), batches.len(), result.is_ok());
         // Written (the engine now answers reads) or failed (the staged values were never true):
         // either way the overlay no longer speaks for these batches.
         for (batch, stage) in batches.iter().zip(&stages) {

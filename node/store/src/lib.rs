@@ -12,7 +12,7 @@ mod sled_engine;
 
 use std::{ops::Bound, path::Path, str::FromStr, sync::Arc};
 
-pub use commit::{Staged, Store};
+pub use commit::{COMMIT_BUCKETS, CommitStats, Staged, Store};
 pub use redb_engine::RedbEngine;
 pub use sled_engine::SledEngine;
 
@@ -101,6 +101,16 @@ pub trait KvEngine: Send + Sync + 'static {
     /// Applies each batch atomically, in order, and returns only when all of them are durable
     /// (on disk, surviving a SIGKILL or power cut as far as the OS's fsync promises).
     fn write_durable(&self, batches: &[WriteBatch]) -> Result<()>;
+
+    /// Writes a consistent copy of every tree as a new store of this engine in `dir` (the
+    /// layout [`open_engine`] opens), durable when it returns. Used by [`Store::backup`].
+    fn backup_to(&self, dir: &Path) -> Result<()>;
+
+    /// Whether [`KvEngine::backup_to`] sees one point in time while writes go on. When false,
+    /// the store pauses its writes for the copy.
+    fn snapshot_isolated(&self) -> bool {
+        false
+    }
 }
 
 /// The smallest key greater than every key that starts with `prefix`, or `None` if there is

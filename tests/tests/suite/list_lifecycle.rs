@@ -150,6 +150,8 @@ async fn a_list_file_rolled_back_during_a_restart_is_refused() {
     }
 }
 
+const METRICS_TOKEN: &str = "scraper-secret-0123456789";
+
 async fn get(base: &str, path: &str, token: Option<&str>) -> (u16, String) {
     let mut request = reqwest::Client::new().get(format!("{base}{path}"));
     if let Some(token) = token {
@@ -204,6 +206,7 @@ async fn list_expiry_shows_in_metrics_and_the_admin_room() {
     let configure = |c: &mut tocsin_node::Config| {
         c.federation_list = Some(list.clone());
         c.federation_operator_keys = vec![pub_path.clone()];
+        c.metrics.token = Some(METRICS_TOKEN.to_owned());
     };
     let node = common::start(&data, configure).await;
     node.services.users.create_account("root", Some("correct horse"), None, true).await.unwrap();
@@ -211,10 +214,12 @@ async fn list_expiry_shows_in_metrics_and_the_admin_room() {
     let user = common::user(&node, "alice").await;
     let base = node.base_url();
 
-    // Metrics: admins only. A list valid for a month: no warning, and no notice.
+    // Metrics: the metrics token only, not even an admin's. A list valid for a month: no
+    // warning, and no notice.
     assert_eq!(get(&base, "/_tocsin/metrics", None).await.0, 401);
     assert_eq!(get(&base, "/_tocsin/metrics", user.access_token().as_deref()).await.0, 403);
-    let (status, text) = get(&base, "/_tocsin/metrics", admin.access_token().as_deref()).await;
+    assert_eq!(get(&base, "/_tocsin/metrics", admin.access_token().as_deref()).await.0, 403);
+    let (status, text) = get(&base, "/_tocsin/metrics", Some(METRICS_TOKEN)).await;
     assert_eq!(status, 200, "{text}");
     let series = |name: &str| format!("{name}{{name=\"Test valley\"}}");
     assert_eq!(metric(&text, &series("tocsin_federation_list_version")), 1);
@@ -227,7 +232,7 @@ async fn list_expiry_shows_in_metrics_and_the_admin_room() {
     write_list(&list, &key, 2, &["tocsin.test"], 3 * 24 * 3600);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let text = loop {
-        let (_, text) = get(&base, "/_tocsin/metrics", admin.access_token().as_deref()).await;
+        let (_, text) = get(&base, "/_tocsin/metrics", Some(METRICS_TOKEN)).await;
         if metric(&text, &series("tocsin_federation_list_version")) == 2 {
             break text;
         }
@@ -256,7 +261,7 @@ async fn list_expiry_shows_in_metrics_and_the_admin_room() {
     let seen = wait_for_notices(&admin, &base, &room, 3).await;
     assert!(seen[1].contains("version 3 expires at"), "{seen:?}");
     assert!(seen[2].contains("version 3 EXPIRED"), "{seen:?}");
-    let (_, text) = get(&base, "/_tocsin/metrics", admin.access_token().as_deref()).await;
+    let (_, text) = get(&base, "/_tocsin/metrics", Some(METRICS_TOKEN)).await;
     assert_eq!(metric(&text, &series("tocsin_federation_list_version")), 3);
     assert_eq!(metric(&text, &series("tocsin_federation_list_expired")), 1);
     assert!(metric(&text, &series("tocsin_federation_list_expires_in_seconds")) <= 0);
@@ -277,7 +282,7 @@ async fn list_expiry_shows_in_metrics_and_the_admin_room() {
     write_list(&list, &key, 4, &["tocsin.test"], 30 * 24 * 3600);
     let seen = wait_for_notices(&admin, &base, &room, 4).await;
     assert!(seen[3].contains("version 4 is in force") && seen[3].contains("warning is over"), "{seen:?}");
-    let (_, text) = get(&base, "/_tocsin/metrics", admin.access_token().as_deref()).await;
+    let (_, text) = get(&base, "/_tocsin/metrics", Some(METRICS_TOKEN)).await;
     assert_eq!(metric(&text, &series("tocsin_federation_list_version")), 4);
     assert_eq!(metric(&text, &series("tocsin_federation_list_expired")), 0);
     assert_eq!(metric(&text, &series("tocsin_federation_list_expiry_warning")), 0);

@@ -8,6 +8,7 @@ mod api;
 mod common;
 mod fed;
 mod hostile;
+mod ops_harness;
 
 mod access_rules;
 mod alarms;
@@ -28,6 +29,9 @@ mod federation_trust;
 mod interop_synapse;
 mod lifecycle;
 mod list_lifecycle;
+mod ops_admin;
+mod ops_backup;
+mod ops_tls;
 mod policy_apply;
 mod policy_gate;
 mod policy_safety;

@@ -144,6 +144,8 @@ struct Peer {
     has_worker: bool,
     /// Items dropped unsent (see [`Backlog::dropped`]).
     dropped: u64,
+    sent_total: u64,
+    failed_total: u64,
 }
 
 struct Inner {
@@ -357,10 +359,22 @@ impl Sender {
         Ok(out.into_values().collect())
     }
 
+    /// Transactions delivered and failed per destination since the node started (metrics).
+    pub fn totals(&self) -> Result<Vec<(OwnedServerName, u64, u64)>> {
+        let mut out: Vec<_> = self
+            .peers()?
+            .iter()
+            .filter(|(_, p)| p.sent_total > 0 || p.failed_total > 0)
+            .map(|(dest, p)| (dest.clone(), p.sent_total, p.failed_total))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     fn record_success(&self, dest: &ServerName) {
-        if let Ok(mut peers) = self.peers()
-            && let Some(peer) = peers.get_mut(dest)
-        {
+        if let Ok(mut peers) = self.peers() {
+            let peer = peers.entry(dest.to_owned()).or_default();
+            peer.sent_total = peer.sent_total.saturating_add(1);
             peer.failures = 0;
             peer.retry_at = None;
             peer.last_error = None;
@@ -371,6 +385,7 @@ impl Sender {
         let Ok(mut peers) = self.peers() else { return };
         let peer = peers.entry(dest.to_owned()).or_default();
         peer.failures = peer.failures.saturating_add(1);
+        peer.failed_total = peer.failed_total.saturating_add(1);
         let delay = backoff_after(peer.failures, self.inner.base_backoff, self.inner.max_backoff);
         peer.retry_at = Some(Instant::now() + delay);
         peer.last_error = Some(error.to_string());

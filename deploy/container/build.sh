@@ -14,7 +14,7 @@ podman_cmd=${PODMAN:-podman --runtime runc --cgroup-manager=cgroupfs}
 ctx="$(mktemp -d)"
 trap 'rm -rf "$ctx"' EXIT
 root="$ctx/rootfs"
-mkdir -p "$root/usr/local/bin" "$root/etc/tocsin" "$root/var/lib/tocsin" "$root/tmp"
+mkdir -p "$root/usr/local/bin" "$root/etc/tocsin" "$root/tmp" "$ctx/data/tocsin"
 install -m 0755 "$bin" "$root/usr/local/bin/$(basename "$bin")"
 # The entry point is the binary itself under a fixed name, so one Containerfile serves both.
 ln -s "$(basename "$bin")" "$root/usr/local/bin/entry"
@@ -30,7 +30,6 @@ echo "hosts: files dns" > "$root/etc/nsswitch.conf"
 # Outbound federation trusts only the configured CA files; a deployment that wants the public
 # roots mounts /etc/ssl/certs/ca-certificates.crt and names it in tls_ca_files.
 chmod 1777 "$root/tmp"
-chown -R 10001:10001 "$root/var/lib/tocsin" 2>/dev/null || true
 cp "$here/Containerfile" "$ctx/Containerfile"
 $podman_cmd build --quiet -t "$image" "$ctx"
 echo "built $image"

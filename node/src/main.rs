@@ -312,7 +312,7 @@ async fn policy_remote(config: Option<&std::path::Path>, remote: RemoteArgs, app
         Some(url) => url,
         None => remote::base_url(&Config::load(config)?),
     };
-    let client = remote::AdminClient::new(&url, token.trim());
+    let client = remote::AdminClient::new(&url, token.trim())?;
     if apply {
         let view = client.apply().await?;
         print!("{}", remote::apply_text(&view));

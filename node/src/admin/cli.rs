@@ -148,7 +148,7 @@ impl Client {
             }
             format!("http://{addr}")
         });
-        Ok(Self { http: reqwest::Client::new(), base: base.trim_end_matches('/').to_owned(), token })
+        Ok(Self { http: crate::http::outbound::cli_client()?, base: base.trim_end_matches('/').to_owned(), token })
     }
 
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {

@@ -14,7 +14,7 @@ pub async fn fetch(base: &str, token: &str, id: Option<&str>) -> anyhow::Result<
         }
         None => format!("{base}/_tocsin/admin/alarms"),
     };
-    let response = reqwest::Client::new().get(&url).bearer_auth(token).send().await.map_err(|e| {
+    let response = crate::http::outbound::cli_client()?.get(&url).bearer_auth(token).send().await.map_err(|e| {
         anyhow::anyhow!("cannot reach the node at {base}: is it running? (--url, or the config's address): {e}")
     })?;
     let status = response.status();

@@ -3,6 +3,7 @@
 
 mod extract;
 pub mod log;
+pub mod outbound;
 pub mod ratelimit;
 mod router;
 

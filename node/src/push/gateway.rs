@@ -47,14 +47,17 @@ pub struct Gateways {
 impl Gateways {
     pub fn new(config: &crate::Config) -> anyhow::Result<Self> {
         let outbound = Arc::new(OutboundPolicy::new(config.outbound_ip_allow.clone()));
-        let http = reqwest::Client::builder()
-            .dns_resolver(Resolver { outbound: outbound.clone() })
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .user_agent(concat!("Tocsin/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let builder = || {
+            reqwest::Client::builder()
+                .dns_resolver(Resolver { outbound: outbound.clone() })
+                .connect_timeout(CONNECT_TIMEOUT)
+                .timeout(REQUEST_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .user_agent(concat!("Tocsin/", env!("CARGO_PKG_VERSION")))
+        };
+        // Gateways over https chain to the system's CAs, or on a host without any, to `tls_ca_files`.
+        let http = crate::http::outbound::client(builder, &config.tls_ca_files)?;
         Ok(Self { http, outbound })
     }
 

@@ -33,8 +33,12 @@ pub struct AdminClient {
 }
 
 impl AdminClient {
-    pub fn new(base: &str, token: &str) -> Self {
-        Self { http: reqwest::Client::new(), base: base.trim_end_matches('/').to_owned(), token: token.to_owned() }
+    pub fn new(base: &str, token: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: crate::http::outbound::cli_client()?,
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+        })
     }
 
     pub async fn plan(&self) -> anyhow::Result<PlanView> {

@@ -29,7 +29,7 @@ pub use federation::{
     read_federation_list,
 };
 pub use node_policy::{
-    AccessRule, Account, AlarmLevel, AlarmPolicy, Credential, ExternalUsers, HistoryVisibility, NodePolicy,
+    AccessRule, Account, AlarmLevel, BridgePolicy, BridgeRoute, CapSeverity, CapUrgency, GeoCircle, GeoPoint, AlarmPolicy, Credential, ExternalUsers, HistoryVisibility, NodePolicy,
     NodeSettings, ParsedPolicy, Role, Room, RoomDefaults, RoomKind, parse_node_policy, read_node_policy,
     read_node_policy_files,
 };

@@ -56,6 +56,7 @@ pub(super) fn validate(p: &NodePolicy, federation: Option<&FederationList>) -> D
     check_accounts(p, &mut c);
     check_rooms(p, federation, own_server, &mut c);
     check_sections(p, &mut c);
+    super::bridge::validate(p, &mut c.out);
     Diagnostics(c.out)
 }
 

@@ -99,14 +99,27 @@ fn spawn_workers(
         tokio::spawn(crate::outbox::run(store.clone(), bot.clone(), metrics.clone(), wake.clone(), rx.clone())),
     ];
     for source in &config.sources {
-        if let SourceKind::Folder { path, interval_ms } = &source.kind {
-            tasks.push(tokio::spawn(crate::sources::folder::run(
+        match &source.kind {
+            SourceKind::Folder { path, interval_ms } => tasks.push(tokio::spawn(crate::sources::folder::run(
                 source.name.clone(),
                 path.clone(),
                 Duration::from_millis(*interval_ms),
                 ingest.clone(),
                 rx.clone(),
-            )));
+            ))),
+            SourceKind::Poll { url, interval_ms } => {
+                let poller = crate::sources::poll::Poller {
+                    name: source.name.clone(),
+                    url: url.clone(),
+                    interval: Duration::from_millis(*interval_ms),
+                    ingest: ingest.clone(),
+                    store: store.clone(),
+                    http: reqwest::Client::new(),
+                    data_dir: config.data_dir.clone(),
+                };
+                tasks.push(tokio::spawn(poller.run(rx.clone())));
+            }
+            SourceKind::CapPost { .. } => {}
         }
     }
     tasks

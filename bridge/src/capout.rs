@@ -67,8 +67,7 @@ fn identifier_for(event_id: &str) -> String {
 }
 
 fn cap_time(ms: i64) -> DateTime<FixedOffset> {
-    let utc = Utc.timestamp_millis_opt(ms).single().unwrap_or_default();
-    utc.with_timezone(&FixedOffset::east_opt(0).unwrap_or(utc.fixed_offset().timezone()))
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default().fixed_offset()
 }
 
 /// An alarm message as a CAP feed entry (`None` when the message is no alarm).

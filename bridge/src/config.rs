@@ -17,6 +17,12 @@
 //! interval_ms = 1000
 //!
 //! [[source]]
+//! name = "national"
+//! kind = "poll"                  # a CAP document or an Atom/RSS feed of them
+//! url = "https://warnings.example/cap/feed.atom"
+//! interval_ms = 60000
+//!
+//! [[source]]
 //! name = "state-warnings"
 //! kind = "cap_post"              # POST /cap/state-warnings
 //! hmac_secret = "..."           # X-Tocsin-Signature: sha256=<hex>; or bearer_secret
@@ -58,8 +64,8 @@ pub struct Config {
     pub sources: Vec<Source>,
 }
 
+// No deny_unknown_fields here: serde does not support it together with `flatten`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Source {
     pub name: String,
     #[serde(flatten)]
@@ -67,12 +73,18 @@ pub struct Source {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SourceKind {
     /// CAP files dropped into a folder; done/ and quarantine/ are made beside them.
     Folder {
         path: PathBuf,
         #[serde(default = "default_interval_ms")]
+        interval_ms: u64,
+    },
+    /// A CAP document, or an Atom/RSS feed linking CAP documents, fetched every `interval_ms`.
+    Poll {
+        url: String,
+        #[serde(default = "default_poll_ms")]
         interval_ms: u64,
     },
     /// CAP documents POSTed to `/cap/<name>`.
@@ -86,6 +98,10 @@ pub enum SourceKind {
 
 fn default_interval_ms() -> u64 {
     1000
+}
+
+fn default_poll_ms() -> u64 {
+    60_000
 }
 
 impl Config {

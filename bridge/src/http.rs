@@ -69,6 +69,10 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     tokio::net::TcpListener::bind(addr).await
 }
 
+fn json_body(v: serde_json::Value) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], v.to_string())
+}
+
 fn internal(e: impl std::fmt::Display) -> Response {
     tracing::error!("bridge HTTP: {e}");
     (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
@@ -102,22 +106,22 @@ async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
 async fn push_cap(State(s): State<Arc<HttpState>>, Path(source): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     let Some((hmac, bearer)) = s.push.get(&source) else { return StatusCode::NOT_FOUND.into_response() };
     if !push::authorized(&headers, &body, hmac.as_deref(), bearer.as_deref()) {
-        return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "missing or wrong secret or signature"}))).into_response();
+        return (StatusCode::UNAUTHORIZED, json_body(json!({"error": "missing or wrong secret or signature"}))).into_response();
     }
     let Ok(text) = std::str::from_utf8(&body) else {
-        return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "the body is not UTF-8"}))).into_response();
+        return (StatusCode::BAD_REQUEST, json_body(json!({"error": "the body is not UTF-8"}))).into_response();
     };
     let state = s.clone();
     let text = text.to_owned();
     let src = source.clone();
     let result = tokio::task::spawn_blocking(move || take_document(&state.ingest, &src, "POST", &text)).await;
     match result {
-        Ok(Ok(outcome)) => (StatusCode::ACCEPTED, axum::Json(json!({"outcome": format!("{outcome:?}")}))).into_response(),
+        Ok(Ok(outcome)) => (StatusCode::ACCEPTED, json_body(json!({"outcome": format!("{outcome:?}")}))).into_response(),
         Ok(Err(TakeError::Invalid(e))) => {
             if let Err(io) = push::quarantine(&s.data_dir, &source, &body, &e.to_string()) {
                 tracing::error!("cannot quarantine a pushed document: {io}");
             }
-            (StatusCode::BAD_REQUEST, axum::Json(json!({"error": e.to_string(), "line": e.line, "element": e.element})))
+            (StatusCode::BAD_REQUEST, json_body(json!({"error": e.to_string(), "line": e.line, "element": e.element})))
                 .into_response()
         }
         Ok(Err(TakeError::Store(e))) => internal(e),

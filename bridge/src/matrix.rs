@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use matrix_sdk::config::SyncSettings;
+use matrix_sdk::config::{RequestConfig, SyncSettings};
 use matrix_sdk::ruma::events::room::member::StrippedRoomMemberEvent;
 use matrix_sdk::ruma::{OwnedRoomId, RoomAliasId};
 use matrix_sdk::{Client, Room, RoomState};
@@ -59,6 +59,9 @@ impl Bot {
         let client = Client::builder()
             .homeserver_url(homeserver)
             .sqlite_store(data_dir.join("matrix"), None)
+            // matrix-sdk retries failed requests forever by default; the outbox and the sync
+            // loop retry themselves, and must see a homeserver that is down.
+            .request_config(RequestConfig::new().retry_limit(1).timeout(Duration::from_secs(40)))
             .build()
             .await?;
         let path = session_path(data_dir);
@@ -74,10 +77,11 @@ impl Bot {
             std::fs::write(&path, text).map_err(|e| MatrixError::Session(e.to_string()))?;
         }
         client.add_event_handler(|ev: StrippedRoomMemberEvent, room: Room, client: Client| async move {
-            if client.user_id() == Some(&*ev.state_key) && room.state() == RoomState::Invited {
-                if let Err(e) = room.join().await {
-                    warn!(room = %room.room_id(), "joining an invited room failed: {e}");
-                }
+            if client.user_id() == Some(&*ev.state_key)
+                && room.state() == RoomState::Invited
+                && let Err(e) = room.join().await
+            {
+                warn!(room = %room.room_id(), "joining an invited room failed: {e}");
             }
         });
         Ok(Bot { client, rooms: Mutex::new(HashMap::new()) })
@@ -89,13 +93,15 @@ impl Bot {
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
-                r = client.sync_once(settings.clone()) => if let Err(e) = r {
-                    warn!("sync failed, retrying: {e}");
-                    tokio::select! {
-                        _ = shutdown.changed() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                r = client.sync_once(settings.clone()) => {
+                    if let Err(e) = r {
+                        warn!("sync failed, retrying: {e}");
+                        tokio::select! {
+                            _ = shutdown.changed() => return,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
                     }
-                },
+                }
             }
         }
     }

@@ -8,7 +8,7 @@
 mod enums;
 pub mod parse;
 pub mod write;
-mod xml;
+pub mod xml;
 
 use chrono::{DateTime, FixedOffset};
 
@@ -94,19 +94,8 @@ pub struct Resource {
     pub digest: Option<String>,
 }
 
-/// A WGS 84 point as CAP writes it: latitude first.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Point {
-    pub lat: f64,
-    pub lon: f64,
-}
-
-/// A `<circle>`: centre and radius in kilometres.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Circle {
-    pub centre: Point,
-    pub radius_km: f64,
-}
+/// Points and circles are the policy crate's, so alert areas and room areas are one type.
+pub use tocsin_policies::{GeoCircle as Circle, GeoPoint as Point};
 
 /// One `<area>`.
 #[derive(Debug, Clone, PartialEq)]
@@ -154,3 +143,6 @@ impl Reference {
 pub fn cap_datetime(t: &DateTime<FixedOffset>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%:z").to_string()
 }
+
+#[cfg(test)]
+mod tests;

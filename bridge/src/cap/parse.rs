@@ -3,28 +3,21 @@
 //! (restriction with Restricted scope, references for Update/Cancel, ceiling needs altitude).
 //! The first problem is reported with its element path and line.
 
-use std::fmt;
-
 use chrono::{DateTime, FixedOffset};
 
 use super::xml::{Element, read_tree};
 use super::{
-    Alert, Area, Circle, DSIG_NS, Info, Keyword, MsgType, NS, NamedValue, Point, Reference, Resource, Scope,
+    Alert, Area, DSIG_NS, Info, Keyword, MsgType, NS, NamedValue, Reference, Resource, Scope,
 };
 
 /// Why a document is not valid CAP 1.2: where (line and element path) and what.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: <{element}>: {message}")]
 pub struct CapError {
     pub line: usize,
     /// e.g. `alert/info[2]/area[1]/polygon`.
     pub element: String,
     pub message: String,
-}
-
-impl fmt::Display for CapError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: <{}>: {}", self.line, self.element, self.message)
-    }
 }
 
 type Result<T> = std::result::Result<T, CapError>;
@@ -331,7 +324,7 @@ fn area(el: &Element, path: String) -> Result<Area> {
         .map(|(p, e)| parse_circle(&e.text).map_err(|m| CapError { line: e.line, element: p, message: m }))
         .collect::<Result<Vec<_>>>()?;
     let geocodes = c.named_values("geocode")?;
-    let mut number = |c: &mut Children<'_>, name: &str| -> Result<Option<f64>> {
+    let number = |c: &mut Children<'_>, name: &str| -> Result<Option<f64>> {
         match c.opt(name)? {
             None => Ok(None),
             Some(e) => e.text.trim().parse::<f64>().ok().filter(|v| v.is_finite()).map(Some).ok_or_else(|| {
@@ -353,39 +346,4 @@ fn area(el: &Element, path: String) -> Result<Area> {
     Ok(Area { area_desc, polygons, circles, geocodes, altitude, ceiling })
 }
 
-/// `lat,lon`, WGS 84, in range.
-fn parse_point(s: &str) -> std::result::Result<Point, String> {
-    let (lat, lon) = s.split_once(',').ok_or_else(|| format!("a point is \"lat,lon\", found {s:?}"))?;
-    let lat: f64 = lat.trim().parse().map_err(|_| format!("latitude {lat:?} is not a number"))?;
-    let lon: f64 = lon.trim().parse().map_err(|_| format!("longitude {lon:?} is not a number"))?;
-    if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
-        return Err(format!("point {s:?} is outside -90..90 latitude / -180..180 longitude"));
-    }
-    Ok(Point { lat, lon })
-}
-
-/// A CAP polygon: space-separated `lat,lon` pairs, at least four, first equal to last.
-pub fn parse_polygon(text: &str) -> std::result::Result<Vec<Point>, String> {
-    let points = text.split_whitespace().map(parse_point).collect::<std::result::Result<Vec<_>, _>>()?;
-    if points.len() < 4 {
-        return Err(format!("a polygon needs at least 4 points (the first repeated last), found {}", points.len()));
-    }
-    if points.first() != points.last() {
-        return Err("a polygon must be closed: its last point must equal its first".into());
-    }
-    Ok(points)
-}
-
-/// A CAP circle: `lat,lon radius_km`.
-pub fn parse_circle(text: &str) -> std::result::Result<Circle, String> {
-    let mut parts = text.split_whitespace();
-    let (Some(centre), Some(radius), None) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(format!("a circle is \"lat,lon radius_km\", found {:?}", text.trim()));
-    };
-    let centre = parse_point(centre)?;
-    let radius_km: f64 = radius.parse().map_err(|_| format!("radius {radius:?} is not a number"))?;
-    if !radius_km.is_finite() || radius_km < 0.0 {
-        return Err(format!("radius {radius:?} must be zero or more kilometres"));
-    }
-    Ok(Circle { centre, radius_km })
-}
+pub use tocsin_policies::node_policy::bridge::{parse_circle, parse_polygon};

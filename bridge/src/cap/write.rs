@@ -1,7 +1,7 @@
 //! [`Alert`] back to CAP 1.2 XML, elements in the schema's order, through quick-xml's writer
 //! (which escapes text).
 
-use std::io;
+use std::io::{self, Write};
 
 use quick_xml::Writer;
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};

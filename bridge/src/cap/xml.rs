@@ -12,8 +12,30 @@ pub struct Element {
     pub ns: Option<String>,
     pub name: String,
     pub line: usize,
+    /// Attributes by local name (namespace declarations left out).
+    pub attrs: Vec<(String, String)>,
     pub text: String,
     pub children: Vec<Element>,
+}
+
+impl Element {
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+fn attrs_of(e: &quick_xml::events::BytesStart<'_>) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for a in e.attributes() {
+        let a = a.map_err(|e| e.to_string())?;
+        let key = a.key;
+        if key.as_namespace_binding().is_some() {
+            continue;
+        }
+        let value = a.unescape_value().map_err(|e| e.to_string())?.into_owned();
+        out.push((String::from_utf8_lossy(key.local_name().as_ref()).into_owned(), value));
+    }
+    Ok(out)
 }
 
 /// Malformed XML (not well-formed), with the line it was found on.
@@ -64,11 +86,13 @@ pub fn read_tree(src: &str) -> Result<Element, XmlError> {
                     return Err(XmlError { line, message: format!("elements nested deeper than {MAX_DEPTH}") });
                 }
                 let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
-                stack.push(Element { ns, name, line, text: String::new(), children: Vec::new() });
+                let attrs = attrs_of(&e).map_err(|m| XmlError { line, message: m })?;
+                stack.push(Element { ns, name, line, attrs, text: String::new(), children: Vec::new() });
             }
             Event::Empty(e) => {
                 let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
-                let el = Element { ns, name, line, text: String::new(), children: Vec::new() };
+                let attrs = attrs_of(&e).map_err(|m| XmlError { line, message: m })?;
+                let el = Element { ns, name, line, attrs, text: String::new(), children: Vec::new() };
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(el),
                     None => root = Some(el),

@@ -2,6 +2,7 @@
 //! validates them and passes valid alerts to the [`Ingest`](crate::ingest::Ingest).
 
 pub mod folder;
+pub mod poll;
 pub mod push;
 
 use chrono::Utc;

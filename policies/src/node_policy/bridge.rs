@@ -239,3 +239,63 @@ pub(super) fn validate(p: &NodePolicy, out: &mut Vec<Diagnostic>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::parse_node_policy;
+
+    const BASE: &str = r#"
+[[role]]
+name = "bridge"
+power_level = 50
+may_send_alarms = true
+
+[[account]]
+localpart = "cap-bridge"
+roles = ["bridge"]
+
+[[room]]
+alias = "flood-ops"
+name = "Flood"
+members = ["cap-bridge"]
+
+[[room]]
+alias = "press"
+name = "Press"
+"#;
+
+    fn errors(extra: &str) -> Vec<String> {
+        let text = format!("{BASE}{extra}");
+        match parse_node_policy(&text, Some(std::path::Path::new("p.toml"))) {
+            Ok(_) => Vec::new(),
+            Err(d) => d.0.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn routes_parse_with_areas() {
+        let text = format!(
+            "{BASE}\n[bridge]\nbot = \"cap-bridge\"\n\n[[bridge.route]]\nroom = \"flood-ops\"\nmin_severity = \"Severe\"\ncategories = [\"Met\"]\npolygons = [\"52.0,13.0 52.0,13.4 52.2,13.4 52.0,13.0\"]\ncircles = [\"52.1,13.2 8\"]\ngeocodes = [\"AGS=031590001\"]\n"
+        );
+        let p = parse_node_policy(&text, None).unwrap().policy;
+        let r = &p.bridge.routes[0];
+        assert_eq!(p.bridge.bot.as_deref(), Some("cap-bridge"));
+        assert_eq!((r.min_severity, r.polygons[0].len(), r.circles[0].radius_km), (Some(super::CapSeverity::Severe), 4, 8.0));
+        assert_eq!(r.geocodes, vec![("AGS".to_owned(), "031590001".to_owned())]);
+    }
+
+    #[test]
+    fn mistakes_are_named_with_file_line_and_field() {
+        let e = errors("\n[bridge]\nbot = \"cap-bridge\"\n\n[[bridge.route]]\nroom = \"flood-ops\"\npolygons = [\"52.0,13.0 52.0,13.4 52.2,13.4\"]\n");
+        assert!(e.iter().any(|d| d.starts_with("p.toml:27:") && d.contains("bridge.route[0].polygons[0]") && d.contains("at least 4 points")), "{e:?}");
+        let e = errors("\n[bridge]\nbot = \"cap-bridge\"\n\n[[bridge.route]]\nroom = \"flood-ops\"\ncategories = [\"Weather\"]\n");
+        assert!(e.iter().any(|d| d.contains("unknown CAP category \"Weather\"")), "{e:?}");
+        let e = errors("\n[bridge]\nbot = \"cap-bridge\"\n\n[[bridge.route]]\nroom = \"press\"\n");
+        assert!(e.iter().any(|d| d.contains("bridge.route[0].room") && d.contains("not a member of room \"press\"")), "{e:?}");
+        let e = errors("\n[bridge]\nbot = \"nobody\"\n\n[[bridge.route]]\nroom = \"nowhere\"\n");
+        assert!(e.iter().any(|d| d.contains("bot \"nobody\" is not an [[account]]")), "{e:?}");
+        assert!(e.iter().any(|d| d.contains("room \"nowhere\" is not a [[room]]")), "{e:?}");
+        let e = errors("\n[bridge]\nbot = \"cap-bridge\"\n\n[[bridge.route]]\nroom = \"flood-ops\"\nmin_severity = \"Huge\"\n");
+        assert!(e.iter().any(|d| d.contains("min_severity")), "{e:?}");
+    }
+}

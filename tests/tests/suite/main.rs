@@ -12,6 +12,7 @@ mod hostile;
 mod access_rules;
 mod aliases;
 mod bad_input;
+mod bridge;
 mod clients;
 mod concurrency;
 mod demo;

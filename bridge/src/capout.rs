@@ -165,11 +165,15 @@ pub fn alarm_to_cap(
         }],
         signed: false,
     };
-    let title = format!("{}{}", match msg_type {
-        MsgType::Cancel => "Cancelled: ",
-        MsgType::Update => "Update: ",
-        _ => "",
-    }, headline);
+    let title = format!(
+        "{}{}",
+        match msg_type {
+            MsgType::Cancel => "Cancelled: ",
+            MsgType::Update => "Update: ",
+            _ => "",
+        },
+        headline
+    );
     Ok(Some(FeedEntry {
         event_id: event_id.to_owned(),
         room_id: String::new(),
@@ -187,7 +191,8 @@ fn esc(s: &str) -> String {
 /// The Atom feed of the newest entries; each links to its CAP document and embeds it.
 pub fn atom(entries: &[FeedEntry], base_url: &str) -> String {
     let updated = entries.first().map(|e| e.updated.clone()).unwrap_or_else(|| Utc::now().to_rfc3339());
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<feed xmlns=\"http://www.w3.org/2005/Atom\">\n");
+    let mut out =
+        String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<feed xmlns=\"http://www.w3.org/2005/Atom\">\n");
     out.push_str(&format!(
         "  <id>{}/cap/feed.atom</id>\n  <title>Tocsin alarms (CAP 1.2)</title>\n  <updated>{}</updated>\n  <link rel=\"self\" href=\"{}/cap/feed.atom\"/>\n  <author><name>tocsin-bridge</name></author>\n",
         esc(base_url), esc(&updated), esc(base_url)

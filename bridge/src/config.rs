@@ -107,8 +107,8 @@ fn default_poll_ms() -> u64 {
 impl Config {
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
-        let config: Config =
-            toml::from_str(&text).map_err(|source| ConfigError::Toml { path: path.into(), source: Box::new(source) })?;
+        let config: Config = toml::from_str(&text)
+            .map_err(|source| ConfigError::Toml { path: path.into(), source: Box::new(source) })?;
         config.validate().map_err(|message| ConfigError::Invalid { path: path.into(), message })?;
         Ok(config)
     }
@@ -139,7 +139,9 @@ impl Config {
             (None, Some(f)) => std::fs::read_to_string(f)
                 .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
                 .map_err(|source| ConfigError::Io { path: f.clone(), source }),
-            (None, None) => Err(ConfigError::Invalid { path: "config".into(), message: "no password or password_file".into() }),
+            (None, None) => {
+                Err(ConfigError::Invalid { path: "config".into(), message: "no password or password_file".into() })
+            }
         }
     }
 }

@@ -80,9 +80,8 @@ fn internal(e: impl std::fmt::Display) -> Response {
 
 async fn feed(State(s): State<Arc<HttpState>>) -> Response {
     match s.store.feed(200) {
-        Ok(entries) => {
-            ([(header::CONTENT_TYPE, "application/atom+xml")], crate::capout::atom(&entries, &s.base_url)).into_response()
-        }
+        Ok(entries) => ([(header::CONTENT_TYPE, "application/atom+xml")], crate::capout::atom(&entries, &s.base_url))
+            .into_response(),
         Err(e) => internal(e),
     }
 }
@@ -103,10 +102,16 @@ async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
     }
 }
 
-async fn push_cap(State(s): State<Arc<HttpState>>, Path(source): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn push_cap(
+    State(s): State<Arc<HttpState>>,
+    Path(source): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some((hmac, bearer)) = s.push.get(&source) else { return StatusCode::NOT_FOUND.into_response() };
     if !push::authorized(&headers, &body, hmac.as_deref(), bearer.as_deref()) {
-        return (StatusCode::UNAUTHORIZED, json_body(json!({"error": "missing or wrong secret or signature"}))).into_response();
+        return (StatusCode::UNAUTHORIZED, json_body(json!({"error": "missing or wrong secret or signature"})))
+            .into_response();
     }
     let Ok(text) = std::str::from_utf8(&body) else {
         return (StatusCode::BAD_REQUEST, json_body(json!({"error": "the body is not UTF-8"}))).into_response();
@@ -116,7 +121,9 @@ async fn push_cap(State(s): State<Arc<HttpState>>, Path(source): Path<String>, h
     let src = source.clone();
     let result = tokio::task::spawn_blocking(move || take_document(&state.ingest, &src, "POST", &text)).await;
     match result {
-        Ok(Ok(outcome)) => (StatusCode::ACCEPTED, json_body(json!({"outcome": format!("{outcome:?}")}))).into_response(),
+        Ok(Ok(outcome)) => {
+            (StatusCode::ACCEPTED, json_body(json!({"outcome": format!("{outcome:?}")}))).into_response()
+        }
         Ok(Err(TakeError::Invalid(e))) => {
             if let Err(io) = push::quarantine(&s.data_dir, &source, &body, &e.to_string()) {
                 tracing::error!("cannot quarantine a pushed document: {io}");

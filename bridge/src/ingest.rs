@@ -145,7 +145,12 @@ impl Ingest {
         let jobs: Vec<Job> = root
             .rooms
             .iter()
-            .map(|room| Job { root: previous.root.clone(), room: room.clone(), kind: JobKind::Edit, content: content.clone() })
+            .map(|room| Job {
+                root: previous.root.clone(),
+                room: room.clone(),
+                kind: JobKind::Edit,
+                content: content.clone(),
+            })
             .collect();
         self.store.accept(key, &record, &jobs)?;
         if alert.msg_type == MsgType::Cancel {

@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "tocsin-bridge", about = "Public warnings (CAP 1.2) into Tocsin rooms as alarms, and alarms out as CAP")]
+#[command(
+    name = "tocsin-bridge",
+    about = "Public warnings (CAP 1.2) into Tocsin rooms as alarms, and alarms out as CAP"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

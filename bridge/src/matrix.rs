@@ -71,8 +71,14 @@ impl Bot {
                 serde_json::from_str(&text).map_err(|e| MatrixError::Session(e.to_string()))?;
             client.restore_session(session).await?;
         } else {
-            client.matrix_auth().login_username(user, password).initial_device_display_name("tocsin-bridge").send().await?;
-            let session = client.matrix_auth().session().ok_or_else(|| MatrixError::Session("no session after login".into()))?;
+            client
+                .matrix_auth()
+                .login_username(user, password)
+                .initial_device_display_name("tocsin-bridge")
+                .send()
+                .await?;
+            let session =
+                client.matrix_auth().session().ok_or_else(|| MatrixError::Session("no session after login".into()))?;
             let text = serde_json::to_string(&session).map_err(|e| MatrixError::Session(e.to_string()))?;
             std::fs::write(&path, text).map_err(|e| MatrixError::Session(e.to_string()))?;
         }
@@ -115,7 +121,8 @@ impl Bot {
             None => {
                 let server = self.client.user_id().map(|u| u.server_name().to_owned());
                 let server = server.ok_or_else(|| MatrixError::Session("not logged in".into()))?;
-                let full = RoomAliasId::parse(format!("#{alias}:{server}")).map_err(|_| MatrixError::Alias(alias.into()))?;
+                let full =
+                    RoomAliasId::parse(format!("#{alias}:{server}")).map_err(|_| MatrixError::Alias(alias.into()))?;
                 let id = self.client.resolve_room_alias(&full).await?.room_id;
                 self.rooms.lock().await.insert(alias.to_owned(), id.clone());
                 id

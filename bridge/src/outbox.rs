@@ -14,7 +14,13 @@ use crate::render;
 use crate::store::{JobKind, Store, StoreError};
 
 /// Runs until `shutdown`.
-pub async fn run(store: Arc<Store>, bot: Arc<Bot>, metrics: Arc<Metrics>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    store: Arc<Store>,
+    bot: Arc<Bot>,
+    metrics: Arc<Metrics>,
+    wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut backoff = Duration::from_millis(200);
     loop {
         if *shutdown.borrow() {

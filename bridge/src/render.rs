@@ -52,12 +52,8 @@ fn primary(alert: &Alert) -> Option<&Info> {
 
 pub fn summary(alert: &Alert) -> Summary {
     let info = primary(alert);
-    let loudest = alert
-        .infos
-        .iter()
-        .map(|i| level(alert.status, i.severity, i.urgency))
-        .min()
-        .unwrap_or(AlarmLevel::Info);
+    let loudest =
+        alert.infos.iter().map(|i| level(alert.status, i.severity, i.urgency)).min().unwrap_or(AlarmLevel::Info);
     let area: Vec<&str> = info.map(|i| i.areas.iter().map(|a| a.area_desc.as_str()).collect()).unwrap_or_default();
     Summary {
         headline: info

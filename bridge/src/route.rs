@@ -30,7 +30,10 @@ fn circle(c: &GeoCircle) -> Polygon<f64> {
 }
 
 /// The shapes of a set of polygons and circles.
-fn shapes<'a>(polygons: impl Iterator<Item = &'a Vec<GeoPoint>>, circles: impl Iterator<Item = &'a GeoCircle>) -> Vec<Polygon<f64>> {
+fn shapes<'a>(
+    polygons: impl Iterator<Item = &'a Vec<GeoPoint>>,
+    circles: impl Iterator<Item = &'a GeoCircle>,
+) -> Vec<Polygon<f64>> {
     polygons.map(|p| polygon(p)).chain(circles.map(circle)).collect()
 }
 
@@ -39,9 +42,11 @@ fn area_matches(route: &BridgeRoute, info: &Info) -> bool {
     if !route.has_area() {
         return true;
     }
-    let geocode_hit = info.areas.iter().flat_map(|a| &a.geocodes).any(|g| {
-        route.geocodes.iter().any(|(name, value)| *name == g.value_name && *value == g.value)
-    });
+    let geocode_hit = info
+        .areas
+        .iter()
+        .flat_map(|a| &a.geocodes)
+        .any(|g| route.geocodes.iter().any(|(name, value)| *name == g.value_name && *value == g.value));
     if geocode_hit {
         return true;
     }
@@ -57,8 +62,8 @@ fn info_matches(route: &BridgeRoute, alert: &Alert, info: &Info) -> bool {
     let urgency_ok = route.min_urgency.is_none_or(|min| {
         Urgency::from_text(min.as_str()).is_some_and(|min| info.urgency != Urgency::Unknown && info.urgency <= min)
     });
-    let category_ok =
-        route.categories.is_empty() || info.categories.iter().any(|c| route.categories.iter().any(|r| r == c.as_text()));
+    let category_ok = route.categories.is_empty()
+        || info.categories.iter().any(|c| route.categories.iter().any(|r| r == c.as_text()));
     let event_ok = route.events.is_empty() || route.events.iter().any(|e| e.eq_ignore_ascii_case(&info.event));
     let sender_ok = route.senders.is_empty() || route.senders.iter().any(|s| *s == alert.sender);
     severity_ok && urgency_ok && category_ok && event_ok && sender_ok && area_matches(route, info)

@@ -63,4 +63,3 @@ keywords!(
     Severity, "severity" { Extreme, Severe, Moderate, Minor, Unknown }
 );
 keywords!(Certainty, "certainty" { Observed, Likely, Possible, Unlikely, Unknown });
-

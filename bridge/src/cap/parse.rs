@@ -6,9 +6,7 @@
 use chrono::{DateTime, FixedOffset};
 
 use super::xml::{Element, read_tree};
-use super::{
-    Alert, Area, DSIG_NS, Info, Keyword, MsgType, NS, NamedValue, Reference, Resource, Scope,
-};
+use super::{Alert, Area, DSIG_NS, Info, Keyword, MsgType, NS, NamedValue, Reference, Resource, Scope};
 
 /// Why a document is not valid CAP 1.2: where (line and element path) and what.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,8 +22,11 @@ type Result<T> = std::result::Result<T, CapError>;
 
 /// Parses and validates one CAP 1.2 document.
 pub fn parse(src: &str) -> Result<Alert> {
-    let root = read_tree(src)
-        .map_err(|e| CapError { line: e.line, element: "document".into(), message: format!("not well-formed XML: {}", e.message) })?;
+    let root = read_tree(src).map_err(|e| CapError {
+        line: e.line,
+        element: "document".into(),
+        message: format!("not well-formed XML: {}", e.message),
+    })?;
     if root.name != "alert" || root.ns.as_deref() != Some(NS) {
         return Err(CapError {
             line: root.line,
@@ -144,7 +145,9 @@ impl<'a> Children<'a> {
 
 fn leaf(e: &Element, path: &str) -> Result<()> {
     match e.children.first() {
-        Some(c) => Err(CapError { line: c.line, element: path.to_owned(), message: "must contain text, not elements".into() }),
+        Some(c) => {
+            Err(CapError { line: c.line, element: path.to_owned(), message: "must contain text, not elements".into() })
+        }
         None => Ok(()),
     }
 }
@@ -164,7 +167,9 @@ pub fn cap_date(s: &str) -> std::result::Result<DateTime<FixedOffset>, String> {
     let parsed = DateTime::parse_from_rfc3339(s);
     match parsed {
         Ok(t) if shape => Ok(t),
-        _ => Err(format!("expected a date like \"2002-05-24T16:49:00-07:00\" (offset required, no \"Z\"), found {s:?}")),
+        _ => {
+            Err(format!("expected a date like \"2002-05-24T16:49:00-07:00\" (offset required, no \"Z\"), found {s:?}"))
+        }
     }
 }
 
@@ -241,11 +246,7 @@ fn references(text: &str) -> std::result::Result<Vec<Reference>, String> {
 fn info(el: &Element, path: String) -> Result<Info> {
     let mut c = Children::new(el, path);
     let language = c.text("language")?.unwrap_or_else(|| "en-US".into());
-    let categories = c
-        .all("category")
-        .into_iter()
-        .map(|(p, e)| keyword_of(e, &p))
-        .collect::<Result<Vec<_>>>()?;
+    let categories = c.all("category").into_iter().map(|(p, e)| keyword_of(e, &p)).collect::<Result<Vec<_>>>()?;
     if categories.is_empty() {
         return Err(c.err(el.line, "category", "at least one is required"));
     }
@@ -301,7 +302,9 @@ fn resource(el: &Element, path: String) -> Result<Resource> {
     let mime_type = c.req_text("mimeType")?;
     let size = match c.opt("size")? {
         None => None,
-        Some(e) => Some(e.text.trim().parse::<u64>().map_err(|_| c.err(e.line, "size", "must be a whole number of bytes"))?),
+        Some(e) => {
+            Some(e.text.trim().parse::<u64>().map_err(|_| c.err(e.line, "size", "must be a whole number of bytes"))?)
+        }
     };
     let uri = c.text("uri")?;
     let deref_uri = c.text("derefUri")?;
@@ -324,14 +327,17 @@ fn area(el: &Element, path: String) -> Result<Area> {
         .map(|(p, e)| parse_circle(&e.text).map_err(|m| CapError { line: e.line, element: p, message: m }))
         .collect::<Result<Vec<_>>>()?;
     let geocodes = c.named_values("geocode")?;
-    let number = |c: &mut Children<'_>, name: &str| -> Result<Option<f64>> {
-        match c.opt(name)? {
-            None => Ok(None),
-            Some(e) => e.text.trim().parse::<f64>().ok().filter(|v| v.is_finite()).map(Some).ok_or_else(|| {
-                c.err(e.line, name, format!("must be a number of feet, found {:?}", e.text.trim()))
-            }),
-        }
-    };
+    let number =
+        |c: &mut Children<'_>, name: &str| -> Result<Option<f64>> {
+            match c.opt(name)? {
+                None => Ok(None),
+                Some(e) => {
+                    e.text.trim().parse::<f64>().ok().filter(|v| v.is_finite()).map(Some).ok_or_else(|| {
+                        c.err(e.line, name, format!("must be a number of feet, found {:?}", e.text.trim()))
+                    })
+                }
+            }
+        };
     let altitude = number(&mut c, "altitude")?;
     let ceiling = number(&mut c, "ceiling")?;
     if ceiling.is_some() && altitude.is_none() {

@@ -27,9 +27,15 @@ fn every_example_of_the_standard_and_every_realistic_alert_parses() {
 #[test]
 fn all_elements_are_read() {
     let a = parse(&read("02-oasis-a2-severe-thunderstorm.xml")).unwrap();
-    assert_eq!((a.identifier.as_str(), a.status, a.msg_type, a.scope), ("KSTO1055887203", Status::Actual, MsgType::Alert, Scope::Public));
+    assert_eq!(
+        (a.identifier.as_str(), a.status, a.msg_type, a.scope),
+        ("KSTO1055887203", Status::Actual, MsgType::Alert, Scope::Public)
+    );
     let info = &a.infos[0];
-    assert_eq!((info.urgency, info.severity, info.certainty), (Urgency::Immediate, Severity::Severe, Certainty::Observed));
+    assert_eq!(
+        (info.urgency, info.severity, info.certainty),
+        (Urgency::Immediate, Severity::Severe, Certainty::Observed)
+    );
     assert_eq!(info.response_types, vec![ResponseType::Shelter]);
     assert_eq!(info.event_codes[0], NamedValue { value_name: "SAME".into(), value: "SVR".into() });
     assert_eq!(info.areas[0].polygons[0].len(), 5);
@@ -66,13 +72,25 @@ fn an_invalid_document_names_element_and_line() {
     let cases = [
         (flood.replace("<sender>warnings@riverton.example</sender>\n", ""), "alert/sender", "required"),
         (flood.replace("+01:00</sent>", "Z</sent>"), "alert/sent", "offset required"),
-        (flood.replace("<polygon>52.05,13.10 52.05", "<polygon>52.06,13.10 52.05"), "alert/info[1]/area[1]/polygon[1]", "closed"),
+        (
+            flood.replace("<polygon>52.05,13.10 52.05", "<polygon>52.06,13.10 52.05"),
+            "alert/info[1]/area[1]/polygon[1]",
+            "closed",
+        ),
         (flood.replace("<altitude>0</altitude>\n", ""), "alert/info[1]/area[1]/ceiling", "altitude"),
-        (flood.replace("<msgType>Alert</msgType>", "<msgType>Update</msgType>"), "alert/references", "required for msgType Update"),
+        (
+            flood.replace("<msgType>Alert</msgType>", "<msgType>Update</msgType>"),
+            "alert/references",
+            "required for msgType Update",
+        ),
         (flood.replace("<web>", "<colour>red</colour>\n    <web>"), "alert/info[1]/colour", "unknown element"),
         (flood.replace("<scope>Public</scope>", "<scope>Restricted</scope>"), "alert/restriction", "Restricted"),
         (flood.replace("</info>", "</inf>"), "document", "not well-formed"),
-        (flood.replace("urn:oasis:names:tc:emergency:cap:1.2", "urn:oasis:names:tc:emergency:cap:1.1"), "alert", "namespace"),
+        (
+            flood.replace("urn:oasis:names:tc:emergency:cap:1.2", "urn:oasis:names:tc:emergency:cap:1.1"),
+            "alert",
+            "namespace",
+        ),
     ];
     for (text, element, words) in cases {
         let e = parse(&text).unwrap_err();
@@ -86,7 +104,13 @@ fn an_invalid_document_names_element_and_line() {
 fn written_alerts_parse_back_equal_and_validate_against_the_oasis_schema() {
     let dir = tempfile::tempdir().unwrap();
     let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/CAP-v1.2.xsd");
-    for name in ["02-oasis-a2-severe-thunderstorm.xml", "04-oasis-a4-amber-multilingual.xml", "10-flood-alert.xml", "12-flood-cancel.xml", "30-chemical-release.xml"] {
+    for name in [
+        "02-oasis-a2-severe-thunderstorm.xml",
+        "04-oasis-a4-amber-multilingual.xml",
+        "10-flood-alert.xml",
+        "12-flood-cancel.xml",
+        "30-chemical-release.xml",
+    ] {
         let alert = parse(&read(name)).unwrap();
         let xml = write::to_xml(&alert);
         assert_eq!(parse(&xml).unwrap(), alert, "{name} round-trips:\n{xml}");

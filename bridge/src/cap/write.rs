@@ -1,7 +1,7 @@
 //! [`Alert`] back to CAP 1.2 XML, elements in the schema's order, through quick-xml's writer
 //! (which escapes text).
 
-use std::io::{self, Write};
+use std::io;
 
 use quick_xml::Writer;
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
@@ -45,7 +45,8 @@ fn named(w: &mut W, name: &str, values: &[NamedValue]) -> io::Result<()> {
 pub fn to_xml(alert: &Alert) -> String {
     let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
     // Writing to a Vec cannot fail.
-    let _ = w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None))).and_then(|_| write_alert(&mut w, alert));
+    let _ =
+        w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None))).and_then(|_| write_alert(&mut w, alert));
     String::from_utf8_lossy(&w.into_inner()).into_owned()
 }
 

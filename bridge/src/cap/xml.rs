@@ -122,8 +122,15 @@ pub fn read_tree(src: &str) -> Result<Element, XmlError> {
                 }
             }
             Event::GeneralRef(r) => {
-                let name = r.decode().map_err(|e| err(&e, before))?;
-                let resolved = quick_xml::escape::unescape(&format!("&{name};")).map_err(|e| err(&e, before))?;
+                let resolved = match r.resolve_char_ref().map_err(|e| err(&e, before))? {
+                    Some(c) => c.to_string(),
+                    None => {
+                        let name = r.decode().map_err(|e| err(&e, before))?;
+                        let text = quick_xml::escape::resolve_xml_entity(&name)
+                            .ok_or_else(|| XmlError { line, message: format!("unknown entity &{name};") })?;
+                        text.to_owned()
+                    }
+                };
                 if let Some(el) = stack.last_mut() {
                     el.text.push_str(&resolved);
                 }

@@ -13,7 +13,13 @@ use tracing::{error, warn};
 use super::{TakeError, take_document};
 use crate::ingest::Ingest;
 
-pub async fn run(name: String, dir: PathBuf, interval: Duration, ingest: Arc<Ingest>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    name: String,
+    dir: PathBuf,
+    interval: Duration,
+    ingest: Arc<Ingest>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let (n, d, i) = (name.clone(), dir.clone(), ingest.clone());
         // File I/O and parsing off the async threads.

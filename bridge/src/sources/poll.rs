@@ -77,7 +77,9 @@ impl Poller {
         match take_document(&self.ingest, &self.name, from, doc) {
             Ok(_) => {}
             Err(TakeError::Invalid(e)) => {
-                if let Err(io) = super::push::quarantine(&self.data_dir, &self.name, doc.as_bytes(), &format!("{from}: {e}")) {
+                if let Err(io) =
+                    super::push::quarantine(&self.data_dir, &self.name, doc.as_bytes(), &format!("{from}: {e}"))
+                {
                     warn!("cannot quarantine: {io}");
                 }
             }
@@ -105,7 +107,13 @@ impl Poller {
         if !resp.status().is_success() {
             return Err(PollError::Status(url.to_owned(), resp.status()));
         }
-        let header = |name| resp.headers().get(name).and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok()).unwrap_or("").to_owned();
+        let header = |name| {
+            resp.headers()
+                .get(name)
+                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
         let validators = format!("{}\n{}", header(ETAG), header(LAST_MODIFIED));
         let text = resp.text().await?;
         if conditional {
@@ -129,9 +137,9 @@ fn feed_items(root: &Element) -> Vec<Item> {
     for item in items.filter(|c| c.name == "entry" || c.name == "item") {
         let links: Vec<&Element> = item.children.iter().filter(|c| c.name == "link" || c.name == "enclosure").collect();
         let cap = links.iter().find(|l| l.attr("type").is_some_and(|t| t.contains("cap")));
-        let href = cap
-            .or(links.first())
-            .and_then(|l| l.attr("href").or(l.attr("url")).map(str::to_owned).or_else(|| Some(l.text.trim().to_owned())));
+        let href = cap.or(links.first()).and_then(|l| {
+            l.attr("href").or(l.attr("url")).map(str::to_owned).or_else(|| Some(l.text.trim().to_owned()))
+        });
         if let Some(h) = href.filter(|h| !h.is_empty()) {
             out.push(Item::Link(h));
         }

@@ -13,13 +13,15 @@ use subtle::ConstantTimeEq;
 /// Whether the request carries the source's secret or a valid signature of `body`.
 pub fn authorized(headers: &HeaderMap, body: &[u8], hmac_secret: Option<&str>, bearer_secret: Option<&str>) -> bool {
     if let Some(secret) = bearer_secret
-        && let Some(given) = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
+        && let Some(given) =
+            headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
         && bool::from(given.as_bytes().ct_eq(secret.as_bytes()))
     {
         return true;
     }
     if let Some(secret) = hmac_secret
-        && let Some(sig) = headers.get("x-tocsin-signature").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("sha256="))
+        && let Some(sig) =
+            headers.get("x-tocsin-signature").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("sha256="))
         && let Some(sig) = hex_decode(sig)
         && let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
     {
@@ -59,4 +61,3 @@ pub fn quarantine(data_dir: &Path, source: &str, body: &[u8], error: &str) -> st
     note.push(".error.txt");
     std::fs::write(note, format!("{error}\n"))
 }
-

@@ -169,7 +169,12 @@ pub(super) fn decode(r: &mut Reader<'_>, root: &mut Obj<'_, '_>) -> BridgePolicy
     BridgePolicy { bot, routes, origin: t.finish(r) }
 }
 
-fn geometry<T>(r: &mut Reader<'_>, t: &mut Obj<'_, '_>, key: &'static str, parse: impl Fn(&str) -> Result<T, String>) -> Vec<T> {
+fn geometry<T>(
+    r: &mut Reader<'_>,
+    t: &mut Obj<'_, '_>,
+    key: &'static str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Vec<T> {
     let mut out = Vec::new();
     for (i, text) in t.opt_str_list(r, key).unwrap_or_default().iter().enumerate() {
         match parse(text) {
@@ -190,7 +195,12 @@ pub(super) fn validate(p: &NodePolicy, out: &mut Vec<Diagnostic>) {
     let bot = match &b.bot {
         None => {
             if !b.routes.is_empty() {
-                out.push(b.origin.diag(Severity::Error, "bot", "bridge.bot".into(), "routes need a bot account to post as".into()));
+                out.push(b.origin.diag(
+                    Severity::Error,
+                    "bot",
+                    "bridge.bot".into(),
+                    "routes need a bot account to post as".into(),
+                ));
             }
             None
         }
@@ -280,22 +290,39 @@ name = "Press"
         let p = parse_node_policy(&text, None).unwrap().policy;
         let r = &p.bridge.routes[0];
         assert_eq!(p.bridge.bot.as_deref(), Some("cap-bridge"));
-        assert_eq!((r.min_severity, r.polygons[0].len(), r.circles[0].radius_km), (Some(super::CapSeverity::Severe), 4, 8.0));
+        assert_eq!(
+            (r.min_severity, r.polygons[0].len(), r.circles[0].radius_km),
+            (Some(super::CapSeverity::Severe), 4, 8.0)
+        );
         assert_eq!(r.geocodes, vec![("AGS".to_owned(), "031590001".to_owned())]);
     }
 
     #[test]
     fn mistakes_are_named_with_file_line_and_field() {
-        let e = errors("\n[bridge]\nbot = \"cap-bridge\"\n\n[[bridge.route]]\nroom = \"flood-ops\"\npolygons = [\"52.0,13.0 52.0,13.4 52.2,13.4\"]\n");
-        assert!(e.iter().any(|d| d.starts_with("p.toml:27:") && d.contains("bridge.route[0].polygons[0]") && d.contains("at least 4 points")), "{e:?}");
-        let e = errors("\n[bridge]\nbot = \"cap-bridge\"\n\n[[bridge.route]]\nroom = \"flood-ops\"\ncategories = [\"Weather\"]\n");
+        let e = errors(
+            "\n[bridge]\nbot = \"cap-bridge\"\n\n[[bridge.route]]\nroom = \"flood-ops\"\npolygons = [\"52.0,13.0 52.0,13.4 52.2,13.4\"]\n",
+        );
+        assert!(
+            e.iter().any(|d| d.starts_with("p.toml:27:")
+                && d.contains("bridge.route[0].polygons[0]")
+                && d.contains("at least 4 points")),
+            "{e:?}"
+        );
+        let e = errors(
+            "\n[bridge]\nbot = \"cap-bridge\"\n\n[[bridge.route]]\nroom = \"flood-ops\"\ncategories = [\"Weather\"]\n",
+        );
         assert!(e.iter().any(|d| d.contains("unknown CAP category \"Weather\"")), "{e:?}");
         let e = errors("\n[bridge]\nbot = \"cap-bridge\"\n\n[[bridge.route]]\nroom = \"press\"\n");
-        assert!(e.iter().any(|d| d.contains("bridge.route[0].room") && d.contains("not a member of room \"press\"")), "{e:?}");
+        assert!(
+            e.iter().any(|d| d.contains("bridge.route[0].room") && d.contains("not a member of room \"press\"")),
+            "{e:?}"
+        );
         let e = errors("\n[bridge]\nbot = \"nobody\"\n\n[[bridge.route]]\nroom = \"nowhere\"\n");
         assert!(e.iter().any(|d| d.contains("bot \"nobody\" is not an [[account]]")), "{e:?}");
         assert!(e.iter().any(|d| d.contains("room \"nowhere\" is not a [[room]]")), "{e:?}");
-        let e = errors("\n[bridge]\nbot = \"cap-bridge\"\n\n[[bridge.route]]\nroom = \"flood-ops\"\nmin_severity = \"Huge\"\n");
+        let e = errors(
+            "\n[bridge]\nbot = \"cap-bridge\"\n\n[[bridge.route]]\nroom = \"flood-ops\"\nmin_severity = \"Huge\"\n",
+        );
         assert!(e.iter().any(|d| d.contains("min_severity")), "{e:?}");
     }
 }

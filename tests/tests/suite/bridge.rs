@@ -230,7 +230,8 @@ async fn cap_alerts_become_alarms_in_the_right_rooms_and_nothing_is_lost() {
     let flood = room_id(&officer, "flood-ops").await;
     let hazmat = room_id(&officer, "hazmat").await;
 
-    let bridge = tocsin_bridge::start(bridge_config(dir.path(), &node.base_url(), &policy_file)).await.expect("bridge starts");
+    let bridge =
+        tocsin_bridge::start(bridge_config(dir.path(), &node.base_url(), &policy_file)).await.expect("bridge starts");
     let in_a = dir.path().join("in-a");
     let in_b = dir.path().join("in-b");
     for name in [
@@ -249,13 +250,19 @@ async fn cap_alerts_become_alarms_in_the_right_rooms_and_nothing_is_lost() {
     }
 
     // Flood, storm and the drill in #flood-ops (encrypted), the chemical release in #hazmat.
-    wait_for(&officer, 30, || (originals(&alarms_in(&seen, &flood)).len() >= 3 && !alarms_in(&seen, &hazmat).is_empty()).then_some(())).await;
+    wait_for(&officer, 30, || {
+        (originals(&alarms_in(&seen, &flood)).len() >= 3 && !alarms_in(&seen, &hazmat).is_empty()).then_some(())
+    })
+    .await;
     // The same flood alert from a second feed, after the first is in.
     drop_file(&in_b, "50-flood-duplicate-second-feed.xml", &fixture("50-flood-duplicate-second-feed.xml"));
     common::eventually_until(10, || async { !in_b.join("50-flood-duplicate-second-feed.xml").exists() }).await;
 
     let flood_alarms = alarms_in(&seen, &flood);
-    assert!(flood_alarms.iter().all(|s| s.encrypted), "#flood-ops is encrypted and the officer decrypted: {flood_alarms:#?}");
+    assert!(
+        flood_alarms.iter().all(|s| s.encrypted),
+        "#flood-ops is encrypted and the officer decrypted: {flood_alarms:#?}"
+    );
     let hazmat_alarms = alarms_in(&seen, &hazmat);
     assert!(hazmat_alarms.iter().all(|s| !s.encrypted), "#hazmat is not encrypted");
     let body = |s: &Seen| s.content["body"].as_str().unwrap_or("").to_owned();
@@ -296,7 +303,10 @@ async fn cap_alerts_become_alarms_in_the_right_rooms_and_nothing_is_lost() {
 
     // Update, then Cancel: both edit the original, following references.
     drop_file(&in_a, "11-flood-update.xml", &fixture("11-flood-update.xml"));
-    let update = wait_for(&officer, 20, || edits_of(&alarms_in(&seen, &flood), &flood_msg.event_id).first().map(|s| (*s).clone())).await;
+    let update = wait_for(&officer, 20, || {
+        edits_of(&alarms_in(&seen, &flood), &flood_msg.event_id).first().map(|s| (*s).clone())
+    })
+    .await;
     assert_eq!(update.content["m.relates_to"]["rel_type"], "m.replace");
     let new_body = update.content["m.new_content"]["body"].as_str().unwrap();
     assert!(new_body.starts_with("UPDATE — "), "{new_body}");
@@ -316,12 +326,16 @@ async fn cap_alerts_become_alarms_in_the_right_rooms_and_nothing_is_lost() {
     // The homeserver goes away for a minute. An alert arrives meanwhile, the bridge restarts
     // (outbox and posted alerts are on disk), then the homeserver comes back.
     node.shutdown().await;
-    let storm2 = fixture("20-storm-bilingual.xml").replace("DWD-STORM-2026-7731", "DWD-STORM-2026-7799").replace("Gale-force gusts up to 110", "Gale-force gusts up to 130");
+    let storm2 = fixture("20-storm-bilingual.xml")
+        .replace("DWD-STORM-2026-7731", "DWD-STORM-2026-7799")
+        .replace("Gale-force gusts up to 110", "Gale-force gusts up to 130");
     drop_file(&in_a, "70-storm-during-outage.xml", &storm2);
     common::eventually_until(10, || async { !in_a.join("70-storm-during-outage.xml").exists() }).await;
     assert_eq!(bridge.store.outbox_len().unwrap(), 1, "the alert waits in the outbox");
     bridge.stop().await;
-    let bridge = tocsin_bridge::start(bridge_config(dir.path(), &format!("http://{addr}"), &policy_file)).await.expect("bridge restarts without the homeserver");
+    let bridge = tocsin_bridge::start(bridge_config(dir.path(), &format!("http://{addr}"), &policy_file))
+        .await
+        .expect("bridge restarts without the homeserver");
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(bridge.store.outbox_len().unwrap(), 1, "still waiting, not dropped");
     let node = common::start(&node_dir, |c| {
@@ -330,10 +344,9 @@ async fn cap_alerts_become_alarms_in_the_right_rooms_and_nothing_is_lost() {
     })
     .await;
     let back = Instant::now();
-    let storm2_seen = wait_for(&officer, 60, || {
-        alarms_in(&seen, &flood).into_iter().find(|s| body(s).contains("gusts up to 130"))
-    })
-    .await;
+    let storm2_seen =
+        wait_for(&officer, 60, || alarms_in(&seen, &flood).into_iter().find(|s| body(s).contains("gusts up to 130")))
+            .await;
     assert!(storm2_seen.encrypted);
     eprintln!("outbox delivered {:?} after the node came back", back.elapsed());
     // Nothing was posted twice by the restarted bridge.
@@ -343,7 +356,10 @@ async fn cap_alerts_become_alarms_in_the_right_rooms_and_nothing_is_lost() {
     // CAP out: an alarm typed in the room, then cancelled by an edit.
     let room = officer.get_room(&matrix_sdk::ruma::RoomId::parse(&flood).unwrap()).unwrap();
     let typed = room
-        .send_raw("m.room.message", json!({"msgtype": "m.text", "body": "!alarm critical 10m Evacuate sector 4 & close the weir"}))
+        .send_raw(
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "!alarm critical 10m Evacuate sector 4 & close the weir"}),
+        )
         .await
         .expect("officer sends an alarm");
     let typed_id = typed.response.event_id.to_string();
@@ -387,7 +403,10 @@ async fn cap_alerts_become_alarms_in_the_right_rooms_and_nothing_is_lost() {
         docs.push(doc);
     }
     let alert = docs.iter().find(|d| d.contains("<msgType>Alert</msgType>")).expect("the typed alarm as a CAP Alert");
-    assert!(alert.contains("Evacuate sector 4 &amp; close the weir") && alert.contains("<severity>Extreme</severity>"), "{alert}");
+    assert!(
+        alert.contains("Evacuate sector 4 &amp; close the weir") && alert.contains("<severity>Extreme</severity>"),
+        "{alert}"
+    );
     let cancel = docs.iter().find(|d| d.contains("<msgType>Cancel</msgType>")).expect("the cancel as a CAP Cancel");
     let original_id = alert.split("<identifier>").nth(1).and_then(|s| s.split('<').next()).unwrap();
     assert!(cancel.contains(&format!(",{original_id},")), "the Cancel references the Alert: {cancel}");

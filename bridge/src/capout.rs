@@ -29,7 +29,7 @@ pub fn watch(client: &Client, store: Arc<Store>) {
             let content = raw.get("content").cloned().unwrap_or(Value::Null);
             let room_name = room.name().unwrap_or_else(|| room.room_id().to_string());
             let ts = i64::from(ev.origin_server_ts.0);
-            match alarm_to_cap(&store, &ev.event_id.to_string(), ev.sender.as_str(), &room_name, ts, &content) {
+            match alarm_to_cap(&store, ev.event_id.as_ref(), ev.sender.as_str(), &room_name, ts, &content) {
                 Ok(Some(entry)) => {
                     let entry = FeedEntry { room_id: room.room_id().to_string(), ..entry };
                     if let Err(e) = store.add_feed(&entry) {

@@ -65,7 +65,7 @@ fn info_matches(route: &BridgeRoute, alert: &Alert, info: &Info) -> bool {
     let category_ok = route.categories.is_empty()
         || info.categories.iter().any(|c| route.categories.iter().any(|r| r == c.as_text()));
     let event_ok = route.events.is_empty() || route.events.iter().any(|e| e.eq_ignore_ascii_case(&info.event));
-    let sender_ok = route.senders.is_empty() || route.senders.iter().any(|s| *s == alert.sender);
+    let sender_ok = route.senders.is_empty() || route.senders.contains(&alert.sender);
     severity_ok && urgency_ok && category_ok && event_ok && sender_ok && area_matches(route, info)
 }
 

@@ -118,10 +118,9 @@ impl Store {
             let mut alerts = tx.open_table(ALERTS)?;
             alerts.insert(key, serde_json::to_string(record)?.as_str())?;
             let mut outbox = tx.open_table(OUTBOX)?;
-            let mut next = outbox.last()?.map(|(k, _)| k.value() + 1).unwrap_or(0);
-            for job in jobs {
-                outbox.insert(next, serde_json::to_string(job)?.as_str())?;
-                next += 1;
+            let first = outbox.last()?.map(|(k, _)| k.value() + 1).unwrap_or(0);
+            for (seq, job) in (first..).zip(jobs) {
+                outbox.insert(seq, serde_json::to_string(job)?.as_str())?;
             }
         }
         tx.commit()?;

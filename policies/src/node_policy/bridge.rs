@@ -303,7 +303,7 @@ name = "Press"
             "\n[bridge]\nbot = \"cap-bridge\"\n\n[[bridge.route]]\nroom = \"flood-ops\"\npolygons = [\"52.0,13.0 52.0,13.4 52.2,13.4\"]\n",
         );
         assert!(
-            e.iter().any(|d| d.starts_with("p.toml:27:")
+            e.iter().any(|d| d.starts_with("p.toml:25:")
                 && d.contains("bridge.route[0].polygons[0]")
                 && d.contains("at least 4 points")),
             "{e:?}"

@@ -138,6 +138,8 @@ pub(super) fn decode(r: &mut Reader<'_>, root: &mut Obj<'_, '_>) -> NodePolicy {
         policy.external_users = ExternalUsers { allowed, may_invite, max_per_room, origin: t.finish(r) };
     }
 
+    policy.bridge = super::bridge::decode(r, root);
+
     policy
 }
 

@@ -32,7 +32,7 @@ pub(crate) fn decode_fragment(text: &str, file: Option<&Path>) -> (NodePolicy, V
 
 /// Merges fragments (one per file) into one policy. Lists are concatenated (duplicates are
 /// found by validation, which names both places); a singleton table (`[node]`,
-/// `[room_defaults]`, `[alarms]`, `[external_users]`) defined in two files is an error.
+/// `[room_defaults]`, `[alarms]`, `[external_users]`, `[bridge]`) defined in two files is an error.
 pub(crate) fn merge(fragments: Vec<NodePolicy>) -> (NodePolicy, Vec<Diagnostic>) {
     let mut out = NodePolicy::default();
     let mut diags = Vec::new();
@@ -48,6 +48,9 @@ pub(crate) fn merge(fragments: Vec<NodePolicy>) -> (NodePolicy, Vec<Diagnostic>)
         }
         if take(&out.alarms.origin, &f.alarms.origin, "alarms", &mut diags) {
             out.alarms = f.alarms;
+        }
+        if take(&out.bridge.origin, &f.bridge.origin, "bridge", &mut diags) {
+            out.bridge = f.bridge;
         }
         if take(&out.external_users.origin, &f.external_users.origin, "external_users", &mut diags) {
             out.external_users = f.external_users;

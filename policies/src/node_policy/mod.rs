@@ -72,6 +72,7 @@ use std::fmt;
 use crate::decode::Keyword;
 use crate::diagnostics::{Diagnostics, Origin};
 
+pub use bridge::{BridgePolicy, BridgeRoute, CapSeverity, CapUrgency, GeoCircle, GeoPoint};
 pub use load::{ParsedPolicy, parse_node_policy, read_node_policy, read_node_policy_files};
 
 macro_rules! keyword_enum {
@@ -97,6 +98,8 @@ macro_rules! keyword_enum {
         }
     };
 }
+
+pub mod bridge;
 
 /// Severity of an `org.tocsin.alarm`: defined once, with the alarm block, in `tocsin-events`.
 pub use tocsin_events::AlarmLevel;
@@ -291,6 +294,7 @@ pub struct NodePolicy {
     pub room_defaults: RoomDefaults,
     pub alarms: AlarmPolicy,
     pub external_users: ExternalUsers,
+    pub bridge: bridge::BridgePolicy,
 }
 
 impl NodePolicy {

@@ -61,6 +61,7 @@ pub(super) fn validate(p: &NodePolicy, federation: Option<&FederationList>) -> D
     {
         check_alarm_senders(p, member, &mut c);
     }
+    super::bridge::validate(p, &mut c.out);
     Diagnostics(c.out)
 }
 

@@ -15,6 +15,8 @@ mod alarms;
 mod alarms_bench;
 mod aliases;
 mod bad_input;
+mod bridge;
+mod bridge_bench;
 mod clients;
 mod concurrency;
 mod demo;

@@ -1,0 +1,146 @@
+//! The bot: an ordinary matrix-sdk client with a persistent SQLite store (its device identity
+//! and Olm/Megolm sessions survive restarts, so alarms in encrypted rooms are encrypted), a
+//! sync loop that keeps E2EE state fresh and accepts invites, and sending by room alias.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use matrix_sdk::config::{RequestConfig, SyncSettings};
+use matrix_sdk::ruma::events::room::member::StrippedRoomMemberEvent;
+use matrix_sdk::ruma::{OwnedRoomId, RoomAliasId};
+use matrix_sdk::{Client, Room, RoomState};
+use serde_json::Value;
+use tokio::sync::{Mutex, watch};
+use tracing::{info, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MatrixError {
+    #[error("matrix client: {0}")]
+    Sdk(#[from] matrix_sdk::Error),
+    #[error("matrix client: {0}")]
+    Http(#[from] matrix_sdk::HttpError),
+    #[error("matrix client setup: {0}")]
+    Build(#[from] matrix_sdk::ClientBuildError),
+    #[error("session file: {0}")]
+    Session(String),
+    #[error("room alias {0:?} is not valid")]
+    Alias(String),
+}
+
+impl MatrixError {
+    /// Whether retrying cannot help: the homeserver answered with a client error (other than
+    /// rate limiting). Everything else (connection refused, 5xx, timeouts) is retried.
+    pub fn is_permanent(&self) -> bool {
+        let api = match self {
+            MatrixError::Sdk(e) => e.as_client_api_error(),
+            MatrixError::Http(e) => e.as_client_api_error(),
+            MatrixError::Alias(_) => return true,
+            _ => None,
+        };
+        api.is_some_and(|e| e.status_code.is_client_error() && e.status_code.as_u16() != 429)
+    }
+}
+
+pub struct Bot {
+    pub client: Client,
+    rooms: Mutex<HashMap<String, OwnedRoomId>>,
+}
+
+/// `data_dir/session.json`: the access token and device id of the bot's one device.
+fn session_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("session.json")
+}
+
+impl Bot {
+    /// Logs in (the first time) or restores the saved session, with the SQLite store in
+    /// `data_dir/matrix`.
+    pub async fn connect(homeserver: &str, user: &str, password: &str, data_dir: &Path) -> Result<Bot, MatrixError> {
+        let client = Client::builder()
+            .homeserver_url(homeserver)
+            .sqlite_store(data_dir.join("matrix"), None)
+            // matrix-sdk retries failed requests forever by default; the outbox and the sync
+            // loop retry themselves, and must see a homeserver that is down.
+            .request_config(RequestConfig::new().retry_limit(1).timeout(Duration::from_secs(40)))
+            .build()
+            .await?;
+        let path = session_path(data_dir);
+        if path.exists() {
+            let text = std::fs::read_to_string(&path).map_err(|e| MatrixError::Session(e.to_string()))?;
+            let session: matrix_sdk::authentication::matrix::MatrixSession =
+                serde_json::from_str(&text).map_err(|e| MatrixError::Session(e.to_string()))?;
+            client.restore_session(session).await?;
+        } else {
+            client
+                .matrix_auth()
+                .login_username(user, password)
+                .initial_device_display_name("tocsin-bridge")
+                .send()
+                .await?;
+            let session =
+                client.matrix_auth().session().ok_or_else(|| MatrixError::Session("no session after login".into()))?;
+            let text = serde_json::to_string(&session).map_err(|e| MatrixError::Session(e.to_string()))?;
+            std::fs::write(&path, text).map_err(|e| MatrixError::Session(e.to_string()))?;
+        }
+        client.add_event_handler(|ev: StrippedRoomMemberEvent, room: Room, client: Client| async move {
+            if client.user_id() == Some(&*ev.state_key)
+                && room.state() == RoomState::Invited
+                && let Err(e) = room.join().await
+            {
+                warn!(room = %room.room_id(), "joining an invited room failed: {e}");
+            }
+        });
+        Ok(Bot { client, rooms: Mutex::new(HashMap::new()) })
+    }
+
+    /// Syncs until `shutdown`, retrying after errors (the homeserver may be down).
+    pub async fn sync_loop(client: Client, mut shutdown: watch::Receiver<bool>) {
+        let settings = SyncSettings::default().timeout(Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                r = client.sync_once(settings.clone()) => {
+                    if let Err(e) = r {
+                        warn!("sync failed, retrying: {e}");
+                        tokio::select! {
+                            _ = shutdown.changed() => return,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The joined room behind a local alias (`flood-ops` → `#flood-ops:server`), joining it
+    /// if the bot is only invited.
+    async fn room(&self, alias: &str) -> Result<Room, MatrixError> {
+        let cached = self.rooms.lock().await.get(alias).cloned();
+        let room_id = match cached {
+            Some(id) => id,
+            None => {
+                let server = self.client.user_id().map(|u| u.server_name().to_owned());
+                let server = server.ok_or_else(|| MatrixError::Session("not logged in".into()))?;
+                let full =
+                    RoomAliasId::parse(format!("#{alias}:{server}")).map_err(|_| MatrixError::Alias(alias.into()))?;
+                let id = self.client.resolve_room_alias(&full).await?.room_id;
+                self.rooms.lock().await.insert(alias.to_owned(), id.clone());
+                id
+            }
+        };
+        match self.client.get_room(&room_id) {
+            Some(room) if room.state() == RoomState::Joined => Ok(room),
+            _ => {
+                info!(alias, %room_id, "joining room");
+                Ok(self.client.join_room_by_id(&room_id).await?)
+            }
+        }
+    }
+
+    /// Sends a message (encrypted where the room is) and returns its event id.
+    pub async fn send(&self, alias: &str, content: Value) -> Result<String, MatrixError> {
+        let room = self.room(alias).await?;
+        let sent = room.send_raw("m.room.message", content).await?;
+        Ok(sent.response.event_id.to_string())
+    }
+}

@@ -1,0 +1,37 @@
+//! Where alerts come from. Every source hands documents to [`take_document`], which parses and
+//! validates them and passes valid alerts to the [`Ingest`](crate::ingest::Ingest).
+
+pub mod folder;
+pub mod poll;
+pub mod push;
+
+use chrono::Utc;
+use tracing::warn;
+
+use crate::cap::{self, CapError};
+use crate::ingest::{Ingest, Outcome};
+use crate::metrics::Metrics;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TakeError {
+    /// The document is not valid CAP 1.2: quarantine it.
+    #[error("{0}")]
+    Invalid(#[from] CapError),
+    /// The bridge could not record it: keep it and try again.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Parses one CAP document from `source` and takes it in.
+pub fn take_document(ingest: &Ingest, source: &str, name: &str, text: &str) -> Result<Outcome, TakeError> {
+    let alert = match cap::parse(text) {
+        Ok(a) => a,
+        Err(e) => {
+            Metrics::inc(&ingest.metrics().quarantined);
+            warn!(source, document = name, "invalid CAP refused: {e}");
+            return Err(e.into());
+        }
+    };
+    Ok(ingest.alert(source, &alert, Utc::now())?)
+}

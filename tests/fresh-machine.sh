@@ -10,23 +10,39 @@
 # instead of /etc, /var/lib and /usr/local; the nodes run in the background instead of under
 # systemd; they listen on loopback ports; peers are found by the federation list's `address`
 # pins instead of DNS and /.well-known.
-#   tests/fresh-machine.sh [--keep]
+#   tests/fresh-machine.sh [--bin PATH] [--keep]
+# --bin uses a binary already built instead of `cargo install` (CI: `cargo install` of one
+# package resolves dependency features apart from the workspace build and would rebuild much
+# of the tree; the binary is the same program).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$PWD"
 root="$(mktemp -d /tmp/tocsin-fresh.XXXXXX)"
-keep=${1:-}
+keep=""
+prebuilt=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --bin) prebuilt="$(realpath "$2")"; shift 2 ;;
+        --keep) keep="--keep"; shift ;;
+        *) echo "unknown argument $1" >&2; exit 2 ;;
+    esac
+done
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-    if [ "$keep" != "--keep" ]; then rm -rf "$root"; else echo "kept $root"; fi
+    if [ -z "$keep" ]; then rm -rf "$root"; else echo "kept $root"; fi
 }
 trap cleanup EXIT
 start=$SECONDS
 step() { echo "== [$((SECONDS - start)) s] $*"; }
 
-step "install: cargo install --path node"
-cargo install --quiet --path node --root "$root/usr" --target-dir "${CARGO_TARGET_DIR:-$repo/target}" --debug --locked
+if [ -n "$prebuilt" ]; then
+    step "install: $prebuilt"
+    install -D -m 0755 "$prebuilt" "$root/usr/bin/tocsin-node"
+else
+    step "install: cargo install --path node"
+    cargo install --quiet --path node --root "$root/usr" --target-dir "${CARGO_TARGET_DIR:-$repo/target}" --debug --locked
+fi
 bin="$root/usr/bin/tocsin-node"
 "$bin" --version
 

@@ -114,7 +114,7 @@ fn spawn_workers(
                     interval: Duration::from_millis(*interval_ms),
                     ingest: ingest.clone(),
                     store: store.clone(),
-                    http: reqwest::Client::new(),
+                    http: bot.client.http_client().clone(),
                     data_dir: config.data_dir.clone(),
                 };
                 tasks.push(tokio::spawn(poller.run(rx.clone())));

@@ -15,6 +15,7 @@ pub mod http;
 pub mod ingest;
 pub mod matrix;
 pub mod metrics;
+pub mod net;
 pub mod outbox;
 pub mod render;
 pub mod route;

@@ -56,8 +56,10 @@ impl Bot {
     /// Logs in (the first time) or restores the saved session, with the SQLite store in
     /// `data_dir/matrix`.
     pub async fn connect(homeserver: &str, user: &str, password: &str, data_dir: &Path) -> Result<Bot, MatrixError> {
+        let http = crate::net::http_client().map_err(|e| MatrixError::Session(format!("HTTP client: {e}")))?;
         let client = Client::builder()
             .homeserver_url(homeserver)
+            .http_client(http)
             .sqlite_store(data_dir.join("matrix"), None)
             // matrix-sdk retries failed requests forever by default; the outbox and the sync
             // loop retry themselves, and must see a homeserver that is down.

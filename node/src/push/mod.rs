@@ -210,14 +210,31 @@ async fn step(services: &Services, key: &[u8], shutdown: &mut watch::Receiver<bo
             }
         }
         gateway::Delivery::Refused(why) => {
+            outcome(services, "refused");
             tracing::warn!(reason = %why, app_id = %pusher.pusher.ids.app_id, "push gateway refused a notification; dropped");
         }
-        gateway::Delivery::Failed(why) => return Step::Retry(why),
+        gateway::Delivery::Failed(why) => {
+            outcome(services, "failed");
+            return Step::Retry(why);
+        }
     }
     if let Err(e) = db.write(batch).await {
         return Step::Retry(e.to_string());
     }
+    outcome(services, if gone { "rejected_pushkey" } else { "sent" });
     if gone { Step::Gone } else { Step::Sent }
+}
+
+/// Counts one delivery attempt in `/_tocsin/metrics`.
+fn outcome(services: &Services, outcome: &str) {
+    services
+        .metrics
+        .counter(
+            "tocsin_push_notifications_total",
+            "Notifications to push gateways by outcome: sent, rejected_pushkey (pusher removed), refused (dropped), failed (retried).",
+            &[("outcome", outcome)],
+        )
+        .inc();
 }
 
 fn remove_rejected(services: &Services, key: &[u8], ids: &PusherIds, batch: &mut WriteBatch) -> crate::Result<()> {

@@ -271,6 +271,14 @@ async fn a_gateway_that_was_down_gets_every_notification_once_in_order() {
     let got_ids: Vec<_> = gateway.received().into_iter().filter_map(|n| n.event_id).collect();
     assert_eq!(got_ids, sent, "every notification exactly once, in order");
     assert_eq!(got.len(), sent.len());
+    // The operator sees it in the metrics: every push sent, and the failed attempts retried.
+    let text = tocsin_node::admin::metrics::sources::render_all(&node.services).unwrap();
+    let count = |outcome: &str| -> u64 {
+        let prefix = format!("tocsin_push_notifications_total{{outcome=\"{outcome}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.trim().parse().unwrap())
+    };
+    assert_eq!(count("sent"), sent.len() as u64, "{text}");
+    assert!(count("failed") >= 1, "the outage shows as failed attempts: {text}");
     node.shutdown().await;
 }
 

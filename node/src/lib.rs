@@ -166,23 +166,44 @@ pub struct NodeHandle {
     pub services: Arc<Services>,
 }
 
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({what}): {e}; is another program using it?"))
+}
+
+/// Opens the services and brings the store to the current schema; on failure nothing holds the
+/// store any more.
+async fn open_and_upgrade(config: Config) -> anyhow::Result<Arc<Services>> {
+    let services = tokio::task::spawn_blocking(move || Services::open(config)).await??;
+    let steps = store::schema::upgrade(&services).await?;
+    if !steps.is_empty() {
+        tracing::info!(?steps, version = store::schema::CURRENT, "store upgraded");
+    }
+    Ok(services)
+}
+
 impl Node {
     /// Opens the store, binds the listener and serves until [`NodeHandle::shutdown`].
     pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
-        let listen = config.listen;
-        let services = tokio::task::spawn_blocking(move || Services::open(config)).await??;
-        let steps = store::schema::upgrade(&services).await?;
-        if !steps.is_empty() {
-            tracing::info!(?steps, version = store::schema::CURRENT, "store upgraded");
-        }
-        let listener = TcpListener::bind(listen).await.map_err(|e| {
-            anyhow::anyhow!("cannot listen on {listen} (client API, `listen`): {e}; is another program using it?")
-        })?;
+        // Ports first: one in use then fails the start before anything is written.
+        let listener = bind(config.listen, "client API, `listen`").await?;
+        let federation_listener = bind(config.federation_listen, "federation, `federation_listen`").await?;
         let addr = listener.local_addr()?;
-        let federation_listener = TcpListener::bind(services.config.federation_listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", services.config.federation_listen))?;
         let federation_addr = federation_listener.local_addr()?;
+        let data_dir = config.data_dir.clone();
+        let fresh = !data_dir.exists();
+        let services = match open_and_upgrade(config).await {
+            Ok(services) => services,
+            Err(e) => {
+                // A first start that failed leaves no half-made data dir (store, keys,
+                // certificate) for the next attempt to trip over.
+                if fresh && let Err(removal) = std::fs::remove_dir_all(&data_dir) {
+                    tracing::warn!(path = %data_dir.display(), error = %removal, "cannot remove the data dir of a failed first start");
+                }
+                return Err(e);
+            }
+        };
         let workers = &services.workers;
         let (tls_config, tls_cert) = services.tls.reloading_server_config()?;
         federation::tls_reload::spawn(tls_cert, workers);

@@ -55,8 +55,20 @@ async fn serve_stops_within_two_seconds_and_restarts_at_once() {
         until_answering(member.client_addr, &mut child, &log).await;
         if round == 0 {
             // A second node on the same data dir is refused, and told why and where.
+            // Other ports, so the store's lock is what stops it (ports are bound first).
             let second_log = dir.path().join("second.log");
-            let status = serve(&member.config_file, &second_log).wait().expect("second serve exits");
+            let second_config = dir.path().join("second.toml");
+            let text = std::fs::read_to_string(&member.config_file).unwrap();
+            let text: Vec<String> = text
+                .lines()
+                .map(|l| match l.split_once('=').map(|(k, _)| k.trim()) {
+                    Some("listen") => "listen = \"127.0.0.1:0\"".to_owned(),
+                    Some("federation_listen") => "federation_listen = \"127.0.0.1:0\"".to_owned(),
+                    _ => l.to_owned(),
+                })
+                .collect();
+            std::fs::write(&second_config, text.join("\n")).unwrap();
+            let status = serve(&second_config, &second_log).wait().expect("second serve exits");
             let output = std::fs::read_to_string(&second_log).unwrap_or_default();
             assert!(!status.success(), "a second node on the same store must not start");
             let store = member.data_dir.join("store");
@@ -117,5 +129,37 @@ async fn health_answers_without_a_token() {
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.expect("JSON");
     assert_eq!((body["status"].as_str(), body["store"].as_str()), (Some("ok"), Some("ok")), "{body}");
+    node.shutdown().await;
+}
+
+/// A start that fails names what is at fault and leaves no data dir behind: a port in use is
+/// found before anything is written, and a store that cannot open removes what the start made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_first_start_names_the_fault_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap();
+    let data_dir = dir.path().join("node");
+    let mut config = crate::common::config(&data_dir, "tocsin.test");
+    config.federation_listen = taken_addr;
+    let err = tocsin_node::Node::start(config.clone()).await.err().expect("a port in use fails the start");
+    let message = format!("{err:#}");
+    assert!(message.contains(&taken_addr.to_string()) && message.contains("federation_listen"), "{message}");
+    assert!(!data_dir.exists(), "nothing was written before the ports were bound");
+
+    // A store that fails to open (a file where the store directory belongs) on a first start.
+    drop(taken);
+    config.federation_listen = "127.0.0.1:0".parse().unwrap();
+    std::fs::create_dir_all(dir.path().join("blocked")).unwrap();
+    config.data_dir = dir.path().join("blocked").join("node");
+    std::fs::create_dir_all(&config.data_dir).unwrap();
+    std::fs::write(config.data_dir.join("store"), b"not a store").unwrap();
+    assert!(tocsin_node::Node::start(config.clone()).await.is_err(), "a store path that is a file fails the start");
+    assert!(config.data_dir.join("store").is_file(), "a data dir that existed before is left as it was");
+
+    // And the same config with a free port starts at once in a fresh dir.
+    config.data_dir = data_dir.clone();
+    let node = tocsin_node::Node::start(config).await.expect("starts once the port is free");
+    assert!(data_dir.join("store").exists());
     node.shutdown().await;
 }

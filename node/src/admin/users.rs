@@ -106,7 +106,8 @@ pub async fn reset_password(
     let req: ResetPassword = body(&bytes)?;
     crate::users::password::check(s.config.password_min_length, &req.password)?;
     s.users.set_password(&user_id, &req.password).await?;
-    let removed = if req.logout_devices { remove_devices(&s, &user_id).await? } else { 0 };
+    let removed =
+        if req.logout_devices { crate::users::deactivation::remove_devices(&s, &user_id, None).await? } else { 0 };
     tracing::info!(%user_id, devices_logged_out = removed, by = %caller.name(), "admin API: password reset");
     json(&serde_json::json!({ "user_id": user_id, "devices_logged_out": removed }))
 }
@@ -119,7 +120,7 @@ pub async fn logout_all(
 ) -> Result<Response> {
     let caller = require_operator(&s, &headers, &uri)?;
     let user_id = local_user(&s, &user)?;
-    let removed = remove_devices(&s, &user_id).await?;
+    let removed = crate::users::deactivation::remove_devices(&s, &user_id, None).await?;
     tracing::info!(%user_id, devices_logged_out = removed, by = %caller.name(), "admin API: logged out everywhere");
     json(&serde_json::json!({ "user_id": user_id, "devices_logged_out": removed }))
 }
@@ -133,30 +134,8 @@ pub async fn deactivate(
 ) -> Result<Response> {
     let caller = require_operator(&s, &headers, &uri)?;
     let user_id = local_user(&s, &user)?;
-    let mut account = s.users.account(&user_id)?.ok_or_else(|| Error::not_found("no such user"))?;
-    account.deactivated = true;
-    account.password_hash = None;
-    s.users.put_account(&user_id, &account).await?;
-    let removed = remove_devices(&s, &user_id).await?;
-    let mut left = 0usize;
-    for room_id in s.rooms.joined_rooms(&user_id)? {
-        match s.rooms.set_membership(&room_id, &user_id, &user_id, "leave", (None, None), Some("deactivated")).await {
-            Ok(_) => left += 1,
-            Err(e) => tracing::warn!(%user_id, %room_id, error = %e, "deactivation: cannot leave a room"),
-        }
-    }
+    let done = crate::users::deactivation::deactivate(&s, &user_id).await?;
+    let (removed, left) = (done.devices_logged_out, done.rooms_left);
     tracing::info!(%user_id, devices_logged_out = removed, rooms_left = left, by = %caller.name(), "admin API: account deactivated");
     json(&serde_json::json!({ "user_id": user_id, "devices_logged_out": removed, "rooms_left": left }))
-}
-
-/// Removes every device of the user (its access token and its keys), as `/logout/all` does.
-async fn remove_devices(s: &Services, user_id: &UserId) -> Result<usize> {
-    let devices = s.users.devices(user_id)?;
-    for (device_id, _) in &devices {
-        let prev = crate::federation::edu::key_position(s, user_id);
-        s.users.remove_device(user_id, device_id).await?;
-        s.e2ee.remove_device(user_id, device_id).await?;
-        crate::federation::edu::device_list_update(s, user_id, device_id, prev).await;
-    }
-    Ok(devices.len())
 }

@@ -116,7 +116,7 @@ pub async fn delete_field(
     Ok(delete_profile_field::v3::Response::new())
 }
 
-fn own(auth: &crate::http::Auth, user: &UserId) -> Result<()> {
+pub(super) fn own(auth: &crate::http::Auth, user: &UserId) -> Result<()> {
     if auth.user_id != user {
         return Err(Error::forbidden("you can only access your own account data"));
     }

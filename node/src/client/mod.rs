@@ -13,12 +13,13 @@ mod send;
 mod session;
 mod sliding_sync;
 mod sync;
+mod tags;
 
 use std::sync::Arc;
 
 use axum::{Router, routing::get};
 use ruma::api::client::{
-    account::{change_password, register, whoami},
+    account::{change_password, deactivate, register, whoami},
     alias::{create_alias, delete_alias, get_alias},
     authenticated_media as media_v1,
     backup::{
@@ -55,6 +56,7 @@ use ruma::api::client::{
     session::{get_login_types, login, logout, logout_all},
     state::{get_state_event_for_key, get_state_events, send_state_event},
     sync::sync_events,
+    tag::{create_tag, delete_tag, get_tags},
     to_device::send_event_to_device,
     typing::create_typing_event,
     user_directory::search_users,
@@ -80,6 +82,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<logout::v3::Request, _, _>(session::logout)
         .ruma::<logout_all::v3::Request, _, _>(session::logout_all)
         .ruma::<change_password::v3::Request, _, _>(session::change_password)
+        .ruma::<deactivate::v3::Request, _, _>(session::deactivate)
         .ruma::<create_room::v3::Request, _, _>(rooms::create)
         .ruma::<join_room_by_id::v3::Request, _, _>(rooms::join_by_id)
         .ruma::<join_room_by_id_or_alias::v3::Request, _, _>(rooms::join_by_id_or_alias)
@@ -121,6 +124,9 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<set_global_account_data::v3::Request, _, _>(account::set_global)
         .ruma::<get_room_account_data::v3::Request, _, _>(account::get_room)
         .ruma::<set_room_account_data::v3::Request, _, _>(account::set_room)
+        .ruma::<get_tags::v3::Request, _, _>(tags::get)
+        .ruma::<create_tag::v3::Request, _, _>(tags::put)
+        .ruma::<delete_tag::v3::Request, _, _>(tags::delete)
         .ruma::<create_filter::v3::Request, _, _>(account::create_filter)
         .ruma::<get_filter::v3::Request, _, _>(account::get_filter)
         .ruma::<get_pushrules_all::v3::Request, _, _>(account::pushrules_all)

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use ruma::api::client::{
-    account::{change_password, register, whoami},
+    account::{change_password, deactivate, register, whoami},
     session::{get_login_types, login, logout, logout_all},
     uiaa::{AuthData, AuthType, UserIdentifier},
 };
@@ -161,13 +161,7 @@ pub async fn logout(s: Arc<Services>, req: Ruma<logout::v3::Request>) -> Result<
 }
 
 pub async fn logout_all(s: Arc<Services>, req: Ruma<logout_all::v3::Request>) -> Result<logout_all::v3::Response> {
-    let auth = req.user()?;
-    for (device_id, _) in s.users.devices(&auth.user_id)? {
-        let prev = crate::federation::edu::key_position(&s, &auth.user_id);
-        s.users.remove_device(&auth.user_id, &device_id).await?;
-        s.e2ee.remove_device(&auth.user_id, &device_id).await?;
-        crate::federation::edu::device_list_update(&s, &auth.user_id, &device_id, prev).await;
-    }
+    crate::users::deactivation::remove_devices(&s, &req.user()?.user_id, None).await?;
     Ok(logout_all::v3::Response::new())
 }
 
@@ -199,12 +193,18 @@ pub async fn change_password(
     crate::users::password::check(s.config.password_min_length, &req.body.new_password)?;
     s.users.set_password(&auth.user_id, &req.body.new_password).await?;
     if req.body.logout_devices {
-        for (device_id, _) in s.users.devices(&auth.user_id)? {
-            if device_id != auth.device_id {
-                s.users.remove_device(&auth.user_id, &device_id).await?;
-                s.e2ee.remove_device(&auth.user_id, &device_id).await?;
-            }
-        }
+        crate::users::deactivation::remove_devices(&s, &auth.user_id, Some(&auth.device_id)).await?;
     }
     Ok(change_password::v3::Response::new())
+}
+
+/// `POST /account/deactivate`, after the account's password (UIA). Ruma's request carries
+/// `erase`; erasing what the user sent is not done, and the answer says so
+/// (`id_server_unbind_result: no-support`: the node keeps no third-party ids either).
+pub async fn deactivate(s: Arc<Services>, req: Ruma<deactivate::v3::Request>) -> Result<deactivate::v3::Response> {
+    let auth = req.user()?.clone();
+    require_password(&s, &auth.user_id, req.body.auth.as_ref()).await?;
+    let done = crate::users::deactivation::deactivate(&s, &auth.user_id).await?;
+    tracing::info!(user_id = %auth.user_id, devices_logged_out = done.devices_logged_out, rooms_left = done.rooms_left, "account deactivated by its owner");
+    Ok(deactivate::v3::Response::new(ruma::api::client::account::ThirdPartyIdRemovalStatus::NoSupport))
 }

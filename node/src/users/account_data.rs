@@ -42,6 +42,37 @@ impl Users {
         Ok(())
     }
 
+    /// The user's tags on a room (`m.tag` room account data; none when unset).
+    pub fn room_tags(&self, user: &UserId, room: &RoomId) -> Result<ruma::events::tag::Tags> {
+        let Some(content) = self.account_data(user, Some(room), "m.tag")? else { return Ok(Default::default()) };
+        let content: ruma::events::tag::TagEventContent =
+            serde_json::from_value(content).map_err(crate::Error::internal)?;
+        Ok(content.tags)
+    }
+
+    /// Adds or replaces one tag (`None` removes it); sync carries the new `m.tag` to every client.
+    pub async fn set_room_tag(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        tag: &str,
+        info: Option<ruma::events::tag::TagInfo>,
+    ) -> Result<()> {
+        let mut tags = self.room_tags(user, room)?;
+        let name = ruma::events::tag::TagName::from(tag);
+        match info {
+            Some(info) => {
+                tags.insert(name, info);
+            }
+            None => {
+                tags.remove(&name);
+            }
+        }
+        let content =
+            serde_json::to_value(ruma::events::tag::TagEventContent::new(tags)).map_err(crate::Error::internal)?;
+        self.set_account_data(user, Some(room), "m.tag", &content).await
+    }
+
     /// Entries changed in `(since, upto]`, or all of them when `since` is 0.
     pub fn account_data_since(&self, user: &UserId, since: u64, upto: u64) -> Result<Vec<AccountDataEntry>> {
         let mut keys: Vec<Vec<u8>> = Vec::new();

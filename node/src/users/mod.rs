@@ -2,6 +2,7 @@
 
 mod account;
 mod account_data;
+pub mod deactivation;
 mod openid;
 pub mod password;
 pub use openid::OPENID_VALIDITY;

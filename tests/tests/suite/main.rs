@@ -11,6 +11,7 @@ mod hostile;
 mod ops_harness;
 
 mod access_rules;
+mod account_self_service;
 mod alarms;
 mod alarms_bench;
 mod aliases;

@@ -45,6 +45,8 @@ impl MatrixError {
 pub struct Bot {
     pub client: Client,
     rooms: Mutex<HashMap<String, OwnedRoomId>>,
+    /// Turns true once a sync has succeeded since the start.
+    synced: watch::Sender<bool>,
 }
 
 /// `data_dir/session.json`: the access token and device id of the bot's one device.
@@ -92,16 +94,19 @@ impl Bot {
                 warn!(room = %room.room_id(), "joining an invited room failed: {e}");
             }
         });
-        Ok(Bot { client, rooms: Mutex::new(HashMap::new()) })
+        Ok(Bot { client, rooms: Mutex::new(HashMap::new()), synced: watch::Sender::new(false) })
     }
 
     /// Syncs until `shutdown`, retrying after errors (the homeserver may be down).
-    pub async fn sync_loop(client: Client, mut shutdown: watch::Receiver<bool>) {
+    pub async fn sync_loop(bot: std::sync::Arc<Bot>, mut shutdown: watch::Receiver<bool>) {
         let settings = SyncSettings::default().timeout(Duration::from_secs(10));
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
-                r = client.sync_once(settings.clone()) => {
+                r = bot.client.sync_once(settings.clone()) => {
+                    if r.is_ok() {
+                        bot.synced.send_replace(true);
+                    }
                     if let Err(e) = r {
                         warn!("sync failed, retrying: {e}");
                         tokio::select! {
@@ -112,6 +117,14 @@ impl Bot {
                 }
             }
         }
+    }
+
+    /// Waits for the first successful sync: before it, the client does not yet know its rooms
+    /// or their members, and would join them again before its first send.
+    pub async fn first_sync(&self) {
+        let mut synced = self.synced.subscribe();
+        // The sender lives as long as the bot, so this only ends once a sync succeeded.
+        let _ = synced.wait_for(|s| *s).await;
     }
 
     /// The joined room behind a local alias (`flood-ops` → `#flood-ops:server`), joining it

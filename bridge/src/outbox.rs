@@ -21,6 +21,10 @@ pub async fn run(
     wake: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    tokio::select! {
+        _ = shutdown.changed() => return,
+        _ = bot.first_sync() => {}
+    }
     let mut backoff = Duration::from_millis(200);
     loop {
         if *shutdown.borrow() {

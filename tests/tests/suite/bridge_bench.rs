@@ -35,6 +35,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "a measurement: run with --ignored --nocapture"]
 async fn bridge_bench() {
+    crate::fed::logs();
     let alerts: usize = std::env::var("BRIDGE_BENCH_ALERTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
     let latency_samples: usize =
         std::env::var("BRIDGE_BENCH_LATENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(50).max(2);

@@ -40,8 +40,8 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
-    /// Alarms on the running node: the open ones, or one alarm's status as JSON (needs an
-    /// admin's access token).
+    /// Alarms on the running node: the open ones, or one alarm's status as JSON (with the
+    /// config's `admin_token_file`, or an admin's access token).
     Alarm {
         #[command(subcommand)]
         command: AlarmCommand,
@@ -119,7 +119,7 @@ enum AlarmCommand {
     /// The open alarms, one line each: id, level, room, acknowledgements, steps taken, text.
     List {
         #[command(flatten)]
-        remote: RemoteArgs,
+        remote: tocsin_node::admin::cli::Remote,
     },
     /// One alarm's status as JSON (the same as GET /_tocsin/admin/alarms/{id}): expected
     /// recipients, who read and acknowledged when, escalation steps, why it closed.
@@ -127,11 +127,11 @@ enum AlarmCommand {
         /// The alarm's id (the `id` of its org.tocsin.alarm block) or its event id.
         id: String,
         #[command(flatten)]
-        remote: RemoteArgs,
+        remote: tocsin_node::admin::cli::Remote,
     },
 }
 
-/// How `policy plan` / `policy apply` and `alarm` reach the running node.
+/// How `policy plan` / `policy apply` reach the running node.
 #[derive(clap::Args)]
 struct RemoteArgs {
     /// The node's client API, e.g. http://127.0.0.1:8008; default: the config's
@@ -192,13 +192,13 @@ async fn main() -> anyhow::Result<()> {
             return policy_check(cli.config.as_deref(), files, operator_keys);
         }
         Command::Policy { command } => return policy(command),
-        Command::Alarm { command } => return alarm(cli.config.as_deref(), command).await,
         Command::Demo { dir, base_port, bind } => return run_demo(dir, base_port, bind).await,
         _ => {}
     }
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Policy { .. } | Command::Demo { .. } | Command::Alarm { .. } => Ok(()),
+        Command::Policy { .. } | Command::Demo { .. } => Ok(()),
+        Command::Alarm { command } => alarm(&config, command).await,
         Command::Serve => serve(config).await,
         Command::Admin { remote, command } => {
             println!("{}", tocsin_node::admin::cli::run(&config, remote, command).await?);
@@ -277,23 +277,21 @@ fn policy(command: PolicyCommand) -> anyhow::Result<()> {
 }
 
 /// `alarm list` / `alarm status ID` against the running node's admin API.
-async fn alarm(config: Option<&std::path::Path>, command: AlarmCommand) -> anyhow::Result<()> {
-    use tocsin_node::alarms::remote;
-    let (remote_args, id) = match command {
+async fn alarm(config: &Config, command: AlarmCommand) -> anyhow::Result<()> {
+    let (remote, id) = match command {
         AlarmCommand::List { remote } => (remote, None),
         AlarmCommand::Status { id, remote } => (remote, Some(id)),
     };
-    let Some(token) = remote_args.token.filter(|t| !t.trim().is_empty()) else {
-        anyhow::bail!("alarm commands need a server admin's access token: pass --token or set TOCSIN_ADMIN_TOKEN");
-    };
-    let url = match remote_args.url {
-        Some(url) => url,
-        None => tocsin_node::policy::provision::remote::base_url(&Config::load(config)?),
-    };
-    let value = remote::fetch(&url, token.trim(), id.as_deref()).await?;
+    let client = tocsin_node::admin::cli::Client::new(config, remote)?;
     match id {
-        Some(_) => println!("{}", serde_json::to_string_pretty(&value)?),
-        None => print!("{}", remote::list_text(&value)?),
+        None => {
+            let value = client.call(reqwest::Method::GET, "alarms", None).await?;
+            print!("{}", tocsin_node::alarms::remote::list_text(&value)?);
+        }
+        Some(id) => {
+            let path = format!("alarms/{}", tocsin_node::admin::cli::seg(&id));
+            println!("{}", serde_json::to_string_pretty(&client.call(reqwest::Method::GET, &path, None).await?)?);
+        }
     }
     Ok(())
 }

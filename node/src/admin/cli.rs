@@ -172,7 +172,7 @@ impl Client {
 }
 
 /// Percent-encodes one path segment (user ids, room ids and tokens contain `@ ! : #`).
-fn seg(s: &str) -> String {
+pub fn seg(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 

@@ -16,6 +16,7 @@ pub mod media;
 pub mod metrics;
 pub mod notices;
 pub mod policy;
+pub mod reports;
 pub mod rooms;
 pub mod tokens;
 pub mod users;
@@ -49,6 +50,7 @@ pub fn routes(endpoints: EndpointRouter) -> EndpointRouter {
         .raw(&format!("{A}/backup"), post(backup::endpoint))
         .raw(&format!("{A}/alarms"), get(alarms::list))
         .raw(&format!("{A}/alarms/{{id}}"), get(alarms::status))
+        .raw(&format!("{A}/reports"), get(reports::list))
 }
 
 /// Who is calling the admin API.

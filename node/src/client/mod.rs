@@ -8,6 +8,7 @@ mod keys;
 mod media;
 mod presence;
 mod read;
+mod report;
 mod rooms;
 mod send;
 mod session;
@@ -52,6 +53,7 @@ use ruma::api::client::{
     relations::{
         get_relating_events, get_relating_events_with_rel_type, get_relating_events_with_rel_type_and_event_type,
     },
+    room::report_content,
     room::{aliases, create_room, get_room_event},
     session::{get_login_types, login, logout, logout_all},
     state::{get_state_event_for_key, get_state_events, send_state_event},
@@ -99,6 +101,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<redact_event::v3::Request, _, _>(send::redact)
         .ruma::<get_message_events::v3::Request, _, _>(read::messages)
         .ruma::<get_room_event::v3::Request, _, _>(read::event)
+        .ruma::<report_content::v3::Request, _, _>(report::report)
         .ruma::<get_context::v3::Request, _, _>(read::context)
         .ruma::<get_state_events::v3::Request, _, _>(read::state_all)
         .ruma::<get_state_event_for_key::v3::Request, _, _>(read::state_for_key)

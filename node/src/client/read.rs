@@ -34,7 +34,7 @@ use crate::{
 
 /// What the caller may read of the room: 403 if nothing (never joined, and not world-readable).
 /// Knocking, an invite (accepted or not) and a ban before joining give no read access.
-async fn access(s: &Services, auth: &Auth, room_id: &ruma::RoomId) -> Result<ReadAccess> {
+pub(super) async fn access(s: &Services, auth: &Auth, room_id: &ruma::RoomId) -> Result<ReadAccess> {
     if !s.rooms.exists(room_id)? {
         return Err(Error::forbidden("you are not in this room"));
     }
@@ -67,7 +67,7 @@ async fn readable_state(
 
 /// A refusal to read becomes 404, the spec's one answer for an event the caller may not see;
 /// any other error (the store's) stays what it is.
-fn hidden_as_missing(e: Error) -> Error {
+pub(super) fn hidden_as_missing(e: Error) -> Error {
     match e {
         Error::Forbidden(_) => Error::not_found("no such event"),
         other => other,

@@ -16,6 +16,7 @@ pub mod read;
 mod receipts;
 mod redaction;
 mod remote;
+pub mod reports;
 pub mod retention;
 pub mod state;
 pub mod version;

@@ -133,3 +133,7 @@ pub const ALARM_READS: &str = "alarm_reads";
 pub const ALARM_ENDS: &str = "alarm_ends";
 /// alarm event_id -> Progress (JSON): status message and escalation steps (the worker's)
 pub const ALARM_PROGRESS: &str = "alarm_progress";
+
+// Reports (see `rooms::reports`).
+/// received_ms (8 bytes, big-endian) SEP room_id SEP event_id SEP reporter -> Report (JSON)
+pub const REPORTS: &str = "reports";

@@ -41,6 +41,7 @@ mod policy_safety;
 mod push;
 mod push_gateway;
 mod registration;
+mod reports;
 mod retention;
 mod room_features;
 mod server_keys;

@@ -145,16 +145,9 @@ struct RemoteArgs {
 
 #[derive(Subcommand)]
 enum UserCommand {
-    /// Create an account. Reads the password from --password or TOCSIN_PASSWORD, or makes one up.
-    Add {
-        name: String,
-        #[arg(long)]
-        admin: bool,
-        #[arg(long, env = "TOCSIN_PASSWORD", hide_env_values = true)]
-        password: Option<String>,
-        #[arg(long)]
-        display_name: Option<String>,
-    },
+    /// Create an account while the node is stopped. Reads the password from --password or
+    /// TOCSIN_PASSWORD, or makes one up.
+    Add(tocsin_node::admin::cli::NewAccount),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -219,7 +212,9 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::User { command: UserCommand::Add { name, admin, password, display_name } } => {
+        Command::User {
+            command: UserCommand::Add(tocsin_node::admin::cli::NewAccount { name, admin, password, display_name }),
+        } => {
             let services = tokio::task::spawn_blocking(move || Services::open(config)).await??;
             let generated = password.is_none();
             let password = password.unwrap_or_else(|| tocsin_node::users::random_string(20));

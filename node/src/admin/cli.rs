@@ -36,19 +36,23 @@ pub enum AdminCommand {
     },
 }
 
+/// An account to create: `admin user add` on a running node, `user add` on a stopped one.
+#[derive(clap::Args, Debug)]
+pub struct NewAccount {
+    pub name: String,
+    #[arg(long)]
+    pub admin: bool,
+    #[arg(long, env = "TOCSIN_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    #[arg(long)]
+    pub display_name: Option<String>,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum UserCommand {
     List,
     /// Create an account; without --password one is made up and printed.
-    Add {
-        name: String,
-        #[arg(long)]
-        admin: bool,
-        #[arg(long, env = "TOCSIN_PASSWORD", hide_env_values = true)]
-        password: Option<String>,
-        #[arg(long)]
-        display_name: Option<String>,
-    },
+    Add(NewAccount),
     /// Set a new password (and log out every device unless --keep-devices).
     ResetPassword {
         user: String,
@@ -182,7 +186,7 @@ pub async fn run(config: &Config, remote: Remote, command: AdminCommand) -> anyh
     let client = Client::new(config, remote)?;
     let value = match command {
         AdminCommand::User(UserCommand::List) => client.call(M::GET, "users", None).await?,
-        AdminCommand::User(UserCommand::Add { name, admin, password, display_name }) => {
+        AdminCommand::User(UserCommand::Add(NewAccount { name, admin, password, display_name })) => {
             let body = json!({ "username": name, "admin": admin, "password": password, "displayname": display_name });
             client.call(M::POST, "users", Some(body)).await?
         }

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
+
 /// Builds `builder()` with the system's CA store, or, on a host that has none (a container built
 /// from scratch, an air-gapped site), with only the CAs in `ca_files`: a missing system store
 /// must not stop the node or its command line, and plain-HTTP targets need no roots at all.
@@ -11,7 +13,15 @@ pub fn client(builder: impl Fn() -> reqwest::ClientBuilder, ca_files: &[PathBuf]
         Ok(client) => Ok(client),
         Err(e) => {
             tracing::debug!(error = %e, "no system CA certificates; trusting tls_ca_files only");
-            Ok(builder().use_preconfigured_tls(ca_files_only(ca_files)?).build()?)
+            let mut roots = Vec::new();
+            for path in ca_files {
+                let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+                roots.extend(
+                    reqwest::Certificate::from_pem_bundle(&pem)
+                        .with_context(|| format!("{}: not a PEM certificate bundle", path.display()))?,
+                );
+            }
+            Ok(builder().tls_certs_only(roots).build()?)
         }
     }
 }
@@ -19,18 +29,4 @@ pub fn client(builder: impl Fn() -> reqwest::ClientBuilder, ca_files: &[PathBuf]
 /// A client for the command line's calls to the running node.
 pub fn cli_client() -> anyhow::Result<reqwest::Client> {
     client(reqwest::Client::builder, &[])
-}
-
-/// A web PKI client configuration that trusts only the CA files named.
-fn ca_files_only(ca_files: &[PathBuf]) -> anyhow::Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for path in ca_files {
-        for cert in crate::federation::tls::load_certs(path)? {
-            roots.add(cert)?;
-        }
-    }
-    Ok(rustls::ClientConfig::builder_with_provider(crate::federation::tls::provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }

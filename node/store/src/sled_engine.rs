@@ -24,9 +24,31 @@ pub struct SledEngine {
     trees: RwLock<HashMap<&'static str, sled::Tree>>,
 }
 
+/// How long an open waits for the file lock of a store this process just closed.
+const LOCK_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens sled's `Db`. Dropping a `Db` returns before sled's background threads have let go of
+/// the log, so a reopen straight after a close (a restart in the same process) can find the
+/// file lock still held for a few milliseconds; that case is retried briefly. A lock held by
+/// another live process is still refused, only later.
+fn open_db(path: &Path) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + LOCK_RELEASE_WAIT;
+    loop {
+        match sled::Config::new().path(path).open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(engine_err(e)),
+        }
+    }
+}
+
 impl SledEngine {
     pub fn open(path: &Path) -> Result<Self> {
-        let db = sled::Config::new().path(path).open().map_err(engine_err)?;
+        let db = open_db(path)?;
         // sled 0.34 keeps its whole log in `<path>/db`.
         let log = std::fs::File::open(path.join("db"))?;
         // sled does not sync the directory; without this a fresh store's files may vanish in a

@@ -1,8 +1,8 @@
-//! The admin room: server notices for the node's admins, beyond the log. Today it carries the
-//! federation list's expiry warning: one `m.notice` when the list in force enters the last 7
-//! days before its expiry, one when it expires, and one when a valid list is in force again
-//! after a warning. Not on every poll: the last phase notified is kept in the store, so a
-//! restart does not repeat a notice either.
+//! The admin room: server notices for the node's admins, beyond the log. It carries users'
+//! reports (of events, rooms and users) and the federation list's expiry warning: one `m.notice`
+//! when the list in force enters the last 7 days before its expiry, one when it expires, and one
+//! when a valid list is in force again after a warning. Not on every poll: the last phase
+//! notified is kept in the store, so a restart does not repeat a notice either.
 //!
 //! The room (`#tocsin-admin:<server>`) and its sender (`@tocsin-notices:<server>`, an account
 //! without a password, so nobody can log in as it) are created on the first notice. Every
@@ -126,6 +126,23 @@ pub async fn post(s: &Services, body: &str) -> Result<OwnedRoomId> {
     let content = serde_json::to_value(RoomMessageEventContent::notice_plain(body)).map_err(Error::internal)?;
     s.rooms.send(&room_id, &sender, NewEvent::message(TimelineEventType::RoomMessage, content), None).await?;
     Ok(room_id)
+}
+
+/// Records a user's report and tells the admins in the admin room. The report is kept even when
+/// the notice cannot be posted (it is in the admin API's list either way).
+pub async fn file_report(
+    s: &Services,
+    subject: crate::rooms::reports::Subject,
+    reporter: &ruma::UserId,
+    reason: Option<&str>,
+) -> Result<()> {
+    let report = s.rooms.report(subject, reporter, reason).await?;
+    let reason = report.reason.as_deref().unwrap_or("no reason given");
+    let body = format!("Report from {}: {}. Reason: {reason}", report.reporter, report.subject);
+    if let Err(e) = post(s, &body).await {
+        tracing::error!(error = %e, "cannot post a report to the admin room; it is still listed by the admin API");
+    }
+    Ok(())
 }
 
 /// The admin room and the notice account, created when missing; admins invited.

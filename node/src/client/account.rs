@@ -127,6 +127,15 @@ fn json_of<T>(raw: &ruma::serde::Raw<T>) -> Result<Value> {
     serde_json::from_str(raw.json().get()).map_err(Error::bad_json)
 }
 
+/// Account data content: the spec makes it a JSON object, and clients read it back as one.
+fn content_of<T>(raw: &ruma::serde::Raw<T>) -> Result<Value> {
+    let value = json_of(raw)?;
+    if !value.is_object() {
+        return Err(Error::bad_json("account data content must be a JSON object"));
+    }
+    Ok(value)
+}
+
 pub async fn get_global(
     s: Arc<Services>,
     req: Ruma<get_global_account_data::v3::Request>,
@@ -144,7 +153,7 @@ pub async fn set_global(
     req: Ruma<set_global_account_data::v3::Request>,
 ) -> Result<set_global_account_data::v3::Response> {
     own(req.user()?, &req.user_id)?;
-    s.users.set_account_data(&req.user_id, None, &req.event_type.to_string(), &json_of(&req.data)?).await?;
+    s.users.set_account_data(&req.user_id, None, &req.event_type.to_string(), &content_of(&req.data)?).await?;
     Ok(set_global_account_data::v3::Response::new())
 }
 
@@ -166,7 +175,7 @@ pub async fn set_room(
 ) -> Result<set_room_account_data::v3::Response> {
     own(req.user()?, &req.user_id)?;
     s.users
-        .set_account_data(&req.user_id, Some(&req.room_id), &req.event_type.to_string(), &json_of(&req.data)?)
+        .set_account_data(&req.user_id, Some(&req.room_id), &req.event_type.to_string(), &content_of(&req.data)?)
         .await?;
     Ok(set_room_account_data::v3::Response::new())
 }

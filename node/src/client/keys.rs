@@ -1,9 +1,8 @@
-//! End-to-end encryption endpoints: keys, cross-signing, to-device, devices.
+//! End-to-end encryption endpoints: keys, cross-signing, to-device.
 
 use std::{collections::BTreeMap, sync::Arc};
 
 use ruma::api::client::{
-    device::{delete_device, delete_devices, get_device, get_devices, update_device},
     keys::{claim_keys, get_key_changes, get_keys, upload_keys, upload_signatures, upload_signing_keys},
     to_device::send_event_to_device,
 };
@@ -237,57 +236,4 @@ pub async fn send_to_device(
     crate::federation::edu::to_device(&s, &auth.user_id, &auth.device_id, &txn_id, &event_type, req.body.messages)
         .await;
     Ok(send_event_to_device::v3::Response::new())
-}
-
-fn device_of(id: ruma::OwnedDeviceId, d: crate::users::Device) -> ruma::api::client::device::Device {
-    let mut device = ruma::api::client::device::Device::new(id);
-    device.display_name = d.display_name;
-    device.last_seen_ts =
-        d.last_seen_ts.and_then(|t| ruma::UInt::try_from(t).ok()).map(ruma::MilliSecondsSinceUnixEpoch);
-    device
-}
-
-pub async fn devices(s: Arc<Services>, req: Ruma<get_devices::v3::Request>) -> Result<get_devices::v3::Response> {
-    let auth = req.user()?;
-    let devices = s.users.devices(&auth.user_id)?.into_iter().map(|(id, d)| device_of(id, d)).collect();
-    Ok(get_devices::v3::Response::new(devices))
-}
-
-pub async fn device(s: Arc<Services>, req: Ruma<get_device::v3::Request>) -> Result<get_device::v3::Response> {
-    let auth = req.user()?;
-    let d = s.users.device(&auth.user_id, &req.device_id)?.ok_or_else(|| Error::not_found("no such device"))?;
-    Ok(get_device::v3::Response::new(device_of(req.device_id.clone(), d)))
-}
-
-pub async fn update(s: Arc<Services>, req: Ruma<update_device::v3::Request>) -> Result<update_device::v3::Response> {
-    let auth = req.user()?;
-    s.users.update_device(&auth.user_id, &req.device_id, req.display_name.clone()).await?;
-    Ok(update_device::v3::Response::new())
-}
-
-pub async fn delete(s: Arc<Services>, req: Ruma<delete_device::v3::Request>) -> Result<delete_device::v3::Response> {
-    let auth = req.user()?.clone();
-    super::session::require_password(&s, &auth.user_id, req.auth.as_ref()).await?;
-    if !s.users.remove_device(&auth.user_id, &req.device_id).await? {
-        return Err(Error::not_found("no such device"));
-    }
-    let prev = crate::federation::edu::key_position(&s, &auth.user_id);
-    s.e2ee.remove_device(&auth.user_id, &req.device_id).await?;
-    crate::federation::edu::device_list_update(&s, &auth.user_id, &req.device_id, prev).await;
-    Ok(delete_device::v3::Response::new())
-}
-
-pub async fn delete_many(
-    s: Arc<Services>,
-    req: Ruma<delete_devices::v3::Request>,
-) -> Result<delete_devices::v3::Response> {
-    let auth = req.user()?.clone();
-    super::session::require_password(&s, &auth.user_id, req.auth.as_ref()).await?;
-    for device in &req.devices {
-        let prev = crate::federation::edu::key_position(&s, &auth.user_id);
-        s.users.remove_device(&auth.user_id, device).await?;
-        s.e2ee.remove_device(&auth.user_id, device).await?;
-        crate::federation::edu::device_list_update(&s, &auth.user_id, device, prev).await;
-    }
-    Ok(delete_devices::v3::Response::new())
 }

@@ -2,6 +2,7 @@
 
 mod account;
 mod backup;
+mod devices;
 mod directory;
 mod discovery;
 mod keys;
@@ -101,7 +102,9 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<redact_event::v3::Request, _, _>(send::redact)
         .ruma::<get_message_events::v3::Request, _, _>(read::messages)
         .ruma::<get_room_event::v3::Request, _, _>(read::event)
-        .ruma::<report_content::v3::Request, _, _>(report::report)
+        .ruma::<report_content::v3::Request, _, _>(report::event)
+        .ruma::<ruma::api::client::room::report_room::v3::Request, _, _>(report::room)
+        .ruma::<ruma::api::client::reporting::report_user::v3::Request, _, _>(report::user)
         .ruma::<get_context::v3::Request, _, _>(read::context)
         .ruma::<get_state_events::v3::Request, _, _>(read::state_all)
         .ruma::<get_state_event_for_key::v3::Request, _, _>(read::state_for_key)
@@ -164,11 +167,11 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<delete_backup_keys::v3::Request, _, _>(backup::delete_keys)
         .ruma::<delete_backup_keys_for_room::v3::Request, _, _>(backup::delete_room_keys)
         .ruma::<delete_backup_keys_for_session::v3::Request, _, _>(backup::delete_session_key)
-        .ruma::<get_devices::v3::Request, _, _>(keys::devices)
-        .ruma::<get_device::v3::Request, _, _>(keys::device)
-        .ruma::<update_device::v3::Request, _, _>(keys::update)
-        .ruma::<delete_device::v3::Request, _, _>(keys::delete)
-        .ruma::<delete_devices::v3::Request, _, _>(keys::delete_many)
+        .ruma_as::<get_devices::v3::Request, _, _, _>(devices::devices)
+        .ruma_as::<get_device::v3::Request, _, _, _>(devices::device)
+        .ruma::<update_device::v3::Request, _, _>(devices::update)
+        .ruma::<delete_device::v3::Request, _, _>(devices::delete)
+        .ruma::<delete_devices::v3::Request, _, _>(devices::delete_many)
         .ruma::<media_v3::create_content::v3::Request, _, _>(media::upload)
         .ruma_as::<media_v1::get_content::v1::Request, _, _, _>(media::download)
         .ruma_as::<media_v1::get_content_as_filename::v1::Request, _, _, _>(media::download_named)

@@ -13,7 +13,7 @@ use ruma::{
     api::{
         IncomingRequest,
         auth_scheme::{AccessToken, AccessTokenOptional},
-        error::FromHttpRequestError,
+        error::{DeserializationError, FromHttpRequestError},
         federation::authentication::{ServerSignatures, XMatrix},
         path_builder::PathBuilder,
     },
@@ -219,7 +219,7 @@ async fn verify_x_matrix(
 
 fn access_token(parts: &http::request::Parts) -> Option<String> {
     if let Some(value) = parts.headers.get(http::header::AUTHORIZATION) {
-        return value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(|t| t.trim().to_owned());
+        return value.to_str().ok().and_then(bearer).map(|t| t.trim().to_owned());
     }
     // The query parameter is deprecated but still sent by some clients.
     parts.uri.query().and_then(|q| {
@@ -227,9 +227,22 @@ fn access_token(parts: &http::request::Parts) -> Option<String> {
     })
 }
 
+/// The token of a `Bearer` Authorization header. Auth schemes are case-insensitive (RFC 9110).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
+}
+
 /// Distinguishes "this is not JSON at all" from "this JSON does not fit the endpoint".
 fn request_error(e: FromHttpRequestError, body: &[u8]) -> Error {
     match e {
+        // Query strings, path segments and headers are parameters, not JSON.
+        FromHttpRequestError::Deserialization(
+            d @ (DeserializationError::Query(_)
+            | DeserializationError::Ident(_)
+            | DeserializationError::Header(_)
+            | DeserializationError::Utf8(_)),
+        ) => Error::InvalidParam(format!("invalid request: {d}")),
         FromHttpRequestError::Deserialization(d) => {
             let is_json = body.is_empty() || serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
             if is_json {

@@ -135,5 +135,6 @@ pub const ALARM_ENDS: &str = "alarm_ends";
 pub const ALARM_PROGRESS: &str = "alarm_progress";
 
 // Reports (see `rooms::reports`).
-/// received_ms (8 bytes, big-endian) SEP room_id SEP event_id SEP reporter -> Report (JSON)
+/// received_ms (8 bytes, big-endian) SEP subject ids (room_id SEP event_id, room_id, or user_id)
+/// SEP reporter -> Report (JSON)
 pub const REPORTS: &str = "reports";

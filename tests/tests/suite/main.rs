@@ -46,6 +46,7 @@ mod retention;
 mod room_features;
 mod server_keys;
 mod sliding_sync;
+mod spec_deviations;
 mod sync;
 mod thumbnails;
 mod trust_bounds;

@@ -7,6 +7,7 @@ mod directory;
 mod discovery;
 mod keys;
 mod media;
+mod notifications;
 mod presence;
 mod read;
 mod report;
@@ -144,6 +145,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<get_pushrule_actions::v3::Request, _, _>(account::pushrule_actions)
         .ruma::<set_pushrule_actions::v3::Request, _, _>(account::set_pushrule_actions)
         .ruma::<get_pushers::v3::Request, _, _>(account::pushers)
+        .ruma::<ruma::api::client::push::get_notifications::v3::Request, _, _>(notifications::list)
         .ruma::<set_pusher::v3::Request, _, _>(account::set_pusher)
         .ruma::<search_users::v3::Request, _, _>(account::search_users)
         .ruma::<upload_keys::v3::Request, _, _>(keys::upload)

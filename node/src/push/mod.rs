@@ -2,8 +2,9 @@
 //! notifications to HTTP push gateways.
 //!
 //! The send path only writes one row per live event ([`queue::event_row`]). The push worker
-//! ([`spawn`]) evaluates those rows in stream order once they are durable and queues one
-//! notification per pusher; one delivery task per pusher with work sends its queue in order,
+//! ([`spawn`]) evaluates those rows in stream order once they are durable, lists what notifies
+//! each user ([`notifications`], for `GET /notifications`) and queues one notification per
+//! pusher; one delivery task per pusher with work sends its queue in order,
 //! retrying with capped exponential backoff, and removes a pusher whose pushkey the gateway
 //! rejects. A notification leaves the queue only once its gateway took it, so a gateway that is
 //! down gets everything, in order, when it is back (a crash between the gateway's answer and the
@@ -13,6 +14,7 @@
 //! pocket must ring for an alarm even while the same user has a desktop client open.
 
 pub mod gateway;
+pub mod notifications;
 pub mod pushers;
 pub mod queue;
 pub mod rules;
@@ -90,6 +92,7 @@ pub fn spawn(node: &Arc<Services>) {
 
 async fn run(services: Arc<Services>, mut shutdown: watch::Receiver<bool>) {
     let mut visible = services.db.streams.subscribe();
+    let mut trim_tick = tokio::time::interval(TRIM_EVERY);
     match queue::pending_pushers(&services.db) {
         Ok(keys) => keys.into_iter().for_each(|k| kick(&services, k)),
         Err(e) => tracing::warn!(error = %e, "cannot read the push queue; queued pushes wait for new events"),
@@ -110,10 +113,25 @@ async fn run(services: Arc<Services>, mut shutdown: watch::Receiver<bool>) {
                 }
             }
         }
-        tokio::select! {
-            changed = visible.changed() => if changed.is_err() { return },
+        let trim_due = tokio::select! {
+            changed = visible.changed() => if changed.is_err() { return } else { false },
+            _ = trim_tick.tick() => true,
             _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        if trim_due {
+            trim(&services).await;
         }
+    }
+}
+
+/// How often notifications past their keep time are removed.
+const TRIM_EVERY: Duration = Duration::from_secs(60 * 60);
+
+async fn trim(services: &Services) {
+    match notifications::trim(&services.db, crate::users::now_ms()).await {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "old notifications removed"),
+        Err(e) => tracing::warn!(error = %e, "cannot trim old notifications; trying again later"),
     }
 }
 

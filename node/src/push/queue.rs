@@ -4,7 +4,8 @@
 //!    [`trees::PUSH_EVENTS`] (in [`crate::rooms`]' `timeline_rows`, the one place local, received
 //!    and joined events are stored), so the send path pays one key and no evaluation.
 //! 2. The push worker reads those rows in stream order once they are durable, evaluates each
-//!    local member's push rules, and writes one [`QueuedPush`] per pusher to notify into
+//!    local member's push rules, records what notifies in the user's notification list
+//!    ([`super::notifications`]) and writes one [`QueuedPush`] per pusher to notify into
 //!    [`trees::PUSH_QUEUE`], keyed by pusher and position, so each pusher's queue is in event
 //!    order. The evaluated rows are removed in the same write.
 
@@ -17,7 +18,10 @@ use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId, events::Timel
 use serde::{Deserialize, Serialize};
 use tocsin_store::WriteBatch;
 
-use super::{pushers, rules};
+use super::{
+    notifications::{self, Notified},
+    pushers, rules,
+};
 use crate::{
     Services,
     error::{Error, Result},
@@ -88,6 +92,7 @@ pub async fn evaluate(services: &Services) -> Result<(BTreeSet<Vec<u8>>, bool)> 
     let mut batch = WriteBatch::new();
     let mut touched = BTreeSet::new();
     let mut rulesets: HashMap<OwnedUserId, (ruma::push::Ruleset, String)> = HashMap::new();
+    let now = crate::users::now_ms();
     for (k, v) in rows {
         batch.remove(trees::PUSH_EVENTS, k.clone());
         let pos = pos_from(&k)?;
@@ -103,9 +108,6 @@ pub async fn evaluate(services: &Services) -> Result<(BTreeSet<Vec<u8>>, bool)> 
         let facts = rules::RoomFacts::load(services, &room_id).await?;
         for user in candidates {
             let targets = pushers::list(db, &user)?;
-            if targets.is_empty() {
-                continue;
-            }
             let (ruleset, display_name) = match rulesets.get(&user) {
                 Some(r) => r,
                 None => {
@@ -118,6 +120,12 @@ pub async fn evaluate(services: &Services) -> Result<(BTreeSet<Vec<u8>>, bool)> 
             if !actions.iter().any(Action::should_notify) {
                 continue;
             }
+            let entry = Notified { room_id: room_id.clone(), event_id: event_id.clone(), actions, ts: now };
+            notifications::record(&mut batch, &user, pos, &entry)?;
+            if targets.is_empty() {
+                continue;
+            }
+            let actions = entry.actions;
             let alarm = is_ringing_alarm(&pdu);
             let tweaked = actions.iter().any(|a| a.is_highlight() || a.sound().is_some());
             let high = alarm || tweaked || pdu.kind == TimelineEventType::RoomEncrypted;

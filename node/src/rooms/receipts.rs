@@ -55,6 +55,21 @@ impl Rooms {
         self.db.get_json(trees::RECEIPTS, &key(&[room.as_bytes(), kind.as_bytes(), user.as_bytes()]))
     }
 
+    /// The stream position of the latest event the user marked read in the room, public or
+    /// private receipt (0 without one). A receipt for an event this node no longer has counts
+    /// as none.
+    pub fn read_pos(&self, room: &RoomId, user: &UserId) -> Result<u64> {
+        let mut pos = 0;
+        for kind in ["m.read", "m.read.private"] {
+            if let Some(receipt) = self.receipt(room, user, kind)?
+                && let Some((at, _)) = self.event_with_pos(&receipt.event_id)?
+            {
+                pos = pos.max(at);
+            }
+        }
+        Ok(pos)
+    }
+
     /// The `m.receipt` ephemeral event for receipts changed in `(since, upto]` (all when since is
     /// 0). Private receipts are only shown to their owner.
     pub fn receipt_event(&self, room: &RoomId, viewer: &UserId, since: u64, upto: u64) -> Result<Option<Value>> {

@@ -112,6 +112,9 @@ pub const PUSH_EVENTS: &str = "push_events";
 /// user_id SEP app_id SEP pushkey SEP pos -> QueuedPush (JSON): each pusher's notifications, in
 /// event order (see `push::queue`)
 pub const PUSH_QUEUE: &str = "push_queue";
+/// user_id SEP pos -> Notified (JSON): what notified the user, for `GET /notifications` (see
+/// `push::notifications`)
+pub const NOTIFICATIONS: &str = "notifications";
 
 // Federation.
 /// server_name -> {valid_until, object}: another server's signed key object (JSON), fetched

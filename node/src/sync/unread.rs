@@ -41,12 +41,7 @@ impl UnreadCache {
         members: usize,
         display_name: &str,
     ) -> Result<(u64, u64)> {
-        let read_pos = ["m.read", "m.read.private"]
-            .iter()
-            .filter_map(|kind| services.rooms.receipt(room, user, kind).ok().flatten())
-            .filter_map(|r| services.rooms.event_with_pos(&r.event_id).ok().flatten().map(|(pos, _)| pos))
-            .max()
-            .unwrap_or(0);
+        let read_pos = services.rooms.read_pos(room, user)?;
         // Without a receipt, counting starts at the user's join (as Synapse does): the invite
         // and what came before it are not unread news.
         let joined_at = services.rooms.user_room(user, room)?.map(|r| r.pos).unwrap_or(0);

@@ -32,6 +32,7 @@ mod federation_trust;
 mod interop_synapse;
 mod lifecycle;
 mod list_lifecycle;
+mod notifications;
 mod ops_admin;
 mod ops_backup;
 mod ops_tls;

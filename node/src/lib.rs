@@ -20,6 +20,7 @@ pub mod media;
 pub mod policy;
 pub mod push;
 pub mod rooms;
+pub mod spaces;
 pub mod store;
 pub mod sync;
 pub mod users;

@@ -15,6 +15,7 @@ mod rooms;
 mod send;
 mod session;
 mod sliding_sync;
+mod spaces;
 mod sync;
 mod tags;
 
@@ -103,6 +104,8 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<redact_event::v3::Request, _, _>(send::redact)
         .ruma::<get_message_events::v3::Request, _, _>(read::messages)
         .ruma::<get_room_event::v3::Request, _, _>(read::event)
+        .ruma::<ruma::api::client::space::get_hierarchy::v1::Request, _, _>(spaces::hierarchy)
+        .ruma::<ruma::api::client::room::get_summary::v1::Request, _, _>(spaces::summary)
         .ruma::<report_content::v3::Request, _, _>(report::event)
         .ruma::<ruma::api::client::room::report_room::v3::Request, _, _>(report::room)
         .ruma::<ruma::api::client::reporting::report_user::v3::Request, _, _>(report::user)

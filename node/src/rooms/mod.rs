@@ -19,6 +19,7 @@ mod remote;
 pub mod reports;
 pub mod retention;
 pub mod state;
+pub mod summary;
 pub mod version;
 pub mod visibility;
 

@@ -47,6 +47,7 @@ mod retention;
 mod room_features;
 mod server_keys;
 mod sliding_sync;
+mod spaces;
 mod spec_deviations;
 mod sync;
 mod thumbnails;

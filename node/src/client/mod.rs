@@ -110,6 +110,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<ruma::api::client::room::report_room::v3::Request, _, _>(report::room)
         .ruma::<ruma::api::client::reporting::report_user::v3::Request, _, _>(report::user)
         .ruma::<get_context::v3::Request, _, _>(read::context)
+        .ruma::<ruma::api::client::room::get_event_by_timestamp::v1::Request, _, _>(read::event_at_ts)
         .ruma::<get_state_events::v3::Request, _, _>(read::state_all)
         .ruma::<get_state_event_for_key::v3::Request, _, _>(read::state_for_key)
         .ruma::<get_member_events::v3::Request, _, _>(read::members)

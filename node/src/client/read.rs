@@ -14,7 +14,7 @@ use ruma::{
                 get_relating_events, get_relating_events_with_rel_type,
                 get_relating_events_with_rel_type_and_event_type,
             },
-            room::get_room_event,
+            room::{get_event_by_timestamp, get_room_event},
             state::{get_state_event_for_key, get_state_events},
         },
     },
@@ -149,6 +149,21 @@ pub async fn event(s: Arc<Services>, req: Ruma<get_room_event::v3::Request>) -> 
         Some((&auth.user_id, &auth.device_id)),
         true,
     )?)?))
+}
+
+/// `GET /rooms/{roomId}/timestamp_to_event`: jump to a date.
+pub async fn event_at_ts(
+    s: Arc<Services>,
+    req: Ruma<get_event_by_timestamp::v1::Request>,
+) -> Result<get_event_by_timestamp::v1::Response> {
+    let auth = req.user()?;
+    let access = access(&s, auth, &req.room_id).await?;
+    let forward = req.dir == Direction::Forward;
+    let (_, pdu) = s
+        .rooms
+        .event_at_ts(&req.room_id, req.ts.get().into(), forward, &access)?
+        .ok_or_else(|| Error::not_found("no event you may see in that direction"))?;
+    Ok(get_event_by_timestamp::v1::Response::new(pdu.event_id.clone(), pdu.origin_server_ts))
 }
 
 pub async fn context(s: Arc<Services>, req: Ruma<get_context::v3::Request>) -> Result<get_context::v3::Response> {

@@ -1,5 +1,5 @@
 //! Serving a room's events to other servers in it: single events, the state at an event, auth
-//! chains, backfill and missing events.
+//! chains, backfill, missing events and the event nearest a time.
 
 use std::{
     collections::{BTreeSet, HashSet},
@@ -12,7 +12,7 @@ use ruma::{
     api::federation::{
         authorization::get_event_authorization,
         backfill::get_backfill,
-        event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
+        event::{get_event, get_event_by_timestamp, get_missing_events, get_room_state, get_room_state_ids},
     },
 };
 use serde_json::value::RawValue;
@@ -227,4 +227,18 @@ pub async fn missing_events(
     events.truncate(limit);
     let pdus = events.iter().map(|(pos, p)| as_served(&rules, &access, *pos, p)).collect::<Result<_>>()?;
     Ok(get_missing_events::v1::Response::new(pdus))
+}
+
+/// `GET /timestamp_to_event/{roomId}`: the event nearest a time, for a server in the room.
+pub async fn event_at_ts(
+    s: Arc<Services>,
+    req: Ruma<get_event_by_timestamp::v1::Request>,
+) -> Result<get_event_by_timestamp::v1::Response> {
+    let access = require_in_room(&s, &req.room_id, req.origin()?).await?;
+    let forward = req.dir == ruma::api::Direction::Forward;
+    let (_, pdu) = s
+        .rooms
+        .event_at_ts(&req.room_id, req.ts.get().into(), forward, &access)?
+        .ok_or_else(|| Error::not_found("no event in that direction"))?;
+    Ok(get_event_by_timestamp::v1::Response::new(pdu.event_id.clone(), pdu.origin_server_ts))
 }

@@ -77,6 +77,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<get_public_rooms::v1::Request, _, _>(directory::public_rooms)
         .ruma::<send_transaction_message::v1::Request, _, _>(send::transaction)
         .ruma::<get_event::v1::Request, _, _>(events::event)
+        .ruma::<ruma::api::federation::event::get_event_by_timestamp::v1::Request, _, _>(events::event_at_ts)
         .ruma::<get_room_state::v1::Request, _, _>(events::state)
         .ruma::<get_room_state_ids::v1::Request, _, _>(events::state_ids)
         .ruma::<get_event_authorization::v1::Request, _, _>(events::event_auth)

@@ -20,6 +20,7 @@ pub mod reports;
 pub mod retention;
 pub mod state;
 pub mod summary;
+mod timestamp;
 pub mod version;
 pub mod visibility;
 

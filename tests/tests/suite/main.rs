@@ -30,6 +30,7 @@ mod federation_presence;
 mod federation_transport;
 mod federation_trust;
 mod interop_synapse;
+mod jump_to_date;
 mod lifecycle;
 mod list_lifecycle;
 mod notifications;

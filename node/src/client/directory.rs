@@ -57,7 +57,7 @@ pub async fn visibility(
 }
 
 /// The spec makes `visibility` optional (default `public`, as Synapse reads it); ruma requires it.
-pub fn visibility_body(body: Bytes) -> Result<Bytes> {
+pub fn visibility_body(_: &mut http::request::Parts, body: Bytes) -> Result<Bytes> {
     match serde_json::from_slice::<serde_json::Value>(&body) {
         Ok(serde_json::Value::Object(mut fields)) if !fields.contains_key("visibility") => {
             fields.insert("visibility".to_owned(), "public".into());

@@ -18,6 +18,7 @@ mod sliding_sync;
 mod spaces;
 mod sync;
 mod tags;
+mod threads;
 
 use std::sync::Arc;
 
@@ -110,6 +111,10 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<ruma::api::client::room::report_room::v3::Request, _, _>(report::room)
         .ruma::<ruma::api::client::reporting::report_user::v3::Request, _, _>(report::user)
         .ruma::<get_context::v3::Request, _, _>(read::context)
+        .ruma_prepared::<ruma::api::client::threads::get_threads::v1::Request, _, _>(
+            threads::default_include,
+            threads::list,
+        )
         .ruma::<ruma::api::client::room::get_event_by_timestamp::v1::Request, _, _>(read::event_at_ts)
         .ruma::<get_state_events::v3::Request, _, _>(read::state_all)
         .ruma::<get_state_event_for_key::v3::Request, _, _>(read::state_for_key)

@@ -23,7 +23,7 @@ pub async fn login_types(
 
 /// Checks a login body before ruma parses it: ruma looks `type` up unchecked and panics when it
 /// is missing. A body that is not JSON at all is left to ruma, which answers `M_NOT_JSON`.
-pub fn login_body(body: bytes::Bytes) -> Result<bytes::Bytes> {
+pub fn login_body(_: &mut http::request::Parts, body: bytes::Bytes) -> Result<bytes::Bytes> {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) else { return Ok(body) };
     if value.is_object() && !value.get("type").is_some_and(serde_json::Value::is_string) {
         return Err(Error::bad_json("the login body needs a string `type`, e.g. \"m.login.password\""));

@@ -81,9 +81,10 @@ impl<T> std::ops::Deref for Ruma<T> {
 /// Bodies larger than this are refused before parsing; media uploads have their own limit.
 const MAX_JSON_BODY: usize = 1024 * 1024;
 
-/// An endpoint's check or fix of a JSON body before ruma parses it: for bodies ruma parses
-/// wrongly (a panic, or a field the spec makes optional that ruma requires).
-pub type Prepare = fn(Bytes) -> Result<Bytes, Error>;
+/// An endpoint's check or fix of a request before ruma parses it: for requests ruma parses
+/// wrongly (a panic, or a field or query parameter the spec makes optional that ruma
+/// requires). It may rewrite the URI and returns the body to parse.
+pub type Prepare = fn(&mut http::request::Parts, Bytes) -> Result<Bytes, Error>;
 
 impl<T> FromRequest<Arc<Services>> for Ruma<T>
 where
@@ -159,7 +160,7 @@ where
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
         let client_ip = super::ratelimit::client_ip(peer, &parts.headers, &services.config.rate_limits.trusted_proxies);
         let bytes = match prepare {
-            Some(prepare) => prepare(bytes)?,
+            Some(prepare) => prepare(&mut parts, bytes)?,
             None => bytes,
         };
         let http_req = http::Request::from_parts(parts, bytes.clone());

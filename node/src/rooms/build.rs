@@ -382,6 +382,7 @@ impl Rooms {
         }
         if let Some(target) = relates_to(pdu) {
             batch.insert(trees::RELATIONS, key(&[room, target.as_bytes(), &pos_bytes(pos)]), id.to_vec());
+            super::threads::index_reply(pdu, pos, batch);
         }
         if let Some(target) = redacts {
             self.redaction_writes(head, pdu, target, batch)?;

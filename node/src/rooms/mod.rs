@@ -20,6 +20,7 @@ pub mod reports;
 pub mod retention;
 pub mod state;
 pub mod summary;
+pub mod threads;
 mod timestamp;
 pub mod version;
 pub mod visibility;

@@ -245,7 +245,8 @@ impl Rooms {
     }
 
     /// The event as a client sees it: `unsigned` with the transaction id (for the sending
-    /// device), `redacted_because`, and the previous content of state events.
+    /// device), `redacted_because`, the previous content of state events, and for a thread root
+    /// the thread's summary as the viewer sees it.
     pub fn client_event(
         &self,
         pos_and_pdu: &(u64, Pdu),
@@ -265,6 +266,11 @@ impl Rooms {
             && let Some(redaction) = load_pdu(&self.db, &redaction_id)?
         {
             unsigned.insert("redacted_because".into(), redaction.to_client_value(serde_json::Map::new(), with_room_id));
+        }
+        if let Some((user, _)) = viewer_device
+            && let Some(thread) = self.bundled_thread(pdu, user, with_room_id)?
+        {
+            unsigned.insert("m.relations".into(), serde_json::json!({ "m.thread": thread }));
         }
         let age = ruma::MilliSecondsSinceUnixEpoch::now().0.saturating_sub(pdu.origin_server_ts.0);
         unsigned.insert("age".into(), serde_json::Value::from(u64::from(age)));

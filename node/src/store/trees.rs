@@ -40,6 +40,9 @@ pub const ALIAS_CREATORS: &str = "alias_creators";
 pub const PUBLIC_ROOMS: &str = "public_rooms";
 /// room_id SEP relates_to_event_id SEP pos -> event_id
 pub const RELATIONS: &str = "relations";
+/// room_id SEP thread root event_id SEP pos -> reply event_id: `m.thread` replies (see
+/// `rooms::threads`)
+pub const THREADS: &str = "threads";
 /// redacted event id -> redaction event id
 pub const REDACTIONS: &str = "redactions";
 /// snapshot id (16 bytes) -> sorted [(type, state_key, event_id)] (JSON): a room state

@@ -132,6 +132,7 @@ fn purge_writes(
     let id = event_id.as_bytes();
     if let Some(target) = relates_to(&pdu) {
         batch.remove(trees::RELATIONS, key(&[room, target.as_bytes(), &pos_bytes(pos)]));
+        crate::rooms::threads::unindex_reply(&pdu, pos, batch);
     }
     // Who redacted it no longer matters; and a redaction that goes stops naming its target.
     batch.remove(trees::REDACTIONS, id.to_vec());

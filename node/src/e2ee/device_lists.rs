@@ -20,6 +20,10 @@ pub struct DeviceListUpdates {
 
 /// The device-list updates for `user` in `(since, upto]`. Room filters do not apply: a client
 /// that hides a room from its timeline still encrypts to that room's members.
+///
+/// Only rooms that changed in the window can hold membership events from it, so when the room
+/// log reaches back to `since` only those are read; the cost follows what changed, not the
+/// user's room count.
 pub async fn device_list_updates(
     services: &Services,
     user: &UserId,
@@ -27,10 +31,22 @@ pub async fn device_list_updates(
     upto: u64,
 ) -> Result<DeviceListUpdates> {
     let own_changes: BTreeSet<_> = services.rooms.membership_changes(user, since, upto)?.into_iter().collect();
-    let mut shared: BTreeSet<OwnedUserId> = BTreeSet::from([user.to_owned()]);
+    let rooms = match services.db.room_log.changed(since, upto) {
+        Some(mut changed) => {
+            changed.extend(own_changes.iter().cloned());
+            let mut rooms = Vec::with_capacity(changed.len());
+            for room_id in changed {
+                if let Some(user_room) = services.rooms.user_room(user, &room_id)? {
+                    rooms.push((room_id, user_room));
+                }
+            }
+            rooms
+        }
+        None => services.rooms.user_rooms(user)?,
+    };
     let mut joined_since = BTreeSet::new();
     let mut gone = BTreeSet::new();
-    for (room_id, user_room) in services.rooms.user_rooms(user)? {
+    for (room_id, user_room) in rooms {
         if user_room.membership != "join" {
             if matches!(user_room.membership.as_str(), "leave" | "ban") && own_changes.contains(&room_id) {
                 // We left (or were removed) in the window: its members are candidates for `left`.
@@ -38,12 +54,10 @@ pub async fn device_list_updates(
             }
             continue;
         }
-        let members = services.rooms.members(&room_id, "join").await?;
         if own_changes.contains(&room_id) {
             // We joined this room in the window: everyone in it may be new to us.
-            joined_since.extend(members.iter().cloned());
+            joined_since.extend(services.rooms.members(&room_id, "join").await?);
         }
-        shared.extend(members);
         for (_, pdu) in services.rooms.state_changes(&room_id, since, upto)? {
             if pdu.kind != TimelineEventType::RoomMember {
                 continue;
@@ -66,15 +80,65 @@ pub async fn device_list_updates(
         }
     }
 
-    let mut changed: Vec<OwnedUserId> =
-        services.e2ee.changed_users(since, upto)?.into_iter().filter(|u| shared.contains(u)).collect();
+    let mut sharing = Sharing::new(user);
+    let mut changed = Vec::new();
+    for u in services.e2ee.changed_users(since, upto)? {
+        if sharing.shares(services, &u).await? {
+            changed.push(u);
+        }
+    }
     for u in joined_since {
         // Our own join is no news about our own devices.
-        if u != user && shared.contains(&u) && !changed.contains(&u) {
+        if u != user && !changed.contains(&u) && sharing.shares(services, &u).await? {
             changed.push(u);
         }
     }
     // Someone who left one room but is still with us in another stays tracked.
-    let left = gone.into_iter().filter(|u| !shared.contains(u)).collect();
+    let mut left = Vec::new();
+    for u in gone {
+        if !sharing.shares(services, &u).await? {
+            left.push(u);
+        }
+    }
     Ok(DeviceListUpdates { changed, left })
+}
+
+/// Checks of "does this user share a joined room with `user`". Each check reads the other
+/// user's rooms; past [`MAX_SINGLE_CHECKS`] it is cheaper to gather everyone `user` shares a
+/// room with once, and later checks use that set.
+struct Sharing<'a> {
+    user: &'a UserId,
+    checks: usize,
+    everyone: Option<BTreeSet<OwnedUserId>>,
+}
+
+const MAX_SINGLE_CHECKS: usize = 64;
+
+impl<'a> Sharing<'a> {
+    fn new(user: &'a UserId) -> Self {
+        Self { user, checks: 0, everyone: None }
+    }
+
+    async fn shares(&mut self, services: &Services, other: &UserId) -> Result<bool> {
+        if other == self.user {
+            return Ok(true);
+        }
+        if self.everyone.is_none() && self.checks == MAX_SINGLE_CHECKS {
+            let mut everyone = BTreeSet::new();
+            for room_id in services.rooms.joined_rooms(self.user)? {
+                everyone.extend(services.rooms.members(&room_id, "join").await?);
+            }
+            self.everyone = Some(everyone);
+        }
+        if let Some(everyone) = &self.everyone {
+            return Ok(everyone.contains(other));
+        }
+        self.checks += 1;
+        for room_id in services.rooms.joined_rooms(other)? {
+            if services.rooms.user_room(self.user, &room_id)?.is_some_and(|r| r.membership == "join") {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
 }

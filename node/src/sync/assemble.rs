@@ -3,7 +3,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use ruma::{
-    OwnedUserId, RoomId, UInt, UserId,
+    OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
     api::client::{
         filter::{Filter as EventFilter, FilterDefinition, LazyLoadOptions, RoomEventFilter},
         sync::sync_events::{
@@ -125,7 +125,9 @@ async fn build(
         services.rooms.membership_changes(user, since_pos, now.pos)?.into_iter().collect();
     let display_name = services.users.profile(user)?.and_then(|p| p.0).unwrap_or_else(|| user.localpart().to_owned());
 
-    for (room_id, user_room) in services.rooms.user_rooms(user)? {
+    for (room_id, user_room) in
+        rooms_to_visit(services, user, since.filter(|_| !full_state), now, &changed_memberships)?
+    {
         if !wanted(&room_id) {
             continue;
         }
@@ -238,6 +240,33 @@ async fn build(
         services.e2ee.unused_fallback_key_types(user, &auth.device_id)?.iter().map(|a| a.as_str().into()).collect(),
     );
     Ok((response, changed))
+}
+
+/// The rooms a sync looks at: every room of the user on an initial or full-state sync, or when
+/// the room log does not reach back to the token (a token from before the node started); else
+/// only the rooms that changed since the token (timeline, receipts, typing, the user's own
+/// membership). Room account data is found separately. This keeps an incremental sync's cost
+/// with what changed, not with how many rooms the user is in.
+fn rooms_to_visit(
+    services: &Services,
+    user: &UserId,
+    since: Option<Token>,
+    now: Token,
+    changed_memberships: &BTreeSet<OwnedRoomId>,
+) -> Result<Vec<(OwnedRoomId, crate::rooms::read::UserRoom)>> {
+    let Some(since) = since else { return services.rooms.user_rooms(user) };
+    let Some(mut changed) = services.db.room_log.changed(since.pos, now.pos) else {
+        return services.rooms.user_rooms(user);
+    };
+    changed.extend(services.sync.typing.rooms_changed_since(since.typing));
+    changed.extend(changed_memberships.iter().cloned());
+    let mut rooms = Vec::with_capacity(changed.len());
+    for room_id in changed {
+        if let Some(user_room) = services.rooms.user_room(user, &room_id)? {
+            rooms.push((room_id, user_room));
+        }
+    }
+    Ok(rooms)
 }
 
 /// What an invitee or a knocker sees of a room before joining: the state the other server sent

@@ -58,6 +58,12 @@ impl Typing {
         self.serial.send_replace(serial);
     }
 
+    /// The rooms whose typing state changed after serial `since`.
+    pub fn rooms_changed_since(&self, since: u64) -> Vec<OwnedRoomId> {
+        let Ok(state) = self.state.lock() else { return Vec::new() };
+        state.rooms.iter().filter(|(_, (_, changed))| *changed > since).map(|(room, _)| room.clone()).collect()
+    }
+
     /// Users typing in `room` if its typing state changed after `since` (or always when `since`
     /// is 0); expired entries are dropped.
     pub fn typing_since(&self, room: &RoomId, since: u64) -> Option<Vec<OwnedUserId>> {

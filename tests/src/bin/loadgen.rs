@@ -60,7 +60,8 @@ struct Args {
     json: Option<std::path::PathBuf>,
 }
 
-/// Federated measurements between two homeservers (without one: the single-server scenario).
+/// The other scenarios: federated measurements between two homeservers and the sync cost sweep
+/// (without one: the single-server scenario).
 #[derive(Debug, Subcommand)]
 enum Fed {
     /// A on server 1 sends messages one at a time; each is timed until B's long-poll /sync on
@@ -102,6 +103,30 @@ enum Fed {
         /// when its /_matrix/client/versions answers).
         #[arg(long)]
         start_cmd: String,
+    },
+    /// One user's `/sync` as their room count grows: the initial sync, and the incremental sync
+    /// after one message in one room, at each count of the sweep.
+    SyncCost {
+        /// Base URL of the homeserver; loopback only.
+        #[arg(long, default_value = "http://127.0.0.1:8008")]
+        url: String,
+        /// Room counts to measure at, ascending and comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+        rooms: Vec<u32>,
+        /// Incremental syncs measured at each room count.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        samples: u32,
+        /// Localpart prefix for the user (default: lg<unix seconds>).
+        #[arg(long)]
+        prefix: Option<String>,
+        #[arg(long, default_value = "loadgen-password-0")]
+        password: String,
+        /// Name of this run in the output (e.g. "synapse", "tocsin").
+        #[arg(long, default_value = "homeserver")]
+        label: String,
+        /// Also write the figures as one JSON object to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
     },
 }
 
@@ -216,6 +241,24 @@ async fn run_fed(fed: Fed) -> Result<bool> {
             write_json(common.json.as_deref(), &r)?;
             print_fed_catchup(&r);
             Ok(r.passed())
+        }
+        Fed::SyncCost { url, rooms, samples, prefix, password, label, json } => {
+            let cfg =
+                loadgen::sync_cost::SyncCostConfig { url, prefix: default_prefix(prefix)?, password, rooms, samples };
+            let r = loadgen::sync_cost::run(&cfg, &label).await?;
+            write_json(json.as_deref(), &r)?;
+            println!("tocsin-loadgen sync-cost  label={}  url={}", r.label, r.url);
+            println!(
+                "{:>8} {:>10} {:>12} {:>12} {:>12}",
+                "rooms", "setup s", "initial ms", "incr p50 ms", "incr p95 ms"
+            );
+            for p in &r.points {
+                println!(
+                    "{:>8} {:>10.1} {:>12.1} {:>12.2} {:>12.2}",
+                    p.rooms, p.setup_s, p.initial_ms, p.incremental_p50_ms, p.incremental_p95_ms
+                );
+            }
+            Ok(r.points.iter().all(|p| p.initial_rooms_seen >= p.rooms as usize))
         }
     }
 }

@@ -538,4 +538,5 @@ impl ReaderOutcome {
 }
 
 mod federation;
+pub mod sync_cost;
 pub use federation::*;

@@ -21,7 +21,7 @@ use tocsin_tests::loadgen::{
 #[command(name = "tocsin-loadgen", about, args_conflicts_with_subcommands = true)]
 struct Args {
     #[command(subcommand)]
-    command: Option<Fed>,
+    command: Option<Scenario>,
     /// Homeserver base URL; only loopback hosts are accepted.
     #[arg(long, default_value = "http://127.0.0.1:8008")]
     url: String,
@@ -63,7 +63,7 @@ struct Args {
 /// The other scenarios: federated measurements between two homeservers and the sync cost sweep
 /// (without one: the single-server scenario).
 #[derive(Debug, Subcommand)]
-enum Fed {
+enum Scenario {
     /// A on server 1 sends messages one at a time; each is timed until B's long-poll /sync on
     /// server 2 returns it.
     FedLatency {
@@ -217,16 +217,16 @@ fn print_fed_catchup(r: &CatchupReport) {
     println!("result: {}", if r.passed() { "PASS" } else { "FAIL" });
 }
 
-async fn run_fed(fed: Fed) -> Result<bool> {
+async fn run_fed(fed: Scenario) -> Result<bool> {
     match fed {
-        Fed::FedLatency { common, events, event_timeout } => {
+        Scenario::FedLatency { common, events, event_timeout } => {
             let cfg = fed_config(&common)?;
             let r = loadgen::fed_latency(&cfg, &common.label, events, Duration::from_secs(event_timeout)).await?;
             write_json(common.json.as_deref(), &r)?;
             print_fed_latency(&r);
             Ok(r.passed())
         }
-        Fed::FedCatchup { common, events, senders, outage, timeout, sync_limit, stop_cmd, start_cmd } => {
+        Scenario::FedCatchup { common, events, senders, outage, timeout, sync_limit, stop_cmd, start_cmd } => {
             let cfg = fed_config(&common)?;
             let cu = CatchupConfig {
                 events,
@@ -242,7 +242,7 @@ async fn run_fed(fed: Fed) -> Result<bool> {
             print_fed_catchup(&r);
             Ok(r.passed())
         }
-        Fed::SyncCost { url, rooms, samples, prefix, password, label, json } => {
+        Scenario::SyncCost { url, rooms, samples, prefix, password, label, json } => {
             let cfg =
                 loadgen::sync_cost::SyncCostConfig { url, prefix: default_prefix(prefix)?, password, rooms, samples };
             let r = loadgen::sync_cost::run(&cfg, &label).await?;

@@ -402,6 +402,29 @@ impl Session {
             .with_context(|| format!("{} syncing (since {since:?})", self.user_id))
     }
 
+    /// Simplified sliding sync (MSC4186, `org.matrix.simplified_msc3575`): `body` as the
+    /// request, `pos` from the previous answer, `timeout_ms` the long-poll time.
+    pub async fn sliding_sync(&self, body: &Value, pos: Option<&str>, timeout_ms: u64) -> Result<Value> {
+        let mut url = self.hs.base().clone();
+        url.path_segments_mut().map_err(|()| anyhow!("homeserver URL cannot be a base"))?.pop_if_empty().extend([
+            "_matrix",
+            "client",
+            "unstable",
+            "org.matrix.simplified_msc3575",
+            "sync",
+        ]);
+        let timeout_s = timeout_ms.to_string();
+        url.query_pairs_mut().append_pair("timeout", &timeout_s);
+        if let Some(pos) = pos {
+            url.query_pairs_mut().append_pair("pos", pos);
+        }
+        let http_timeout = Duration::from_millis(timeout_ms) + REQUEST_TIMEOUT;
+        self.hs
+            .request(Method::POST, url, Some(&self.access_token), Some(body), http_timeout)
+            .await
+            .with_context(|| format!("{} sliding sync (pos {pos:?})", self.user_id))
+    }
+
     /// `GET /rooms/{room}/messages`.
     pub async fn messages(
         &self,

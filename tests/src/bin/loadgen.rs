@@ -128,6 +128,19 @@ enum Scenario {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// Turns `sync-cost` JSON reports (one per server) into a markdown table on stdout and SVG
+    /// charts of each curve.
+    ScaleReport {
+        /// A report written by `sync-cost --json`; give one per server, in column order.
+        #[arg(long = "input", required = true)]
+        inputs: Vec<std::path::PathBuf>,
+        /// Where the charts go.
+        #[arg(long)]
+        out_dir: std::path::PathBuf,
+        /// File name stem of the charts (`<stem>-incremental.svg`, `<stem>-initial.svg`).
+        #[arg(long, default_value = "sync-cost")]
+        stem: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -259,6 +272,20 @@ async fn run_fed(fed: Scenario) -> Result<bool> {
                 );
             }
             Ok(r.points.iter().all(|p| p.initial_rooms_seen >= p.rooms as usize))
+        }
+        Scenario::ScaleReport { inputs, out_dir, stem } => {
+            let mut reports = Vec::new();
+            for input in &inputs {
+                let text = std::fs::read_to_string(input).with_context(|| format!("reading {}", input.display()))?;
+                let report: loadgen::sync_cost::SyncCostReport =
+                    serde_json::from_str(&text).with_context(|| format!("parsing {}", input.display()))?;
+                reports.push(report);
+            }
+            print!("{}", loadgen::chart::table(&reports));
+            for path in loadgen::chart::charts(&reports, &out_dir, &stem)? {
+                eprintln!("chart written to {}", path.display());
+            }
+            Ok(true)
         }
     }
 }

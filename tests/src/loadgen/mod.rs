@@ -537,6 +537,7 @@ impl ReaderOutcome {
     }
 }
 
+pub mod chart;
 mod federation;
 pub mod sync_cost;
 pub use federation::*;

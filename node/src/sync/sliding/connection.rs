@@ -57,6 +57,9 @@ pub struct PosState {
     pub token: Option<Token>,
     pub rooms: HashMap<OwnedRoomId, SentRoom>,
     pub list_counts: BTreeMap<String, usize>,
+    /// The user's rooms in list order, one per connection (every position of it shares it; see
+    /// `lists::RoomIndex`).
+    pub index: Arc<tokio::sync::Mutex<super::lists::RoomIndex>>,
 }
 
 struct Connection {

@@ -7,11 +7,7 @@ mod extensions;
 mod lists;
 mod room;
 
-use std::{
-    collections::{BTreeSet, HashMap},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 pub use connection::Connections;
 use ruma::{
@@ -19,11 +15,7 @@ use ruma::{
     api::client::sync::sync_events::v5::{Request, Response, response},
 };
 
-use self::{
-    connection::PosState,
-    lists::{Candidate, FilterContext},
-    room::RoomRequest,
-};
+use self::{connection::PosState, lists::FilterContext, room::RoomRequest};
 use crate::{Services, error::Result, http::Auth, sync::Token};
 
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);
@@ -64,14 +56,16 @@ async fn build(
     now: Token,
 ) -> Result<(Response, PosState, bool)> {
     let user = &auth.user_id;
-    let candidates = lists::candidates(services, user, base, now.pos)?;
+    // One index per connection, shared by its positions and brought up to date here.
+    let mut index = base.index.lock().await;
+    index.refresh(services, user, now.pos, lists::needs_facts(&req.lists)).await?;
     let ctx = FilterContext::load(services, user)?;
-    let mut window = lists::window(services, &ctx, &req.lists, &candidates).await?;
+    let mut window = lists::window(&ctx, &req.lists, &index, base);
+    let listed = |room_id: &RoomId| index.rooms.get(room_id).filter(|known| known.listed(room_id, base));
 
-    let by_id: HashMap<&RoomId, &Candidate> = candidates.iter().map(|c| (&*c.room_id, c)).collect();
     for (room_id, subscription) in &req.room_subscriptions {
         // Only rooms the user is in (or invited to) can be subscribed to.
-        if by_id.contains_key(&**room_id) {
+        if listed(room_id).is_some() {
             window
                 .rooms
                 .entry(room_id.clone())
@@ -81,7 +75,12 @@ async fn build(
     }
 
     let mut response = Response::new(String::new());
-    let mut state = PosState { token: Some(now), rooms: base.rooms.clone(), list_counts: window.counts.clone() };
+    let mut state = PosState {
+        token: Some(now),
+        rooms: base.rooms.clone(),
+        list_counts: window.counts.clone(),
+        index: base.index.clone(),
+    };
     let mut changed = base.token.is_none() || base.list_counts != window.counts;
     for (name, count) in &window.counts {
         let mut list = response::List::default();
@@ -93,7 +92,7 @@ async fn build(
     let mut in_view = BTreeSet::new();
     let mut initial = BTreeSet::new();
     for (room_id, config) in window.rooms {
-        let Some(candidate) = by_id.get(&*room_id) else { continue };
+        let Some(candidate) = listed(&room_id) else { continue };
         let request = RoomRequest {
             room_id: &room_id,
             membership: &candidate.membership,

@@ -80,7 +80,7 @@ inputs+=(--input "$BENCH_DIR/tocsin.json")
     echo "Tocsin at $(git rev-parse --short HEAD 2>/dev/null || echo '?') (release build, redb); Synapse from"
     echo "\`tests/bench/synapse.sh\` (SQLite); $(nproc) CPUs, loopback only; $SAMPLES incremental syncs per point."
     echo "Each incremental sync follows one message in one of the user's rooms. Charts:"
-    echo "\`scale-sync-incremental.svg\`, \`scale-sync-initial.svg\`."
+    echo "\`scale-sync-incremental.svg\`, \`scale-sync-initial.svg\`, \`scale-sync-sliding.svg\`."
     echo
     "$LOADGEN" scale-report "${inputs[@]}" --out-dir "$SCRIPT_DIR" --stem scale-sync
 } >"$OUT_MD"

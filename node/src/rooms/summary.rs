@@ -101,7 +101,28 @@ impl Rooms {
         summary.room_type = field(StateEventType::RoomCreate, "type").map(Into::into);
         summary.encryption = field(StateEventType::RoomEncryption, "algorithm").map(Into::into);
         summary.room_version = Some(self.version(room_id).await?);
-        let children = state.iter().filter_map(|p| space_child(p)).collect();
+        // The spec's order: by `order` (children with a valid one first), then by when the child
+        // was added, then by room id.
+        let mut children: Vec<(Option<String>, u64, SpaceChild)> = state
+            .iter()
+            .filter_map(|p| {
+                let order = p
+                    .content_field("order")
+                    .and_then(|o| o.as_str().map(str::to_owned))
+                    .filter(|o| o.len() <= 50 && o.bytes().all(|b| (0x20..=0x7e).contains(&b)));
+                space_child(p).map(|c| (order, u64::from(p.origin_server_ts.0), c))
+            })
+            .collect();
+        children.sort_by(|a, b| {
+            let by_order = match (&a.0, &b.0) {
+                (Some(x), Some(y)) => x.cmp(y),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            };
+            by_order.then(a.1.cmp(&b.1)).then_with(|| a.2.room_id.cmp(&b.2.room_id))
+        });
+        let children = children.into_iter().map(|(_, _, c)| c).collect();
         Ok(Some(Described { summary, membership, children }))
     }
 }

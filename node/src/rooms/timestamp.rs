@@ -45,9 +45,10 @@ impl Rooms {
             let after = self.paginate(room_id, lo.saturating_sub(1), false, WINDOW)?;
             return Ok(after.into_iter().find(|e| ts_of(&e.1) >= ts && visible(e)));
         }
-        // An event exactly at `ts` sits at the boundary; before it, everything is earlier.
+        // Events exactly at `ts` start at the boundary; the last of them is the nearest. Before
+        // the boundary, everything is earlier.
         let at = self.paginate(room_id, lo.saturating_sub(1), false, WINDOW)?;
-        if let Some(exact) = at.into_iter().take_while(|e| ts_of(&e.1) == ts).find(|e| visible(e)) {
+        if let Some(exact) = at.into_iter().take_while(|e| ts_of(&e.1) == ts).filter(|e| visible(e)).last() {
             return Ok(Some(exact));
         }
         let before = self.paginate(room_id, lo, true, WINDOW)?;

@@ -16,12 +16,31 @@ pub struct RedbEngine {
     db: redb::Database,
 }
 
+/// How long an open waits for a store this process is still closing.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens the database file. A node that just shut down in this process (a restart, or a test
+/// that stops and starts nodes) may still have the file open for a moment while its last
+/// requests finish; that case is retried briefly. A store held open for longer, by another
+/// process or node, is still refused.
+fn open_db(path: &Path) -> std::result::Result<redb::Database, redb::DatabaseError> {
+    let deadline = std::time::Instant::now() + CLOSE_WAIT;
+    loop {
+        match redb::Builder::new().set_cache_size(CACHE_BYTES).create(path) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl RedbEngine {
     pub fn open(path: &Path) -> Result<Self> {
         // `create` opens an existing file too, and repairs it after an unclean shutdown.
         // redb's default page cache is 1 GiB and fills up under write load; a node must fit in
         // tens of megabytes on a municipal VM, and the OS page cache still holds hot pages.
-        let db = redb::Builder::new().set_cache_size(CACHE_BYTES).create(path).map_err(|e| match e {
+        let db = open_db(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Engine(format!(
                 "the store {} is already open in another process (is another tocsin-node running on this \
                  data dir? stop it first, or wait a moment after it stopped)",

@@ -36,11 +36,10 @@ async fn room(client: &Client, name: &str, preset: RoomPreset, space: bool) -> O
     client.create_room(request).await.expect("room created").room_id().to_owned()
 }
 
-async fn add_child(client: &Client, space: &RoomId, child: &RoomId, via: &str, suggested: bool) {
+async fn add_child(client: &Client, space: &RoomId, child: &RoomId, via: &str, suggested: bool, order: &str) {
     let room = client.get_room(space).expect("the space is known");
-    room.send_state_event_raw("m.space.child", child.as_str(), json!({ "via": [via], "suggested": suggested }))
-        .await
-        .expect("child added");
+    let content = json!({ "via": [via], "suggested": suggested, "order": order });
+    room.send_state_event_raw("m.space.child", child.as_str(), content).await.expect("child added");
 }
 
 fn names(response: &get_hierarchy::v1::Response) -> Vec<String> {
@@ -58,9 +57,10 @@ async fn a_space_lists_local_and_remote_rooms_a_viewer_may_see() {
     let desk = room(&alice, "Flood desk", RoomPreset::PublicChat, false).await;
     let secret = room(&alice, "Command staff", RoomPreset::PrivateChat, false).await;
     let county_ops = room(&bob, "County ops", RoomPreset::PublicChat, false).await;
-    add_child(&alice, &space, &desk, "city.test", true).await;
-    add_child(&alice, &space, &secret, "city.test", false).await;
-    add_child(&alice, &space, &county_ops, "county.test", false).await;
+    // Listed in `order`, whatever the order they were added in.
+    add_child(&alice, &space, &county_ops, "county.test", false, "c").await;
+    add_child(&alice, &space, &desk, "city.test", true, "a").await;
+    add_child(&alice, &space, &secret, "city.test", false, "b").await;
 
     // Carol is in none of these rooms: she sees the space, the public desk and the county's room
     // (asked of county.test over federation), but not the private room.

@@ -90,6 +90,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<change_password::v3::Request, _, _>(session::change_password)
         .ruma::<deactivate::v3::Request, _, _>(session::deactivate)
         .ruma::<create_room::v3::Request, _, _>(rooms::create)
+        .ruma::<ruma::api::client::room::upgrade_room::v3::Request, _, _>(rooms::upgrade)
         .ruma::<join_room_by_id::v3::Request, _, _>(rooms::join_by_id)
         .ruma::<join_room_by_id_or_alias::v3::Request, _, _>(rooms::join_by_id_or_alias)
         .ruma::<invite_user::v3::Request, _, _>(rooms::invite)

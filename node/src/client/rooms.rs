@@ -259,3 +259,15 @@ pub async fn joined(s: Arc<Services>, req: Ruma<joined_rooms::v3::Request>) -> R
         .collect();
     Ok(joined_rooms::v3::Response::new(rooms))
 }
+
+pub async fn upgrade(
+    s: Arc<Services>,
+    req: Ruma<ruma::api::client::room::upgrade_room::v3::Request>,
+) -> Result<ruma::api::client::room::upgrade_room::v3::Response> {
+    let auth = req.user()?;
+    // Creating a room's worth of events, like a join.
+    s.limits.take(Action::Join, Some(&auth.user_id), req.client_ip)?;
+    let profile = s.users.profile(&auth.user_id)?.unwrap_or_default();
+    let new_room = s.rooms.upgrade(&req.room_id, &auth.user_id, profile, req.new_version.clone()).await?;
+    Ok(ruma::api::client::room::upgrade_room::v3::Response::new(new_room))
+}

@@ -22,6 +22,7 @@ pub mod state;
 pub mod summary;
 pub mod threads;
 mod timestamp;
+mod upgrade;
 pub mod version;
 pub mod visibility;
 

@@ -58,3 +58,4 @@ mod trust_edges;
 mod trust_limits;
 mod trust_matrix;
 mod trust_reads;
+mod upgrade;

@@ -58,8 +58,8 @@ pub struct PosState {
     pub rooms: HashMap<OwnedRoomId, SentRoom>,
     pub list_counts: BTreeMap<String, usize>,
     /// The user's rooms in list order, one per connection (every position of it shares it; see
-    /// `lists::RoomIndex`).
-    pub index: Arc<tokio::sync::Mutex<super::lists::RoomIndex>>,
+    /// `index::RoomIndex`).
+    pub index: Arc<tokio::sync::Mutex<super::index::RoomIndex>>,
 }
 
 struct Connection {

@@ -4,6 +4,7 @@
 
 mod connection;
 mod extensions;
+mod index;
 mod lists;
 mod room;
 
@@ -61,7 +62,8 @@ async fn build(
     index.refresh(services, user, now.pos, lists::needs_facts(&req.lists)).await?;
     let ctx = FilterContext::load(services, user)?;
     let mut window = lists::window(&ctx, &req.lists, &index, base);
-    let listed = |room_id: &RoomId| index.rooms.get(room_id).filter(|known| known.listed(room_id, base));
+    let listed =
+        |room_id: &RoomId| index.rooms.get(room_id).filter(|known| known.listed(lists::sent_membership(base, room_id)));
 
     for (room_id, subscription) in &req.room_subscriptions {
         // Only rooms the user is in (or invited to) can be subscribed to.

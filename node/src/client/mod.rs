@@ -8,6 +8,7 @@ mod discovery;
 mod keys;
 mod media;
 mod notifications;
+mod paging;
 mod presence;
 mod read;
 mod report;

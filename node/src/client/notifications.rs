@@ -8,26 +8,12 @@ use ruma::{
     api::client::push::get_notifications::v3::{Notification, Request, Response},
 };
 
-use crate::{
-    Services,
-    error::{Error, Result},
-    http::Ruma,
-    sync::assemble::raw,
-};
-
-/// The page size when the client gives none, and the most one page holds.
-const DEFAULT_LIMIT: usize = 20;
-const MAX_LIMIT: usize = 100;
+use crate::{Services, error::Result, http::Ruma, sync::assemble::raw};
 
 pub async fn list(s: Arc<Services>, req: Ruma<Request>) -> Result<Response> {
     let auth = req.user()?;
-    let before = match req.from.as_deref() {
-        Some(from) => {
-            Some(from.parse::<u64>().map_err(|_| Error::invalid_param("`from` is not a token this node gave"))?)
-        }
-        None => None,
-    };
-    let limit = req.limit.map_or(DEFAULT_LIMIT, |l| usize::try_from(l).unwrap_or(MAX_LIMIT)).clamp(1, MAX_LIMIT);
+    let before = super::paging::from_position(req.from.as_deref())?;
+    let limit = super::paging::limit(req.limit);
     let only_highlight = req.only.as_deref() == Some("highlight");
     let viewer = Some((&*auth.user_id, &*auth.device_id));
 

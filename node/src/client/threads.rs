@@ -13,20 +13,11 @@ use crate::{
     sync::assemble::raw,
 };
 
-const DEFAULT_LIMIT: usize = 20;
-const MAX_LIMIT: usize = 100;
-
 pub async fn list(s: Arc<Services>, req: Ruma<Request>) -> Result<Response> {
     let auth = req.user()?;
     let access = access(&s, auth, &req.room_id).await?;
-    let mut before = match req.from.as_deref() {
-        Some(from) => {
-            Some(from.parse::<u64>().map_err(|_| Error::invalid_param("`from` is not a token this node gave"))?)
-        }
-        None => None,
-    };
-    let limit =
-        req.limit.map_or(DEFAULT_LIMIT, |l| usize::try_from(u64::from(l)).unwrap_or(MAX_LIMIT)).clamp(1, MAX_LIMIT);
+    let mut before = super::paging::from_position(req.from.as_deref())?;
+    let limit = super::paging::limit(req.limit);
     let participated_only = req.include == IncludeThreads::Participated;
     let viewer = Some((&*auth.user_id, &*auth.device_id));
     let mut chunk = Vec::new();

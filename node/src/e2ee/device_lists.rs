@@ -34,13 +34,7 @@ pub async fn device_list_updates(
     let rooms = match services.db.room_log.changed(since, upto) {
         Some(mut changed) => {
             changed.extend(own_changes.iter().cloned());
-            let mut rooms = Vec::with_capacity(changed.len());
-            for room_id in changed {
-                if let Some(user_room) = services.rooms.user_room(user, &room_id)? {
-                    rooms.push((room_id, user_room));
-                }
-            }
-            rooms
+            services.rooms.user_rooms_among(user, changed)?
         }
         None => services.rooms.user_rooms(user)?,
     };

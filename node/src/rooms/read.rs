@@ -133,6 +133,22 @@ impl Rooms {
         Ok(self.user_rooms(user_id)?.into_iter().filter(|(_, r)| r.membership == "join").map(|(id, _)| id).collect())
     }
 
+    /// The user's rows among `rooms` (those the user has a membership in): what a sync reads
+    /// for the rooms the room log says changed.
+    pub fn user_rooms_among(
+        &self,
+        user_id: &UserId,
+        rooms: impl IntoIterator<Item = OwnedRoomId>,
+    ) -> Result<Vec<(OwnedRoomId, UserRoom)>> {
+        let mut out = Vec::new();
+        for room_id in rooms {
+            if let Some(user_room) = self.user_room(user_id, &room_id)? {
+                out.push((room_id, user_room));
+            }
+        }
+        Ok(out)
+    }
+
     pub fn user_room(&self, user_id: &UserId, room_id: &RoomId) -> Result<Option<UserRoom>> {
         self.db.get_json(trees::USER_ROOMS, &key(&[user_id.as_bytes(), room_id.as_bytes()]))
     }

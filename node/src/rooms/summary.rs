@@ -113,15 +113,8 @@ impl Rooms {
                 space_child(p).map(|c| (order, u64::from(p.origin_server_ts.0), c))
             })
             .collect();
-        children.sort_by(|a, b| {
-            let by_order = match (&a.0, &b.0) {
-                (Some(x), Some(y)) => x.cmp(y),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (None, None) => std::cmp::Ordering::Equal,
-            };
-            by_order.then(a.1.cmp(&b.1)).then_with(|| a.2.room_id.cmp(&b.2.room_id))
-        });
+        children
+            .sort_by(|a, b| (a.0.is_none(), &a.0, a.1, &a.2.room_id).cmp(&(b.0.is_none(), &b.0, b.1, &b.2.room_id)));
         let children = children.into_iter().map(|(_, _, c)| c).collect();
         Ok(Some(Described { summary, membership, children }))
     }

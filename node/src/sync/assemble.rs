@@ -260,13 +260,7 @@ fn rooms_to_visit(
     };
     changed.extend(services.sync.typing.rooms_changed_since(since.typing));
     changed.extend(changed_memberships.iter().cloned());
-    let mut rooms = Vec::with_capacity(changed.len());
-    for room_id in changed {
-        if let Some(user_room) = services.rooms.user_room(user, &room_id)? {
-            rooms.push((room_id, user_room));
-        }
-    }
-    Ok(rooms)
+    services.rooms.user_rooms_among(user, changed)
 }
 
 /// What an invitee or a knocker sees of a room before joining: the state the other server sent

@@ -104,9 +104,6 @@ pub async fn run(cfg: &SyncCostConfig, label: &str) -> Result<SyncCostReport> {
                     break;
                 }
                 rounds += 1;
-                if std::env::var_os("SYNC_COST_DEBUG").is_some() {
-                    eprintln!("round {rounds}: token {token}, rooms {:?}", next.rooms.join.keys().collect::<Vec<_>>());
-                }
                 if rounds == MAX_ROUNDS {
                     bail!("{MAX_ROUNDS} incremental syncs at {target} rooms did not carry the changed room");
                 }

@@ -232,6 +232,7 @@ impl Node {
         federation::announce::spawn(&services);
         policy::watch::spawn(&services);
         sync::presence::spawn_idle_timer(&services);
+        sync::wake::spawn(&services);
         rooms::retention::purge::spawn(&services);
         alarms::worker::spawn(&services);
         push::spawn(&services);

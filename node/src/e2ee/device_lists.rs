@@ -31,7 +31,7 @@ pub async fn device_list_updates(
     upto: u64,
 ) -> Result<DeviceListUpdates> {
     let own_changes: BTreeSet<_> = services.rooms.membership_changes(user, since, upto)?.into_iter().collect();
-    let rooms = match services.db.room_log.changed(since, upto) {
+    let rooms = match services.db.changes.changed(since, upto) {
         Some(mut changed) => {
             changed.extend(own_changes.iter().cloned());
             services.rooms.user_rooms_among(user, changed)?

@@ -107,6 +107,20 @@ impl RoomHead {
             .collect()
     }
 
+    /// Members of `server` with one of `memberships`. The server is matched on the state key
+    /// before any id is parsed: in a big room most members are elsewhere.
+    pub fn local_members(&self, server: &ruma::ServerName, memberships: &[&str]) -> Vec<OwnedUserId> {
+        self.state
+            .iter()
+            .filter(|((kind, key), _)| {
+                *kind == StateEventType::RoomMember
+                    && key.strip_suffix(server.as_str()).is_some_and(|rest| rest.ends_with(':'))
+            })
+            .filter(|(_, pdu)| pdu.membership_str().is_some_and(|m| memberships.contains(&m)))
+            .filter_map(|((_, key), _)| UserId::parse(key.as_str()).ok())
+            .collect()
+    }
+
     pub fn content_str(&self, kind: StateEventType, field: &str) -> Option<String> {
         self.get(&kind, "").and_then(|p| p.content_field(field)).and_then(|v| v.as_str().map(str::to_owned))
     }

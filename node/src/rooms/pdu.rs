@@ -145,6 +145,10 @@ impl Pdu {
         self.membership.clone()
     }
 
+    pub fn membership_str(&self) -> Option<&str> {
+        self.membership.as_deref()
+    }
+
     /// The event in the Client-Server format, with `unsigned` as given.
     pub fn to_client_value(
         &self,

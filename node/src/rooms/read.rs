@@ -110,6 +110,17 @@ impl Rooms {
         Ok(head.members_with(membership))
     }
 
+    /// This node's users whose syncs show the room's changes: the joined and the invited.
+    pub async fn local_audience(&self, room_id: &RoomId) -> Result<Vec<ruma::OwnedUserId>> {
+        let head = match self.head(room_id) {
+            Ok(head) => head,
+            Err(Error::NotFound(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let head = head.lock().await;
+        Ok(head.local_members(&self.server_name, &["join", "invite"]))
+    }
+
     pub async fn version(&self, room_id: &RoomId) -> Result<ruma::RoomVersionId> {
         let head = self.head(room_id)?;
         let head = head.lock().await;

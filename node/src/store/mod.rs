@@ -5,7 +5,7 @@
 //! only when it and every position below it are durable, so `/sync` never skips a write that
 //! commits late.
 
-mod room_log;
+mod change_log;
 pub mod schema;
 mod streams;
 pub mod trees;
@@ -15,6 +15,7 @@ use std::{ops::Bound, path::Path, sync::Arc};
 use serde::{Serialize, de::DeserializeOwned};
 use tocsin_store::{EngineKind, Entries, Store, WriteBatch};
 
+pub use change_log::Change;
 pub use streams::{LIVE_BASE, Streams};
 
 use crate::error::{Error, Result};
@@ -71,16 +72,17 @@ pub fn pos_from(bytes: &[u8]) -> Result<u64> {
 pub struct Db {
     store: Store,
     pub streams: Arc<Streams>,
-    /// Which rooms changed at which positions since the node started (for incremental sync).
-    pub room_log: Arc<room_log::RoomLog>,
+    /// What changed at which positions since the node started, and whom it concerns
+    /// (incremental sync, long-poll wake-ups).
+    pub changes: Arc<change_log::ChangeLog>,
 }
 
 impl Db {
     pub fn open(kind: EngineKind, dir: &Path) -> Result<Self> {
         let store = Store::open(kind, dir)?;
         let streams = Arc::new(Streams::load(&store)?);
-        let room_log = Arc::new(room_log::RoomLog::new(streams.visible()));
-        Ok(Self { store, streams, room_log })
+        let changes = Arc::new(change_log::ChangeLog::new(streams.visible()));
+        Ok(Self { store, streams, changes })
     }
 
     /// A consistent copy of the store, taken while it is in use, as a new store in `dir`
@@ -128,12 +130,12 @@ impl Db {
 
     /// Durable write of something that has no stream position.
     pub async fn write(&self, batch: WriteBatch) -> Result<()> {
-        self.room_log.note_batch(&batch);
+        self.changes.note_batch(&batch);
         Ok(self.store.commit(batch).await?)
     }
 
     pub fn write_blocking(&self, batch: WriteBatch) -> Result<()> {
-        self.room_log.note_batch(&batch);
+        self.changes.note_batch(&batch);
         Ok(self.store.commit_blocking(batch)?)
     }
 
@@ -154,7 +156,7 @@ impl Db {
 
     pub async fn commit_ticket(&self, ticket: streams::Ticket, batch: WriteBatch) -> Result<u64> {
         let pos = ticket.pos();
-        self.room_log.note_batch(&batch);
+        self.changes.note_batch(&batch);
         let result = self.store.commit(batch).await;
         self.streams.finish(ticket);
         result?;
@@ -168,7 +170,7 @@ impl Db {
         ticket: streams::Ticket,
         batch: WriteBatch,
     ) -> impl std::future::Future<Output = Result<u64>> + Send + 'static {
-        self.room_log.note_batch(&batch);
+        self.changes.note_batch(&batch);
         let staged = self.store.stage(batch);
         let streams = self.streams.clone();
         let pos = ticket.pos();
@@ -191,7 +193,7 @@ impl Db {
 
     /// Stages a write with no stream position (see [`Db::stage_ticket`]).
     pub fn stage(&self, batch: WriteBatch) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
-        self.room_log.note_batch(&batch);
+        self.changes.note_batch(&batch);
         let staged = self.store.stage(batch);
         async move { Ok(staged?.durable().await?) }
     }

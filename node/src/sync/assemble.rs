@@ -85,7 +85,10 @@ pub async fn sync(services: &Services, auth: &Auth, req: Request) -> Result<Resp
     if let Some(status) = services.sync.presence.synced(&auth.user_id, &req.set_presence) {
         crate::federation::edu::presence(services, &auth.user_id, &status).await;
     }
+    // Made before the first build, so no change after that build's position can be missed.
+    let mut waiter = services.sync.wakes.waiter(&auth.user_id);
     loop {
+        waiter.mark_seen();
         let now = services.sync.current_token();
         let (response, changed) = build(services, auth, since, now, &filter, req.full_state).await?;
         let timed_out = tokio::time::Instant::now() >= deadline;
@@ -93,7 +96,7 @@ pub async fn sync(services: &Services, auth: &Auth, req: Request) -> Result<Resp
             return Ok(response);
         }
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        services.sync.wait_for_change(now, remaining).await;
+        services.sync.wait_for_change(&mut waiter, remaining).await;
     }
 }
 
@@ -255,7 +258,7 @@ fn rooms_to_visit(
     changed_memberships: &BTreeSet<OwnedRoomId>,
 ) -> Result<Vec<(OwnedRoomId, crate::rooms::read::UserRoom)>> {
     let Some(since) = since else { return services.rooms.user_rooms(user) };
-    let Some(mut changed) = services.db.room_log.changed(since.pos, now.pos) else {
+    let Some(mut changed) = services.db.changes.changed(since.pos, now.pos) else {
         return services.rooms.user_rooms(user);
     };
     changed.extend(services.sync.typing.rooms_changed_since(since.typing));

@@ -7,8 +7,9 @@ pub mod room_delta;
 pub mod sliding;
 mod typing;
 pub mod unread;
+pub mod wake;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 pub use assemble::sync;
 pub use presence::Presence;
@@ -84,6 +85,8 @@ pub struct SyncService {
     pub(crate) unread: unread::UnreadCache,
     /// Sliding sync connections and what each was last sent.
     pub sliding: sliding::Connections,
+    /// The long-polls waiting, by user, for targeted wake-ups.
+    pub wakes: Arc<wake::Wakes>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -96,6 +99,7 @@ impl SyncService {
             presence: Presence::new(presence_enabled),
             unread: unread::UnreadCache::default(),
             sliding: sliding::Connections::default(),
+            wakes: Arc::default(),
             shutdown,
         }
     }
@@ -110,23 +114,15 @@ impl SyncService {
         self.shutdown.send_replace(true);
     }
 
-    /// Waits until something new may be there for anyone, or the timeout passes.
-    async fn wait_for_change(&self, seen: Token, timeout: Duration) {
-        let mut streams = self.db.streams.subscribe();
-        let mut typing = self.typing.subscribe();
-        let mut presence = self.presence.subscribe();
+    /// Waits until something new for `waiter`'s user becomes visible, the node stops, or the
+    /// timeout passes.
+    async fn wait_for_change(&self, waiter: &mut wake::Waiter, timeout: Duration) {
         let mut shutdown = self.shutdown.subscribe();
-        if *streams.borrow() != seen.pos
-            || *typing.borrow() != seen.typing
-            || *presence.borrow() != seen.presence
-            || *shutdown.borrow()
-        {
+        if *shutdown.borrow() {
             return;
         }
         tokio::select! {
-            _ = streams.changed() => {}
-            _ = typing.changed() => {}
-            _ = presence.changed() => {}
+            _ = waiter.changed() => {}
             _ = shutdown.changed() => {}
             _ = tokio::time::sleep(timeout) => {}
         }

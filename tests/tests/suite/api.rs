@@ -10,6 +10,7 @@ use crate::common::add_user;
 pub const PASSWORD: &str = "correct horse";
 
 /// A bare HTTP client against one node.
+#[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
     base: String,

@@ -51,6 +51,7 @@ mod sliding_sync;
 mod spaces;
 mod spec_deviations;
 mod sync;
+mod sync_wake;
 mod threads;
 mod thumbnails;
 mod trust_bounds;

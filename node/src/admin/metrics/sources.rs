@@ -24,6 +24,16 @@ pub fn render_all(services: &Services) -> Result<String> {
         &per(|t| t.2),
     );
     store(&mut out, services);
+    out.gauge(
+        "tocsin_sync_long_polls",
+        "Client sync requests (v3 and sliding) registered for wake-ups now.",
+        &[(String::new(), int(services.sync.wakes.waiting()))],
+    );
+    out.counter(
+        "tocsin_sync_wakeups_total",
+        "Long-polls woken by a change that concerned their user.",
+        &[(String::new(), services.sync.wakes.woken_total())],
+    );
     process(&mut out);
     text.push_str(&out.into_text());
     Ok(text)

@@ -7,8 +7,11 @@ use std::{
     ops::Bound,
 };
 
-use ruma::{OwnedRoomId, RoomId, UserId, events::StateEventType};
+use ruma::{
+    OwnedRoomId, RoomId, UserId, api::client::sync::sync_events::v5::request::ListFilters, events::StateEventType,
+};
 
+use super::filters::{FilterContext, passes};
 use crate::{
     Services,
     error::Result,
@@ -28,6 +31,11 @@ pub struct Known {
 }
 
 impl Known {
+    /// Joined, invited and knocked rooms: in lists whatever the connection was sent.
+    fn active(&self) -> bool {
+        matches!(self.membership.membership.as_str(), "join" | "invite" | "knock")
+    }
+
     /// Whether the room belongs in lists: joined, invited and knocked rooms, and a room left
     /// since the connection last sent it (`sent`: the membership it was last sent with), once,
     /// so the client learns of the leave.
@@ -51,21 +59,83 @@ pub struct RoomIndex {
     pub rooms: HashMap<OwnedRoomId, Known>,
     /// Newest first; the room id breaks ties so the order is stable.
     order: BTreeSet<(Reverse<u64>, OwnedRoomId)>,
+    /// Rooms left or banned: listed only until the connection was sent the leave (few).
+    left: BTreeSet<OwnedRoomId>,
+    /// For each list filter seen (by its JSON), how many active rooms pass it, kept up to date
+    /// by every insert and remove, so a request reads a list's count instead of walking it.
+    counts: HashMap<String, (Option<ListFilters>, usize)>,
+    /// The `m.direct` rooms the counts were made with.
+    ctx: FilterContext,
 }
 
 impl RoomIndex {
     fn insert(&mut self, room_id: OwnedRoomId, known: Known) {
+        self.recount(&room_id, Some(&known));
         if let Some(old) = self.rooms.get(&room_id) {
             self.order.remove(&(Reverse(old.bump_stamp), room_id.clone()));
         }
         self.order.insert((Reverse(known.bump_stamp), room_id.clone()));
+        if known.active() {
+            self.left.remove(&room_id);
+        } else {
+            self.left.insert(room_id.clone());
+        }
         self.rooms.insert(room_id, known);
     }
 
     fn remove(&mut self, room_id: &RoomId) {
+        self.recount(room_id, None);
+        self.left.remove(room_id);
         if let Some(old) = self.rooms.remove(room_id) {
             self.order.remove(&(Reverse(old.bump_stamp), room_id.to_owned()));
         }
+    }
+
+    /// Moves the running counts from the room as it is to the room as it will be.
+    fn recount(&mut self, room_id: &RoomId, new: Option<&Known>) {
+        let Self { counts, ctx, rooms, .. } = self;
+        let old = rooms.get(room_id);
+        for (filters, count) in counts.values_mut() {
+            let counted =
+                |known: Option<&Known>| known.is_some_and(|k| k.active() && passes(ctx, filters.as_ref(), room_id, k));
+            match (counted(old), counted(new)) {
+                (true, false) => *count = count.saturating_sub(1),
+                (false, true) => *count += 1,
+                _ => {}
+            }
+        }
+    }
+
+    /// How many joined, invited and knocked rooms pass `filters`; the first time a filter is
+    /// asked about, the rooms are walked once.
+    pub fn count(&mut self, filters: Option<&ListFilters>) -> usize {
+        let walk = |index: &Self| {
+            index.rooms.iter().filter(|(id, k)| k.active() && passes(&index.ctx, filters, id, k)).count()
+        };
+        let Ok(key) = serde_json::to_string(&filters) else { return walk(self) };
+        if let Some((_, count)) = self.counts.get(&key) {
+            return *count;
+        }
+        let count = walk(self);
+        self.counts.insert(key, (filters.cloned(), count));
+        count
+    }
+
+    /// Rooms left or banned, which lists show once.
+    pub fn left_rooms(&self) -> impl Iterator<Item = (&OwnedRoomId, &Known)> {
+        self.left.iter().filter_map(|id| self.rooms.get_key_value(id))
+    }
+
+    /// What the filters know of the user; the running counts start over when it changed.
+    pub fn set_context(&mut self, ctx: FilterContext) {
+        if ctx != self.ctx {
+            self.counts.clear();
+            self.ctx = ctx;
+        }
+    }
+
+    pub fn context(&self) -> &FilterContext {
+        &self.ctx
     }
 
     /// The rooms newest first.
@@ -80,7 +150,7 @@ impl RoomIndex {
     pub async fn refresh(&mut self, services: &Services, user: &UserId, upto: u64, facts: bool) -> Result<()> {
         let changed = match self.upto {
             Some(from) if from >= upto => return Ok(()),
-            Some(from) if self.facts || !facts => services.db.room_log.changed(from, upto).map(|c| (from, c)),
+            Some(from) if self.facts || !facts => services.db.changes.changed(from, upto).map(|c| (from, c)),
             _ => None,
         };
         match changed {
@@ -97,7 +167,7 @@ impl RoomIndex {
                 }
             }
             None => {
-                *self = RoomIndex { upto: None, facts, ..RoomIndex::default() };
+                *self = RoomIndex { upto: None, facts, ctx: std::mem::take(&mut self.ctx), ..RoomIndex::default() };
                 for (room_id, membership) in services.rooms.user_rooms(user)? {
                     let known = known(services, &room_id, membership, upto, facts).await?;
                     self.insert(room_id, known);

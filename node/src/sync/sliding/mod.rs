@@ -4,6 +4,7 @@
 
 mod connection;
 mod extensions;
+mod filters;
 mod index;
 mod lists;
 mod room;
@@ -16,7 +17,7 @@ use ruma::{
     api::client::sync::sync_events::v5::{Request, Response, response},
 };
 
-use self::{connection::PosState, lists::FilterContext, room::RoomRequest};
+use self::{connection::PosState, filters::FilterContext, room::RoomRequest};
 use crate::{Services, error::Result, http::Auth, sync::Token};
 
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);
@@ -36,7 +37,10 @@ pub async fn sync(services: &Services, auth: &Auth, req: Request) -> Result<Resp
     // A first request answers at once, whatever its timeout.
     let timeout = if base.token.is_some() { req.timeout.unwrap_or_default().min(MAX_TIMEOUT) } else { Duration::ZERO };
     let deadline = tokio::time::Instant::now() + timeout;
+    // Made before the first build, so no change after that build's position can be missed.
+    let mut waiter = services.sync.wakes.waiter(&auth.user_id);
     loop {
+        waiter.mark_seen();
         let now = services.sync.current_token();
         let (mut response, state, changed) = build(services, auth, &req, &base, now).await?;
         if changed || tokio::time::Instant::now() >= deadline {
@@ -45,7 +49,7 @@ pub async fn sync(services: &Services, auth: &Auth, req: Request) -> Result<Resp
             return Ok(response);
         }
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        services.sync.wait_for_change(now, remaining).await;
+        services.sync.wait_for_change(&mut waiter, remaining).await;
     }
 }
 
@@ -59,9 +63,10 @@ async fn build(
     let user = &auth.user_id;
     // One index per connection, shared by its positions and brought up to date here.
     let mut index = base.index.lock().await;
-    index.refresh(services, user, now.pos, lists::needs_facts(&req.lists)).await?;
-    let ctx = FilterContext::load(services, user)?;
-    let mut window = lists::window(&ctx, &req.lists, &index, base);
+    index.refresh(services, user, now.pos, filters::needs_facts(&req.lists)).await?;
+    index.set_context(FilterContext::load(services, user)?);
+    let mut window = lists::window(&req.lists, &mut index, base);
+    let ctx = index.context().clone();
     let listed =
         |room_id: &RoomId| index.rooms.get(room_id).filter(|known| known.listed(lists::sent_membership(base, room_id)));
 

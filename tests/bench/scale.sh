@@ -5,6 +5,9 @@
 #
 #   tests/bench/scale.sh                       # Tocsin 10..10000 rooms, Synapse 10..1000
 #
+# Then the all-hands fan-out (tocsin-loadgen fanout): users long-polling one room, each message
+# timed into every user's sync, then idle long-polls held open with the server's RSS.
+#
 # Writes tests/bench/last-scale-run.md and tests/bench/scale-sync-{incremental,initial,sliding}.svg.
 #
 # Environment:
@@ -13,6 +16,11 @@
 #                                  earlier to keep the run short)
 #   SAMPLES                        incremental syncs per point (default 50)
 #   SKIP_SYNAPSE=1                 Tocsin only
+#   FANOUT_USERS / SYNAPSE_FANOUT_USERS
+#                                  users long-polling one room in the fan-out run (default 5000 /
+#                                  300; 0 skips that server's run)
+#   FANOUT_MESSAGES                messages timed into every user's sync (default 10)
+#   IDLE_POLLS                     idle long-polls Tocsin holds after the fan-out (default 20000)
 #   BENCH_DIR, KEEP=1              as in compare.sh
 set -euo pipefail
 
@@ -23,6 +31,10 @@ OUT_MD="$SCRIPT_DIR/last-scale-run.md"
 TOCSIN_ROOMS="${TOCSIN_ROOMS:-10,100,1000,10000}"
 SYNAPSE_ROOMS="${SYNAPSE_ROOMS:-10,100,1000}"
 SAMPLES="${SAMPLES:-50}"
+FANOUT_USERS="${FANOUT_USERS:-5000}"
+SYNAPSE_FANOUT_USERS="${SYNAPSE_FANOUT_USERS:-300}"
+FANOUT_MESSAGES="${FANOUT_MESSAGES:-10}"
+IDLE_POLLS="${IDLE_POLLS:-20000}"
 ADDR=127.0.0.1
 
 free_port() {
@@ -38,6 +50,15 @@ cleanup() {
     if [[ "${KEEP:-}" == 1 ]]; then echo "scale.sh: kept $BENCH_DIR"; else rm -rf "$BENCH_DIR"; fi
 }
 trap cleanup EXIT
+wait_for() {
+    for _ in $(seq 1 120); do
+        curl -fsS --noproxy '*' --max-time 2 "$1/_matrix/client/versions" >/dev/null 2>&1 && return
+        sleep 0.5
+    done
+}
+synapse_pid() {
+    cat "$1/homeserver.pid"
+}
 trap 'exit 130' INT TERM
 
 cd "$REPO_ROOT"
@@ -55,6 +76,12 @@ if [[ "${SKIP_SYNAPSE:-}" != 1 ]]; then
     "$SYNAPSE_SH" start "$BENCH_DIR/synapse" "$ADDR" "$port"
     "$LOADGEN" sync-cost --url "http://$ADDR:$port" --label synapse --rooms "$SYNAPSE_ROOMS" \
         --samples "$SAMPLES" --json "$BENCH_DIR/synapse.json"
+    if [[ "$SYNAPSE_FANOUT_USERS" -gt 0 ]]; then
+        echo "== Synapse fan-out: $SYNAPSE_FANOUT_USERS users"
+        "$LOADGEN" fanout --url "http://$ADDR:$port" --label synapse --users "$SYNAPSE_FANOUT_USERS" \
+            --messages "$FANOUT_MESSAGES" --pid "$(synapse_pid "$BENCH_DIR/synapse")" \
+            --json "$BENCH_DIR/fanout-synapse.json" || echo "Synapse fan-out did not complete"
+    fi
     "$SYNAPSE_SH" stop "$BENCH_DIR/synapse"
     SYNAPSE_STARTED=""
     inputs+=(--input "$BENCH_DIR/synapse.json")
@@ -65,14 +92,26 @@ echo "== Tocsin on http://$ADDR:$port, rooms $TOCSIN_ROOMS"
 TOCSIN_LISTEN="$ADDR:$port" TOCSIN_FEDERATION_LISTEN="$ADDR:$(free_port)" TOCSIN_DATA_DIR="$BENCH_DIR/tocsin" \
     TOCSIN_REGISTRATION=open TOCSIN_SERVER_NAME="localhost:$port" "$NODE" serve >"$BENCH_DIR/tocsin.log" 2>&1 &
 TOCSIN_PID=$!
-for _ in $(seq 1 120); do
-    curl -fsS --noproxy '*' --max-time 2 "http://$ADDR:$port/_matrix/client/versions" >/dev/null 2>&1 && break
-    sleep 0.5
-done
+wait_for "http://$ADDR:$port"
 "$LOADGEN" sync-cost --url "http://$ADDR:$port" --label tocsin --rooms "$TOCSIN_ROOMS" \
     --samples "$SAMPLES" --json "$BENCH_DIR/tocsin.json"
 kill -TERM "$TOCSIN_PID"; wait "$TOCSIN_PID" 2>/dev/null || true; TOCSIN_PID=""
 inputs+=(--input "$BENCH_DIR/tocsin.json")
+
+if [[ "$FANOUT_USERS" -gt 0 ]]; then
+    port="$(free_port)"
+    echo "== Tocsin fan-out on http://$ADDR:$port: $FANOUT_USERS users, then $IDLE_POLLS idle long-polls"
+    # A fresh node, so its RSS is the fan-out's; rate limits off for the registration burst.
+    TOCSIN_LISTEN="$ADDR:$port" TOCSIN_FEDERATION_LISTEN="$ADDR:$(free_port)" TOCSIN_DATA_DIR="$BENCH_DIR/tocsin-fanout" \
+        TOCSIN_REGISTRATION=open TOCSIN_RATE_LIMITS=off TOCSIN_SERVER_NAME="localhost:$port" \
+        "$NODE" serve >"$BENCH_DIR/tocsin-fanout.log" 2>&1 &
+    TOCSIN_PID=$!
+    wait_for "http://$ADDR:$port"
+    "$LOADGEN" fanout --url "http://$ADDR:$port" --label tocsin --users "$FANOUT_USERS" \
+        --messages "$FANOUT_MESSAGES" --idle "$IDLE_POLLS" --pid "$TOCSIN_PID" \
+        --json "$BENCH_DIR/fanout-tocsin.json" || echo "Tocsin fan-out did not complete"
+    kill -TERM "$TOCSIN_PID"; wait "$TOCSIN_PID" 2>/dev/null || true; TOCSIN_PID=""
+fi
 
 {
     echo "# Scale: /sync cost against the rooms a user is in, $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -83,5 +122,21 @@ inputs+=(--input "$BENCH_DIR/tocsin.json")
     echo "\`scale-sync-incremental.svg\`, \`scale-sync-initial.svg\`, \`scale-sync-sliding.svg\`."
     echo
     "$LOADGEN" scale-report "${inputs[@]}" --out-dir "$SCRIPT_DIR" --stem scale-sync
+    fanouts=()
+    for f in "$BENCH_DIR/fanout-synapse.json" "$BENCH_DIR/fanout-tocsin.json"; do
+        [[ -f "$f" ]] && fanouts+=("$f")
+    done
+    if [[ ${#fanouts[@]} -gt 0 ]]; then
+        echo
+        echo "## All-hands fan-out: users long-polling one room, each message timed into every user's sync"
+        echo
+        echo "From just before the message's PUT until a user's long-poll answer holds it; $FANOUT_MESSAGES messages,"
+        echo "one at a time. Fan-out long-polls use one HTTP/1.1 connection each; the idle ones share HTTP/2"
+        echo "connections (90 per connection), because one process here may hold at most 20,000 sockets."
+        echo
+        echo "| server | users | delivered | missing | p50 | p90 | p99 | max | last user, median | idle long-polls open | RSS with the fan-out | RSS with the idle polls |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        jq -r '"| \(.label) | \(.users) | \(.delivered) | \(.missing) | \(.p50_ms*10|round/10) ms | \(.p90_ms*10|round/10) ms | \(.p99_ms*10|round/10) ms | \(.max_ms*10|round/10) ms | \(.all_users_p50_ms*10|round/10) ms | \(if .idle > 0 then "\(.idle_open) of \(.idle)" else "–" end) | \(if .rss_fanout_mib then "\(.rss_fanout_mib|round) MiB" else "–" end) | \(if .rss_idle_mib then "\(.rss_idle_mib|round) MiB" else "–" end) |"' "${fanouts[@]}"
+    fi
 } >"$OUT_MD"
 cat "$OUT_MD"

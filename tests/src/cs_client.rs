@@ -66,16 +66,26 @@ pub struct Homeserver {
 impl Homeserver {
     /// `base` is e.g. `http://127.0.0.1:8008`. Refuses anything but loopback.
     pub fn new(base: &str) -> Result<Self> {
+        Self::build(base, false)
+    }
+
+    /// Like [`Homeserver::new`], but over one HTTP/2 connection (prior knowledge, no TLS), as
+    /// behind a reverse proxy: many long-polls share a socket instead of one each.
+    pub fn new_http2(base: &str) -> Result<Self> {
+        Self::build(base, true)
+    }
+
+    fn build(base: &str, http2: bool) -> Result<Self> {
         let base = Url::parse(base).with_context(|| format!("parsing homeserver URL {base:?}"))?;
         if !is_loopback_url(&base) {
             bail!("refusing non-loopback homeserver URL {base}");
         }
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .context("building the HTTP client")?;
+        let mut builder =
+            reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).timeout(REQUEST_TIMEOUT);
+        if http2 {
+            builder = builder.http2_prior_knowledge();
+        }
+        let http = builder.build().context("building the HTTP client")?;
         Ok(Self { http, base, rate_limited: Arc::default() })
     }
 
@@ -325,6 +335,12 @@ pub enum Direction {
 impl Session {
     fn from_login(hs: Homeserver, resp: LoginResponse) -> Self {
         Self { hs, user_id: resp.user_id, device_id: resp.device_id, access_token: resp.access_token }
+    }
+
+    /// The same device, its requests sent through `hs` (another connection pool to the same
+    /// server).
+    pub fn via(&self, hs: &Homeserver) -> Session {
+        Session { hs: hs.clone(), ..self.clone() }
     }
 
     pub fn homeserver(&self) -> &Homeserver {

@@ -41,7 +41,29 @@ pub struct RoomHead {
     pub depth: u64,
     /// The snapshot id of `state`; every event sent now has it as its state before.
     pub snapshot: SnapshotId,
+    /// Member counts and hero candidates, for the snapshot they were counted at.
+    members: Option<(SnapshotId, Arc<MemberSummary>)>,
 }
+
+/// What sync summaries need of a room's members: counted once per state, not per syncing user
+/// (a 5,000-member room's message wakes 5,000 syncs).
+#[derive(Debug, Default)]
+pub struct MemberSummary {
+    pub joined: usize,
+    pub invited: usize,
+    /// The lowest joined ids, then the lowest invited ids: enough heroes whoever asks.
+    candidates: Vec<OwnedUserId>,
+}
+
+impl MemberSummary {
+    /// Up to `n` members other than `viewer`, joined ones first, in id order.
+    pub fn heroes(&self, viewer: &UserId, n: usize) -> Vec<OwnedUserId> {
+        self.candidates.iter().filter(|m| *m != viewer).take(n).cloned().collect()
+    }
+}
+
+/// Hero candidates kept per membership: the most any summary shows, plus the viewer.
+const HERO_CANDIDATES: usize = 6;
 
 impl RoomHead {
     pub fn new(room_id: OwnedRoomId, version: RoomVersionId) -> Result<Self> {
@@ -54,6 +76,7 @@ impl RoomHead {
             extremities: Vec::new(),
             depth: 0,
             snapshot: super::state::snapshot_id(&StateIds::new())?,
+            members: None,
         })
     }
 
@@ -105,6 +128,35 @@ impl RoomHead {
             })
             .filter_map(|((_, key), _)| UserId::parse(key.as_str()).ok())
             .collect()
+    }
+
+    /// Joined and invited counts and hero candidates, counted again only when the state changed.
+    pub fn member_summary(&mut self) -> Arc<MemberSummary> {
+        if let Some((snapshot, summary)) = &self.members
+            && *snapshot == self.snapshot
+        {
+            return summary.clone();
+        }
+        let mut joined: Vec<&str> = Vec::new();
+        let mut invited: Vec<&str> = Vec::new();
+        for ((kind, key), pdu) in &self.state {
+            if *kind != StateEventType::RoomMember {
+                continue;
+            }
+            match pdu.membership_str() {
+                Some("join") => joined.push(key),
+                Some("invite") => invited.push(key),
+                _ => {}
+            }
+        }
+        let lowest = |ids: &mut Vec<&str>| {
+            ids.sort_unstable();
+            ids.iter().take(HERO_CANDIDATES).filter_map(|id| UserId::parse(*id).ok()).collect::<Vec<_>>()
+        };
+        let candidates = [lowest(&mut joined), lowest(&mut invited)].concat();
+        let summary = Arc::new(MemberSummary { joined: joined.len(), invited: invited.len(), candidates });
+        self.members = Some((self.snapshot, summary.clone()));
+        summary
     }
 
     /// Members of `server` with one of `memberships`. The server is matched on the state key

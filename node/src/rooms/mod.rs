@@ -7,7 +7,7 @@
 
 mod backfill;
 mod build;
-mod head;
+pub mod head;
 mod incoming;
 mod lifecycle;
 mod pdu;

@@ -110,6 +110,13 @@ impl Rooms {
         Ok(head.members_with(membership))
     }
 
+    /// Member counts and heroes for sync summaries (see [`super::head::MemberSummary`]).
+    pub async fn member_summary(&self, room_id: &RoomId) -> Result<Arc<super::head::MemberSummary>> {
+        let head = self.head(room_id)?;
+        let mut head = head.lock().await;
+        Ok(head.member_summary())
+    }
+
     /// This node's users whose syncs show the room's changes: the joined and the invited.
     pub async fn local_audience(&self, room_id: &RoomId) -> Result<Vec<ruma::OwnedUserId>> {
         let head = match self.head(room_id) {

@@ -3,7 +3,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use ruma::{
-    OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
+    OwnedRoomId, RoomId, UInt, UserId,
     api::client::{
         filter::{Filter as EventFilter, FilterDefinition, LazyLoadOptions, RoomEventFilter},
         sync::sync_events::{
@@ -137,7 +137,7 @@ async fn build(
         let newly = since.is_none() || changed_memberships.contains(&room_id);
         match user_room.membership.as_str() {
             "join" => {
-                let members = services.rooms.members(&room_id, "join").await?;
+                let members = services.rooms.member_summary(&room_id).await?;
                 // A room joined since the token is sent whole, as in an initial sync.
                 let room_since = if newly { 0 } else { since_pos };
                 let joined = joined_room(
@@ -150,7 +150,7 @@ async fn build(
                     limit,
                     filter,
                     full_state || newly,
-                    &members,
+                    members.as_ref(),
                     &display_name,
                 )
                 .await?;
@@ -356,7 +356,7 @@ async fn joined_room(
     limit: usize,
     filter: &FilterDefinition,
     full_state: bool,
-    members: &[OwnedUserId],
+    members: &crate::rooms::head::MemberSummary,
     display_name: &str,
 ) -> Result<Option<JoinedRoom>> {
     let user = &auth.user_id;
@@ -416,17 +416,15 @@ async fn joined_room(
 
     if any || since == 0 {
         let (notify, highlight) =
-            super::room_delta::unread_counts(services, user, room_id, now.pos, members.len(), display_name).await?;
+            super::room_delta::unread_counts(services, user, room_id, now.pos, members.joined, display_name).await?;
         joined.unread_notifications = UnreadNotificationsCount::new();
         joined.unread_notifications.notification_count = Some(UInt::try_from(notify).unwrap_or(UInt::MAX));
         joined.unread_notifications.highlight_count = Some(UInt::try_from(highlight).unwrap_or(UInt::MAX));
-        joined.summary.joined_member_count = Some(UInt::try_from(members.len()).unwrap_or(UInt::MAX));
-        let invited = services.rooms.members(room_id, "invite").await?;
-        joined.summary.invited_member_count = Some(UInt::try_from(invited.len()).unwrap_or(UInt::MAX));
+        joined.summary.joined_member_count = Some(UInt::try_from(members.joined).unwrap_or(UInt::MAX));
+        joined.summary.invited_member_count = Some(UInt::try_from(members.invited).unwrap_or(UInt::MAX));
         let has_name = services.rooms.state_event(room_id, &StateEventType::RoomName, "").await?.is_some();
         if !has_name {
-            joined.summary.heroes =
-                members.iter().chain(invited.iter()).filter(|m| *m != user).take(5).cloned().collect();
+            joined.summary.heroes = members.heroes(user, 5);
         }
     }
     Ok((any || since == 0).then_some(joined))

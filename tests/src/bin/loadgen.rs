@@ -128,6 +128,36 @@ enum Scenario {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// All-hands fan-out: USERS users long-poll one room and each message is timed until every
+    /// one of their syncs holds it; then IDLE long-polls (one user each, over shared HTTP/2
+    /// connections) are held open and the server's RSS is read.
+    Fanout {
+        /// Base URL of the homeserver; loopback only.
+        #[arg(long, default_value = "http://127.0.0.1:8008")]
+        url: String,
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(2..=19_000))]
+        users: u32,
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        messages: u32,
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+        idle: u32,
+        /// Seconds the idle long-polls are held before RSS is read.
+        #[arg(long, default_value_t = 10)]
+        idle_hold: u64,
+        /// The homeserver's process id, for RSS.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Localpart prefix for the users (default: lg<unix seconds>).
+        #[arg(long)]
+        prefix: Option<String>,
+        #[arg(long, default_value = "loadgen-password-0")]
+        password: String,
+        #[arg(long, default_value = "homeserver")]
+        label: String,
+        /// Also write the figures as one JSON object to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// Turns `sync-cost` JSON reports (one per server) into a markdown table on stdout and SVG
     /// charts of each curve.
     ScaleReport {
@@ -272,6 +302,37 @@ async fn run_fed(fed: Scenario) -> Result<bool> {
                 );
             }
             Ok(r.points.iter().all(|p| p.initial_rooms_seen >= p.rooms as usize))
+        }
+        Scenario::Fanout { url, users, messages, idle, idle_hold, pid, prefix, password, label, json } => {
+            let cfg = loadgen::fanout::FanoutConfig {
+                url,
+                prefix: default_prefix(prefix)?,
+                password,
+                users,
+                messages,
+                idle,
+                pid,
+                idle_hold: Duration::from_secs(idle_hold),
+            };
+            let r = loadgen::fanout::run(&cfg, &label).await?;
+            write_json(json.as_deref(), &r)?;
+            let mib = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1} MiB"));
+            println!("tocsin-loadgen fanout  label={}  url={}", r.label, r.url);
+            println!("  {} users in one room, {} messages; setup {:.1} s", r.users, r.messages, r.setup_s);
+            println!("  delivered {} (missing {}, failed long-polls {})", r.delivered, r.missing, r.poll_errors);
+            println!(
+                "  PUT start -> each sync: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms
+            );
+            println!("  PUT start -> the last user's sync, median over messages: {:.1} ms", r.all_users_p50_ms);
+            println!("  idle long-polls {} (open at the RSS read: {})", r.idle, r.idle_open);
+            println!(
+                "  RSS before {}, with the fan-out's long-polls {}, with the idle ones {}",
+                mib(r.rss_before_mib),
+                mib(r.rss_fanout_mib),
+                mib(r.rss_idle_mib)
+            );
+            Ok(r.missing == 0 && r.poll_errors == 0 && r.idle_open == u64::from(r.idle))
         }
         Scenario::ScaleReport { inputs, out_dir, stem } => {
             let mut reports = Vec::new();

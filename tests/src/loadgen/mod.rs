@@ -538,6 +538,7 @@ impl ReaderOutcome {
 }
 
 pub mod chart;
+pub mod fanout;
 mod federation;
 pub mod sync_cost;
 pub use federation::*;

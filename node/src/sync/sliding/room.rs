@@ -4,7 +4,7 @@
 use std::{collections::BTreeSet, sync::Arc};
 
 use ruma::{
-    JsOption, OwnedMxcUri, OwnedUserId, RoomId, UInt, UserId,
+    JsOption, OwnedMxcUri, RoomId, UInt, UserId,
     api::client::sync::sync_events::{
         UnreadNotificationsCount,
         v5::response::{Hero, Room},
@@ -17,7 +17,7 @@ use crate::{
     Services,
     error::Result,
     http::Auth,
-    rooms::{Pdu, UserRoom},
+    rooms::{Pdu, UserRoom, head::MemberSummary},
     sync::{
         assemble::{raw, stripped_room_state},
         room_delta,
@@ -125,8 +125,8 @@ async fn joined(
         }
     }
 
-    let members = services.rooms.members(r.room_id, "join").await?;
-    let counts = room_delta::unread_counts(services, user, r.room_id, upto, members.len(), display_name).await?;
+    let members = services.rooms.member_summary(r.room_id).await?;
+    let counts = room_delta::unread_counts(services, user, r.room_id, upto, members.joined, display_name).await?;
     sent.counts = counts;
     let counts_changed = previous.is_none_or(|p| p.counts != counts);
     if !initial && timeline.events.is_empty() && state.is_empty() && !counts_changed {
@@ -195,14 +195,13 @@ async fn summary(
     services: &Services,
     user: &UserId,
     room_id: &RoomId,
-    members: &[OwnedUserId],
+    members: &MemberSummary,
     is_dm: bool,
     initial: bool,
     room: &mut Room,
 ) -> Result<()> {
-    let invited = services.rooms.members(room_id, "invite").await?;
-    room.joined_count = Some(count(members.len()));
-    room.invited_count = Some(count(invited.len()));
+    room.joined_count = Some(count(members.joined));
+    room.invited_count = Some(count(members.invited));
     let state =
         |kind: StateEventType, key: String| async move { services.rooms.state_event(room_id, &kind, &key).await };
     let text = |pdu: Option<Arc<Pdu>>, field: &str| {
@@ -212,9 +211,9 @@ async fn summary(
     let alias = text(state(StateEventType::RoomCanonicalAlias, String::new()).await?, "alias");
     let mut heroes = Vec::new();
     if room.name.is_none() && alias.is_none() {
-        for member in members.iter().chain(invited.iter()).filter(|m| *m != user).take(MAX_HEROES) {
+        for member in members.heroes(user, MAX_HEROES) {
             let event = state(StateEventType::RoomMember, member.to_string()).await?;
-            let mut hero = Hero::new(member.clone());
+            let mut hero = Hero::new(member);
             hero.name = text(event.clone(), "displayname");
             hero.avatar = text(event, "avatar_url").map(OwnedMxcUri::from);
             heroes.push(hero);

@@ -30,8 +30,8 @@ pub use federation::{
 };
 pub use node_policy::{
     AccessRule, Account, AlarmLevel, AlarmPolicy, AlarmWebhook, BridgePolicy, BridgeRoute, CapSeverity, CapUrgency,
-    Credential, ExternalUsers, GeoCircle, GeoPoint, HistoryVisibility, NodePolicy, NodeSettings, ParsedPolicy, Role,
-    Room, RoomDefaults, RoomKind, parse_node_policy, read_node_policy, read_node_policy_files,
+    Credential, EscalationSource, ExternalUsers, GeoCircle, GeoPoint, HistoryVisibility, NodePolicy, NodeSettings,
+    ParsedPolicy, Role, Room, RoomDefaults, RoomKind, parse_node_policy, read_node_policy, read_node_policy_files,
 };
 pub use plan::{Change, CurrentAccount, CurrentRoom, CurrentState, RoomSpec, conflicts, plan};
 pub use signing::{

@@ -24,9 +24,10 @@ pub(super) fn decode(r: &mut Reader<'_>, root: &mut Obj<'_, '_>) -> NodePolicy {
         let alarm_levels = t
             .opt_keyword_list::<AlarmLevel>(r, "alarm_levels")
             .unwrap_or_else(|| AlarmLevel::ALL.iter().map(|(_, l)| *l).collect());
+        let escalation_room = t.opt_str(r, "escalation_room");
         let origin = t.finish(r);
         if let (Some(name), Some(power_level)) = (name, power_level) {
-            policy.roles.push(Role { name, power_level, may_send_alarms, alarm_levels, origin });
+            policy.roles.push(Role { name, power_level, may_send_alarms, alarm_levels, escalation_room, origin });
         }
     }
 
@@ -67,6 +68,7 @@ pub(super) fn decode(r: &mut Reader<'_>, root: &mut Obj<'_, '_>) -> NodePolicy {
         let encrypted = t.opt_bool(r, "encrypted");
         let history_visibility = t.opt_keyword::<HistoryVisibility>(r, "history_visibility");
         let parent = t.opt_str(r, "parent");
+        let escalation_room = t.opt_str(r, "escalation_room");
         let origin = t.finish(r);
         if let (Some(alias), Some(name)) = (alias, name) {
             policy.rooms.push(Room {
@@ -82,6 +84,7 @@ pub(super) fn decode(r: &mut Reader<'_>, root: &mut Obj<'_, '_>) -> NodePolicy {
                 encrypted,
                 history_visibility,
                 parent,
+                escalation_room,
                 origin,
             });
         }

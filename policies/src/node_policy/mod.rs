@@ -20,7 +20,8 @@
 //! senders = ["mayor"]                     # roles that may send org.tocsin.alarm (besides
 //!                                         # roles with may_send_alarms = true)
 //! ack_deadline = "10m"                    # optional default acknowledgement deadline
-//! escalation_room = "crisis-staff"        # optional alias of a room in this policy
+//! escalation_room = "crisis-staff"        # optional alias of a room in this policy: the
+//!                                         # node's default (see [`NodePolicy::escalation_room_for`])
 //! escalate_after = "5m"                   # optional: time from the reminder to escalation
 //!                                         # (default: the alarm's acknowledgement deadline)
 //! ring_in_muted_rooms = true              # default true
@@ -39,6 +40,7 @@
 //! power_level = 100                       # 0..=100
 //! may_send_alarms = true                  # default false
 //! alarm_levels = ["critical", "urgent", "info"]   # default: all three
+//! escalation_room = "mayors-office"       # optional: where this role's alarms escalate
 //!
 //! [[account]]
 //! localpart = "mayor"
@@ -61,6 +63,7 @@
 //! encrypted = true                        # default from room_defaults
 //! history_visibility = "shared"           # default from room_defaults
 //! parent = "river-valley"                 # optional alias of a space in this policy
+//! escalation_room = "levee-duty"          # optional: where alarms raised here escalate
 //! ```
 
 mod decode;
@@ -183,6 +186,8 @@ pub struct Role {
     pub may_send_alarms: bool,
     /// The alarm levels this role may send (when it may send alarms at all).
     pub alarm_levels: Vec<AlarmLevel>,
+    /// Alias of the room this role's alarms escalate into (unless their room names one).
+    pub escalation_room: Option<String>,
     pub origin: Origin,
 }
 
@@ -202,7 +207,31 @@ pub struct Room {
     pub encrypted: Option<bool>,
     pub history_visibility: Option<HistoryVisibility>,
     pub parent: Option<String>,
+    /// Alias of the room alarms raised in this room escalate into (before any role's or the
+    /// node's).
+    pub escalation_room: Option<String>,
     pub origin: Origin,
+}
+
+/// Which policy entry chose an alarm's escalation room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EscalationSource<'a> {
+    /// The alarm's room (`[[room]] escalation_room`), by its alias.
+    Room(&'a str),
+    /// A role of the sender (`[[role]] escalation_room`), by its name.
+    Role(&'a str),
+    /// `[alarms] escalation_room`.
+    Node,
+}
+
+impl fmt::Display for EscalationSource<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EscalationSource::Room(alias) => write!(f, "room {alias:?}"),
+            EscalationSource::Role(role) => write!(f, "role {role:?}"),
+            EscalationSource::Node => f.write_str("[alarms]"),
+        }
+    }
 }
 
 /// `[room_defaults]`.
@@ -333,6 +362,26 @@ impl NodePolicy {
     /// Whether an account may send alarms of `level` (through any of its roles).
     pub fn may_send_alarm(&self, localpart: &str, level: AlarmLevel) -> bool {
         self.account(localpart).is_some_and(|a| a.roles.iter().any(|r| self.role_may_send_alarm(r, level)))
+    }
+
+    /// The alias of the room an alarm escalates into, and which entry chose it. The most
+    /// specific entry wins: the alarm's room (`room_alias`, when the room is one of this
+    /// policy's), then the sender's roles in the order the account lists them, then `[alarms]`.
+    /// A room knows who must hear of its incidents better than a role does, and a role better
+    /// than the node.
+    pub fn escalation_room_for(&self, room_alias: Option<&str>, sender: &str) -> Option<(&str, EscalationSource<'_>)> {
+        if let Some(room) = room_alias.and_then(|alias| self.room(alias))
+            && let Some(target) = &room.escalation_room
+        {
+            return Some((target, EscalationSource::Room(&room.alias)));
+        }
+        let roles = self.account(sender).map(|a| a.roles.as_slice()).unwrap_or_default();
+        if let Some(role) = roles.iter().filter_map(|r| self.role(r)).find(|r| r.escalation_room.is_some())
+            && let Some(target) = &role.escalation_room
+        {
+            return Some((target, EscalationSource::Role(&role.name)));
+        }
+        self.alarms.escalation_room.as_deref().map(|target| (target, EscalationSource::Node))
     }
 
     /// The local accounts a room is for: holders of `members_by_role` plus `members`, sorted.

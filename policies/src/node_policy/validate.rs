@@ -111,6 +111,49 @@ fn check_roles(p: &NodePolicy, c: &mut Checker) {
             let message = "the role may send alarms but no alarm level is allowed".to_string();
             c.warn(&role.origin, "alarm_levels", path("alarm_levels"), message);
         }
+        check_escalation_room(p, role.escalation_room.as_deref(), &role.origin, &path("escalation_room"), c);
+    }
+}
+
+/// An `escalation_room` (of `[alarms]`, a role or a room) must name a room of this policy: the
+/// node posts there as the provisioning account, which is joined to exactly those rooms.
+fn check_escalation_room(p: &NodePolicy, alias: Option<&str>, origin: &Origin, path: &str, c: &mut Checker) {
+    let Some(alias) = alias else { return };
+    match p.room(alias) {
+        None => c.error(
+            origin,
+            "escalation_room",
+            path.to_owned(),
+            unknown("room", alias, p.rooms.iter().map(|r| &r.alias)),
+        ),
+        Some(room) if room.kind == RoomKind::Space => {
+            let message = format!("{alias:?} is a space: clients do not show messages posted into a space");
+            c.error(origin, "escalation_room", path.to_owned(), message);
+        }
+        Some(_) => {}
+    }
+}
+
+/// An account whose roles name different escalation rooms: the first role listed wins, which
+/// the author may not expect.
+fn check_escalation_roles(p: &NodePolicy, c: &mut Checker) {
+    for (i, account) in p.accounts.iter().enumerate() {
+        let named: Vec<(&str, &str)> = account
+            .roles
+            .iter()
+            .filter_map(|r| p.role(r))
+            .filter_map(|r| r.escalation_room.as_deref().map(|room| (r.name.as_str(), room)))
+            .collect();
+        if let Some((first_role, first_room)) = named.first()
+            && named.iter().any(|(_, room)| room != first_room)
+        {
+            let message = format!(
+                "the roles name different escalation rooms; alarms of {:?} outside a room with its own \
+                 escalation_room escalate into {first_room:?}, of its first such role {first_role:?}",
+                account.localpart
+            );
+            c.warn(&account.origin, "roles", format!("account[{i}].roles"), message);
+        }
     }
 }
 
@@ -196,6 +239,11 @@ fn check_rooms(p: &NodePolicy, federation: Option<&FederationList>, own_server: 
         check_shared_with(p, room, i, federation, own_server, c);
         check_remote_members(room, i, c);
         check_parent(p, room, i, c);
+        check_escalation_room(p, room.escalation_room.as_deref(), o, &path("escalation_room"), c);
+        if room.escalation_room.as_deref() == Some(room.alias.as_str()) {
+            let message = "a room that escalates into itself tells nobody new".to_string();
+            c.warn(o, "escalation_room", path("escalation_room"), message);
+        }
         if p.access_rule(room) == AccessRule::Direct {
             let local = p.members_of(room).len();
             let remote = room.remote_members.len().max(room.shared_with.len().min(1));
@@ -340,12 +388,8 @@ fn check_sections(p: &NodePolicy, c: &mut Checker) {
             c.error(&a.origin, &field, format!("alarms.{field}"), message);
         }
     }
-    if let Some(room) = &a.escalation_room
-        && p.room(room).is_none()
-    {
-        let message = unknown("room", room, p.rooms.iter().map(|r| &r.alias));
-        c.error(&a.origin, "escalation_room", "alarms.escalation_room".into(), message);
-    }
+    check_escalation_room(p, a.escalation_room.as_deref(), &a.origin, "alarms.escalation_room", c);
+    check_escalation_roles(p, c);
     for (j, hook) in a.webhooks.iter().enumerate() {
         let path = |f: &str| format!("alarms.webhook[{j}].{f}");
         match url::Url::parse(&hook.url) {

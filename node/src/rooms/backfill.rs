@@ -22,8 +22,9 @@ const BACKFILL_KEY: &[u8] = b"backfill_next";
 impl Rooms {
     /// Stores history fetched by backfill, newest first as it comes. Each event must pass the
     /// auth rules against its own auth events (the state before a backfilled event is not
-    /// known here); one that fails is kept as rejected, out of the timeline. Events already in
-    /// the timeline are skipped. Returns how many were added.
+    /// known here) and, if it is an alarm, the federation list's `alarm_senders`
+    /// (`PolicyGate::check_remote_alarm`); one that fails is kept as rejected, out of the
+    /// timeline. Events already in the timeline are skipped. Returns how many were added.
     pub async fn store_backfill(
         &self,
         room_id: &RoomId,
@@ -43,7 +44,12 @@ impl Rooms {
             }
             let pdu = Arc::new(pdu.clone());
             let rejection =
-                verdict(self.check_auth_events(&rules.authorization, &pdu, |id| accepted.get(id).cloned()))?;
+                match verdict(self.check_auth_events(&rules.authorization, &pdu, |id| accepted.get(id).cloned()))? {
+                    // The same rule as for live events (`append_remote_staged`): history must not
+                    // bring in an alarm its sender's server may not raise.
+                    None => self.policy.check_remote_alarm(&pdu),
+                    refused => refused,
+                };
             if rejection.is_none() {
                 accepted.insert(pdu.event_id.clone(), pdu.clone());
             }

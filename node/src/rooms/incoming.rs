@@ -78,7 +78,7 @@ impl Rooms {
     }
 
     /// Stores events known only to authorise others (an auth chain, the state at a join), each
-    /// checked against its own auth events. They are not in the timeline.
+    /// checked against its own auth events and the alarm rule. They are not in the timeline.
     pub async fn store_outliers(&self, rules: &AuthorizationRules, mut pdus: Vec<Pdu>) -> Result<usize> {
         pdus.sort_by_key(|p| p.depth);
         let mut accepted: HashMap<OwnedEventId, Arc<Pdu>> = HashMap::new();
@@ -89,7 +89,12 @@ impl Rooms {
                 continue;
             }
             let pdu = Arc::new(pdu);
-            let rejection = verdict(self.check_auth_events(rules, &pdu, |id| accepted.get(id).cloned()))?;
+            let rejection = match verdict(self.check_auth_events(rules, &pdu, |id| accepted.get(id).cloned()))? {
+                // An outlier may later enter the timeline by backfill: it is held to the alarm
+                // rule of live events from the start.
+                None => self.policy.check_remote_alarm(&pdu),
+                refused => refused,
+            };
             let stored = StoredEvent::outlier(&pdu, rejection.is_some());
             batch.insert(trees::EVENTS, pdu.event_id.as_bytes().to_vec(), Db::to_json(&stored)?);
             match rejection {

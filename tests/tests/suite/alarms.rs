@@ -3,6 +3,8 @@
 //! those who do not acknowledge are reminded, then escalated (escalation room, signed webhook),
 //! on time and exactly once across a restart; alarms from people who may not raise them are
 //! refused, at their own node (403) and on receipt from a peer (by the federation list).
+//! `escalation`: the escalation room per room and per role; `backfill`: alarms that arrive as
+//! history are held to the same rule as those that arrive live.
 
 use std::{
     net::SocketAddr,
@@ -27,6 +29,8 @@ use tocsin_node::{
 use tocsin_tests::cluster::Cluster;
 
 use crate::{common, fed};
+
+mod backfill;
 
 const HOOK_SECRET: &str = "webhook-secret-for-tests";
 
@@ -89,6 +93,12 @@ may_send_alarms = true
 name = "clerk"
 power_level = 0
 
+[[role]]
+name = "lead"
+power_level = 50
+may_send_alarms = true
+escalation_room = "lead-escalation"
+
 [[account]]
 localpart = "chief"
 roles = ["chief"]
@@ -97,9 +107,32 @@ roles = ["chief"]
 localpart = "clerk"
 roles = ["clerk"]
 
+[[account]]
+localpart = "lead"
+roles = ["lead"]
+
 [[room]]
 alias = "escalation"
 name = "Escalation"
+members = ["chief"]
+encrypted = false
+
+[[room]]
+alias = "levee"
+name = "Levee watch"
+members = ["chief", "clerk", "lead"]
+encrypted = false
+escalation_room = "levee-escalation"
+
+[[room]]
+alias = "levee-escalation"
+name = "Levee escalation"
+members = ["chief"]
+encrypted = false
+
+[[room]]
+alias = "lead-escalation"
+name = "Leads' escalation"
 members = ["chief"]
 encrypted = false
 "#
@@ -126,7 +159,7 @@ pub(crate) async fn setup() -> Setup {
     let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
     let mut a = Member::new("a.test", "City A", MemberRole::Municipality);
     for (_, level) in AlarmLevel::ALL {
-        a.alarm_senders.insert(*level, vec!["chief".into()]);
+        a.alarm_senders.insert(*level, vec!["chief".into(), "lead".into()]);
     }
     let list = FederationList {
         name: "Alarm test federation".into(),
@@ -170,7 +203,7 @@ impl Setup {
 }
 
 /// Sends `content` as an `m.room.message` over the plain Client-Server API.
-async fn send(client: &Client, base: &str, room: &RoomId, content: Value) -> (u16, Value) {
+pub(crate) async fn send(client: &Client, base: &str, room: &RoomId, content: Value) -> (u16, Value) {
     let txn = format!("t{}", rand::random::<u64>());
     let url = format!("{base}/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
     let token = client.access_token().unwrap();
@@ -184,7 +217,7 @@ async fn react(client: &Client, room: &RoomId, target: &OwnedEventId) {
 }
 
 /// Every event of the room as raw JSON, newest first.
-async fn raw_events(client: &Client, room: &RoomId) -> Vec<Value> {
+pub(crate) async fn raw_events(client: &Client, room: &RoomId) -> Vec<Value> {
     let Some(room) = client.get_room(room) else { return Vec::new() };
     let mut options = MessagesOptions::backward();
     options.limit = 500u32.into();
@@ -211,14 +244,14 @@ async fn status_text(client: &Client, room: &RoomId, alarm: &OwnedEventId) -> Op
 }
 
 /// The admin API's status of an alarm on `node`.
-async fn admin_status(node: &NodeHandle, token: &str, id: &str) -> Value {
+pub(crate) async fn admin_status(node: &NodeHandle, token: &str, id: &str) -> Value {
     let url = format!("{}/_tocsin/admin/alarms/{id}", node.base_url());
     let response = reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap();
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
 }
 
-fn step_names(status: &Value) -> Vec<String> {
+pub(crate) fn step_names(status: &Value) -> Vec<String> {
     status["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap().to_owned()).collect()
 }
 

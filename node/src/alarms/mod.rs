@@ -12,10 +12,12 @@
 //!   acknowledgement (a reaction or a reply to the alarm), each read (a public read receipt at or
 //!   after the alarm) and the end of the alarm (a cancelling edit or a redaction).
 //! - [`worker`] keeps the status message current and runs the escalation steps, persisting each
-//!   step in [`Progress`] so a restart resumes where it stopped.
+//!   step in [`Progress`] so a restart resumes where it stopped; `escalation` picks the room an
+//!   alarm escalates into (its room's, else its sender's role's, else the node's).
 //! - [`view`] is the status as JSON (admin API, CLI) and as text (the status message).
 
 pub mod command;
+mod escalation;
 pub mod remote;
 pub mod track;
 pub mod view;

@@ -4,8 +4,10 @@
 //! Steps, each recorded in the alarm's [`Progress`] (in the store) once taken:
 //! 1. at the acknowledgement deadline, a reminder (as a reply to the alarm) mentioning exactly
 //!    those who have not acknowledged, so their clients highlight and push it;
-//! 2. `escalate_after` later (default: the deadline again), a message in the policy's escalation
-//!    room, and the `[[alarms.webhook]]` calls queued in the same progress write.
+//! 2. `escalate_after` later (default: the deadline again), a message in the escalation room
+//!    the policy sets for the alarm's room, else for the sender's role, else for the node
+//!    ([`super::escalation`]), and the `[[alarms.webhook]]` calls queued in the same progress
+//!    write.
 //!
 //! Every message the worker sends carries a transaction id derived from the alarm, so a crash
 //! between sending and recording resends the same transaction, which the send path answers with
@@ -18,11 +20,11 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, UserId, events::TimelineEventType};
+use ruma::{OwnedEventId, OwnedUserId, events::TimelineEventType};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::{AlarmRecord, PendingCall, Progress, Step, view::AlarmStatus, webhook};
+use super::{AlarmRecord, PendingCall, Progress, Step, escalation, view::AlarmStatus, webhook};
 use crate::{
     Services,
     error::{Error, Result},
@@ -201,7 +203,7 @@ async fn save(s: &Services, record: &AlarmRecord, progress: &Progress) -> Result
     s.db.write(batch).await
 }
 
-fn txn(id: String) -> TxnRef {
+pub(super) fn txn(id: String) -> TxnRef {
     TxnRef { device_id: DEVICE.into(), txn_id: id, endpoint: "send" }
 }
 
@@ -284,8 +286,8 @@ async fn escalate(
     let policy = s.policy.policy();
     let waiting: Vec<&str> = status.waiting.iter().map(|u| u.as_str()).collect();
     let acked = status.expected.len() - status.waiting.len();
-    let posted = match escalation_room(s) {
-        Ok(room) => post_escalation(s, record, status, room).await,
+    let posted = match escalation::target(s, record).await {
+        Ok(target) => escalation::post(s, record, status, target).await,
         Err(e) => Err(e),
     };
     let detail = match settled(posted)? {
@@ -321,33 +323,6 @@ async fn escalate(
     Ok(())
 }
 
-/// Posts the escalation message; returns the step's detail.
-async fn post_escalation(
-    s: &Services,
-    record: &AlarmRecord,
-    status: &AlarmStatus,
-    room: Option<OwnedRoomId>,
-) -> Result<String> {
-    let Some(room) = room else { return Ok("escalation due, but the policy names no escalation room".to_owned()) };
-    let waiting: Vec<&str> = status.waiting.iter().map(|u| u.as_str()).collect();
-    let acked = status.expected.len() - status.waiting.len();
-    let body = format!(
-        "🚨 Escalation: the {} alarm of {} in {} has {acked} of {} acknowledgements after the deadline: {}\nWaiting for: {}",
-        record.level,
-        record.sender,
-        record.room_id,
-        status.expected.len(),
-        record.body,
-        waiting.join(", ")
-    );
-    let sender = escalation_sender(s, &room, &record.sender).await?;
-    let content = json!({ "msgtype": "m.text", "body": body });
-    let event = NewEvent::message(TimelineEventType::RoomMessage, content);
-    let id = txn(format!("alarm-escalation-{}", record.event_id));
-    s.rooms.send(&room, &sender, event, Some(id)).await?;
-    Ok(format!("escalated to the escalation room {room}"))
-}
-
 /// Splits a step's error: a refusal (the room or the policy says no) is recorded as the step's
 /// outcome, so escalation goes on; anything else (the store) is retried.
 fn settled<T>(result: Result<T>) -> Result<std::result::Result<T, Error>> {
@@ -356,28 +331,6 @@ fn settled<T>(result: Result<T>) -> Result<std::result::Result<T, Error>> {
         Err(e @ (Error::Forbidden(_) | Error::NotFound(_) | Error::BadJson(_) | Error::TooLarge(_))) => Ok(Err(e)),
         Err(e) => Err(e),
     }
-}
-
-/// The policy's `[alarms] escalation_room`, as a room of this node.
-fn escalation_room(s: &Services) -> Result<Option<OwnedRoomId>> {
-    let Some(alias) = s.policy.policy().and_then(|p| p.alarms.escalation_room.clone()) else { return Ok(None) };
-    let full = RoomAliasId::parse(format!("#{alias}:{}", s.server_name)).map_err(Error::internal)?;
-    s.rooms
-        .resolve_alias(&full)?
-        .map(Some)
-        .ok_or_else(|| Error::not_found(format!("escalation room {full} does not exist")))
-}
-
-/// Who posts into the escalation room: the provisioning account (it created the policy's rooms
-/// and is joined to them), else the alarm's sender if joined there.
-async fn escalation_sender(s: &Services, room: &ruma::RoomId, alarm_sender: &UserId) -> Result<OwnedUserId> {
-    let provisioner = s.users.user_id_for(crate::policy::provision::PROVISIONER)?;
-    for candidate in [provisioner.as_ref(), alarm_sender] {
-        if s.rooms.membership(room, candidate).await?.as_deref() == Some("join") {
-            return Ok(candidate.to_owned());
-        }
-    }
-    Err(Error::forbidden(format!("neither {provisioner} nor {alarm_sender} is joined to the escalation room {room}")))
 }
 
 /// Starts the webhook calls that are due and not running.

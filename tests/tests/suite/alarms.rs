@@ -31,6 +31,7 @@ use tocsin_tests::cluster::Cluster;
 use crate::{common, fed};
 
 mod backfill;
+mod escalation;
 
 const HOOK_SECRET: &str = "webhook-secret-for-tests";
 

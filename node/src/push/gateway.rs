@@ -1,6 +1,6 @@
 //! Talking to push gateways: `POST /_matrix/push/v1/notify` with ruma's Push Gateway API types.
 //!
-//! Every notification is sent in the `event_id_only` form whatever the pusher asked for: event
+//! Every notification is sent in the `event_id_only` form (a badge update carries only counts) whatever the pusher asked for: event
 //! id, room id, counts, priority and tweaks, never a sender, room name or content (the node's
 //! rule: push carries no message content; the phone fetches the event over the Client-Server
 //! API). The gateway host must pass the node's outbound address rules (`outbound_ip_allow`),
@@ -87,7 +87,7 @@ impl Gateways {
         let base = http.url.strip_suffix(super::pushers::NOTIFY_PATH).unwrap_or(&http.url).to_owned();
         let request = Request::new(notification(pusher, item));
         let http_request = match request.try_into_http_request::<Vec<u8>>(&base, (), ()) {
-            Ok(r) => r,
+            Ok(r) => r.map(with_empty_tweaks),
             Err(e) => return Delivery::Refused(format!("cannot build the request: {e}")),
         };
         let request = match reqwest::Request::try_from(http_request) {
@@ -137,11 +137,28 @@ fn notification(pusher: &StoredPusher, item: &QueuedPush) -> Notification {
     device.tweaks =
         item.actions.iter().filter_map(|a| if let Action::SetTweak(t) = a { Some(t.clone()) } else { None }).collect();
     let mut notification = Notification::new(vec![device]);
-    notification.event_id = Some(item.event_id.clone());
-    notification.room_id = Some(item.room_id.clone());
+    // A badge update has neither: the counts are all it says.
+    notification.event_id = item.event_id.clone();
+    notification.room_id = item.room_id.clone();
     notification.prio = if item.high { NotificationPriority::High } else { NotificationPriority::Low };
     notification.counts = NotificationCounts::new(UInt::new(item.unread).unwrap_or(UInt::MAX), UInt::MIN);
     notification
+}
+
+/// Writes `"tweaks": {}` on each device that has none. ruma leaves an empty `tweaks` out, but
+/// its own gateway-side types (ruma-push-gateway-api 0.15) require the field, so a gateway
+/// built on them would refuse a notification without tweaks (a plain message in a group room, a
+/// badge update) with 400, and the node would drop it. An empty object means the same to every
+/// gateway.
+fn with_empty_tweaks(body: Vec<u8>) -> Vec<u8> {
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&body) else { return body };
+    let devices = value.pointer_mut("/notification/devices").and_then(serde_json::Value::as_array_mut);
+    for device in devices.into_iter().flatten() {
+        if let Some(device) = device.as_object_mut() {
+            device.entry("tweaks").or_insert_with(|| serde_json::json!({}));
+        }
+    }
+    serde_json::to_vec(&value).unwrap_or(body)
 }
 
 /// Resolves gateway hosts, keeping only the addresses the outbound rules permit.

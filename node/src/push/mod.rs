@@ -10,9 +10,13 @@
 //! down gets everything, in order, when it is back (a crash between the gateway's answer and the
 //! queue write could send one notification twice; gateways treat pushes as idempotent pokes).
 //!
+//! When a user reads on one device, each of their pushers gets a counts-only notification so
+//! the other devices' badges drop ([`badge`]).
+//!
 //! Users are pushed whether or not they are syncing elsewhere (as Synapse does): the phone in a
 //! pocket must ring for an alarm even while the same user has a desktop client open.
 
+pub mod badge;
 pub mod gateway;
 pub mod notifications;
 pub mod pushers;
@@ -45,13 +49,19 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// The push service: the gateway client and which pushers have a delivery task running.
 pub struct Push {
     pub gateways: gateway::Gateways,
+    pub badges: badge::Badges,
     draining: Mutex<HashSet<Vec<u8>>>,
     sent: AtomicU64,
 }
 
 impl Push {
     pub fn new(config: &crate::Config) -> anyhow::Result<Self> {
-        Ok(Self { gateways: gateway::Gateways::new(config)?, draining: Mutex::default(), sent: AtomicU64::new(0) })
+        Ok(Self {
+            gateways: gateway::Gateways::new(config)?,
+            badges: badge::Badges::default(),
+            draining: Mutex::default(),
+            sent: AtomicU64::new(0),
+        })
     }
 
     /// Refuses a pusher whose gateway URL is an address literal the node may not connect to
@@ -152,6 +162,12 @@ async fn drain(services: Arc<Services>, key: Vec<u8>, mut shutdown: watch::Recei
         let outcome = step(&services, &key, &mut shutdown).await;
         match outcome {
             Step::Sent => failures = 0,
+            Step::Settle(wait) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
+            }
             Step::Empty => {
                 services.push.release(&key);
                 // Work queued between the read and the release would otherwise wait for the
@@ -180,7 +196,10 @@ async fn drain(services: Arc<Services>, key: Vec<u8>, mut shutdown: watch::Recei
 }
 
 enum Step {
+    /// Sent, or dropped as superseded (a badge update with newer counts behind it).
     Sent,
+    /// A badge update waiting for the rest of a burst of receipts.
+    Settle(Duration),
     Empty,
     /// The pusher no longer exists (removed, or rejected by its gateway).
     Gone,
@@ -190,11 +209,25 @@ enum Step {
 
 async fn step(services: &Services, key: &[u8], shutdown: &mut watch::Receiver<bool>) -> Step {
     let db = &services.db;
-    let (row, item) = match queue::head(db, key) {
+    let (row, item, more) = match queue::head_and_more(db, key) {
         Ok(Some(head)) => head,
         Ok(None) => return Step::Empty,
         Err(e) => return Step::Retry(e.to_string()),
     };
+    if item.is_badge() {
+        match badge::at_head(&item, more, crate::users::now_ms()) {
+            badge::AtHead::Send => {}
+            badge::AtHead::Settle(wait) => return Step::Settle(wait),
+            badge::AtHead::Superseded => {
+                let mut batch = WriteBatch::new();
+                batch.remove(trees::PUSH_QUEUE, row);
+                return match db.write(batch).await {
+                    Ok(()) => Step::Sent,
+                    Err(e) => Step::Retry(e.to_string()),
+                };
+            }
+        }
+    }
     let pusher = match pushers::get(db, key) {
         Ok(Some(p)) => p,
         Ok(None) => {

@@ -10,7 +10,7 @@
 //!    order. The evaluated rows are removed in the same write.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     ops::Bound,
 };
 
@@ -34,19 +34,60 @@ const ROUND: usize = 256;
 /// One notification waiting for its gateway.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct QueuedPush {
-    pub event_id: OwnedEventId,
-    pub room_id: OwnedRoomId,
-    /// The user's unread notifications across their rooms when the event was evaluated.
+    /// The event that notified; `None` (with `room_id`) for a badge update: counts only, after
+    /// the user read elsewhere (see [`super::badge`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<OwnedEventId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_id: Option<OwnedRoomId>,
+    /// The user's unread notifications across their rooms when the row was evaluated.
     pub unread: u64,
     /// The matched rule's actions (their tweaks go to the gateway).
     pub actions: Vec<Action>,
     /// Whether the gateway should deliver it at once (`prio: high`).
     pub high: bool,
+    /// When it was queued, in ms (rows from before badge updates have 0).
+    #[serde(default)]
+    pub queued_at: u64,
 }
+
+impl QueuedPush {
+    pub fn is_badge(&self) -> bool {
+        self.event_id.is_none()
+    }
+}
+
+/// The tag of a read row's first part: a room id (an event row's) always starts with `!`.
+const READ_TAG: &[u8] = b"read";
 
 /// The row a live event adds to its commit (see the module docs).
 pub fn event_row(batch: &mut WriteBatch, pos: u64, room_id: &RoomId, event_id: &ruma::EventId) {
     batch.insert(trees::PUSH_EVENTS, pos_bytes(pos).to_vec(), key(&[room_id.as_bytes(), event_id.as_bytes()]));
+}
+
+/// The row a local user's read receipt (public or private) adds to its commit, in the same
+/// stream as the events, so the worker sees it after the events it covers and a restart keeps
+/// it: `pos -> "read" SEP user_id`.
+pub fn read_row(batch: &mut WriteBatch, pos: u64, user: &UserId) {
+    batch.insert(trees::PUSH_EVENTS, pos_bytes(pos).to_vec(), key(&[READ_TAG, user.as_bytes()]));
+}
+
+/// A row of [`trees::PUSH_EVENTS`].
+enum Row {
+    Event { room_id: OwnedRoomId, event_id: OwnedEventId },
+    Read { user: OwnedUserId },
+}
+
+fn parse_row(value: &[u8]) -> Result<Option<Row>> {
+    let parts = split(value);
+    let (Some(first), Some(second)) = (parts.first(), parts.get(1)) else { return Ok(None) };
+    if *first == READ_TAG {
+        let user = UserId::parse(utf8(second)?).map_err(Error::internal)?;
+        return Ok(Some(Row::Read { user }));
+    }
+    let room_id = RoomId::parse(utf8(first)?).map_err(Error::internal)?;
+    let event_id = ruma::EventId::parse(utf8(second)?).map_err(Error::internal)?;
+    Ok(Some(Row::Event { room_id, event_id }))
 }
 
 /// Removes whatever is queued for the pusher at `pusher_key`.
@@ -72,6 +113,14 @@ pub fn head(db: &Db, pusher_key: &[u8]) -> Result<Option<(Vec<u8>, QueuedPush)>>
     Ok(Some((k, item)))
 }
 
+/// The oldest notification queued for a pusher, with its row key, and whether more follow it.
+pub fn head_and_more(db: &Db, pusher_key: &[u8]) -> Result<Option<(Vec<u8>, QueuedPush, bool)>> {
+    let mut rows = db.scan_prefix(trees::PUSH_QUEUE, &queue_prefix(pusher_key), 2)?.into_iter();
+    let Some((k, v)) = rows.next() else { return Ok(None) };
+    let item = serde_json::from_slice(&v).map_err(|e| Error::internal(format!("corrupt push queue row: {e}")))?;
+    Ok(Some((k, item, rows.next().is_some())))
+}
+
 /// Every pusher with something queued (at start, to resume delivery).
 pub fn pending_pushers(db: &Db) -> Result<BTreeSet<Vec<u8>>> {
     let mut out = BTreeSet::new();
@@ -93,13 +142,20 @@ pub async fn evaluate(services: &Services) -> Result<(BTreeSet<Vec<u8>>, bool)> 
     let mut touched = BTreeSet::new();
     let mut rulesets: HashMap<OwnedUserId, (ruma::push::Ruleset, String)> = HashMap::new();
     let now = crate::users::now_ms();
+    // The users who read, with the position of their last receipt: a burst of receipts in one
+    // round makes one badge update.
+    let mut readers: BTreeMap<OwnedUserId, u64> = BTreeMap::new();
     for (k, v) in rows {
         batch.remove(trees::PUSH_EVENTS, k.clone());
         let pos = pos_from(&k)?;
-        let parts = split(&v);
-        let (Some(event_id), Some(room_id)) = (parts.get(1), parts.first()) else { continue };
-        let event_id = ruma::EventId::parse(utf8(event_id)?).map_err(Error::internal)?;
-        let room_id = RoomId::parse(utf8(room_id)?).map_err(Error::internal)?;
+        let (room_id, event_id) = match parse_row(&v)? {
+            Some(Row::Event { room_id, event_id }) => (room_id, event_id),
+            Some(Row::Read { user }) => {
+                readers.insert(user, pos);
+                continue;
+            }
+            None => continue,
+        };
         let Some(pdu) = services.rooms.pdu(&event_id)? else { continue };
         let candidates = candidates(services, &room_id, &pdu).await?;
         if candidates.is_empty() {
@@ -130,13 +186,24 @@ pub async fn evaluate(services: &Services) -> Result<(BTreeSet<Vec<u8>>, bool)> 
             let tweaked = actions.iter().any(|a| a.is_highlight() || a.sound().is_some());
             let high = alarm || tweaked || pdu.kind == TimelineEventType::RoomEncrypted;
             let unread = unread_total(services, &user, display_name).await?;
-            let item = QueuedPush { event_id: event_id.clone(), room_id: room_id.clone(), unread, actions, high };
+            services.push.badges.told(&user, unread);
+            let item = QueuedPush {
+                event_id: Some(event_id.clone()),
+                room_id: Some(room_id.clone()),
+                unread,
+                actions,
+                high,
+                queued_at: now,
+            };
             for target in targets {
                 let pusher_key = pushers::pusher_key(&user, &target.pusher.ids);
                 batch.insert(trees::PUSH_QUEUE, key(&[&pusher_key, &pos_bytes(pos)]), Db::to_json(&item)?);
                 touched.insert(pusher_key);
             }
         }
+    }
+    for (user, pos) in readers {
+        touched.extend(super::badge::queue(services, &user, pos, now, &mut batch).await?);
     }
     if !batch.is_empty() {
         db.write(batch).await?;
@@ -165,7 +232,7 @@ fn is_ringing_alarm(pdu: &crate::rooms::Pdu) -> bool {
 }
 
 /// The user's notification count summed over their joined rooms: the same counts `/sync` shows.
-async fn unread_total(services: &Services, user: &UserId, display_name: &str) -> Result<u64> {
+pub(super) async fn unread_total(services: &Services, user: &UserId, display_name: &str) -> Result<u64> {
     let upto = services.db.streams.visible();
     let mut total = 0;
     for room in services.rooms.joined_rooms(user)? {

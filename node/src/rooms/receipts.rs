@@ -41,11 +41,16 @@ impl Rooms {
             let read = crate::alarms::Mark { ts: receipt.ts, event_id: event_id.to_owned() };
             self.alarms.receipt_rows(&self.db, room, user, &read, stored.pos, &mut alarm_rows)?;
         }
+        // A local user's read may lower the badge on their other devices (`push::badge`).
+        let badge = user.server_name() == self.server_name && matches!(kind, "m.read" | "m.read.private");
         self.db
             .write_streamed(|pos, batch| {
                 batch.insert(trees::RECEIPT_CHANGES, key(&[room.as_bytes(), &pos_bytes(pos)]), k.clone());
                 batch.insert(trees::RECEIPTS, k, value);
                 batch.ops.extend(alarm_rows.ops);
+                if badge {
+                    crate::push::queue::read_row(batch, pos, user);
+                }
             })
             .await?;
         Ok(())

@@ -26,6 +26,8 @@ use crate::{
     push_gateway::Gateway,
 };
 
+mod badge;
+
 const APP_ID: &str = "org.tocsin.test.ios";
 
 fn policy(ring_in_muted_rooms: bool) -> String {
@@ -54,7 +56,7 @@ password = "not used by this test"
 
 /// A node whose outbound rules allow loopback (the gateway), with a policy where alice may raise
 /// alarms.
-async fn node(dir: &Path, ring_in_muted_rooms: bool) -> NodeHandle {
+pub(crate) async fn node(dir: &Path, ring_in_muted_rooms: bool) -> NodeHandle {
     let policy_path = dir.join("policy.toml");
     std::fs::write(&policy_path, policy(ring_in_muted_rooms)).unwrap();
     common::start(&dir.join("data"), |c| {
@@ -66,7 +68,7 @@ async fn node(dir: &Path, ring_in_muted_rooms: bool) -> NodeHandle {
 }
 
 /// Alice's room with bob joined.
-async fn room_with_bob(alice: &Client, bob: &Client) -> (Room, Room) {
+pub(crate) async fn room_with_bob(alice: &Client, bob: &Client) -> (Room, Room) {
     let room = alice.create_room(CreateRoom::new()).await.unwrap();
     room.invite_user_by_id(bob.user_id().unwrap()).await.unwrap();
     let room_id = room.room_id().to_owned();
@@ -76,7 +78,7 @@ async fn room_with_bob(alice: &Client, bob: &Client) -> (Room, Room) {
     (room, bob_room)
 }
 
-fn pusher(gateway: &Gateway, pushkey: &str) -> Pusher {
+pub(crate) fn pusher(gateway: &Gateway, pushkey: &str) -> Pusher {
     // The app asks for full content (no `format`): the node sends event_id_only anyway.
     let data = HttpPusherData::new(gateway.url());
     PusherInit {
@@ -94,7 +96,7 @@ async fn pushers(client: &Client) -> Vec<Pusher> {
     client.send(get_pushers::v3::Request::new()).await.expect("GET /pushers").pushers
 }
 
-async fn text(room: &Room, body: &str) -> OwnedEventId {
+pub(crate) async fn text(room: &Room, body: &str) -> OwnedEventId {
     room.send(RoomMessageEventContent::text_plain(body)).await.unwrap().response.event_id
 }
 

@@ -87,3 +87,30 @@ async fn reading_on_another_device_clears_the_phones_badge_with_a_counts_only_pu
     assert!(got_after[5..].iter().all(is_badge), "{got_after:?}");
     assert!((1..=2).contains(&burst.len()), "6 receipts made {} pushes: {burst:?}", burst.len());
 }
+
+#[tokio::test]
+async fn a_badge_update_waits_in_the_queue_across_a_gateway_outage_and_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gateway = Gateway::start().await;
+    let node = node(dir.path(), true).await;
+    let alice = common::user(&node, "alice").await;
+    let bob = common::user(&node, "bob").await;
+    let (room, bob_room) = room_with_bob(&alice, &bob).await;
+    bob.pusher().set(pusher(&gateway, "bob-phone"), false).await.unwrap();
+    let first = text(&room, "evacuation route B is open").await;
+    gateway.wait_for(1, 10).await;
+
+    // The gateway goes down; bob reads on his desktop; the node fails to deliver, then restarts.
+    gateway.stop().await;
+    bob_room.send_single_receipt(ReceiptType::Read, ReceiptThread::Unthreaded, first).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let queued = tocsin_node::push::queue::pending_pushers(&node.services.db).unwrap();
+    assert_eq!(queued.len(), 1, "the badge update waits in bob's pusher's queue");
+    node.shutdown().await;
+    let node = super::node(dir.path(), true).await;
+    gateway.restart().await;
+
+    let got = until_badge(&gateway, 0).await;
+    assert_eq!(got.len(), 2, "the message, then the badge update, once each: {got:?}");
+    node.shutdown().await;
+}

@@ -110,7 +110,8 @@ pub const FED_QUEUE: &str = "fed_queue";
 pub const PUSHERS: &str = "pushers";
 /// app_id SEP pushkey SEP user_id -> "": who holds a pushkey (unique across users unless appended)
 pub const PUSHKEYS: &str = "pushkeys";
-/// pos -> room_id SEP event_id: live events the push worker has not evaluated yet
+/// pos -> room_id SEP event_id: live events the push worker has not evaluated yet; or
+/// pos -> "read" SEP user_id: a local user's read receipt, for a badge-only push
 pub const PUSH_EVENTS: &str = "push_events";
 /// user_id SEP app_id SEP pushkey SEP pos -> QueuedPush (JSON): each pusher's notifications, in
 /// event order (see `push::queue`)

@@ -399,7 +399,7 @@ async fn joined_room(
         {
             continue;
         }
-        state_events.events.push(raw(&services.rooms.client_event(&(0, pdu), None, false)?)?);
+        state_events.events.push(raw(&services.rooms.client_event(&(0, (*pdu).clone()), None, false)?)?);
         any = true;
     }
     joined.state = State::Before(state_events);

@@ -2,7 +2,7 @@
 //! the user may see, the state that changed, and the unread counts. `/sync` v3 (`assemble.rs`)
 //! and sliding sync (`sliding/room.rs`) only render these, so the two cannot drift apart.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use ruma::{RoomId, UserId};
 
@@ -49,13 +49,21 @@ pub fn timeline(
 
 /// The room's current state when `full`, else the newest event of each state key that changed
 /// in `(since, upto]`.
-pub async fn state_delta(services: &Services, room_id: &RoomId, since: u64, upto: u64, full: bool) -> Result<Vec<Pdu>> {
+/// Shared, not copied: a big room's full state is thousands of events, and lazy loading sends
+/// only a few of them.
+pub async fn state_delta(
+    services: &Services,
+    room_id: &RoomId,
+    since: u64,
+    upto: u64,
+    full: bool,
+) -> Result<Vec<Arc<Pdu>>> {
     if full {
-        return Ok(services.rooms.current_state(room_id).await?.iter().map(|p| (**p).clone()).collect());
+        return services.rooms.current_state(room_id).await;
     }
     let mut latest = BTreeMap::new();
     for (_, pdu) in services.rooms.state_changes(room_id, since, upto)? {
-        latest.insert((pdu.kind.to_string(), pdu.state_key.clone().unwrap_or_default()), pdu);
+        latest.insert((pdu.kind.to_string(), pdu.state_key.clone().unwrap_or_default()), Arc::new(pdu));
     }
     Ok(latest.into_values().collect())
 }

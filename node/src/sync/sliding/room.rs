@@ -111,7 +111,7 @@ async fn joined(
     let mut sent_keys = BTreeSet::new();
     for pdu in state.iter().filter(|p| wanted(&r.config.required_state, p, user, &senders)) {
         sent_keys.insert((pdu.kind.to_string(), pdu.state_key.clone().unwrap_or_default()));
-        room.required_state.push(raw(&services.rooms.client_event(&(0, pdu.clone()), None, false)?)?);
+        room.required_state.push(raw(&services.rooms.client_event(&(0, (**pdu).clone()), None, false)?)?);
     }
     // `$LAZY`: the members behind new timeline events, even when their membership did not change.
     if !initial && lazy_members(&r.config.required_state) {

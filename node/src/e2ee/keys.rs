@@ -138,6 +138,12 @@ impl E2ee {
     /// Claims one key per (user, device, algorithm): a one-time key if any is left, else the
     /// fallback key (which stays, marked used).
     pub async fn claim(&self, user: &UserId, device: &DeviceId, algorithm: &str) -> Result<Option<(String, Value)>> {
+        let stripe = {
+            use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+            let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one((user, device));
+            usize::try_from(hash % self.claim_locks.len() as u64).unwrap_or_default()
+        };
+        let _turn = self.claim_locks[stripe].lock().await;
         let p = key(&[user.as_bytes(), device.as_bytes(), format!("{algorithm}:").as_bytes()]);
         if let Some((k, v)) = self.db.scan_prefix(trees::ONE_TIME_KEYS, &p, 1)?.into_iter().next() {
             let key_id = utf8(split(&k).get(2).copied().unwrap_or_default())?.to_owned();

@@ -16,10 +16,16 @@ pub struct E2ee {
     db: Db,
     /// How many to-device messages each local device has queued (see [`to_device`]).
     queued: to_device::QueueCounts,
+    /// A one-time key is read, then removed: claims of one device's keys take turns, so two
+    /// claimers never get the same key. Striped by device, so unrelated claims do not wait.
+    claim_locks: Vec<tokio::sync::Mutex<()>>,
 }
+
+/// Lock stripes for [`E2ee::claim_locks`].
+const CLAIM_STRIPES: usize = 64;
 
 impl E2ee {
     pub fn new(db: Db) -> Self {
-        Self { db, queued: Default::default() }
+        Self { db, queued: Default::default(), claim_locks: (0..CLAIM_STRIPES).map(|_| Default::default()).collect() }
     }
 }

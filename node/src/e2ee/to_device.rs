@@ -236,7 +236,7 @@ mod tests {
     async fn a_full_queue_drops_new_messages_until_the_device_catches_up() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(tocsin_store::EngineKind::Redb, dir.path()).unwrap();
-        let e2ee = E2ee { db, queued: QueueCounts { counts: Mutex::default(), cap: 3 } };
+        let e2ee = E2ee { queued: QueueCounts { counts: Mutex::default(), cap: 3 }, ..E2ee::new(db) };
         let (alice, bob) = (ruma::user_id!("@alice:a.test"), ruma::user_id!("@bob:a.test"));
         let (phone, laptop) = (ruma::device_id!("PHONE"), ruma::device_id!("LAPTOP"));
         let send = |n: u64, targets: Vec<Target>| {
@@ -260,7 +260,7 @@ mod tests {
         assert_eq!(numbers(phone), [5]);
         assert_eq!(numbers(laptop), [0, 1, 2], "still full");
         // A restarted node counts what is in the store.
-        let fresh = E2ee { db: e2ee.db.clone(), queued: QueueCounts { counts: Mutex::default(), cap: 3 } };
+        let fresh = E2ee { queued: QueueCounts { counts: Mutex::default(), cap: 3 }, ..E2ee::new(e2ee.db.clone()) };
         fresh.send_to_device(alice, phone, "t6", "m.test", vec![to(laptop, 6)]).await.unwrap();
         assert_eq!(numbers(laptop), [0, 1, 2]);
     }

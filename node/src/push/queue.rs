@@ -162,8 +162,8 @@ pub async fn evaluate(services: &Services) -> Result<(BTreeSet<Vec<u8>>, bool)> 
             continue;
         }
         let facts = rules::RoomFacts::load(services, &room_id).await?;
+        let Some(input) = rules::RuleInput::new(&pdu) else { continue };
         for user in candidates {
-            let targets = pushers::list(db, &user)?;
             let (ruleset, display_name) = match rulesets.get(&user) {
                 Some(r) => r,
                 None => {
@@ -172,12 +172,13 @@ pub async fn evaluate(services: &Services) -> Result<(BTreeSet<Vec<u8>>, bool)> 
                     rulesets.entry(user.clone()).or_insert((rules::effective(services, &user)?, display_name))
                 }
             };
-            let actions = rules::actions(ruleset, &user, display_name, &facts, &pdu).await;
+            let actions = rules::actions(ruleset, &user, display_name, &facts, &input).await;
             if !actions.iter().any(Action::should_notify) {
                 continue;
             }
             let entry = Notified { room_id: room_id.clone(), event_id: event_id.clone(), actions, ts: now };
             notifications::record(&mut batch, &user, pos, &entry)?;
+            let targets = pushers::list(db, &user)?;
             if targets.is_empty() {
                 continue;
             }

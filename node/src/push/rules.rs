@@ -18,11 +18,11 @@
 //! intends, and a policy change applies at the next evaluation without rewriting account data.
 
 use ruma::{
-    OwnedUserId, RoomId, UInt, UserId,
+    OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
     push::{
         Action, ConditionalPushRule, ConditionalPushRuleInit, EventMatchConditionData, EventPropertyIsConditionData,
-        HighlightTweakValue, PushCondition, PushConditionPowerLevelsCtx, PushConditionRoomCtx, RuleKind, Ruleset,
-        ScalarJsonValue, SoundTweakValue, Tweak,
+        FlattenedJson, HighlightTweakValue, PushCondition, PushConditionPowerLevelsCtx, PushConditionRoomCtx, RuleKind,
+        Ruleset, ScalarJsonValue, SoundTweakValue, Tweak,
     },
     serde::Raw,
 };
@@ -182,7 +182,7 @@ pub struct RoomFacts {
 
 impl RoomFacts {
     pub async fn load(services: &Services, room: &RoomId) -> Result<Self> {
-        let member_count = services.rooms.members(room, "join").await?.len();
+        let member_count = services.rooms.member_summary(room).await?.joined;
         Self::with_member_count(services, room, member_count).await
     }
 
@@ -194,22 +194,48 @@ impl RoomFacts {
     }
 }
 
-/// The actions `rules` give `pdu` for `user`. A user's own events give none.
-pub async fn actions(rules: &Ruleset, user: &UserId, display_name: &str, facts: &RoomFacts, pdu: &Pdu) -> Vec<Action> {
-    if pdu.sender == user {
+/// An event as push rules read it, made once and evaluated for every member it may notify: a
+/// message in a 5,000-member room is flattened once, not 5,000 times.
+pub struct RuleInput {
+    event: FlattenedJson,
+    sender: OwnedUserId,
+    room_id: OwnedRoomId,
+}
+
+impl RuleInput {
+    pub fn new(pdu: &Pdu) -> Option<Self> {
+        let value = pdu.to_client_value(Default::default(), true);
+        let raw = serde_json::value::to_raw_value(&value).ok()?;
+        let raw: Raw<ruma::events::AnySyncTimelineEvent> = Raw::from_json(raw);
+        Some(Self { event: FlattenedJson::from_raw(&raw), sender: pdu.sender.clone(), room_id: pdu.room_id.clone() })
+    }
+}
+
+/// The actions `rules` give the event for `user`: the first rule that applies, in the spec's
+/// order. A user's own events give none.
+pub async fn actions(
+    rules: &Ruleset,
+    user: &UserId,
+    display_name: &str,
+    facts: &RoomFacts,
+    input: &RuleInput,
+) -> Vec<Action> {
+    if input.sender == user {
         return Vec::new();
     }
     let mut ctx = PushConditionRoomCtx::new(
-        pdu.room_id.clone(),
+        input.room_id.clone(),
         UInt::try_from(facts.member_count).unwrap_or(UInt::MAX),
         OwnedUserId::from(user),
         display_name.to_owned(),
     );
     ctx.power_levels = facts.power_levels.clone();
-    let value = pdu.to_client_value(Default::default(), true);
-    let Ok(raw) = serde_json::value::to_raw_value(&value) else { return Vec::new() };
-    let raw: Raw<ruma::events::AnySyncTimelineEvent> = Raw::from_json(raw);
-    rules.get_actions(&raw, &ctx).await.to_vec()
+    for rule in rules {
+        if rule.applies(&input.event, &ctx).await {
+            return rule.actions().to_vec();
+        }
+    }
+    Vec::new()
 }
 
 /// Whether `actions` ask for a highlight.

@@ -61,7 +61,8 @@ impl UnreadCache {
                 // The same evaluation the push worker makes, so badge and push agree.
                 let facts = crate::push::rules::RoomFacts::with_member_count(services, room, members).await?;
                 for (_, pdu) in &events {
-                    let actions = crate::push::rules::actions(&rules, user, display_name, &facts, pdu).await;
+                    let Some(input) = crate::push::rules::RuleInput::new(pdu) else { continue };
+                    let actions = crate::push::rules::actions(&rules, user, display_name, &facts, &input).await;
                     if actions.iter().any(Action::should_notify) {
                         counted.notify += 1;
                     }

@@ -151,3 +151,35 @@ async fn one_user_logging_in_many_times_at_once_gets_distinct_working_sessions()
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["devices"].as_array().map(Vec::len), Some(tokens.len()), "all devices listed: {body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claims_racing_for_one_devices_keys_never_get_the_same_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::start(dir.path(), |c| c.rate_limits.enabled = false).await;
+    let api = Api::new(&node);
+    let alice = api.user(&node, "alice").await;
+    let (status, me) = api.get("/_matrix/client/v3/account/whoami", Some(&alice)).await;
+    assert_eq!(status, 200, "{me}");
+    let (alice_id, device) = (me["user_id"].as_str().unwrap().to_owned(), me["device_id"].as_str().unwrap().to_owned());
+    let keys: serde_json::Map<String, serde_json::Value> =
+        (0..20).map(|i| (format!("signed_curve25519:K{i:02}"), json!({ "key": format!("key{i}") }))).collect();
+    let (status, body) =
+        api.post("/_matrix/client/v3/keys/upload", Some(&alice), &json!({ "one_time_keys": keys })).await;
+    assert_eq!(status, 200, "{body}");
+
+    let bob = api.user(&node, "bob").await;
+    let request = json!({ "one_time_keys": { &alice_id: { &device: "signed_curve25519" } } });
+    let claims = (0..40).map(|_| api.post("/_matrix/client/v3/keys/claim", Some(&bob), &request));
+    let mut claimed = Vec::new();
+    for (status, body) in futures_util::future::join_all(claims).await {
+        assert_eq!(status, 200, "{body}");
+        if let Some(keys) = body["one_time_keys"][&alice_id][&device].as_object() {
+            claimed.extend(keys.keys().cloned());
+        }
+    }
+    claimed.sort();
+    let mut distinct = claimed.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), claimed.len(), "a key was handed out twice: {claimed:?}");
+    assert_eq!(claimed.len(), 20, "every uploaded key claimed once: {claimed:?}");
+}

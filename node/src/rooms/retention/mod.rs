@@ -110,7 +110,12 @@ impl Rooms {
     /// The event and its position, if it is known and may be served (what `/event`, `/context`
     /// and federation `/event` answer); `None` for an unknown, expired or purged event.
     pub fn served_event(&self, event_id: &EventId) -> Result<Option<(u64, Pdu)>> {
-        let Some((pos, pdu)) = self.event_with_pos(event_id)? else { return Ok(None) };
+        let Some(stored) = crate::rooms::read::load_stored(&self.db, event_id)? else { return Ok(None) };
+        // A rejected event never entered the room: it is kept only so it is not fetched again.
+        if stored.rejected {
+            return Ok(None);
+        }
+        let (pos, pdu) = (stored.pos, stored.into_pdu(event_id)?);
         let retention = self.retention(&pdu.room_id)?;
         Ok(self.serves(&retention, &pdu)?.then_some((pos, pdu)))
     }

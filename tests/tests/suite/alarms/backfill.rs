@@ -39,4 +39,7 @@ async fn a_backfilled_alarm_from_a_peer_that_may_not_raise_it_stays_out_of_the_t
     let stored = s.a().services.rooms.stored_event(&fake_id).unwrap().expect("the backfilled alarm is known");
     assert!(stored.rejected && stored.outlier, "rejected, out of the timeline");
     assert!(s.a().services.alarms.records().unwrap().is_empty(), "no alarm is tracked");
+    // Nor can a client fetch it by id: a rejected event never entered the room.
+    let fetched = chief.get_room(&room).unwrap().event(&fake_id, None).await;
+    assert!(fetched.is_err(), "a rejected event is not served: {fetched:?}");
 }

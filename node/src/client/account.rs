@@ -153,7 +153,11 @@ pub async fn set_global(
     req: Ruma<set_global_account_data::v3::Request>,
 ) -> Result<set_global_account_data::v3::Response> {
     own(req.user()?, &req.user_id)?;
-    s.users.set_account_data(&req.user_id, None, &req.event_type.to_string(), &content_of(&req.data)?).await?;
+    let kind = req.event_type.to_string();
+    s.users.set_account_data(&req.user_id, None, &kind, &content_of(&req.data)?).await?;
+    if kind == "m.push_rules" {
+        s.push.rules.forget(&req.user_id);
+    }
     Ok(set_global_account_data::v3::Response::new())
 }
 
@@ -195,7 +199,7 @@ pub async fn get_filter(s: Arc<Services>, req: Ruma<get_filter::v3::Request>) ->
 }
 
 fn rules_of(s: &Services, user: &UserId) -> Result<Ruleset> {
-    crate::push::rules::effective(s, user)
+    Ok((*crate::push::rules::effective(s, user)?).clone())
 }
 
 /// The ruleset a change applies to: the stored one, so a new rule lands where ruma puts it

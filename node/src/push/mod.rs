@@ -50,6 +50,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 pub struct Push {
     pub gateways: gateway::Gateways,
     pub badges: badge::Badges,
+    /// Users' effective push rules (see [`rules::RulesCache`]).
+    pub rules: rules::RulesCache,
     draining: Mutex<HashSet<Vec<u8>>>,
     sent: AtomicU64,
 }
@@ -59,6 +61,7 @@ impl Push {
         Ok(Self {
             gateways: gateway::Gateways::new(config)?,
             badges: badge::Badges::default(),
+            rules: rules::RulesCache::default(),
             draining: Mutex::default(),
             sent: AtomicU64::new(0),
         })

@@ -140,7 +140,7 @@ pub async fn evaluate(services: &Services) -> Result<(BTreeSet<Vec<u8>>, bool)> 
     let full = rows.len() == ROUND;
     let mut batch = WriteBatch::new();
     let mut touched = BTreeSet::new();
-    let mut rulesets: HashMap<OwnedUserId, (ruma::push::Ruleset, String)> = HashMap::new();
+    let mut rulesets: HashMap<OwnedUserId, (std::sync::Arc<ruma::push::Ruleset>, String)> = HashMap::new();
     let now = crate::users::now_ms();
     // The users who read, with the position of their last receipt: a burst of receipts in one
     // round makes one badge update.

@@ -17,6 +17,8 @@
 //! (`.m.rule.master` first), so a user rule inserted "at the top" lands below master as ruma
 //! intends, and a policy change applies at the next evaluation without rewriting account data.
 
+use std::sync::Arc;
+
 use ruma::{
     OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
     push::{
@@ -139,8 +141,42 @@ fn with_alarm_underrides(mut rules: Ruleset) -> Ruleset {
 
 /// The ruleset evaluated and served for `user`: [`stored`], with the alarm rules moved above
 /// everything when the policy forces them.
-pub fn effective(services: &Services, user: &UserId) -> Result<Ruleset> {
-    Ok(arrange(stored(services, user)?, forced(services)))
+pub fn effective(services: &Services, user: &UserId) -> Result<Arc<Ruleset>> {
+    let forced = forced(services);
+    if let Some(rules) = services.push.rules.get(user, forced) {
+        return Ok(rules);
+    }
+    let rules = Arc::new(arrange(stored(services, user)?, forced));
+    services.push.rules.put(user, forced, rules.clone());
+    Ok(rules)
+}
+
+/// Each user's effective rules, as last read, so a message to 5,000 members does not read
+/// and parse 5,000 rulesets from account data for every sync and every push. An entry holds
+/// for the policy's `forced` it was made with, and goes when the user's rules are written.
+#[derive(Default)]
+pub struct RulesCache {
+    users: std::sync::Mutex<std::collections::HashMap<OwnedUserId, (bool, Arc<Ruleset>)>>,
+}
+
+impl RulesCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<OwnedUserId, (bool, Arc<Ruleset>)>> {
+        // Only cached copies inside: a panic elsewhere leaves nothing half-written.
+        self.users.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, user: &UserId, forced: bool) -> Option<Arc<Ruleset>> {
+        self.lock().get(user).filter(|(f, _)| *f == forced).map(|(_, rules)| rules.clone())
+    }
+
+    fn put(&self, user: &UserId, forced: bool, rules: Arc<Ruleset>) {
+        self.lock().insert(user.to_owned(), (forced, rules));
+    }
+
+    /// The user's rules changed: read them again next time.
+    pub fn forget(&self, user: &UserId) {
+        self.lock().remove(user);
+    }
 }
 
 /// What is written to account data: never the forced copies (their place follows the policy).
@@ -160,7 +196,9 @@ fn arrange(mut rules: Ruleset, forced: bool) -> Ruleset {
 
 pub async fn save(services: &Services, user: &UserId, rules: &Ruleset) -> Result<()> {
     let content = serde_json::json!({ "global": for_storage(rules.clone()) });
-    services.users.set_account_data(user, None, "m.push_rules", &content).await
+    let saved = services.users.set_account_data(user, None, "m.push_rules", &content).await;
+    services.push.rules.forget(user);
+    saved
 }
 
 /// Refuses a change to an alarm rule the policy forces.

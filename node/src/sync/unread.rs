@@ -27,7 +27,7 @@ pub struct UnreadCache {
 const MAX_SCAN: usize = 1000;
 
 /// The user's effective push rules (their own plus the node's alarm rules; see `push::rules`).
-pub fn push_rules(services: &Services, user: &UserId) -> Result<Ruleset> {
+pub fn push_rules(services: &Services, user: &UserId) -> Result<std::sync::Arc<Ruleset>> {
     crate::push::rules::effective(services, user)
 }
 

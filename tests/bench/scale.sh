@@ -98,19 +98,28 @@ wait_for "http://$ADDR:$port"
 kill -TERM "$TOCSIN_PID"; wait "$TOCSIN_PID" 2>/dev/null || true; TOCSIN_PID=""
 inputs+=(--input "$BENCH_DIR/tocsin.json")
 
-if [[ "$FANOUT_USERS" -gt 0 ]]; then
+# One fan-out on a fresh node, so its RSS is the fan-out's; rate limits off for the
+# registration burst. Arguments: users, idle long-polls, JSON output.
+tocsin_fanout() {
     port="$(free_port)"
-    echo "== Tocsin fan-out on http://$ADDR:$port: $FANOUT_USERS users, then $IDLE_POLLS idle long-polls"
-    # A fresh node, so its RSS is the fan-out's; rate limits off for the registration burst.
+    echo "== Tocsin fan-out on http://$ADDR:$port: $1 users, then $2 idle long-polls"
+    rm -rf "$BENCH_DIR/tocsin-fanout"
     TOCSIN_LISTEN="$ADDR:$port" TOCSIN_FEDERATION_LISTEN="$ADDR:$(free_port)" TOCSIN_DATA_DIR="$BENCH_DIR/tocsin-fanout" \
         TOCSIN_REGISTRATION=open TOCSIN_RATE_LIMITS=off TOCSIN_SERVER_NAME="localhost:$port" \
         "$NODE" serve >"$BENCH_DIR/tocsin-fanout.log" 2>&1 &
     TOCSIN_PID=$!
     wait_for "http://$ADDR:$port"
-    "$LOADGEN" fanout --url "http://$ADDR:$port" --label tocsin --users "$FANOUT_USERS" \
-        --messages "$FANOUT_MESSAGES" --idle "$IDLE_POLLS" --pid "$TOCSIN_PID" \
-        --json "$BENCH_DIR/fanout-tocsin.json" || echo "Tocsin fan-out did not complete"
+    "$LOADGEN" fanout --url "http://$ADDR:$port" --label tocsin --users "$1" \
+        --messages "$FANOUT_MESSAGES" --idle "$2" --pid "$TOCSIN_PID" \
+        --json "$3" || echo "Tocsin fan-out did not complete"
     kill -TERM "$TOCSIN_PID"; wait "$TOCSIN_PID" 2>/dev/null || true; TOCSIN_PID=""
+}
+# At Synapse's size too, for a ratio at the same load.
+if [[ "${SKIP_SYNAPSE:-}" != 1 && "$SYNAPSE_FANOUT_USERS" -gt 0 ]]; then
+    tocsin_fanout "$SYNAPSE_FANOUT_USERS" 0 "$BENCH_DIR/fanout-tocsin-small.json"
+fi
+if [[ "$FANOUT_USERS" -gt 0 ]]; then
+    tocsin_fanout "$FANOUT_USERS" "$IDLE_POLLS" "$BENCH_DIR/fanout-tocsin.json"
 fi
 
 {
@@ -123,7 +132,7 @@ fi
     echo
     "$LOADGEN" scale-report "${inputs[@]}" --out-dir "$SCRIPT_DIR" --stem scale-sync
     fanouts=()
-    for f in "$BENCH_DIR/fanout-synapse.json" "$BENCH_DIR/fanout-tocsin.json"; do
+    for f in "$BENCH_DIR/fanout-synapse.json" "$BENCH_DIR/fanout-tocsin-small.json" "$BENCH_DIR/fanout-tocsin.json"; do
         [[ -f "$f" ]] && fanouts+=("$f")
     done
     if [[ ${#fanouts[@]} -gt 0 ]]; then

@@ -10,7 +10,7 @@ use ruma::{OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId, events::Timeli
 use serde_json::json;
 use tocsin_policies::NodePolicy;
 
-use super::{AlarmRecord, view::AlarmStatus, worker::txn};
+use super::{AlarmRecord, txn, view::AlarmStatus};
 use crate::{
     Services,
     error::{Error, Result},

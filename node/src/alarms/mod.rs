@@ -205,3 +205,12 @@ impl Alarms {
 pub(crate) fn mark_key(alarm: &ruma::EventId, user: &ruma::UserId) -> Vec<u8> {
     key(&[alarm.as_bytes(), user.as_bytes()])
 }
+
+/// The device the alarm worker's transaction ids are scoped to.
+const DEVICE: &str = "TOCSIN_ALARMS";
+
+/// A transaction id of the alarm worker's own messages (status, reminders, escalation), so a
+/// step retried after a restart is sent once.
+fn txn(id: String) -> crate::rooms::TxnRef {
+    crate::rooms::TxnRef { device_id: DEVICE.into(), txn_id: id, endpoint: "send" }
+}

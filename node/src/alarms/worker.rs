@@ -24,11 +24,11 @@ use ruma::{OwnedEventId, OwnedUserId, events::TimelineEventType};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::{AlarmRecord, PendingCall, Progress, Step, escalation, view::AlarmStatus, webhook};
+use super::{AlarmRecord, PendingCall, Progress, Step, escalation, txn, view::AlarmStatus, webhook};
 use crate::{
     Services,
     error::{Error, Result},
-    rooms::{NewEvent, TxnRef},
+    rooms::NewEvent,
     store::{Db, trees},
 };
 
@@ -42,8 +42,6 @@ const IDLE: Duration = Duration::from_secs(30);
 const RETRY: Duration = Duration::from_secs(5);
 /// Users mentioned per reminder message (a PDU has at most 64 KiB).
 const MENTIONS_PER_MESSAGE: usize = 200;
-/// The device the worker's transaction ids are scoped to.
-const DEVICE: &str = "TOCSIN_ALARMS";
 
 /// The result of one webhook call, sent back to the worker.
 struct CallDone {
@@ -201,10 +199,6 @@ async fn save(s: &Services, record: &AlarmRecord, progress: &Progress) -> Result
     let mut batch = tocsin_store::WriteBatch::new();
     batch.insert(trees::ALARM_PROGRESS, record.event_id.as_bytes().to_vec(), Db::to_json(progress)?);
     s.db.write(batch).await
-}
-
-pub(super) fn txn(id: String) -> TxnRef {
-    TxnRef { device_id: DEVICE.into(), txn_id: id, endpoint: "send" }
 }
 
 fn reply_to(alarm: &ruma::EventId) -> Value {

@@ -78,6 +78,16 @@ pub(crate) async fn room_with_bob(alice: &Client, bob: &Client) -> (Room, Room) 
     (room, bob_room)
 }
 
+/// Alice and Bob in a room of Alice's, Bob's phone registered with `gateway` as "bob-phone":
+/// alice, bob, alice's room, bob's room.
+pub(crate) async fn bob_with_a_phone(node: &NodeHandle, gateway: &Gateway) -> (Client, Client, Room, Room) {
+    let alice = common::user(node, "alice").await;
+    let bob = common::user(node, "bob").await;
+    let (room, bob_room) = room_with_bob(&alice, &bob).await;
+    bob.pusher().set(pusher(gateway, "bob-phone"), false).await.unwrap();
+    (alice, bob, room, bob_room)
+}
+
 pub(crate) fn pusher(gateway: &Gateway, pushkey: &str) -> Pusher {
     // The app asks for full content (no `format`): the node sends event_id_only anyway.
     let data = HttpPusherData::new(gateway.url());
@@ -110,10 +120,7 @@ async fn a_message_pushes_to_the_other_member_with_counts_and_no_content() {
     let dir = tempfile::tempdir().unwrap();
     let node = node(dir.path(), true).await;
     let gateway = Gateway::start().await;
-    let alice = common::user(&node, "alice").await;
-    let bob = common::user(&node, "bob").await;
-    let (room, bob_room) = room_with_bob(&alice, &bob).await;
-    bob.pusher().set(pusher(&gateway, "bob-phone"), false).await.unwrap();
+    let (_alice, bob, room, bob_room) = bob_with_a_phone(&node, &gateway).await;
     let listed = pushers(&bob).await;
     assert_eq!(listed.len(), 1);
     assert_eq!((listed[0].ids.app_id.as_str(), listed[0].ids.pushkey.as_str()), (APP_ID, "bob-phone"));
@@ -148,10 +155,7 @@ async fn a_critical_alarm_rings_through_a_room_mute_and_info_does_not() {
     let dir = tempfile::tempdir().unwrap();
     let node = node(dir.path(), true).await;
     let gateway = Gateway::start().await;
-    let alice = common::user(&node, "alice").await;
-    let bob = common::user(&node, "bob").await;
-    let (room, _) = room_with_bob(&alice, &bob).await;
-    bob.pusher().set(pusher(&gateway, "bob-phone"), false).await.unwrap();
+    let (_alice, bob, room, _) = bob_with_a_phone(&node, &gateway).await;
 
     // Bob mutes the room the way Element does (matrix-sdk's notification settings).
     sync(&bob).await;
@@ -252,10 +256,7 @@ async fn a_gateway_that_was_down_gets_every_notification_once_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let node = node(dir.path(), true).await;
     let mut gateway = Gateway::start().await;
-    let alice = common::user(&node, "alice").await;
-    let bob = common::user(&node, "bob").await;
-    let (room, _) = room_with_bob(&alice, &bob).await;
-    bob.pusher().set(pusher(&gateway, "bob-phone"), false).await.unwrap();
+    let (_alice, _bob, room, _) = bob_with_a_phone(&node, &gateway).await;
     let mut sent = vec![text(&room, "before the outage").await];
     gateway.wait_for(1, 10).await;
 
@@ -318,10 +319,7 @@ async fn pushers_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let gateway = Gateway::start().await;
     let node = node(dir.path(), true).await;
-    let alice = common::user(&node, "alice").await;
-    let bob = common::user(&node, "bob").await;
-    let (room, _) = room_with_bob(&alice, &bob).await;
-    bob.pusher().set(pusher(&gateway, "bob-phone"), false).await.unwrap();
+    let (_alice, _bob, room, _) = bob_with_a_phone(&node, &gateway).await;
     let room_id = room.room_id().to_owned();
     node.shutdown().await;
 
@@ -344,10 +342,7 @@ async fn push_throughput_to_a_loopback_gateway() {
     let dir = tempfile::tempdir().unwrap();
     let node = node(dir.path(), true).await;
     let gateway = Gateway::start().await;
-    let alice = common::user(&node, "alice").await;
-    let bob = common::user(&node, "bob").await;
-    let (room, _) = room_with_bob(&alice, &bob).await;
-    bob.pusher().set(pusher(&gateway, "bob-phone"), false).await.unwrap();
+    let (_alice, _bob, room, _) = bob_with_a_phone(&node, &gateway).await;
     const MESSAGES: usize = 400;
     let started = std::time::Instant::now();
     let mut tasks = Vec::new();

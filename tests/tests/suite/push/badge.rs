@@ -11,8 +11,8 @@ use matrix_sdk::ruma::{
     push::{HighlightTweakValue, Tweak},
 };
 
-use super::{node, pusher, room_with_bob, text};
-use crate::{common, push_gateway::Gateway};
+use super::{bob_with_a_phone, node, text};
+use crate::push_gateway::Gateway;
 
 fn is_badge(n: &Notification) -> bool {
     n.event_id.is_none()
@@ -36,10 +36,7 @@ async fn reading_on_another_device_clears_the_phones_badge_with_a_counts_only_pu
     let dir = tempfile::tempdir().unwrap();
     let node = node(dir.path(), true).await;
     let gateway = Gateway::start().await;
-    let alice = common::user(&node, "alice").await;
-    let bob = common::user(&node, "bob").await;
-    let (room, bob_room) = room_with_bob(&alice, &bob).await;
-    bob.pusher().set(pusher(&gateway, "bob-phone"), false).await.unwrap();
+    let (_alice, _bob, room, bob_room) = bob_with_a_phone(&node, &gateway).await;
 
     // A message: the phone rings with unread 1.
     let first = text(&room, "sandbags to the north dike").await;
@@ -93,10 +90,7 @@ async fn a_badge_update_waits_in_the_queue_across_a_gateway_outage_and_a_restart
     let dir = tempfile::tempdir().unwrap();
     let mut gateway = Gateway::start().await;
     let node = node(dir.path(), true).await;
-    let alice = common::user(&node, "alice").await;
-    let bob = common::user(&node, "bob").await;
-    let (room, bob_room) = room_with_bob(&alice, &bob).await;
-    bob.pusher().set(pusher(&gateway, "bob-phone"), false).await.unwrap();
+    let (_alice, _bob, room, bob_room) = bob_with_a_phone(&node, &gateway).await;
     let first = text(&room, "evacuation route B is open").await;
     gateway.wait_for(1, 10).await;
 

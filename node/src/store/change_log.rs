@@ -105,20 +105,13 @@ impl ChangeLog {
         }
         let mut inner = self.lock();
         for (pos, raw) in found {
+            let user = |id: &[u8]| parse(id, |s| UserId::parse(s));
             let change = match raw {
-                Raw::Room(id) => match parse(id, |s| RoomId::parse(s)) {
-                    Some(room) => Change::Room(inner.rooms.get(room)),
-                    None => continue,
-                },
-                Raw::User(id) => match parse(id, |s| UserId::parse(s)) {
-                    Some(user) => Change::User(inner.users.get(user)),
-                    None => continue,
-                },
-                Raw::Audience(id) => match parse(id, |s| UserId::parse(s)) {
-                    Some(user) => Change::Audience(inner.users.get(user)),
-                    None => continue,
-                },
+                Raw::Room(id) => parse(id, |s| RoomId::parse(s)).map(|room| Change::Room(inner.rooms.get(room))),
+                Raw::User(id) => user(id).map(|u| Change::User(inner.users.get(u))),
+                Raw::Audience(id) => user(id).map(|u| Change::Audience(inner.users.get(u))),
             };
+            let Some(change) = change else { continue };
             inner.note(pos, change);
         }
     }
@@ -126,35 +119,30 @@ impl ChangeLog {
     /// The rooms changed in `(since, upto]`, or `None` when the log does not reach back to
     /// `since`.
     pub fn changed(&self, since: u64, upto: u64) -> Option<HashSet<OwnedRoomId>> {
-        let inner = self.lock();
-        if since < inner.floor {
-            return None;
-        }
-        let rooms = inner
-            .changes
-            .range((Bound::Excluded(since), Bound::Included(upto)))
-            .flat_map(|(_, changes)| changes.iter())
-            .filter_map(|change| match change {
-                Change::Room(room) => Some((**room).clone()),
-                _ => None,
-            })
-            .collect();
-        Some(rooms)
+        self.collect(since, upto, |change| match change {
+            Change::Room(room) => Some((**room).clone()),
+            _ => None,
+        })
     }
 
     /// Every change in `(since, upto]`, once each, or `None` when the log does not reach back
     /// to `since`.
     pub fn between(&self, since: u64, upto: u64) -> Option<HashSet<Change>> {
+        self.collect(since, upto, |change| Some(change.clone()))
+    }
+
+    fn collect<T: Eq + Hash>(&self, since: u64, upto: u64, pick: impl Fn(&Change) -> Option<T>) -> Option<HashSet<T>> {
         let inner = self.lock();
         if since < inner.floor {
             return None;
         }
-        let changes = inner
+        let picked = inner
             .changes
             .range((Bound::Excluded(since), Bound::Included(upto)))
-            .flat_map(|(_, changes)| changes.iter().cloned())
+            .flat_map(|(_, changes)| changes.iter())
+            .filter_map(pick)
             .collect();
-        Some(changes)
+        Some(picked)
     }
 }
 

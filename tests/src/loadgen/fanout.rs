@@ -5,9 +5,8 @@
 //! at most 20,000 sockets.
 
 use std::{
-    collections::HashMap,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -140,13 +139,11 @@ pub async fn run(cfg: &FanoutConfig, label: &str) -> Result<FanoutReport> {
     tokio::time::sleep(Duration::from_millis(1000 + u64::from(cfg.users) / 2)).await;
     let rss_fanout_mib = rss_mib(cfg.pid)?;
 
-    let sent_at: Arc<Mutex<HashMap<u32, Instant>>> = Arc::default();
     let mut latencies = Vec::new();
     let mut last_per_message = Vec::new();
     let mut missing = 0;
     for k in 0..cfg.messages {
         let at = Instant::now();
-        sent_at.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.insert(k, at);
         users[0].send_text(&room, &format!("{}-fanout-{k}", cfg.prefix), &format!("fanout {k}")).await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let mut count = 0;

@@ -44,21 +44,22 @@ pub fn window(lists: &BTreeMap<String, List>, index: &mut RoomIndex, base: &PosS
             .iter()
             .map(|(start, end)| (u64::from(*start).min(MAX_INDEX), u64::from(*end).min(MAX_INDEX)))
             .collect();
-        let ctx = index.context().clone();
+        let active = index.count(filters);
+        let ctx = index.context();
         let left = index
             .left_rooms()
             .filter(|(room_id, known)| {
-                known.listed(sent_membership(base, room_id)) && passes(&ctx, filters, room_id, known)
+                known.listed(sent_membership(base, room_id)) && passes(ctx, filters, room_id, known)
             })
             .count();
-        let count = index.count(filters) + left;
+        let count = active + left;
         if let Some(last) = ranges.iter().map(|(_, end)| *end).max() {
             let mut at = 0u64;
             for (room_id, known) in index.newest_first() {
                 if at > last {
                     break;
                 }
-                if !known.listed(sent_membership(base, room_id)) || !passes(&ctx, filters, room_id, known) {
+                if !known.listed(sent_membership(base, room_id)) || !passes(ctx, filters, room_id, known) {
                     continue;
                 }
                 if ranges.iter().any(|(start, end)| (*start..=*end).contains(&at)) {

@@ -66,7 +66,7 @@ async fn build(
     index.refresh(services, user, now.pos, filters::needs_facts(&req.lists)).await?;
     index.set_context(FilterContext::load(services, user)?);
     let mut window = lists::window(&req.lists, &mut index, base);
-    let ctx = index.context().clone();
+    let ctx = index.context();
     let listed =
         |room_id: &RoomId| index.rooms.get(room_id).filter(|known| known.listed(lists::sent_membership(base, room_id)));
 

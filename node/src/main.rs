@@ -138,7 +138,7 @@ struct RemoteArgs {
     /// `public_base_url`, else `http://{listen}`.
     #[arg(long)]
     url: Option<String>,
-    /// The access token of a server admin account.
+    /// The access token of a server admin account, or the operator token (`admin_token_file`).
     #[arg(long, env = "TOCSIN_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
 }

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use tocsin_node::{Config, Node, NodeHandle, federation::tls};
+use tocsin_node::{Config, Node, NodeHandle, Registration, federation::tls};
 
 /// Next candidate port; each test process walks its own stretch of the range.
 static NEXT_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -119,7 +119,7 @@ impl Cluster {
     }
 
     /// Writes member `i`'s config as TOML, for child processes.
-    fn write_config(&self, i: usize) -> anyhow::Result<()> {
+    pub fn write_config(&self, i: usize) -> anyhow::Result<()> {
         let m = &self.members[i];
         let c = &m.config;
         let path_str = |p: &Path| p.display().to_string();
@@ -138,8 +138,24 @@ impl Cluster {
             let ranges: Vec<String> = c.outbound_ip_allow.iter().map(|r| format!("{:?}", r.to_string())).collect();
             text += &format!("outbound_ip_allow = [{}]\n", ranges.join(", "));
         }
+        let optional_paths =
+            [("policy", &c.policy), ("federation_list", &c.federation_list), ("admin_token_file", &c.admin_token_file)];
+        for (key, path) in optional_paths {
+            if let Some(path) = path {
+                text += &format!("{key} = {:?}\n", path_str(path));
+            }
+        }
+        let keys: Vec<String> = c.federation_operator_keys.iter().map(|p| format!("{:?}", path_str(p))).collect();
+        text += &format!("federation_operator_keys = [{}]\n", keys.join(", "));
+        let registration = match c.registration {
+            Registration::Closed => "closed",
+            Registration::Token => "token",
+            Registration::Open => "open",
+        };
+        text += &format!("registration = {registration:?}\n");
         let cas: Vec<String> = c.tls_ca_files.iter().map(|p| format!("{:?}", path_str(p))).collect();
-        text += &format!("tls_ca_files = [{}]\n\n[federation_pins]\n", cas.join(", "));
+        text += &format!("tls_ca_files = [{}]\n\n", cas.join(", "));
+        text += &format!("[rate_limits]\nenabled = {}\n\n[federation_pins]\n", c.rate_limits.enabled);
         for (name, addr) in &c.federation_pins {
             text += &format!("{:?} = {:?}\n", name.to_string(), addr.to_string());
         }
@@ -188,6 +204,11 @@ pub struct ChildNode {
 }
 
 impl ChildNode {
+    /// The process id, while the child runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL: no shutdown, no flush, like a power cut.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -387,6 +387,44 @@ impl Session {
         Ok(())
     }
 
+    /// `POST /join/{room}?server_name=...`: a join through another server, for a room this
+    /// user's server may not be in yet.
+    pub async fn join_via(&self, room_id: &str, server_name: &str) -> Result<()> {
+        let _: Value = self
+            .call(Method::POST, &["join", room_id], &[("server_name", server_name)], Some(&json!({})), REQUEST_TIMEOUT)
+            .await
+            .with_context(|| format!("{} joining {room_id} through {server_name}", self.user_id))?;
+        Ok(())
+    }
+
+    /// `GET /rooms/{room}/joined_members`: how many members the server counts as joined.
+    pub async fn joined_member_count(&self, room_id: &str) -> Result<usize> {
+        let members: Value = self
+            .call(Method::GET, &["rooms", room_id, "joined_members"], &[], None, REQUEST_TIMEOUT)
+            .await
+            .with_context(|| format!("{} reading the joined members of {room_id}", self.user_id))?;
+        Ok(members.get("joined").and_then(Value::as_object).map_or(0, serde_json::Map::len))
+    }
+
+    /// `POST /pushers/set`: an HTTP pusher to the push gateway at `notify_url`, keyed by the
+    /// user id, in the spec's default `event_id_only` format.
+    pub async fn set_http_pusher(&self, notify_url: &str, app_id: &str) -> Result<()> {
+        let body = json!({
+            "kind": "http",
+            "app_id": app_id,
+            "pushkey": self.user_id,
+            "app_display_name": "tocsin-loadgen",
+            "device_display_name": self.device_id,
+            "lang": "en",
+            "data": { "url": notify_url, "format": "event_id_only" },
+        });
+        let _: Value = self
+            .call(Method::POST, &["pushers", "set"], &[], Some(&body), REQUEST_TIMEOUT)
+            .await
+            .with_context(|| format!("{} setting a pusher", self.user_id))?;
+        Ok(())
+    }
+
     /// `PUT /rooms/{room}/send/{type}/{txn}`; returns the event id.
     pub async fn send_event(&self, room_id: &str, event_type: &str, txn_id: &str, content: &Value) -> Result<String> {
         let r: EventIdResponse = self

@@ -4,3 +4,4 @@ pub mod cluster;
 pub mod cs_client;
 pub mod loadgen;
 pub mod proxy;
+pub mod push_gateway;

@@ -29,7 +29,7 @@ fn json(value: &impl serde::Serialize) -> Result<Response> {
 }
 
 pub async fn plan(State(services): State<Arc<Services>>, headers: HeaderMap, uri: Uri) -> Result<Response> {
-    super::require_admin(&services, &headers, &uri)?;
+    super::require_operator(&services, &headers, &uri)?;
     let policy = loaded_policy(&services)?;
     let current = provision::current_state(&services, &policy).await?;
     let mut conflicts: Vec<String> = provision::wrong_server(&services, &policy).into_iter().collect();
@@ -42,8 +42,9 @@ pub async fn plan(State(services): State<Arc<Services>>, headers: HeaderMap, uri
 }
 
 pub async fn apply(State(services): State<Arc<Services>>, headers: HeaderMap, uri: Uri) -> Result<Response> {
-    let admin = super::require_admin(&services, &headers, &uri)?;
+    // The operator token too: on a fresh node, the policy is what makes the first accounts.
+    let caller = super::require_operator(&services, &headers, &uri)?;
     let policy = loaded_policy(&services)?;
-    tracing::info!(admin = %admin.user_id, "policy apply requested");
+    tracing::info!(by = %caller.name(), "policy apply requested");
     json(&provision::apply(&services, &policy).await?)
 }

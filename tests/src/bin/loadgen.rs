@@ -158,6 +158,27 @@ enum Scenario {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// An alarm to RECIPIENTS users spread over NODES Tocsin nodes (each its own
+    /// `tocsin-test-node` process, started here under one signed federation list): the time
+    /// until every recipient's sync holds it, the pushes to a gateway, and the time until the
+    /// status shows all acknowledged once every recipient has reacted.
+    Alarm {
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..=20))]
+        nodes: u32,
+        #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u32).range(2..=19_000))]
+        recipients: u32,
+        /// The nodes' data (a fresh folder; default: a new folder under the system's temp dir).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// The node binary (default: `tocsin-test-node` beside this one).
+        #[arg(long)]
+        node_binary: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "loadgen-password-0")]
+        password: String,
+        /// Also write the figures as one JSON object to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// Turns `sync-cost` JSON reports (one per server) into a markdown table on stdout and SVG
     /// charts of each curve.
     ScaleReport {
@@ -333,6 +354,49 @@ async fn run_fed(fed: Scenario) -> Result<bool> {
                 mib(r.rss_idle_mib)
             );
             Ok(r.missing == 0 && r.poll_errors == 0 && r.idle_open == u64::from(r.idle))
+        }
+        Scenario::Alarm { nodes, recipients, dir, node_binary, password, json } => {
+            let dir = match dir {
+                Some(dir) => dir,
+                None => std::env::temp_dir().join(format!("tocsin-alarm-bench-{}", std::process::id())),
+            };
+            if dir.exists() {
+                bail!("{} exists; the benchmark needs a fresh folder", dir.display());
+            }
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let node_binary = match node_binary {
+                Some(path) => path,
+                None => loadgen::alarm_federation::default_node_binary()?,
+            };
+            let cfg = loadgen::alarm::AlarmBenchConfig {
+                nodes: nodes as usize,
+                recipients,
+                dir: dir.clone(),
+                node_binary,
+                password,
+            };
+            let result = loadgen::alarm::run(&cfg).await;
+            // The nodes were killed when the run ended; their data is of no further use.
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+            let r = result?;
+            write_json(json.as_deref(), &r)?;
+            println!("tocsin-loadgen alarm  {} recipients on {} nodes", r.recipients, r.nodes);
+            println!("  setup {:.1} s (accounts and pushers), joins {:.1} s", r.setup_s, r.joins_s);
+            println!(
+                "  alarm PUT -> each recipient's sync: p50 {:.0} ms, p99 {:.0} ms, all {:.0} ms ({} delivered, {} missing)",
+                r.sync_p50_ms, r.sync_p99_ms, r.sync_all_ms, r.delivered, r.missing
+            );
+            println!(
+                "  pushes: {} ({} high priority, {} malformed), the last {:.0} ms after the PUT, {:.0} pushes/s",
+                r.pushes, r.pushes_high, r.pushes_malformed, r.push_all_ms, r.pushes_per_s
+            );
+            println!(
+                "  {} reactions in {:.2} s; all acknowledged {:.0} ms after the last (admin API), status edit in the sender's sync {:.0} ms after it",
+                r.recipients, r.reactions_s, r.acked_after_last_reaction_ms, r.status_after_last_reaction_ms
+            );
+            let rss: Vec<String> = r.rss_mib.iter().map(|m| format!("{m:.0}")).collect();
+            println!("  RSS per node (MiB): {}", rss.join(", "));
+            Ok(r.missing == 0 && r.pushes == u64::from(r.recipients) && r.pushes_malformed == 0)
         }
         Scenario::ScaleReport { inputs, out_dir, stem } => {
             let mut reports = Vec::new();

@@ -537,6 +537,8 @@ impl ReaderOutcome {
     }
 }
 
+pub mod alarm;
+pub mod alarm_federation;
 pub mod chart;
 pub mod fanout;
 mod federation;

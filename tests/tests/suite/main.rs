@@ -41,7 +41,7 @@ mod policy_apply;
 mod policy_gate;
 mod policy_safety;
 mod push;
-mod push_gateway;
+use tocsin_tests::push_gateway;
 mod registration;
 mod reports;
 mod retention;

@@ -375,6 +375,25 @@ async fn the_riverton_example_policy_provisions_a_node() {
 
 /// A policy whose `[node] server_name` names another node is refused: at start (see
 /// `policy_safety.rs`) and on a reload, where the node keeps the policy it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_token_applies_the_policy_on_a_node_with_no_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (policy_file, token_file) = (dir.path().join("policy.toml"), dir.path().join("admin.token"));
+    std::fs::write(&policy_file, policy()).unwrap();
+    std::fs::write(&token_file, "operator-secret-0123456789").unwrap();
+    let node = common::start(&dir.path().join("node"), |c| {
+        c.policy = Some(policy_file);
+        c.admin_token_file = Some(token_file);
+    })
+    .await;
+    let (status, body) = admin(&node, reqwest::Method::POST, "apply", Some("operator-secret-0123456789")).await;
+    assert_eq!(status, 200, "{body}");
+    // The policy's chief exists now, with the policy's password.
+    assert!(!login_token(&node, "chief", "chief-pw").await.is_empty());
+    let (status, body) = admin(&node, reqwest::Method::POST, "apply", Some("operator-secret-wrong")).await;
+    assert_eq!(status, 401, "{body}");
+}
+
 #[tokio::test]
 async fn a_policy_for_another_node_is_not_applied() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,17 +1,17 @@
 //! A push gateway for the tests: it serves `POST /_matrix/push/v1/notify` by the Push Gateway
 //! API, parsing each request with ruma's push-gateway types (a request that does not follow the
 //! API fails the test) and answering `200 {"rejected": [...]}`. It can be stopped and started
-//! again on the same address, to play a gateway that is down.
-#![allow(dead_code)]
+//! again on the same address, to play a gateway that is down. The load generator counts the
+//! alarm's pushes with it.
 
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use axum::{body::Body, extract::State, routing::post};
-use matrix_sdk::ruma::api::{
+use axum::{body::Body, extract::State, http, routing::post};
+use tocsin_node::ruma::api::{
     IncomingRequest, OutgoingResponse,
     push_gateway::send_event_notification::v1::{Notification, Request, Response},
 };
@@ -19,7 +19,8 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 #[derive(Default)]
 struct Shared {
-    received: Mutex<Vec<Notification>>,
+    /// Each notification with the moment it arrived.
+    received: Mutex<Vec<(Notification, Instant)>>,
     /// Pushkeys answered as rejected.
     reject: Mutex<Vec<String>>,
     /// Requests that did not parse as the Push Gateway API.
@@ -39,25 +40,39 @@ async fn notify(State(shared): State<Arc<Shared>>, request: axum::extract::Reque
     match Request::try_from_http_request(request, &[] as &[String]) {
         Ok(parsed) => {
             let pushkeys: Vec<String> = parsed.notification.devices.iter().map(|d| d.pushkey.clone()).collect();
-            shared.received.lock().unwrap().push(parsed.notification);
+            shared.received.lock().unwrap().push((parsed.notification, Instant::now()));
             let reject = shared.reject.lock().unwrap();
             let rejected = pushkeys.into_iter().filter(|k| reject.contains(k)).collect();
-            Response::new(rejected).try_into_http_response::<Vec<u8>>().expect("response serialises").map(Body::from)
+            match Response::new(rejected).try_into_http_response::<Vec<u8>>() {
+                Ok(response) => response.map(Body::from),
+                Err(e) => plain(500, &e.to_string()),
+            }
         }
         Err(e) => {
             shared.malformed.lock().unwrap().push(e.to_string());
-            http::Response::builder().status(400).body(Body::from("{}")).expect("static response")
+            plain(400, "{}")
         }
     }
 }
 
+fn plain(status: u16, body: &str) -> http::Response<Body> {
+    let mut response = http::Response::new(Body::from(body.to_owned()));
+    *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    response
+}
+
 impl Gateway {
+    /// A gateway on a free loopback port (tests: a port that cannot be bound fails the test).
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("gateway binds");
-        let addr = listener.local_addr().expect("bound address");
+        Self::try_start().await.expect("the push gateway binds a loopback port")
+    }
+
+    pub async fn try_start() -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
         let mut gateway = Gateway { addr, shared: Arc::default(), running: None };
         gateway.serve(listener);
-        gateway
+        Ok(gateway)
     }
 
     fn serve(&mut self, listener: TcpListener) {
@@ -99,7 +114,13 @@ impl Gateway {
     pub fn received(&self) -> Vec<Notification> {
         let malformed = self.shared.malformed.lock().unwrap();
         assert!(malformed.is_empty(), "requests that do not follow the Push Gateway API: {malformed:?}");
-        self.shared.received.lock().unwrap().clone()
+        self.shared.received.lock().unwrap().iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Every notification so far with the moment it arrived, and the requests that did not
+    /// follow the Push Gateway API.
+    pub fn arrivals(&self) -> (Vec<(Notification, Instant)>, Vec<String>) {
+        (self.shared.received.lock().unwrap().clone(), self.shared.malformed.lock().unwrap().clone())
     }
 
     /// Waits until at least `n` notifications arrived (up to `secs`), and returns them all.

@@ -89,7 +89,7 @@ impl Tracker {
         // (threads without a reply, references) are not.
         let annotation = relation.and_then(|r| r.get("rel_type")).and_then(Value::as_str) == Some("m.annotation");
         let reply = relation.and_then(|r| r.get("m.in_reply_to")).is_some();
-        if !(annotation || reply) || !alarm.expected.contains(&pdu.sender) {
+        if !(annotation || reply) || alarm.expected.binary_search(&pdu.sender).is_err() {
             return Ok(());
         }
         let k = mark_key(&alarm.event_id, &pdu.sender);
@@ -183,7 +183,7 @@ impl Tracker {
                 continue;
             }
             let Some(alarm) = db.get_json::<AlarmRecord>(trees::ALARMS, alarm_id.as_bytes())? else { continue };
-            if alarm.expected.iter().any(|u| u == user) {
+            if alarm.expected.binary_search_by(|u| UserId::cmp(u, user)).is_ok() {
                 batch.insert(trees::ALARM_READS, mk, Db::to_json(read)?);
                 any = true;
             }

@@ -50,8 +50,8 @@ impl AlarmStatus {
         let progress = alarms.progress(&record.event_id)?;
         let acks = alarms.marks(trees::ALARM_ACKS, &record.event_id)?;
         let reads = alarms.marks(trees::ALARM_READS, &record.event_id)?;
-        let waiting: Vec<OwnedUserId> =
-            record.expected.iter().filter(|u| !acks.iter().any(|(a, _)| a == *u)).cloned().collect();
+        let acked: std::collections::HashSet<&OwnedUserId> = acks.iter().map(|(user_id, _)| user_id).collect();
+        let waiting: Vec<OwnedUserId> = record.expected.iter().filter(|u| !acked.contains(u)).cloned().collect();
         let closed = match progress.closed.clone() {
             Some(reason) => Some(reason),
             None => closing_reason(alarms, record, waiting.is_empty(), now)?,

@@ -2,14 +2,23 @@
 //! auth events, against the state before them, and against the current state (soft fail), then
 //! appended with the room's forks resolved.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
-use ruma::{EventId, OwnedEventId, events::StateEventType, room_version_rules::AuthorizationRules, state_res};
+use ruma::{
+    EventId, OwnedEventId,
+    events::StateEventType,
+    room_version_rules::{AuthorizationRules, RoomVersionRules},
+    state_res,
+};
 use tocsin_store::WriteBatch;
 
 use super::{
     Pdu, Rooms,
     build::current_state_rows,
+    head::RoomHead,
     read::{StoredEvent, load_pdu, load_stored},
     state::{self, StateIds},
 };
@@ -263,20 +272,14 @@ impl Rooms {
             self.store_rejected(&pdu, None, batch).await?;
             return Ok((Outcome::Rejected(reason), None));
         }
-        let before = match state_before {
-            Some(state) => state,
-            None => {
-                let mut states = Vec::with_capacity(pdu.prev_events.len());
-                for prev in &pdu.prev_events {
-                    states.push(
-                        self.state_after(prev)?
-                            .ok_or_else(|| Error::internal(format!("state at prev event {prev} unknown")))?,
-                    );
-                }
-                self.resolve(&rules, states)?
-            }
+        let (before, known_id) = match state_before {
+            Some(state) => (state, None),
+            None => self.state_at_prev_events(&head, &rules, &pdu)?,
         };
-        let before_id = state::write_snapshot(&self.db, &before, &mut batch)?;
+        let before_id = match known_id {
+            Some(id) => id,
+            None => state::write_snapshot(&self.db, &before, &mut batch)?,
+        };
         if let Some(reason) = verdict(self.check_against_state(&rules.authorization, &pdu, &before))? {
             self.store_rejected(&pdu, Some(before_id), batch).await?;
             return Ok((Outcome::Rejected(reason), None));
@@ -361,7 +364,14 @@ impl Rooms {
             batch.remove(trees::ROOM_STATE, key(&[room, kind.to_string().as_bytes(), state_key.as_bytes()]));
             head.state.remove(&(kind.clone(), state_key.clone()));
         }
-        let snapshot = state::write_snapshot(&self.db, &new_state, &mut batch)?;
+        // Most events change no state: the state after them is one already stored.
+        let snapshot = if pdu.state_key.is_none() && extremities.len() == 1 {
+            before_id
+        } else if new_state == current {
+            head.snapshot
+        } else {
+            state::write_snapshot(&self.db, &new_state, &mut batch)?
+        };
         for event in &changed {
             if let Some(state_key) = &event.state_key {
                 head.state.insert((event.state_event_type(), state_key.clone()), event.clone());
@@ -391,6 +401,35 @@ impl Rooms {
         let durable: Durable =
             Box::pin(async move { rx.await.map_err(|_| Error::internal("the commit task stopped"))? });
         Ok((Outcome::Accepted, Some(durable)))
+    }
+
+    /// The state before a received event, from its prev events, and the id of the snapshot it
+    /// is already stored as, if it is one. An event built on exactly this node's extremities
+    /// (the common case) has the current state before it, which the head holds in memory.
+    fn state_at_prev_events(
+        &self,
+        head: &RoomHead,
+        rules: &RoomVersionRules,
+        pdu: &Pdu,
+    ) -> Result<(StateIds, Option<state::SnapshotId>)> {
+        let prevs: HashSet<&OwnedEventId> = pdu.prev_events.iter().collect();
+        if !prevs.is_empty() && prevs == head.extremities.iter().collect() {
+            return Ok((head.state_ids(), Some(head.snapshot)));
+        }
+        let mut states = Vec::with_capacity(pdu.prev_events.len());
+        let mut ids = Vec::with_capacity(pdu.prev_events.len());
+        for prev in &pdu.prev_events {
+            let (state, id) = self
+                .state_after_with_id(prev)?
+                .ok_or_else(|| Error::internal(format!("state at prev event {prev} unknown")))?;
+            states.push(state);
+            ids.push(id);
+        }
+        if let ([_], [id]) = (states.as_slice(), ids.as_slice()) {
+            let id = *id;
+            return Ok((states.pop().unwrap_or_default(), id));
+        }
+        Ok((self.resolve(rules, states)?, None))
     }
 
     async fn store_rejected(

@@ -56,6 +56,7 @@ pub struct Rooms {
     /// Alarm tracking's hook on every event and receipt (`alarms::track`).
     alarms: crate::alarms::track::Tracker,
     heads: Arc<Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<RoomHead>>>>>,
+    snapshots: Arc<state::SnapshotCache>,
 }
 
 impl Rooms {
@@ -67,7 +68,7 @@ impl Rooms {
         outbox: crate::federation::sender::Outbox,
         alarms: crate::alarms::track::Tracker,
     ) -> Self {
-        Self { db, server_name, keys, policy, outbox, alarms, heads: Arc::default() }
+        Self { db, server_name, keys, policy, outbox, alarms, heads: Arc::default(), snapshots: Arc::default() }
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {

@@ -62,6 +62,40 @@ pub fn load_snapshot(db: &Db, id: &SnapshotId) -> Result<StateIds> {
     Ok(rows.into_iter().map(|(kind, key, id)| ((StateEventType::from(kind), key), id)).collect())
 }
 
+/// How many parsed snapshots [`SnapshotCache`] keeps. A snapshot of a 5,000-member room is
+/// about a megabyte in memory, and the forks of one busy room rarely span more states.
+const SNAPSHOT_CACHE_SIZE: usize = 16;
+
+/// Recently read snapshots, parsed. Events that arrive on several forks of a big room (every
+/// node extending it at once) each need the state after their prev events; without this, each
+/// parsed the room's whole state from JSON again.
+#[derive(Default)]
+pub struct SnapshotCache {
+    /// The snapshots and the order they were first read in (the oldest is dropped first).
+    inner: std::sync::Mutex<(HashMap<SnapshotId, Arc<StateIds>>, std::collections::VecDeque<SnapshotId>)>,
+}
+
+impl SnapshotCache {
+    fn get(&self, db: &Db, id: &SnapshotId) -> Result<Arc<StateIds>> {
+        let poisoned = || Error::internal("snapshot cache poisoned");
+        if let Some(state) = self.inner.lock().map_err(|_| poisoned())?.0.get(id) {
+            return Ok(state.clone());
+        }
+        let state = Arc::new(load_snapshot(db, id)?);
+        let mut inner = self.inner.lock().map_err(|_| poisoned())?;
+        let (map, order) = &mut *inner;
+        if map.insert(*id, state.clone()).is_none() {
+            order.push_back(*id);
+            while order.len() > SNAPSHOT_CACHE_SIZE {
+                if let Some(old) = order.pop_front() {
+                    map.remove(&old);
+                }
+            }
+        }
+        Ok(state)
+    }
+}
+
 /// The state after `pdu`, given the state before it.
 pub fn apply(mut before: StateIds, pdu: &Pdu) -> StateIds {
     if let Some(key) = &pdu.state_key {
@@ -73,10 +107,15 @@ pub fn apply(mut before: StateIds, pdu: &Pdu) -> StateIds {
 impl Rooms {
     /// The state before `event_id`, if the event is known with its state.
     pub fn state_before(&self, event_id: &EventId) -> Result<Option<StateIds>> {
+        Ok(self.snapshot_before(event_id)?.map(|(_, state)| StateIds::clone(&state)))
+    }
+
+    /// The snapshot of the state before `event_id`: its id and the state, shared.
+    fn snapshot_before(&self, event_id: &EventId) -> Result<Option<(SnapshotId, Arc<StateIds>)>> {
         match self.db.get(trees::EVENT_STATE, event_id.as_bytes())? {
             Some(id) => {
                 let id: SnapshotId = id.as_slice().try_into().map_err(|_| Error::internal("bad snapshot id"))?;
-                Ok(Some(load_snapshot(&self.db, &id)?))
+                Ok(Some((id, self.snapshots.get(&self.db, &id)?)))
             }
             None => Ok(None),
         }
@@ -84,12 +123,20 @@ impl Rooms {
 
     /// The state after `event_id` (rejected events change nothing).
     pub fn state_after(&self, event_id: &EventId) -> Result<Option<StateIds>> {
-        let Some(before) = self.state_before(event_id)? else { return Ok(None) };
+        Ok(self.state_after_with_id(event_id)?.map(|(state, _)| state))
+    }
+
+    /// [`Rooms::state_after`], with the id of its stored snapshot when it has one: the state
+    /// after a message (or a rejected event) is the snapshot before it.
+    pub(super) fn state_after_with_id(&self, event_id: &EventId) -> Result<Option<(StateIds, Option<SnapshotId>)>> {
+        let Some((id, before)) = self.snapshot_before(event_id)? else { return Ok(None) };
         let Some(stored) = self.stored_event(event_id)? else { return Ok(None) };
-        if stored.rejected {
-            return Ok(Some(before));
+        let rejected = stored.rejected;
+        let pdu = stored.into_pdu(event_id)?;
+        if rejected || pdu.state_key.is_none() {
+            return Ok(Some((StateIds::clone(&before), Some(id))));
         }
-        Ok(Some(apply(before, &stored.into_pdu(event_id)?)))
+        Ok(Some((apply(StateIds::clone(&before), &pdu), None)))
     }
 
     /// Resolves several states of one room into one (state resolution v2, v2.1 from v12).

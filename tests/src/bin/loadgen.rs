@@ -375,10 +375,11 @@ async fn run_fed(fed: Scenario) -> Result<bool> {
                 node_binary,
                 password,
             };
-            let result = loadgen::alarm::run(&cfg).await;
+            let r = loadgen::alarm::run(&cfg)
+                .await
+                .with_context(|| format!("the nodes' data and logs are kept in {}", dir.display()))?;
             // The nodes were killed when the run ended; their data is of no further use.
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-            let r = result?;
             write_json(json.as_deref(), &r)?;
             println!("tocsin-loadgen alarm  {} recipients on {} nodes", r.recipients, r.nodes);
             println!("  setup {:.1} s (accounts and pushers), joins {:.1} s", r.setup_s, r.joins_s);

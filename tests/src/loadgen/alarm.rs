@@ -265,7 +265,19 @@ async fn join_node_by_node(fed: &AlarmFederation, chief: &Session, room: &str, r
         let deadline = Instant::now() + PHASE_TIMEOUT;
         while chief.joined_member_count(room).await? < joined {
             if Instant::now() > deadline {
-                bail!("{} never counted node {}'s joins", fed.server_names[0], node + 1);
+                // What each node counts, from one of its own members.
+                let mut counts = Vec::new();
+                for (k, name) in fed.server_names.iter().enumerate() {
+                    if let Some(r) = recipients.iter().find(|r| r.node == k) {
+                        counts.push(format!("{name}: {}", r.session.joined_member_count(room).await?));
+                    }
+                }
+                bail!(
+                    "{} never counted node {}'s joins ({joined} expected; joined members as each node counts them: {})",
+                    fed.server_names[0],
+                    node + 1,
+                    counts.join(", ")
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

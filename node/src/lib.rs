@@ -92,7 +92,11 @@ impl Services {
         let db = store::Db::open(config.store, &config.data_dir.join("store"))?;
         store::schema::check(&db)?;
         let keys = keys::ServerKeys::load_or_create(&config.data_dir, &server_name)?;
-        let users = users::Users::new(db.clone(), server_name.clone());
+        let users = users::Users::new(
+            db.clone(),
+            server_name.clone(),
+            std::time::Duration::from_secs(config.access_token_lifetime_secs),
+        );
         let policy = Arc::new(policy::PolicyGate::from_config(&config)?);
         let alarms = alarms::Alarms::new(db.clone());
         let rooms = rooms::Rooms::new(

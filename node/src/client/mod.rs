@@ -60,7 +60,7 @@ use ruma::api::client::{
     },
     room::report_content,
     room::{aliases, create_room, get_room_event},
-    session::{get_login_types, login, logout, logout_all},
+    session::{get_login_types, login, logout, logout_all, refresh_token},
     state::{get_state_event_for_key, get_state_events, send_state_event},
     sync::sync_events,
     tag::{create_tag, delete_tag, get_tags},
@@ -84,6 +84,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<get_login_types::v3::Request, _, _>(session::login_types)
         .ruma_prepared::<login::v3::Request, _, _>(session::login_body, session::login)
         .ruma::<register::v3::Request, _, _>(session::register)
+        .ruma::<refresh_token::v3::Request, _, _>(session::refresh)
         .ruma::<whoami::v3::Request, _, _>(session::whoami)
         .ruma::<ruma::api::client::account::request_openid_token::v3::Request, _, _>(account::openid_token)
         .ruma::<logout::v3::Request, _, _>(session::logout)

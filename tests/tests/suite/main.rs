@@ -42,6 +42,7 @@ mod policy_gate;
 mod policy_safety;
 mod push;
 mod push_gateway;
+mod refresh_tokens;
 mod registration;
 mod reports;
 mod retention;

@@ -48,6 +48,7 @@ mod reports;
 mod retention;
 mod room_features;
 mod server_keys;
+mod sliding_spaces;
 mod sliding_sync;
 mod spaces;
 mod spec_deviations;

@@ -77,6 +77,8 @@ pub struct Services {
     pub workers: workers::Workers,
     /// Pushers and the push gateway queue (worker started by [`Node::start`]).
     pub push: push::Push,
+    /// URL previews (`[url_previews]`): off, or limited to the operator's allow list.
+    pub previews: media::preview::Previews,
 }
 
 impl Services {
@@ -126,6 +128,7 @@ impl Services {
         let peer_seen = federation::peer_seen_channel();
         let limits = http::RateLimiter::new(&config.rate_limits);
         let push = push::Push::new(&config)?;
+        let previews = media::preview::Previews::new(&config)?;
         let metrics_token = config.metrics.resolved_token()?;
         let admin_token = config.admin_token_file.as_deref().map(config::ops::read_admin_token).transpose()?;
         Ok(Arc::new(Self {
@@ -153,6 +156,7 @@ impl Services {
             admin_token,
             workers,
             push,
+            previews,
         }))
     }
 }

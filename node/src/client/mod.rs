@@ -10,6 +10,7 @@ mod media;
 mod notifications;
 mod paging;
 mod presence;
+mod preview;
 mod read;
 mod report;
 mod rooms;
@@ -195,6 +196,8 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma_as::<media_v3::get_content_as_filename::v3::Request, _, _, _>(media::legacy_download_named)
         .ruma_as::<media_v3::get_content_thumbnail::v3::Request, _, _, _>(media::legacy_thumbnail)
         .ruma::<media_v3::get_media_config::v3::Request, _, _>(media::legacy_config)
+        .ruma::<media_v1::get_media_preview::v1::Request, _, _>(preview::preview)
+        .ruma::<media_v3::get_media_preview::v3::Request, _, _>(preview::legacy_preview)
         .ruma::<create_alias::v3::Request, _, _>(directory::create)
         .ruma::<delete_alias::v3::Request, _, _>(directory::delete)
         .ruma::<get_alias::v3::Request, _, _>(directory::get)

@@ -135,6 +135,8 @@ pub struct Config {
     /// `/register` with `refresh_token: true`), in seconds. Clients that do not ask keep tokens
     /// that never expire.
     pub access_token_lifetime_secs: u64,
+    /// The `[url_previews]` table: off, or the hosts and URL prefixes previews may fetch.
+    pub url_previews: clients::UrlPreviewConfig,
 }
 
 impl Default for Config {
@@ -170,6 +172,7 @@ impl Default for Config {
             password_min_length: ops::DEFAULT_PASSWORD_MIN_LENGTH,
             federation_delegate: None,
             access_token_lifetime_secs: clients::DEFAULT_ACCESS_TOKEN_LIFETIME_SECS,
+            url_previews: clients::UrlPreviewConfig::default(),
         }
     }
 }
@@ -426,6 +429,7 @@ struct RawConfig {
     password_min_length: Option<usize>,
     federation_delegate: Option<String>,
     access_token_lifetime_secs: Option<u64>,
+    url_previews: Option<clients::UrlPreviewConfig>,
 }
 
 impl RawConfig {
@@ -470,6 +474,7 @@ impl RawConfig {
             password_min_length: self.password_min_length.unwrap_or(d.password_min_length),
             federation_delegate: self.federation_delegate.or(d.federation_delegate),
             access_token_lifetime_secs: self.access_token_lifetime_secs.unwrap_or(d.access_token_lifetime_secs),
+            url_previews: self.url_previews.unwrap_or(d.url_previews),
         })
     }
 }

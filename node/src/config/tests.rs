@@ -172,3 +172,22 @@ fn the_access_token_lifetime_parses_from_file_and_env_and_is_never_zero() {
     let zero = Config { access_token_lifetime_secs: 0, ..Config::default() };
     assert!(matches!(zero.validate(), Err(ConfigError::Invalid { key: "access_token_lifetime_secs", .. })));
 }
+
+#[test]
+fn url_previews_are_off_by_default_and_their_allow_list_is_checked() {
+    assert!(!Config::default().url_previews.enabled);
+    let text = "[url_previews]\nenabled = true\nallow = [\"www.dwd.de\", \"https://warnung.bund.de/meldungen/\"]";
+    let mut config = Config::from_toml(text).unwrap();
+    assert!(config.url_previews.enabled);
+    config.validate().unwrap();
+    config
+        .apply_env(|k| match k {
+            "TOCSIN_URL_PREVIEWS" => Some("off".to_owned()),
+            "TOCSIN_URL_PREVIEWS_ALLOW" => Some("a.example, ftp://b.example/".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(!config.url_previews.enabled);
+    assert_eq!(config.url_previews.allow, ["a.example", "ftp://b.example/"]);
+    assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "url_previews.allow", .. })));
+}

@@ -62,3 +62,4 @@ mod trust_limits;
 mod trust_matrix;
 mod trust_reads;
 mod upgrade;
+mod url_previews;

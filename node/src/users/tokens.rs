@@ -71,7 +71,7 @@ impl Users {
 
     /// Creates (or reuses) a device and issues its tokens: with `refreshable`, an access token
     /// that expires and a refresh token. A login on an existing device replaces its tokens.
-    #[tracing::instrument(skip(self, display_name), fields(refreshable))]
+    #[tracing::instrument(skip(self, display_name))]
     pub async fn login_device_with(
         &self,
         user_id: &UserId,

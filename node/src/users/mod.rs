@@ -30,9 +30,10 @@ pub struct Users {
     server_name: OwnedServerName,
     /// Access tokens are checked on every request; the cache spares a store read.
     token_cache: RwLock<HashMap<String, tokens::CachedToken>>,
-    /// Serialises the read-modify-write of a device's tokens (login, refresh, first use of a
-    /// refreshed token), so two refreshes of one token cannot both succeed.
-    rotation: tokio::sync::Mutex<()>,
+    /// Serialise the read-modify-write of a device's tokens (login, refresh, first use of a
+    /// refreshed token, logout), so two refreshes of one token cannot both succeed; one lock
+    /// per device would be a map to clean up, so devices share a few by hash.
+    rotation: [tokio::sync::Mutex<()>; tokens::ROTATION_LOCKS],
     /// How long an access token issued with a refresh token lives.
     access_token_lifetime: std::time::Duration,
     pub uiaa: UiaaSessions,
@@ -45,7 +46,7 @@ impl Users {
             db,
             server_name,
             token_cache: RwLock::default(),
-            rotation: tokio::sync::Mutex::default(),
+            rotation: std::array::from_fn(|_| tokio::sync::Mutex::default()),
             access_token_lifetime,
             uiaa: UiaaSessions::default(),
             hasher: account::HashPool::new(),
@@ -212,7 +213,7 @@ impl Users {
     /// Deletes a device and its tokens (access and refresh). The caller removes its keys (e2ee owns those).
     pub async fn remove_device(&self, user_id: &UserId, device_id: &ruma::DeviceId) -> Result<bool> {
         let device_key = key(&[user_id.as_bytes(), device_id.as_bytes()]);
-        let _rotation = self.rotation.lock().await;
+        let _rotation = self.rotation_lock(user_id, device_id).lock().await;
         let Some(mut device) = self.db.get_json::<Device>(trees::DEVICES, &device_key)? else {
             return Ok(false);
         };

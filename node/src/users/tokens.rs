@@ -21,6 +21,9 @@ use crate::{
     store::{Db, key, trees},
 };
 
+/// How many locks the devices' token rotations share.
+pub(super) const ROTATION_LOCKS: usize = 16;
+
 #[derive(Serialize, Deserialize)]
 pub(super) struct TokenInfo {
     user_id: OwnedUserId,
@@ -58,6 +61,16 @@ pub struct Issued {
 }
 
 impl Users {
+    /// The lock that serialises changes to this device's tokens.
+    pub(super) fn rotation_lock(&self, user_id: &UserId, device_id: &ruma::DeviceId) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (user_id, device_id).hash(&mut hasher);
+        // The remainder is below ROTATION_LOCKS, the array's length.
+        let shard = usize::try_from(hasher.finish() % ROTATION_LOCKS as u64).unwrap_or(0);
+        &self.rotation[shard]
+    }
+
     /// Creates (or reuses) a device and issues a new access token for it that never expires.
     pub async fn login_device(
         &self,
@@ -81,7 +94,7 @@ impl Users {
     ) -> Result<Issued> {
         let device_id = device_id.unwrap_or_else(|| OwnedDeviceId::from(random_string(10).to_uppercase()));
         let device_key = key(&[user_id.as_bytes(), device_id.as_bytes()]);
-        let _rotation = self.rotation.lock().await;
+        let _rotation = self.rotation_lock(user_id, &device_id).lock().await;
         let mut batch = WriteBatch::new();
         let mut device: Device = self.db.get_json(trees::DEVICES, &device_key)?.unwrap_or_default();
         self.drop_tokens(&mut device, &mut batch);
@@ -176,7 +189,7 @@ impl Users {
 
     /// Revokes `old`, the refresh token the refresh that issued `token` replaced.
     async fn retire(&self, auth: &Auth, token: &str, old: &str) -> Result<()> {
-        let _rotation = self.rotation.lock().await;
+        let _rotation = self.rotation_lock(&auth.user_id, &auth.device_id).lock().await;
         // Read again under the lock: a concurrent first use may have done it already.
         let Some(mut info) = self.db.get_json::<TokenInfo>(trees::TOKENS, token.as_bytes())? else {
             return Err(Error::UnknownToken);
@@ -206,9 +219,11 @@ impl Users {
     /// is `M_UNKNOWN_TOKEN` (not a soft logout: the client must log in again).
     #[tracing::instrument(skip_all)]
     pub async fn refresh(&self, refresh_token: &str) -> Result<Issued> {
-        let _rotation = self.rotation.lock().await;
-        let info: RefreshInfo =
-            self.db.get_json(trees::REFRESH_TOKENS, refresh_token.as_bytes())?.ok_or(Error::UnknownToken)?;
+        let read = || self.db.get_json::<RefreshInfo>(trees::REFRESH_TOKENS, refresh_token.as_bytes());
+        let info = read()?.ok_or(Error::UnknownToken)?;
+        let _rotation = self.rotation_lock(&info.user_id, &info.device_id).lock().await;
+        // Read again under the lock: a concurrent refresh may have revoked it meanwhile.
+        let info = read()?.ok_or(Error::UnknownToken)?;
         let device_key = key(&[info.user_id.as_bytes(), info.device_id.as_bytes()]);
         let mut batch = WriteBatch::new();
         let Some(mut device) = self.db.get_json::<Device>(trees::DEVICES, &device_key)? else {

@@ -25,6 +25,10 @@ pub enum Error {
     MissingToken,
     #[error("unknown or expired access token")]
     UnknownToken,
+    /// An access token that expired: the client refreshes it (or logs in again on the same
+    /// device) and keeps its session (`soft_logout: true`).
+    #[error("the access token expired; refresh it")]
+    SoftLogout,
     #[error("{0}")]
     NotFound(String),
     #[error("unrecognized request")]
@@ -111,6 +115,11 @@ impl Error {
             Error::MissingToken => (StatusCode::UNAUTHORIZED, K::MissingToken),
             Error::UnknownToken => {
                 (StatusCode::UNAUTHORIZED, K::UnknownToken(ruma::api::error::UnknownTokenErrorData::new()))
+            }
+            Error::SoftLogout => {
+                let mut data = ruma::api::error::UnknownTokenErrorData::new();
+                data.soft_logout = true;
+                (StatusCode::UNAUTHORIZED, K::UnknownToken(data))
             }
             Error::NotFound(_) => (StatusCode::NOT_FOUND, K::NotFound),
             Error::Unrecognized => (StatusCode::NOT_FOUND, K::Unrecognized),

@@ -77,6 +77,8 @@ pub struct Services {
     pub workers: workers::Workers,
     /// Pushers and the push gateway queue (worker started by [`Node::start`]).
     pub push: push::Push,
+    /// URL previews (`[url_previews]`): off, or limited to the operator's allow list.
+    pub previews: media::preview::Previews,
 }
 
 impl Services {
@@ -92,7 +94,11 @@ impl Services {
         let db = store::Db::open(config.store, &config.data_dir.join("store"))?;
         store::schema::check(&db)?;
         let keys = keys::ServerKeys::load_or_create(&config.data_dir, &server_name)?;
-        let users = users::Users::new(db.clone(), server_name.clone());
+        let users = users::Users::new(
+            db.clone(),
+            server_name.clone(),
+            std::time::Duration::from_secs(config.access_token_lifetime_secs),
+        );
         let policy = Arc::new(policy::PolicyGate::from_config(&config)?);
         let alarms = alarms::Alarms::new(db.clone());
         let rooms = rooms::Rooms::new(
@@ -122,6 +128,7 @@ impl Services {
         let peer_seen = federation::peer_seen_channel();
         let limits = http::RateLimiter::new(&config.rate_limits);
         let push = push::Push::new(&config)?;
+        let previews = media::preview::Previews::new(&config)?;
         let metrics_token = config.metrics.resolved_token()?;
         let admin_token = config.admin_token_file.as_deref().map(config::ops::read_admin_token).transpose()?;
         Ok(Arc::new(Self {
@@ -149,6 +156,7 @@ impl Services {
             admin_token,
             workers,
             push,
+            previews,
         }))
     }
 }

@@ -85,7 +85,7 @@ pub fn require_operator(services: &Services, headers: &HeaderMap, uri: &Uri) -> 
 /// The caller, if its access token belongs to an admin account; `M_FORBIDDEN` otherwise.
 pub fn require_admin(services: &Services, headers: &HeaderMap, uri: &Uri) -> Result<Auth> {
     let token = access_token(headers, uri).ok_or(Error::MissingToken)?;
-    let auth = services.users.authenticate(&token)?;
+    let (auth, _) = services.users.check_token(&token)?;
     match services.users.account(&auth.user_id)? {
         Some(account) if account.admin && !account.deactivated => Ok(auth),
         _ => Err(Error::forbidden("this endpoint is for server admins")),

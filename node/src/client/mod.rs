@@ -10,6 +10,7 @@ mod media;
 mod notifications;
 mod paging;
 mod presence;
+mod preview;
 mod read;
 mod report;
 mod rooms;
@@ -60,7 +61,7 @@ use ruma::api::client::{
     },
     room::report_content,
     room::{aliases, create_room, get_room_event},
-    session::{get_login_types, login, logout, logout_all},
+    session::{get_login_types, login, logout, logout_all, refresh_token},
     state::{get_state_event_for_key, get_state_events, send_state_event},
     sync::sync_events,
     tag::{create_tag, delete_tag, get_tags},
@@ -84,6 +85,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<get_login_types::v3::Request, _, _>(session::login_types)
         .ruma_prepared::<login::v3::Request, _, _>(session::login_body, session::login)
         .ruma::<register::v3::Request, _, _>(session::register)
+        .ruma::<refresh_token::v3::Request, _, _>(session::refresh)
         .ruma::<whoami::v3::Request, _, _>(session::whoami)
         .ruma::<ruma::api::client::account::request_openid_token::v3::Request, _, _>(account::openid_token)
         .ruma::<logout::v3::Request, _, _>(session::logout)
@@ -194,6 +196,8 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma_as::<media_v3::get_content_as_filename::v3::Request, _, _, _>(media::legacy_download_named)
         .ruma_as::<media_v3::get_content_thumbnail::v3::Request, _, _, _>(media::legacy_thumbnail)
         .ruma::<media_v3::get_media_config::v3::Request, _, _>(media::legacy_config)
+        .ruma::<media_v1::get_media_preview::v1::Request, _, _>(preview::preview)
+        .ruma::<media_v3::get_media_preview::v3::Request, _, _>(preview::legacy_preview)
         .ruma::<create_alias::v3::Request, _, _>(directory::create)
         .ruma::<delete_alias::v3::Request, _, _>(directory::delete)
         .ruma::<get_alias::v3::Request, _, _>(directory::get)

@@ -1,10 +1,10 @@
-//! Login, registration, logout, whoami and password change.
+//! Login, registration, token refresh, logout, whoami and password change.
 
 use std::sync::Arc;
 
 use ruma::api::client::{
     account::{change_password, deactivate, register, whoami},
-    session::{get_login_types, login, logout, logout_all},
+    session::{get_login_types, login, logout, logout_all, refresh_token},
     uiaa::{AuthData, AuthType, UserIdentifier},
 };
 
@@ -60,13 +60,16 @@ pub async fn login(s: Arc<Services>, req: Ruma<login::v3::Request>) -> Result<lo
         Some(d) => s.users.device(&user_id, d)?.is_some(),
         None => false,
     };
-    let (token, device_id) = s.users.login_device(&user_id, req.device_id, req.initial_device_display_name).await?;
+    let issued =
+        s.users.login_device_with(&user_id, req.device_id, req.initial_device_display_name, req.refresh_token).await?;
     if !known_device {
         // A new device: users and servers that share a room with us refresh our device list.
         s.e2ee.mark_device_change(&user_id).await?;
-        crate::federation::edu::device_list_update(&s, &user_id, &device_id, prev).await;
+        crate::federation::edu::device_list_update(&s, &user_id, &issued.device_id, prev).await;
     }
-    let mut response = login::v3::Response::new(user_id, token, device_id);
+    let mut response = login::v3::Response::new(user_id, issued.access_token, issued.device_id);
+    response.refresh_token = issued.refresh_token;
+    response.expires_in = issued.expires_in;
     response.well_known = None;
     Ok(response)
 }
@@ -137,10 +140,26 @@ pub async fn register(s: Arc<Services>, req: Ruma<register::v3::Request>) -> Res
     tracing::info!(%user_id, "registered a new account");
     let mut response = register::v3::Response::new(user_id.clone());
     if !req.inhibit_login {
-        let (token, device_id) = s.users.login_device(&user_id, req.device_id, req.initial_device_display_name).await?;
-        response.access_token = Some(token);
-        response.device_id = Some(device_id);
+        let issued = s
+            .users
+            .login_device_with(&user_id, req.device_id, req.initial_device_display_name, req.refresh_token)
+            .await?;
+        response.access_token = Some(issued.access_token);
+        response.device_id = Some(issued.device_id);
+        response.refresh_token = issued.refresh_token;
+        response.expires_in = issued.expires_in;
     }
+    Ok(response)
+}
+
+/// `POST /refresh`: the refresh token is the credential (no access token needed: the old one
+/// may have expired). Not rate limited: a refresh token is 32 random characters, nothing to
+/// guess, and a client refreshes once per token lifetime.
+pub async fn refresh(s: Arc<Services>, req: Ruma<refresh_token::v3::Request>) -> Result<refresh_token::v3::Response> {
+    let issued = s.users.refresh(&req.body.refresh_token).await?;
+    let mut response = refresh_token::v3::Response::new(issued.access_token);
+    response.refresh_token = issued.refresh_token;
+    response.expires_in_ms = issued.expires_in;
     Ok(response)
 }
 

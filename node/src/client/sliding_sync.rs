@@ -8,5 +8,7 @@ use crate::{Services, error::Result, http::Ruma};
 
 pub async fn sync(s: Arc<Services>, req: Ruma<v5::Request>) -> Result<v5::Response> {
     let auth = req.user()?.clone();
-    crate::sync::sliding::sync(&s, &auth, req.body).await
+    // ruma's request has no field for the `spaces` list filter: it is read from the JSON.
+    let spaces = crate::sync::sliding::list_spaces(&req.json_body)?;
+    crate::sync::sliding::sync(&s, &auth, req.body, spaces).await
 }

@@ -8,6 +8,7 @@ use tocsin_store::EngineKind;
 
 use crate::http::RateLimitConfig;
 
+pub mod clients;
 pub mod ops;
 pub use ops::MetricsConfig;
 
@@ -130,6 +131,12 @@ pub struct Config {
     /// server name without a port (`riverton.example`) can federate on another host or port
     /// (`matrix.riverton.example:8448`). Unset: no delegation, the endpoint answers 404.
     pub federation_delegate: Option<String>,
+    /// How long an access token lives when the client asked for a refresh token (`/login` or
+    /// `/register` with `refresh_token: true`), in seconds. Clients that do not ask keep tokens
+    /// that never expire.
+    pub access_token_lifetime_secs: u64,
+    /// The `[url_previews]` table: off, or the hosts and URL prefixes previews may fetch.
+    pub url_previews: clients::UrlPreviewConfig,
 }
 
 impl Default for Config {
@@ -164,6 +171,8 @@ impl Default for Config {
             admin_token_file: None,
             password_min_length: ops::DEFAULT_PASSWORD_MIN_LENGTH,
             federation_delegate: None,
+            access_token_lifetime_secs: clients::DEFAULT_ACCESS_TOKEN_LIFETIME_SECS,
+            url_previews: clients::UrlPreviewConfig::default(),
         }
     }
 }
@@ -195,6 +204,7 @@ impl Config {
     /// process environment).
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         ops::apply_env(self, &var)?;
+        clients::apply_env(self, &var)?;
         if let Some(v) = var("TOCSIN_SERVER_NAME") {
             self.server_name = v;
         }
@@ -357,6 +367,7 @@ impl Config {
         }
         self.rate_limits.validate().map_err(|message| ConfigError::Invalid { key: "rate_limits", message })?;
         ops::validate(self)?;
+        clients::validate(self)?;
         if self.federation_max_backoff_secs == 0 {
             return Err(ConfigError::Invalid {
                 key: "federation_max_backoff_secs",
@@ -417,6 +428,8 @@ struct RawConfig {
     admin_token_file: Option<PathBuf>,
     password_min_length: Option<usize>,
     federation_delegate: Option<String>,
+    access_token_lifetime_secs: Option<u64>,
+    url_previews: Option<clients::UrlPreviewConfig>,
 }
 
 impl RawConfig {
@@ -460,6 +473,8 @@ impl RawConfig {
             admin_token_file: self.admin_token_file.or(d.admin_token_file),
             password_min_length: self.password_min_length.unwrap_or(d.password_min_length),
             federation_delegate: self.federation_delegate.or(d.federation_delegate),
+            access_token_lifetime_secs: self.access_token_lifetime_secs.unwrap_or(d.access_token_lifetime_secs),
+            url_previews: self.url_previews.unwrap_or(d.url_previews),
         })
     }
 }

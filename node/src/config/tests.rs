@@ -159,3 +159,35 @@ fn federation_max_backoff_defaults_to_a_minute_and_can_be_set() {
     config.federation_max_backoff_secs = 0;
     assert!(config.validate().unwrap_err().to_string().contains("federation_max_backoff_secs"));
 }
+
+#[test]
+fn the_access_token_lifetime_parses_from_file_and_env_and_is_never_zero() {
+    assert_eq!(Config::default().access_token_lifetime_secs, clients::DEFAULT_ACCESS_TOKEN_LIFETIME_SECS);
+    let mut config = Config::from_toml("access_token_lifetime_secs = 600").unwrap();
+    assert_eq!(config.access_token_lifetime_secs, 600);
+    config.apply_env(|k| (k == "TOCSIN_ACCESS_TOKEN_LIFETIME_SECS").then(|| "90".to_owned())).unwrap();
+    assert_eq!(config.access_token_lifetime_secs, 90);
+    let bad = config.apply_env(|k| (k == "TOCSIN_ACCESS_TOKEN_LIFETIME_SECS").then(|| "1h".to_owned()));
+    assert!(matches!(bad, Err(ConfigError::Invalid { key: "access_token_lifetime_secs", .. })));
+    let zero = Config { access_token_lifetime_secs: 0, ..Config::default() };
+    assert!(matches!(zero.validate(), Err(ConfigError::Invalid { key: "access_token_lifetime_secs", .. })));
+}
+
+#[test]
+fn url_previews_are_off_by_default_and_their_allow_list_is_checked() {
+    assert!(!Config::default().url_previews.enabled);
+    let text = "[url_previews]\nenabled = true\nallow = [\"www.dwd.de\", \"https://warnung.bund.de/meldungen/\"]";
+    let mut config = Config::from_toml(text).unwrap();
+    assert!(config.url_previews.enabled);
+    config.validate().unwrap();
+    config
+        .apply_env(|k| match k {
+            "TOCSIN_URL_PREVIEWS" => Some("off".to_owned()),
+            "TOCSIN_URL_PREVIEWS_ALLOW" => Some("a.example, ftp://b.example/".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(!config.url_previews.enabled);
+    assert_eq!(config.url_previews.allow, ["a.example", "ftp://b.example/"]);
+    assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "url_previews.allow", .. })));
+}

@@ -141,10 +141,10 @@ where
         let token = access_token(&parts);
         let auth = if auth_type == TypeId::of::<AccessToken>() {
             let token = token.ok_or(Error::MissingToken)?;
-            Some(services.users.authenticate(&token)?)
+            Some(services.users.authenticate(&token).await?)
         } else if auth_type == TypeId::of::<AccessTokenOptional>() {
             match token {
-                Some(token) => Some(services.users.authenticate(&token)?),
+                Some(token) => Some(services.users.authenticate(&token).await?),
                 None => None,
             }
         } else {

@@ -2,9 +2,10 @@
 //! (`?access_token=`, deprecated but still sent), and a few endpoints take other secrets there,
 //! so a URI is only ever logged through [`redacted_uri`].
 
-/// Query parameters whose values are secrets.
+/// Query parameters whose values are secrets. `url` is the link a URL preview asks about: links
+/// shared in rooms carry tokens of their own (signed downloads, invitations).
 const SECRET_PARAMS: &[&str] =
-    &["access_token", "token", "login_token", "refresh_token", "password", "client_secret", "sid"];
+    &["access_token", "token", "login_token", "refresh_token", "password", "client_secret", "sid", "url"];
 
 /// The URI's path and query, with the value of every secret query parameter replaced by
 /// `<redacted>`. Parameter names are compared case-blind after percent-decoding, so
@@ -44,6 +45,7 @@ mod tests {
         assert_eq!(r("/a?x=1&Access_Token=SECRET"), "/a?x=1&Access_Token=<redacted>");
         assert_eq!(r("/a?access%5Ftoken=SECRET"), "/a?access%5Ftoken=<redacted>");
         assert_eq!(r("/a?password=hunter2&token=t"), "/a?password=<redacted>&token=<redacted>");
+        assert_eq!(r("/preview_url?url=https%3A%2F%2Fx%2F%3Ftoken%3Ds"), "/preview_url?url=<redacted>");
         assert_eq!(r("/a"), "/a");
         assert_eq!(r("/a?flag"), "/a?flag");
         assert_eq!(r("/a?bad=%zz&%"), "/a?bad=%zz&%");

@@ -1,7 +1,9 @@
 //! Media: uploads stored on disk named by their sha256 (so identical files are stored once),
 //! with their metadata in the store. Thumbnails ([`render`], cached by [`thumbnails`]) sit
-//! beside them.
+//! beside them. URL previews ([`preview`]) fetch pages from the operator's allow list and keep
+//! their images here.
 
+pub mod preview;
 pub mod render;
 pub mod thumbnails;
 

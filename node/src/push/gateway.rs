@@ -7,7 +7,7 @@
 //! as federation does: a user chooses the URL, so without the check anyone could make the node
 //! connect into its own network.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use ruma::{
     UInt,
@@ -49,7 +49,7 @@ impl Gateways {
         let outbound = Arc::new(OutboundPolicy::new(config.outbound_ip_allow.clone()));
         let builder = || {
             reqwest::Client::builder()
-                .dns_resolver(Resolver { outbound: outbound.clone() })
+                .dns_resolver(crate::http::outbound::OutboundResolver::new(outbound.clone()))
                 .connect_timeout(CONNECT_TIMEOUT)
                 .timeout(REQUEST_TIMEOUT)
                 .redirect(reqwest::redirect::Policy::none())
@@ -159,27 +159,4 @@ fn with_empty_tweaks(body: Vec<u8>) -> Vec<u8> {
         }
     }
     serde_json::to_vec(&value).unwrap_or(body)
-}
-
-/// Resolves gateway hosts, keeping only the addresses the outbound rules permit.
-struct Resolver {
-    outbound: Arc<OutboundPolicy>,
-}
-
-impl reqwest::dns::Resolve for Resolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let outbound = self.outbound.clone();
-        Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
-            let (allowed, refused): (Vec<SocketAddr>, Vec<SocketAddr>) =
-                found.into_iter().partition(|a| outbound.permits(a.ip()));
-            if allowed.is_empty() && !refused.is_empty() {
-                let ips: Vec<_> = refused.iter().map(SocketAddr::ip).collect();
-                let refusal: Box<dyn std::error::Error + Send + Sync> = outbound.refusal(name.as_str(), &ips).into();
-                return Err(refusal);
-            }
-            let addrs: reqwest::dns::Addrs = Box::new(allowed.into_iter());
-            Ok(addrs)
-        })
-    }
 }

@@ -120,7 +120,17 @@ impl Rooms {
     }
 }
 
-fn space_child(pdu: &Pdu) -> Option<SpaceChild> {
+impl Rooms {
+    /// The rooms a space names as its children now (`m.space.child` with a `via`), without
+    /// descending into subspaces.
+    pub async fn space_children(&self, space: &RoomId) -> Result<std::collections::BTreeSet<OwnedRoomId>> {
+        let state = self.current_state(space).await?;
+        Ok(state.iter().filter_map(|pdu| child_link(pdu)).map(|(room_id, _)| room_id).collect())
+    }
+}
+
+/// The child an `m.space.child` event names and its `via`, unless the event removes the child.
+fn child_link(pdu: &Pdu) -> Option<(OwnedRoomId, Vec<OwnedServerName>)> {
     if pdu.kind.to_string() != "m.space.child" {
         return None;
     }
@@ -132,9 +142,11 @@ fn space_child(pdu: &Pdu) -> Option<SpaceChild> {
         .iter()
         .filter_map(|v| v.as_str().and_then(|s| ServerName::parse(s).ok()))
         .collect();
-    if via.is_empty() {
-        return None;
-    }
+    (!via.is_empty()).then_some((room_id, via))
+}
+
+fn space_child(pdu: &Pdu) -> Option<SpaceChild> {
+    let (room_id, via) = child_link(pdu)?;
     let suggested = pdu.content_field("suggested").and_then(|v| v.as_bool()).unwrap_or(false);
     let stripped = serde_json::json!({
         "type": "m.space.child",

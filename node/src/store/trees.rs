@@ -10,6 +10,8 @@ pub const USERS: &str = "users";
 pub const DEVICES: &str = "devices";
 /// access_token -> TokenInfo (JSON)
 pub const TOKENS: &str = "tokens";
+/// refresh_token -> RefreshInfo (JSON): the device it refreshes (see `users::tokens`)
+pub const REFRESH_TOKENS: &str = "refresh_tokens";
 /// OpenID token -> {user_id, expires_at_ms} (JSON)
 pub const OPENID_TOKENS: &str = "openid_tokens";
 /// user_id SEP filter_id -> filter JSON

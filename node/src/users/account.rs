@@ -27,6 +27,13 @@ pub struct Device {
     pub display_name: Option<String>,
     pub access_token: Option<String>,
     pub last_seen_ts: Option<u64>,
+    /// The refresh token of a session that asked for one (see `users::tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// The refresh token the last refresh replaced: still valid until the new access or refresh
+    /// token is first used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_refresh_token: Option<String>,
 }
 
 /// argon2id with OWASP's low-memory parameter set (7 MiB, 5 passes), which is as strong as the

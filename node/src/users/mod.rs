@@ -6,6 +6,8 @@ pub mod deactivation;
 mod openid;
 pub mod password;
 pub use openid::OPENID_VALIDITY;
+mod tokens;
+pub use tokens::Issued;
 mod uiaa;
 
 pub use account::{Account, Device, secrets_match};
@@ -15,7 +17,6 @@ pub use uiaa::UiaaSessions;
 use std::{collections::HashMap, sync::RwLock};
 
 use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
-use serde::{Deserialize, Serialize};
 use tocsin_store::WriteBatch;
 
 use crate::{
@@ -24,27 +25,29 @@ use crate::{
     store::{Db, key, prefix, trees, utf8},
 };
 
-#[derive(Serialize, Deserialize)]
-struct TokenInfo {
-    user_id: OwnedUserId,
-    device_id: OwnedDeviceId,
-}
-
 pub struct Users {
     db: Db,
     server_name: OwnedServerName,
     /// Access tokens are checked on every request; the cache spares a store read.
-    token_cache: RwLock<HashMap<String, Auth>>,
+    token_cache: RwLock<HashMap<String, tokens::CachedToken>>,
+    /// Serialise the read-modify-write of a device's tokens (login, refresh, first use of a
+    /// refreshed token, logout), so two refreshes of one token cannot both succeed; one lock
+    /// per device would be a map to clean up, so devices share a few by hash.
+    rotation: [tokio::sync::Mutex<()>; tokens::ROTATION_LOCKS],
+    /// How long an access token issued with a refresh token lives.
+    access_token_lifetime: std::time::Duration,
     pub uiaa: UiaaSessions,
     hasher: account::HashPool,
 }
 
 impl Users {
-    pub fn new(db: Db, server_name: OwnedServerName) -> Self {
+    pub fn new(db: Db, server_name: OwnedServerName, access_token_lifetime: std::time::Duration) -> Self {
         Self {
             db,
             server_name,
             token_cache: RwLock::default(),
+            rotation: std::array::from_fn(|_| tokio::sync::Mutex::default()),
+            access_token_lifetime,
             uiaa: UiaaSessions::default(),
             hasher: account::HashPool::new(),
         }
@@ -177,58 +180,6 @@ impl Users {
         self.put_account(user_id, &account).await
     }
 
-    /// Creates (or reuses) a device and issues a new access token for it.
-    pub async fn login_device(
-        &self,
-        user_id: &UserId,
-        device_id: Option<OwnedDeviceId>,
-        display_name: Option<String>,
-    ) -> Result<(String, OwnedDeviceId)> {
-        let device_id = device_id.unwrap_or_else(|| OwnedDeviceId::from(random_string(10).to_uppercase()));
-        let token = random_string(32);
-        let device_key = key(&[user_id.as_bytes(), device_id.as_bytes()]);
-        let mut batch = WriteBatch::new();
-        let mut device: Device = self.db.get_json(trees::DEVICES, &device_key)?.unwrap_or_default();
-        // Re-login on an existing device replaces its token.
-        if let Some(old) = device.access_token.take() {
-            batch.remove(trees::TOKENS, old.as_bytes().to_vec());
-            self.forget_cached_token(&old);
-        }
-        if display_name.is_some() {
-            device.display_name = display_name;
-        }
-        device.access_token = Some(token.clone());
-        device.last_seen_ts = Some(now_ms());
-        batch.insert(trees::DEVICES, device_key, Db::to_json(&device)?);
-        batch.insert(
-            trees::TOKENS,
-            token.as_bytes().to_vec(),
-            Db::to_json(&TokenInfo { user_id: user_id.to_owned(), device_id: device_id.clone() })?,
-        );
-        self.db.write(batch).await?;
-        Ok((token, device_id))
-    }
-
-    pub fn authenticate(&self, token: &str) -> Result<Auth> {
-        if let Ok(cache) = self.token_cache.read()
-            && let Some(auth) = cache.get(token)
-        {
-            return Ok(auth.clone());
-        }
-        let info: TokenInfo = self.db.get_json(trees::TOKENS, token.as_bytes())?.ok_or(Error::UnknownToken)?;
-        let auth = Auth { user_id: info.user_id, device_id: info.device_id, access_token: token.to_owned() };
-        if let Ok(mut cache) = self.token_cache.write() {
-            cache.insert(token.to_owned(), auth.clone());
-        }
-        Ok(auth)
-    }
-
-    fn forget_cached_token(&self, token: &str) {
-        if let Ok(mut cache) = self.token_cache.write() {
-            cache.remove(token);
-        }
-    }
-
     pub fn device(&self, user_id: &UserId, device_id: &ruma::DeviceId) -> Result<Option<Device>> {
         self.db.get_json(trees::DEVICES, &key(&[user_id.as_bytes(), device_id.as_bytes()]))
     }
@@ -259,17 +210,15 @@ impl Users {
         self.db.write(batch).await
     }
 
-    /// Deletes a device and its token. The caller removes its keys (e2ee owns those).
+    /// Deletes a device and its tokens (access and refresh). The caller removes its keys (e2ee owns those).
     pub async fn remove_device(&self, user_id: &UserId, device_id: &ruma::DeviceId) -> Result<bool> {
         let device_key = key(&[user_id.as_bytes(), device_id.as_bytes()]);
-        let Some(device) = self.db.get_json::<Device>(trees::DEVICES, &device_key)? else {
+        let _rotation = self.rotation_lock(user_id, device_id).lock().await;
+        let Some(mut device) = self.db.get_json::<Device>(trees::DEVICES, &device_key)? else {
             return Ok(false);
         };
         let mut batch = WriteBatch::new();
-        if let Some(token) = &device.access_token {
-            batch.remove(trees::TOKENS, token.as_bytes().to_vec());
-            self.forget_cached_token(token);
-        }
+        self.drop_tokens(&mut device, &mut batch);
         batch.remove(trees::DEVICES, device_key);
         self.db.write(batch).await?;
         Ok(true)

@@ -9,6 +9,8 @@ mod common;
 mod fed;
 mod hostile;
 mod ops_harness;
+// The push gateway lives in the library: the load generator uses it too.
+use tocsin_tests::push_gateway;
 
 mod access_rules;
 mod account_self_service;
@@ -41,12 +43,13 @@ mod policy_apply;
 mod policy_gate;
 mod policy_safety;
 mod push;
-use tocsin_tests::push_gateway;
+mod refresh_tokens;
 mod registration;
 mod reports;
 mod retention;
 mod room_features;
 mod server_keys;
+mod sliding_spaces;
 mod sliding_sync;
 mod spaces;
 mod spec_deviations;
@@ -60,3 +63,4 @@ mod trust_limits;
 mod trust_matrix;
 mod trust_reads;
 mod upgrade;
+mod url_previews;

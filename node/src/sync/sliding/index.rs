@@ -7,11 +7,9 @@ use std::{
     ops::Bound,
 };
 
-use ruma::{
-    OwnedRoomId, RoomId, UserId, api::client::sync::sync_events::v5::request::ListFilters, events::StateEventType,
-};
+use ruma::{OwnedRoomId, RoomId, UserId, events::StateEventType};
 
-use super::filters::{FilterContext, passes};
+use super::filters::{FilterContext, ListFilter, passes};
 use crate::{
     Services,
     error::Result,
@@ -63,8 +61,8 @@ pub struct RoomIndex {
     left: BTreeSet<OwnedRoomId>,
     /// For each list filter seen (by its JSON), how many active rooms pass it, kept up to date
     /// by every insert and remove, so a request reads a list's count instead of walking it.
-    counts: HashMap<String, (Option<ListFilters>, usize)>,
-    /// The `m.direct` rooms the counts were made with.
+    counts: HashMap<String, (ListFilter, usize)>,
+    /// The `m.direct` rooms and space children the counts were made with.
     ctx: FilterContext,
 }
 
@@ -95,9 +93,8 @@ impl RoomIndex {
     fn recount(&mut self, room_id: &RoomId, new: Option<&Known>) {
         let Self { counts, ctx, rooms, .. } = self;
         let old = rooms.get(room_id);
-        for (filters, count) in counts.values_mut() {
-            let counted =
-                |known: Option<&Known>| known.is_some_and(|k| k.active() && passes(ctx, filters.as_ref(), room_id, k));
+        for (filter, count) in counts.values_mut() {
+            let counted = |known: Option<&Known>| known.is_some_and(|k| k.active() && passes(ctx, filter, room_id, k));
             match (counted(old), counted(new)) {
                 (true, false) => *count = count.saturating_sub(1),
                 (false, true) => *count += 1,
@@ -106,18 +103,17 @@ impl RoomIndex {
         }
     }
 
-    /// How many joined, invited and knocked rooms pass `filters`; the first time a filter is
+    /// How many joined, invited and knocked rooms pass `filter`; the first time a filter is
     /// asked about, the rooms are walked once.
-    pub fn count(&mut self, filters: Option<&ListFilters>) -> usize {
-        let walk = |index: &Self| {
-            index.rooms.iter().filter(|(id, k)| k.active() && passes(&index.ctx, filters, id, k)).count()
-        };
-        let Ok(key) = serde_json::to_string(&filters) else { return walk(self) };
+    pub fn count(&mut self, filter: &ListFilter) -> usize {
+        let walk =
+            |index: &Self| index.rooms.iter().filter(|(id, k)| k.active() && passes(&index.ctx, filter, id, k)).count();
+        let Ok(key) = serde_json::to_string(filter) else { return walk(self) };
         if let Some((_, count)) = self.counts.get(&key) {
             return *count;
         }
         let count = walk(self);
-        self.counts.insert(key, (filters.cloned(), count));
+        self.counts.insert(key, (filter.clone(), count));
         count
     }
 

@@ -7,7 +7,7 @@ use ruma::{OwnedRoomId, RoomId, api::client::sync::sync_events::v5::request::Lis
 
 use super::{
     connection::{PosState, RoomConfig},
-    filters::passes,
+    filters::{ListFilter, passes},
     index::RoomIndex,
 };
 
@@ -34,10 +34,16 @@ pub fn sent_membership<'a>(base: &'a PosState, room_id: &RoomId) -> Option<&'a s
 /// Each list's count comes from the index's running counts (plus the few left rooms still to be
 /// sent), and its ranges from a walk of the newest rooms that stops past the last range: a user
 /// in 10,000 rooms costs a request what the window holds, not 10,000 rooms.
-pub fn window(lists: &BTreeMap<String, List>, index: &mut RoomIndex, base: &PosState) -> Window {
+pub fn window(
+    lists: &BTreeMap<String, List>,
+    filters: &BTreeMap<String, ListFilter>,
+    index: &mut RoomIndex,
+    base: &PosState,
+) -> Window {
     let mut window = Window { counts: BTreeMap::new(), rooms: HashMap::new() };
+    let unfiltered = ListFilter::default();
     for (name, list) in lists {
-        let filters = list.filters.as_ref();
+        let filters = filters.get(name).unwrap_or(&unfiltered);
         let limit = timeline_limit(list.room_details.timeline_limit);
         let ranges: Vec<(u64, u64)> = list
             .ranges

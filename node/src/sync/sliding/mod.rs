@@ -9,20 +9,37 @@ mod index;
 mod lists;
 mod room;
 
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 
 pub use connection::Connections;
+pub use filters::list_spaces;
 use ruma::{
-    RoomId, UInt,
+    OwnedRoomId, RoomId, UInt,
     api::client::sync::sync_events::v5::{Request, Response, response},
 };
 
-use self::{connection::PosState, filters::FilterContext, room::RoomRequest};
+use self::{
+    connection::PosState,
+    filters::{FilterContext, ListFilter},
+    room::RoomRequest,
+};
 use crate::{Services, error::Result, http::Auth, sync::Token};
 
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub async fn sync(services: &Services, auth: &Auth, req: Request) -> Result<Response> {
+/// `spaces`: each list's `spaces` filter, which ruma's `Request` does not carry (see
+/// [`list_spaces`]).
+pub async fn sync(
+    services: &Services,
+    auth: &Auth,
+    req: Request,
+    spaces: BTreeMap<String, BTreeSet<OwnedRoomId>>,
+) -> Result<Response> {
+    let filters = filters::of_lists(&req.lists, &spaces);
     let conn_id = req.conn_id.clone().unwrap_or_default();
     let connections = &services.sync.sliding;
     let base = connections.resume(&auth.user_id, &auth.device_id, &conn_id, req.pos.as_deref())?;
@@ -42,7 +59,7 @@ pub async fn sync(services: &Services, auth: &Auth, req: Request) -> Result<Resp
     loop {
         waiter.mark_seen();
         let now = services.sync.current_token();
-        let (mut response, state, changed) = build(services, auth, &req, &base, now).await?;
+        let (mut response, state, changed) = build(services, auth, &req, &filters, &base, now).await?;
         if changed || tokio::time::Instant::now() >= deadline {
             response.pos = connections.record(&auth.user_id, &auth.device_id, &conn_id, state)?;
             response.txn_id = req.txn_id.clone();
@@ -57,15 +74,16 @@ async fn build(
     services: &Services,
     auth: &Auth,
     req: &Request,
+    filters: &BTreeMap<String, ListFilter>,
     base: &Arc<PosState>,
     now: Token,
 ) -> Result<(Response, PosState, bool)> {
     let user = &auth.user_id;
     // One index per connection, shared by its positions and brought up to date here.
     let mut index = base.index.lock().await;
-    index.refresh(services, user, now.pos, filters::needs_facts(&req.lists)).await?;
-    index.set_context(FilterContext::load(services, user)?);
-    let mut window = lists::window(&req.lists, &mut index, base);
+    index.refresh(services, user, now.pos, filters::needs_facts(filters)).await?;
+    index.set_context(FilterContext::load(services, user, filters.values()).await?);
+    let mut window = lists::window(&req.lists, filters, &mut index, base);
     let ctx = index.context();
     let listed =
         |room_id: &RoomId| index.rooms.get(room_id).filter(|known| known.listed(lists::sent_membership(base, room_id)));

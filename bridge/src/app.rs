@@ -95,7 +95,7 @@ fn spawn_workers(
     rx: &watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks = vec![
-        tokio::spawn(Bot::sync_loop(bot.clone(), rx.clone())),
+        tokio::spawn(Bot::sync_loop(bot.clone(), ingest.rooms(), rx.clone())),
         tokio::spawn(crate::outbox::run(store.clone(), bot.clone(), metrics.clone(), wake.clone(), rx.clone())),
     ];
     for source in &config.sources {

@@ -41,6 +41,17 @@ impl Ingest {
         Ingest { store, routes, metrics, wake }
     }
 
+    /// The rooms some route names, each once, in route order.
+    pub fn rooms(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in &self.routes {
+            if !out.contains(&r.room) {
+                out.push(r.room.clone());
+            }
+        }
+        out
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }

@@ -8,7 +8,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError, SourceKind};
-use crate::http::{HttpState, push_sources};
+use crate::http::{HttpState, hook_sources, push_sources};
 use crate::ingest::Ingest;
 use crate::matrix::{Bot, MatrixError};
 use crate::metrics::Metrics;
@@ -28,6 +28,8 @@ pub enum BridgeError {
     Matrix(#[from] MatrixError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Template(#[from] crate::http::HookError),
 }
 
 /// A running bridge.
@@ -76,6 +78,7 @@ pub async fn start(config: Config) -> Result<BridgeHandle, BridgeError> {
             store: store.clone(),
             metrics: metrics.clone(),
             push: push_sources(&config.sources),
+            hooks: hook_sources(&config.sources)?,
             data_dir: config.data_dir.clone(),
             base_url,
         });
@@ -107,10 +110,11 @@ fn spawn_workers(
                 ingest.clone(),
                 rx.clone(),
             ))),
-            SourceKind::Poll { url, interval_ms } => {
+            SourceKind::Poll { url, interval_ms, warning_url } => {
                 let poller = crate::sources::poll::Poller {
                     name: source.name.clone(),
                     url: url.clone(),
+                    warning_url: warning_url.clone(),
                     interval: Duration::from_millis(*interval_ms),
                     ingest: ingest.clone(),
                     store: store.clone(),
@@ -119,7 +123,7 @@ fn spawn_workers(
                 };
                 tasks.push(tokio::spawn(poller.run(rx.clone())));
             }
-            SourceKind::CapPost { .. } => {}
+            SourceKind::CapPost { .. } | SourceKind::JsonPost { .. } => {}
         }
     }
     tasks

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use crate::cap::signature::Verifier;
 use crate::config::{Config, ConfigError, SourceKind};
 use crate::http::{HttpState, hook_sources, push_sources};
 use crate::ingest::Ingest;
@@ -30,6 +31,8 @@ pub enum BridgeError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Template(#[from] crate::http::HookError),
+    #[error("source {source_name:?}: trusted_certs: {error}")]
+    Certs { source_name: String, error: crate::cap::signature::CertError },
 }
 
 /// A running bridge.
@@ -62,7 +65,14 @@ pub async fn start(config: Config) -> Result<BridgeHandle, BridgeError> {
     let store = Arc::new(Store::open(&config.data_dir.join("bridge.redb"))?);
     let metrics = Arc::new(Metrics::default());
     let wake = Arc::new(Notify::new());
-    let ingest = Arc::new(Ingest::new(store.clone(), policy.bridge.routes.clone(), metrics.clone(), wake.clone()));
+    let mut signatures = std::collections::HashMap::new();
+    for s in config.sources.iter().filter(|s| s.require_signature) {
+        let verifier = Verifier::load(&s.trusted_certs)
+            .map_err(|error| BridgeError::Certs { source_name: s.name.clone(), error })?;
+        signatures.insert(s.name.clone(), verifier);
+    }
+    let ingest = Ingest::new(store.clone(), policy.bridge.routes.clone(), metrics.clone(), wake.clone());
+    let ingest = Arc::new(ingest.require_signatures(signatures));
     let bot = Arc::new(Bot::connect(&config.homeserver, &user, &config.password()?, &config.data_dir).await?);
     crate::capout::watch(&bot.client, store.clone());
 

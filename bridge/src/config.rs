@@ -45,6 +45,13 @@
 //! circle = "{{ station.lat }},{{ station.lon }} 2"
 //!
 //! [[source]]
+//! name = "dwd"
+//! kind = "poll"
+//! url = "https://warnings.example/dwd/feed.atom"
+//! require_signature = true       # XML-DSig by one of these certificates, else quarantined
+//! trusted_certs = ["/etc/tocsin-bridge/dwd-signing.pem"]
+//!
+//! [[source]]
 //! name = "state-warnings"
 //! kind = "cap_post"              # POST /cap/state-warnings
 //! hmac_secret = "..."           # X-Tocsin-Signature: sha256=<hex>; or bearer_secret
@@ -115,6 +122,12 @@ pub struct Source {
     /// not in [`SourceKind::JsonPost`]: positions do not survive serde's `flatten`.
     #[serde(default)]
     pub template: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    /// CAP documents of this source must carry an XML signature (XML-DSig, enveloped, over the
+    /// whole alert) by one of `trusted_certs` (PEM files); others are quarantined.
+    #[serde(default)]
+    pub require_signature: bool,
+    #[serde(default)]
+    pub trusted_certs: Vec<PathBuf>,
     #[serde(flatten)]
     pub kind: SourceKind,
 }
@@ -228,6 +241,20 @@ impl Config {
                     return Err(format!("source {:?}: warning_url must contain {{id}}", s.name).into());
                 }
                 _ => {}
+            }
+            if s.require_signature {
+                if matches!(s.kind, SourceKind::JsonPost { .. }) {
+                    return Err(
+                        format!("source {:?}: XML signatures are for CAP sources, not json_post", s.name).into()
+                    );
+                }
+                if s.trusted_certs.is_empty() {
+                    return Err(format!("source {:?}: require_signature needs trusted_certs", s.name).into());
+                }
+                crate::cap::signature::Verifier::load(&s.trusted_certs)
+                    .map_err(|e| format!("source {:?}: trusted_certs: {e}", s.name))?;
+            } else if !s.trusted_certs.is_empty() {
+                return Err(format!("source {:?}: trusted_certs without require_signature = true", s.name).into());
             }
             if let Some(t) = &s.template
                 && !matches!(s.kind, SourceKind::JsonPost { .. })

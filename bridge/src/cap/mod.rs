@@ -7,6 +7,7 @@
 
 mod enums;
 pub mod parse;
+pub mod signature;
 pub mod write;
 pub mod xml;
 

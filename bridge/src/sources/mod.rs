@@ -28,9 +28,15 @@ pub enum TakeError {
     Store(#[from] StoreError),
 }
 
-/// Parses one CAP document from `source` and takes it in.
+/// Checks the signature (where `source` requires one), parses one CAP document from `source`
+/// and takes it in.
 pub fn take_document(ingest: &Ingest, source: &str, name: &str, text: &str) -> Result<Outcome, TakeError> {
-    let alert = match cap::parse(text) {
+    // A source that requires signatures takes nothing unsigned or badly signed.
+    let checked = match ingest.verifier(source) {
+        Some(v) => v.verify(text).and_then(|()| cap::parse(text)),
+        None => cap::parse(text),
+    };
+    let alert = match checked {
         Ok(a) => a,
         Err(e) => {
             Metrics::inc(&ingest.metrics().quarantined);

@@ -145,16 +145,22 @@ pub(crate) fn bridge_config(dir: &Path, homeserver: &str, policy: &Path) -> tocs
             Source {
                 name: "feed-a".into(),
                 template: None,
+                require_signature: false,
+                trusted_certs: Vec::new(),
                 kind: SourceKind::Folder { path: dir.join("in-a"), interval_ms: 100 },
             },
             Source {
                 name: "feed-b".into(),
                 template: None,
+                require_signature: false,
+                trusted_certs: Vec::new(),
                 kind: SourceKind::Folder { path: dir.join("in-b"), interval_ms: 100 },
             },
             Source {
                 name: "push".into(),
                 template: None,
+                require_signature: false,
+                trusted_certs: Vec::new(),
                 kind: SourceKind::CapPost { hmac_secret: Some("hmac-key".into()), bearer_secret: None },
             },
         ],

@@ -73,6 +73,8 @@ async fn bridge_bench() {
     config.sources = vec![tocsin_bridge::config::Source {
         name: "bench".into(),
         template: None,
+        require_signature: false,
+        trusted_certs: Vec::new(),
         kind: SourceKind::Folder { path: folder.clone(), interval_ms: 20 },
     }];
     let bridge = tocsin_bridge::start(config).await.expect("bridge starts");

@@ -18,6 +18,7 @@ mod aliases;
 mod bad_input;
 mod bridge;
 mod bridge_bench;
+mod bridge_signature;
 mod bridge_sources;
 mod bridge_start;
 mod clients;

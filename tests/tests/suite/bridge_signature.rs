@@ -1,6 +1,7 @@
 //! XML signatures: a folder source that requires them posts a CAP alert signed (XML-DSig,
 //! enveloped, by `xmlsec1`) with a trusted key, and quarantines, with a message that says why,
-//! a signed alert changed after signing, one signed with another key, and an unsigned one.
+//! a signed alert changed after signing, one signed with another key, and an unsigned one;
+//! pushed, an unsigned alert is answered 400.
 //! The documents are signed here with keys made here (`openssl`, `xmlsec1`).
 
 use std::path::Path;
@@ -88,7 +89,7 @@ async fn signed_cap_is_posted_and_tampered_or_unsigned_cap_is_quarantined() {
 
     let mut config = bridge_config(dir.path(), &node.base_url(), &policy_file);
     for s in &mut config.sources {
-        if s.name == "feed-a" {
+        if s.name == "feed-a" || s.name == "push" {
             s.require_signature = true;
             s.trusted_certs = vec![trusted.1.clone().into()];
         }
@@ -142,6 +143,22 @@ async fn signed_cap_is_posted_and_tampered_or_unsigned_cap_is_quarantined() {
         !alarms_in(&seen, &flood).iter().any(|s| s.content["body"].as_str().unwrap_or("").contains("Gale-force")),
         "the tampered alert was not posted"
     );
+
+    // Pushed CAP to a source that requires signatures: the unsigned document is answered 400
+    // naming the signature, the signed one 202.
+    let push = |doc: String| {
+        let url = format!("http://{}/cap/push", bridge.http_addr.unwrap());
+        async move {
+            let sig = tocsin_bridge::sources::push::sign("hmac-key", doc.as_bytes());
+            let resp =
+                reqwest::Client::new().post(url).header("X-Tocsin-Signature", sig).body(doc).send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<serde_json::Value>().await.unwrap_or_default())
+        }
+    };
+    let (status, answer) = push(fixture("60-outside-every-room.xml")).await;
+    assert_eq!((status, answer["element"].as_str()), (400, Some("alert/Signature")), "{answer}");
+    let (status, answer) = push(sign(&keys, &fixture("60-outside-every-room.xml"), &trusted)).await;
+    assert_eq!(status, 202, "{answer}");
 
     bridge.stop().await;
     node.shutdown().await;

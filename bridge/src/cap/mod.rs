@@ -146,4 +146,6 @@ pub fn cap_datetime(t: &DateTime<FixedOffset>) -> String {
 }
 
 #[cfg(test)]
+mod signature_tests;
+#[cfg(test)]
 mod tests;

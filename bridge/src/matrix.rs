@@ -124,7 +124,10 @@ impl Bot {
                 r = bot.client.sync_once(settings) => match r {
                     Ok(_) => match stage {
                         Stage::First => {
-                            bot.prepare(&rooms).await;
+                            tokio::select! {
+                                _ = shutdown.changed() => return,
+                                _ = bot.prepare(&rooms) => {}
+                            }
                             stage = Stage::Prepared;
                         }
                         Stage::Prepared => {

@@ -7,8 +7,9 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use crate::cap::signature::Verifier;
 use crate::config::{Config, ConfigError, SourceKind};
-use crate::http::{HttpState, push_sources};
+use crate::http::{HttpState, hook_sources, push_sources};
 use crate::ingest::Ingest;
 use crate::matrix::{Bot, MatrixError};
 use crate::metrics::Metrics;
@@ -28,6 +29,10 @@ pub enum BridgeError {
     Matrix(#[from] MatrixError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Template(#[from] crate::http::HookError),
+    #[error("source {source_name:?}: trusted_certs: {error}")]
+    Certs { source_name: String, error: crate::cap::signature::CertError },
 }
 
 /// A running bridge.
@@ -60,7 +65,14 @@ pub async fn start(config: Config) -> Result<BridgeHandle, BridgeError> {
     let store = Arc::new(Store::open(&config.data_dir.join("bridge.redb"))?);
     let metrics = Arc::new(Metrics::default());
     let wake = Arc::new(Notify::new());
-    let ingest = Arc::new(Ingest::new(store.clone(), policy.bridge.routes.clone(), metrics.clone(), wake.clone()));
+    let mut signatures = std::collections::HashMap::new();
+    for s in config.sources.iter().filter(|s| s.require_signature) {
+        let verifier = Verifier::load(&s.trusted_certs)
+            .map_err(|error| BridgeError::Certs { source_name: s.name.clone(), error })?;
+        signatures.insert(s.name.clone(), verifier);
+    }
+    let ingest = Ingest::new(store.clone(), policy.bridge.routes.clone(), metrics.clone(), wake.clone());
+    let ingest = Arc::new(ingest.require_signatures(signatures));
     let bot = Arc::new(Bot::connect(&config.homeserver, &user, &config.password()?, &config.data_dir).await?);
     crate::capout::watch(&bot.client, store.clone());
 
@@ -76,6 +88,7 @@ pub async fn start(config: Config) -> Result<BridgeHandle, BridgeError> {
             store: store.clone(),
             metrics: metrics.clone(),
             push: push_sources(&config.sources),
+            hooks: hook_sources(&config.sources)?,
             data_dir: config.data_dir.clone(),
             base_url,
         });
@@ -95,7 +108,7 @@ fn spawn_workers(
     rx: &watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks = vec![
-        tokio::spawn(Bot::sync_loop(bot.clone(), rx.clone())),
+        tokio::spawn(Bot::sync_loop(bot.clone(), ingest.rooms(), rx.clone())),
         tokio::spawn(crate::outbox::run(store.clone(), bot.clone(), metrics.clone(), wake.clone(), rx.clone())),
     ];
     for source in &config.sources {
@@ -107,10 +120,11 @@ fn spawn_workers(
                 ingest.clone(),
                 rx.clone(),
             ))),
-            SourceKind::Poll { url, interval_ms } => {
+            SourceKind::Poll { url, interval_ms, warning_url } => {
                 let poller = crate::sources::poll::Poller {
                     name: source.name.clone(),
                     url: url.clone(),
+                    warning_url: warning_url.clone(),
                     interval: Duration::from_millis(*interval_ms),
                     ingest: ingest.clone(),
                     store: store.clone(),
@@ -119,7 +133,7 @@ fn spawn_workers(
                 };
                 tasks.push(tokio::spawn(poller.run(rx.clone())));
             }
-            SourceKind::CapPost { .. } => {}
+            SourceKind::CapPost { .. } | SourceKind::JsonPost { .. } => {}
         }
     }
     tasks

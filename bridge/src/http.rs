@@ -1,4 +1,5 @@
-//! The bridge's HTTP side: pushed CAP (`POST /cap/<source>`), the CAP-out Atom feed
+//! The bridge's HTTP side: pushed CAP (`POST /cap/<source>`), JSON webhooks
+//! (`POST /hook/<source>`), the CAP-out Atom feed
 //! (`GET /cap/feed.atom`, `GET /cap/alerts/<identifier>.xml`) and `GET /metrics`.
 
 use std::collections::HashMap;
@@ -17,18 +18,27 @@ use tokio::sync::watch;
 
 use crate::config::SourceKind;
 use crate::ingest::Ingest;
+use crate::json::template::AlertTemplate;
 use crate::metrics::Metrics;
-use crate::sources::{TakeError, push, take_document};
+use crate::sources::{TakeError, hook, push, take_document};
 use crate::store::Store;
 
 /// Secrets of the `cap_post` sources, by name.
 pub type PushSources = HashMap<String, (Option<String>, Option<String>)>;
+
+/// A `json_post` source: its secrets and compiled template.
+pub struct Hook {
+    pub hmac_secret: Option<String>,
+    pub bearer_secret: Option<String>,
+    pub template: Arc<AlertTemplate>,
+}
 
 pub struct HttpState {
     pub ingest: Arc<Ingest>,
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
     pub push: PushSources,
+    pub hooks: HashMap<String, Hook>,
     pub data_dir: PathBuf,
     pub base_url: String,
 }
@@ -45,11 +55,38 @@ pub fn push_sources(sources: &[crate::config::Source]) -> PushSources {
         .collect()
 }
 
+/// A `json_post` source whose template does not compile.
+#[derive(Debug, thiserror::Error)]
+#[error("source {source_name:?}: {error}")]
+pub struct HookError {
+    pub source_name: String,
+    pub error: crate::json::template::TemplateError,
+}
+
+/// The `json_post` sources with their templates compiled.
+pub fn hook_sources(sources: &[crate::config::Source]) -> Result<HashMap<String, Hook>, HookError> {
+    let mut out = HashMap::new();
+    for s in sources {
+        if let SourceKind::JsonPost { hmac_secret, bearer_secret } = &s.kind {
+            let template = AlertTemplate::compile(&s.template_fields())
+                .map_err(|error| HookError { source_name: s.name.clone(), error })?;
+            let hook = Hook {
+                hmac_secret: hmac_secret.clone(),
+                bearer_secret: bearer_secret.clone(),
+                template: Arc::new(template),
+            };
+            out.insert(s.name.clone(), hook);
+        }
+    }
+    Ok(out)
+}
+
 pub fn router(state: Arc<HttpState>) -> Router {
     Router::new()
         .route("/cap/feed.atom", get(feed))
         .route("/cap/alerts/{file}", get(alert_doc))
         .route("/cap/{source}", post(push_cap))
+        .route("/hook/{source}", post(push_json))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -131,7 +168,41 @@ async fn push_cap(
             (StatusCode::BAD_REQUEST, json_body(json!({"error": e.to_string(), "line": e.line, "element": e.element})))
                 .into_response()
         }
+        // Pushed CAP is parsed as CAP only.
+        Ok(Err(TakeError::InvalidJson(e))) => internal(e),
         Ok(Err(TakeError::Store(e))) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+/// `POST /hook/<source>`: a JSON document mapped by the source's template. Answers 202, 400
+/// with `{"error", "at"}` (the body is kept in `data_dir/quarantine/`), or 401.
+async fn push_json(
+    State(s): State<Arc<HttpState>>,
+    Path(source): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(h) = s.hooks.get(&source) else { return StatusCode::NOT_FOUND.into_response() };
+    if !push::authorized(&headers, &body, h.hmac_secret.as_deref(), h.bearer_secret.as_deref()) {
+        return (StatusCode::UNAUTHORIZED, json_body(json!({"error": "missing or wrong secret or signature"})))
+            .into_response();
+    }
+    let (state, template, src, doc) = (s.clone(), h.template.clone(), source.clone(), body.clone());
+    let span = tracing::info_span!("hook", source);
+    let result =
+        tokio::task::spawn_blocking(move || span.in_scope(|| hook::take(&state.ingest, &template, &src, &doc))).await;
+    match result {
+        Ok(Ok(outcome)) => {
+            (StatusCode::ACCEPTED, json_body(json!({"outcome": format!("{outcome:?}")}))).into_response()
+        }
+        Ok(Err(TakeError::InvalidJson(e))) => {
+            if let Err(io) = push::quarantine_as(&s.data_dir, &source, "json", &body, &e.to_string()) {
+                tracing::error!("cannot quarantine a posted document: {io}");
+            }
+            (StatusCode::BAD_REQUEST, json_body(json!({"error": e.to_string(), "at": e.at}))).into_response()
+        }
+        Ok(Err(e)) => internal(e),
         Err(e) => internal(e),
     }
 }

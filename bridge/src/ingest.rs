@@ -2,6 +2,7 @@
 //! Cancel the edits of the original alarm in every room it went to (`references` followed
 //! back to the original, also through earlier updates).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -9,6 +10,7 @@ use tocsin_policies::BridgeRoute;
 use tokio::sync::Notify;
 use tracing::info;
 
+use crate::cap::signature::Verifier;
 use crate::cap::{Alert, MsgType};
 use crate::metrics::Metrics;
 use crate::render;
@@ -30,6 +32,8 @@ pub enum Outcome {
 }
 
 pub struct Ingest {
+    /// Sources whose CAP documents must be signed, with the certificates they trust.
+    signatures: HashMap<String, Verifier>,
     store: Arc<Store>,
     routes: Vec<BridgeRoute>,
     metrics: Arc<Metrics>,
@@ -38,7 +42,29 @@ pub struct Ingest {
 
 impl Ingest {
     pub fn new(store: Arc<Store>, routes: Vec<BridgeRoute>, metrics: Arc<Metrics>, wake: Arc<Notify>) -> Self {
-        Ingest { store, routes, metrics, wake }
+        Ingest { signatures: HashMap::new(), store, routes, metrics, wake }
+    }
+
+    /// Requires XML signatures on the CAP documents of these sources.
+    pub fn require_signatures(mut self, signatures: HashMap<String, Verifier>) -> Self {
+        self.signatures = signatures;
+        self
+    }
+
+    /// The certificates `source`'s documents must be signed with, if it requires signatures.
+    pub fn verifier(&self, source: &str) -> Option<&Verifier> {
+        self.signatures.get(source)
+    }
+
+    /// The rooms some route names, each once, in route order.
+    pub fn rooms(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in &self.routes {
+            if !out.contains(&r.room) {
+                out.push(r.room.clone());
+            }
+        }
+        out
     }
 
     pub fn metrics(&self) -> &Metrics {

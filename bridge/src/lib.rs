@@ -13,6 +13,7 @@ pub mod check;
 pub mod config;
 pub mod http;
 pub mod ingest;
+pub mod json;
 pub mod matrix;
 pub mod metrics;
 pub mod net;

@@ -45,8 +45,16 @@ impl MatrixError {
 pub struct Bot {
     pub client: Client,
     rooms: Mutex<HashMap<String, OwnedRoomId>>,
-    /// Turns true once a sync has succeeded since the start.
+    /// Turns true once the sync loop has synced and prepared the routed rooms.
     synced: watch::Sender<bool>,
+}
+
+/// Where the sync loop is: the first sync, the sync after preparing the rooms, then long-polls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    First,
+    Prepared,
+    Ready,
 }
 
 /// `data_dir/session.json`: the access token and device id of the bot's one device.
@@ -98,29 +106,68 @@ impl Bot {
     }
 
     /// Syncs until `shutdown`, retrying after errors (the homeserver may be down).
-    pub async fn sync_loop(bot: std::sync::Arc<Bot>, mut shutdown: watch::Receiver<bool>) {
-        let settings = SyncSettings::default().timeout(Duration::from_secs(10));
+    ///
+    /// Before the outbox may send, the routed `rooms` are joined and their members loaded
+    /// between two syncs, and one more sync without a wait follows at once. Loading members
+    /// marks their device lists for a `/keys/query` that matrix-sdk sends only at the start or
+    /// end of a sync; the first encrypted send waits (up to 5 s) for that query when a member
+    /// has no devices at all (the node's provisioner account, say). Done from the send path, the
+    /// query waited for the sync loop's current long-poll to end.
+    pub async fn sync_loop(bot: std::sync::Arc<Bot>, rooms: Vec<String>, mut shutdown: watch::Receiver<bool>) {
+        let long_poll = SyncSettings::default().timeout(Duration::from_secs(10));
+        let at_once = SyncSettings::default().timeout(Duration::ZERO);
+        let mut stage = Stage::First;
         loop {
+            let settings = if stage == Stage::Ready { long_poll.clone() } else { at_once.clone() };
             tokio::select! {
                 _ = shutdown.changed() => return,
-                r = bot.client.sync_once(settings.clone()) => {
-                    if r.is_ok() {
-                        bot.synced.send_replace(true);
-                    }
-                    if let Err(e) = r {
+                r = bot.client.sync_once(settings) => match r {
+                    Ok(_) => match stage {
+                        Stage::First => {
+                            tokio::select! {
+                                _ = shutdown.changed() => return,
+                                _ = bot.prepare(&rooms) => {}
+                            }
+                            stage = Stage::Prepared;
+                        }
+                        Stage::Prepared => {
+                            bot.synced.send_replace(true);
+                            stage = Stage::Ready;
+                        }
+                        Stage::Ready => {}
+                    },
+                    Err(e) => {
                         warn!("sync failed, retrying: {e}");
                         tokio::select! {
                             _ = shutdown.changed() => return,
                             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                         }
                     }
-                }
+                },
             }
         }
     }
 
-    /// Waits for the first successful sync: before it, the client does not yet know its rooms
-    /// or their members, and would join them again before its first send.
+    /// Joins each room and loads the members of the encrypted ones. A room that fails here is
+    /// left to the send path, which does the same.
+    async fn prepare(&self, rooms: &[String]) {
+        for alias in rooms {
+            let prepared = async {
+                let room = self.room(alias).await?;
+                if room.latest_encryption_state().await?.is_encrypted() && !room.are_members_synced() {
+                    room.sync_members().await?;
+                }
+                Ok::<_, MatrixError>(())
+            };
+            if let Err(e) = prepared.await {
+                warn!(alias, "could not prepare the room before the first send: {e}");
+            }
+        }
+    }
+
+    /// Waits until the sync loop has synced and prepared the routed rooms: before it, the
+    /// client does not yet know its rooms or their members, and would join them again before
+    /// its first send.
     pub async fn first_sync(&self) {
         let mut synced = self.synced.subscribe();
         // The sender lives as long as the bot, so this only ends once a sync succeeded.

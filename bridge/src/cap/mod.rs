@@ -7,6 +7,7 @@
 
 mod enums;
 pub mod parse;
+pub mod signature;
 pub mod write;
 pub mod xml;
 
@@ -144,5 +145,7 @@ pub fn cap_datetime(t: &DateTime<FixedOffset>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%:z").to_string()
 }
 
+#[cfg(test)]
+mod signature_tests;
 #[cfg(test)]
 mod tests;

@@ -228,7 +228,8 @@ fn alert(root: &Element) -> Result<Alert> {
     })
 }
 
-fn references(text: &str) -> std::result::Result<Vec<Reference>, String> {
+/// `sender,identifier,sent` triples separated by white space.
+pub(crate) fn references(text: &str) -> std::result::Result<Vec<Reference>, String> {
     text.split_whitespace()
         .map(|r| {
             let parts: Vec<&str> = r.split(',').collect();

@@ -62,7 +62,9 @@ pub fn scan(source: &str, dir: &Path, ingest: &Ingest) {
         };
         let moved = match result {
             Ok(_) => move_to(dir, "done", &path, None),
-            Err(TakeError::Invalid(e)) => move_to(dir, "quarantine", &path, Some(&format!("{file_name}: {e}\n"))),
+            Err(e @ (TakeError::Invalid(_) | TakeError::InvalidJson(_))) => {
+                move_to(dir, "quarantine", &path, Some(&format!("{file_name}: {e}\n")))
+            }
             Err(TakeError::Store(e)) => {
                 error!(source, file = file_name, "cannot record the alert, will retry: {e}");
                 continue;

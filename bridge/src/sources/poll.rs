@@ -1,6 +1,9 @@
-//! HTTP polling of a CAP document, or of an Atom or RSS feed that links CAP documents, every `interval_ms`, with `If-None-Match` /
-//! `If-Modified-Since` from the previous answer (kept in the store, so a restart does not
-//! refetch everything). Linked documents already taken are not fetched again.
+//! HTTP polling, every `interval_ms`, with `If-None-Match` / `If-Modified-Since` from the
+//! previous answer (kept in the store, so a restart does not refetch everything) of:
+//! a CAP document; an Atom or RSS feed that links CAP documents; or the German warning API's
+//! JSON, a map data list whose warnings are fetched one by one, or one warning document.
+//! Linked documents already taken, and listed warnings at a version already taken, are not
+//! fetched again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,14 +13,17 @@ use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use tokio::sync::watch;
 use tracing::warn;
 
-use super::{TakeError, take_document};
+use super::{TakeError, take_document, take_json};
 use crate::cap::xml::{Element, read_tree};
 use crate::ingest::Ingest;
+use crate::json::{JsonError, nina};
 use crate::store::Store;
 
 pub struct Poller {
     pub name: String,
     pub url: String,
+    /// Where a listed warning's document is (`{id}` replaced); default `../warnings/{id}.json`.
+    pub warning_url: Option<String>,
     pub interval: Duration,
     pub ingest: Arc<Ingest>,
     pub store: Arc<Store>,
@@ -33,12 +39,17 @@ enum PollError {
     Store(#[from] crate::store::StoreError),
     #[error("{0} answered {1}")]
     Status(String, StatusCode),
+    #[error("{0}")]
+    List(#[from] JsonError),
+    #[error("the warning URL for {0:?} is not valid: {1}")]
+    WarningUrl(String, String),
 }
 
 impl Poller {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         loop {
-            if let Err(e) = self.poll().await {
+            let span = tracing::info_span!("poll", source = self.name);
+            if let Err(e) = tracing::Instrument::instrument(self.poll(), span).await {
                 warn!(source = self.name, url = self.url, "polling failed: {e}");
             }
             tokio::select! {
@@ -51,6 +62,9 @@ impl Poller {
     /// One poll: fetch (conditionally), then take the document or the feed's documents.
     async fn poll(&self) -> Result<(), PollError> {
         let Some(text) = self.fetch(&self.url, true).await? else { return Ok(()) };
+        if nina::is_json(&text) {
+            return self.take_warnings(&text).await;
+        }
         let links_and_docs = match read_tree(&text) {
             Ok(root) if root.name == "feed" || root.name == "rss" || root.name == "RDF" => feed_items(&root),
             _ => vec![Item::Doc(text)],
@@ -73,17 +87,56 @@ impl Poller {
         Ok(())
     }
 
-    fn take(&self, from: &str, doc: &str) {
-        match take_document(&self.ingest, &self.name, from, doc) {
-            Ok(_) => {}
-            Err(TakeError::Invalid(e)) => {
-                if let Err(io) =
-                    super::push::quarantine(&self.data_dir, &self.name, doc.as_bytes(), &format!("{from}: {e}"))
-                {
-                    warn!("cannot quarantine: {io}");
+    /// The warning API's JSON: a map data list (each warning fetched once per version) or one
+    /// warning document.
+    async fn take_warnings(&self, text: &str) -> Result<(), PollError> {
+        if !text.trim_start().starts_with('[') {
+            let taken = take_json(&self.ingest, &self.name, &self.url, || nina::warning(text));
+            self.settle(&self.url, text, "json", taken);
+            return Ok(());
+        }
+        for listed in nina::map_data(text)? {
+            let seen = format!("poll-warning\n{}\n{}\n{}", self.name, listed.id, listed.version);
+            if self.store.meta(&seen)?.is_some() {
+                continue;
+            }
+            let url = self.warning_url(&listed.id)?;
+            if let Some(doc) = self.fetch(&url, false).await? {
+                let taken = take_json(&self.ingest, &self.name, &url, || nina::warning(&doc));
+                if self.settle(&url, &doc, "json", taken) {
+                    self.store.set_meta(&seen, "")?;
                 }
             }
-            Err(TakeError::Store(e)) => warn!(source = self.name, "cannot record an alert: {e}"),
+        }
+        Ok(())
+    }
+
+    fn warning_url(&self, id: &str) -> Result<String, PollError> {
+        let template = self.warning_url.as_deref().unwrap_or("../warnings/{id}.json");
+        let relative = template.replace("{id}", id);
+        let base = reqwest::Url::parse(&self.url).map_err(|e| PollError::WarningUrl(id.into(), e.to_string()))?;
+        base.join(&relative).map(String::from).map_err(|e| PollError::WarningUrl(id.into(), e.to_string()))
+    }
+
+    fn take(&self, from: &str, doc: &str) {
+        self.settle(from, doc, "xml", take_document(&self.ingest, &self.name, from, doc));
+    }
+
+    /// Quarantines a refused document. False when the store failed (a later poll retries).
+    fn settle(&self, from: &str, doc: &str, ext: &str, result: Result<crate::ingest::Outcome, TakeError>) -> bool {
+        match result {
+            Ok(_) => true,
+            Err(e @ (TakeError::Invalid(_) | TakeError::InvalidJson(_))) => {
+                let note = format!("{from}: {e}");
+                if let Err(io) = super::push::quarantine_as(&self.data_dir, &self.name, ext, doc.as_bytes(), &note) {
+                    warn!("cannot quarantine: {io}");
+                }
+                true
+            }
+            Err(TakeError::Store(e)) => {
+                warn!(source = self.name, "cannot record an alert: {e}");
+                false
+            }
         }
     }
 

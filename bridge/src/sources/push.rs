@@ -52,10 +52,15 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
 
 /// Keeps a refused document for the operator.
 pub fn quarantine(data_dir: &Path, source: &str, body: &[u8], error: &str) -> std::io::Result<()> {
+    quarantine_as(data_dir, source, "xml", body, error)
+}
+
+/// Keeps a refused document under the extension of its format.
+pub fn quarantine_as(data_dir: &Path, source: &str, ext: &str, body: &[u8], error: &str) -> std::io::Result<()> {
     let dir = data_dir.join("quarantine");
     std::fs::create_dir_all(&dir)?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6f");
-    let file = dir.join(format!("{source}-{stamp}.xml"));
+    let file = dir.join(format!("{source}-{stamp}.{ext}"));
     std::fs::write(&file, body)?;
     let mut note = file.into_os_string();
     note.push(".error.txt");

@@ -83,14 +83,14 @@ pub fn schema() -> PathBuf {
 /// A message as the officer's client saw it: room alias-less id, content, and whether it was
 /// decrypted.
 #[derive(Debug, Clone)]
-struct Seen {
-    room: String,
-    event_id: String,
-    content: Value,
-    encrypted: bool,
+pub(crate) struct Seen {
+    pub room: String,
+    pub event_id: String,
+    pub content: Value,
+    pub encrypted: bool,
 }
 
-fn inbox(client: &Client) -> Arc<Mutex<Vec<Seen>>> {
+pub(crate) fn inbox(client: &Client) -> Arc<Mutex<Vec<Seen>>> {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     client.add_event_handler(
@@ -142,10 +142,25 @@ pub(crate) fn bridge_config(dir: &Path, homeserver: &str, policy: &Path) -> tocs
         listen: Some("127.0.0.1:0".parse().unwrap()),
         public_url: None,
         sources: vec![
-            Source { name: "feed-a".into(), kind: SourceKind::Folder { path: dir.join("in-a"), interval_ms: 100 } },
-            Source { name: "feed-b".into(), kind: SourceKind::Folder { path: dir.join("in-b"), interval_ms: 100 } },
+            Source {
+                name: "feed-a".into(),
+                template: None,
+                require_signature: false,
+                trusted_certs: Vec::new(),
+                kind: SourceKind::Folder { path: dir.join("in-a"), interval_ms: 100 },
+            },
+            Source {
+                name: "feed-b".into(),
+                template: None,
+                require_signature: false,
+                trusted_certs: Vec::new(),
+                kind: SourceKind::Folder { path: dir.join("in-b"), interval_ms: 100 },
+            },
             Source {
                 name: "push".into(),
+                template: None,
+                require_signature: false,
+                trusted_certs: Vec::new(),
                 kind: SourceKind::CapPost { hmac_secret: Some("hmac-key".into()), bearer_secret: None },
             },
         ],
@@ -169,7 +184,7 @@ pub(crate) async fn room_id(client: &Client, alias: &str) -> String {
     client.resolve_room_alias(&alias).await.expect("alias resolves").room_id.to_string()
 }
 
-fn alarms_in(inbox: &Mutex<Vec<Seen>>, room: &str) -> Vec<Seen> {
+pub(crate) fn alarms_in(inbox: &Mutex<Vec<Seen>>, room: &str) -> Vec<Seen> {
     inbox
         .lock()
         .unwrap()
@@ -179,7 +194,7 @@ fn alarms_in(inbox: &Mutex<Vec<Seen>>, room: &str) -> Vec<Seen> {
         .collect()
 }
 
-fn originals(seen: &[Seen]) -> Vec<&Seen> {
+pub(crate) fn originals(seen: &[Seen]) -> Vec<&Seen> {
     seen.iter().filter(|s| s.content.get("m.relates_to").is_none()).collect()
 }
 
@@ -187,7 +202,7 @@ fn edits_of<'a>(seen: &'a [Seen], target: &str) -> Vec<&'a Seen> {
     seen.iter().filter(|s| s.content["m.relates_to"]["event_id"].as_str() == Some(target)).collect()
 }
 
-async fn wait_for<T>(client: &Client, secs: u64, mut check: impl FnMut() -> Option<T>) -> T {
+pub(crate) async fn wait_for<T>(client: &Client, secs: u64, mut check: impl FnMut() -> Option<T>) -> T {
     common::eventually(client, secs, || {
         let v = check();
         async move { v }
@@ -195,14 +210,14 @@ async fn wait_for<T>(client: &Client, secs: u64, mut check: impl FnMut() -> Opti
     .await
 }
 
-fn metric(text: &str, name: &str) -> u64 {
+pub(crate) fn metric(text: &str, name: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("tocsin_bridge_{name} ")))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("metric {name} in {text}"))
 }
 
-async fn metrics(bridge: &tocsin_bridge::BridgeHandle) -> String {
+pub(crate) async fn metrics(bridge: &tocsin_bridge::BridgeHandle) -> String {
     let addr = bridge.http_addr.expect("bridge listens");
     reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap()
 }

@@ -72,6 +72,9 @@ async fn bridge_bench() {
     let folder = dir.path().join("bench-in");
     config.sources = vec![tocsin_bridge::config::Source {
         name: "bench".into(),
+        template: None,
+        require_signature: false,
+        trusted_certs: Vec::new(),
         kind: SourceKind::Folder { path: folder.clone(), interval_ms: 20 },
     }];
     let bridge = tocsin_bridge::start(config).await.expect("bridge starts");

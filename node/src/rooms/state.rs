@@ -71,24 +71,29 @@ const SNAPSHOT_CACHE_SIZE: usize = 16;
 /// parsed the room's whole state from JSON again.
 #[derive(Default)]
 pub struct SnapshotCache {
-    /// The snapshots and the order they were first read in (the oldest is dropped first).
-    inner: std::sync::Mutex<(HashMap<SnapshotId, Arc<StateIds>>, std::collections::VecDeque<SnapshotId>)>,
+    inner: std::sync::Mutex<CachedSnapshots>,
+}
+
+/// The snapshots and the order they were first read in (the oldest is dropped first).
+#[derive(Default)]
+struct CachedSnapshots {
+    map: HashMap<SnapshotId, Arc<StateIds>>,
+    order: std::collections::VecDeque<SnapshotId>,
 }
 
 impl SnapshotCache {
     fn get(&self, db: &Db, id: &SnapshotId) -> Result<Arc<StateIds>> {
         let poisoned = || Error::internal("snapshot cache poisoned");
-        if let Some(state) = self.inner.lock().map_err(|_| poisoned())?.0.get(id) {
+        if let Some(state) = self.inner.lock().map_err(|_| poisoned())?.map.get(id) {
             return Ok(state.clone());
         }
         let state = Arc::new(load_snapshot(db, id)?);
         let mut inner = self.inner.lock().map_err(|_| poisoned())?;
-        let (map, order) = &mut *inner;
-        if map.insert(*id, state.clone()).is_none() {
-            order.push_back(*id);
-            while order.len() > SNAPSHOT_CACHE_SIZE {
-                if let Some(old) = order.pop_front() {
-                    map.remove(&old);
+        if inner.map.insert(*id, state.clone()).is_none() {
+            inner.order.push_back(*id);
+            while inner.order.len() > SNAPSHOT_CACHE_SIZE {
+                if let Some(old) = inner.order.pop_front() {
+                    inner.map.remove(&old);
                 }
             }
         }

@@ -32,6 +32,10 @@ const SETUP_CONCURRENCY: usize = 16;
 const REACTION_CONCURRENCY: usize = 64;
 /// How long any one phase may take before the run gives up on it.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the federation may take to settle a phase that every node takes part in (the joins
+/// of a node counted by the first, every reaction counted as an acknowledgement): long enough
+/// to report a slow figure rather than no figure.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Lazy-loaded members and a few timeline events: the alarm and the status reply may come in
 /// one batch.
 const FILTER: &str =
@@ -262,7 +266,7 @@ async fn join_node_by_node(fed: &AlarmFederation, chief: &Session, room: &str, r
             stream::iter(rest).map(|r| r.session.join(room)).buffer_unordered(SETUP_CONCURRENCY).collect().await;
         results.into_iter().collect::<Result<Vec<()>>>().with_context(|| format!("joining on node {}", node + 1))?;
         joined += here.len();
-        let deadline = Instant::now() + PHASE_TIMEOUT;
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
         while chief.joined_member_count(room).await? < joined {
             if Instant::now() > deadline {
                 // What each node counts, from one of its own members.
@@ -335,7 +339,7 @@ async fn pushes(gateway: &Gateway, event_id: &str, expected: usize, sent: Instan
                 per_s: if span > 0.0 { ours.len() as f64 / span } else { 0.0 },
             };
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -343,7 +347,7 @@ async fn pushes(gateway: &Gateway, event_id: &str, expected: usize, sent: Instan
 async fn until_acknowledged(fed: &AlarmFederation, alarm_id: &str) -> Result<Instant> {
     let http = reqwest::Client::new();
     let url = format!("{}/_tocsin/admin/alarms/{alarm_id}", fed.urls[0]);
-    let deadline = Instant::now() + PHASE_TIMEOUT;
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
     loop {
         let status: Value =
             http.get(&url).bearer_auth(&fed.admin_token).send().await?.error_for_status()?.json().await?;
@@ -352,8 +356,8 @@ async fn until_acknowledged(fed: &AlarmFederation, alarm_id: &str) -> Result<Ins
         }
         if Instant::now() > deadline {
             let waiting = status["waiting"].as_array().map_or(0, Vec::len);
-            bail!("not all acknowledged within {PHASE_TIMEOUT:?}: {waiting} still waiting");
+            bail!("not all acknowledged within {SETTLE_TIMEOUT:?}: {waiting} still waiting");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -15,7 +15,6 @@ use tocsin_tests::push_gateway;
 mod access_rules;
 mod account_self_service;
 mod alarms;
-mod alarms_bench;
 mod aliases;
 mod bad_input;
 mod bridge;

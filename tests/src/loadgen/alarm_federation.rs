@@ -99,8 +99,8 @@ pub async fn start(dir: &Path, nodes: usize, binary: &Path) -> Result<AlarmFeder
         cluster.write_config(i)?;
     }
     let mut running = Vec::new();
-    for i in 0..cluster.members.len() {
-        running.push(cluster.spawn(i, binary).await.with_context(|| format!("starting {}", names[i]))?);
+    for (i, name) in names.iter().enumerate() {
+        running.push(cluster.spawn(i, binary).await.with_context(|| format!("starting {name}"))?);
     }
     let urls: Vec<String> = cluster.members.iter().map(|m| m.base_url()).collect();
     // The chief's account and role come from the policy, provisioned as an operator would.

@@ -116,16 +116,60 @@ pub struct Progress {
     pub closed: Option<String>,
 }
 
+/// How many parsed alarm records [`RecordCache`] keeps: the alarms still drawing reactions.
+const RECORD_CACHE_SIZE: usize = 64;
+
+/// Alarm records, parsed once. A record never changes once written, and without this the
+/// record of a 5,000-recipient alarm was parsed again for every reaction and read receipt.
+#[derive(Default)]
+pub(crate) struct RecordCache {
+    inner: std::sync::Mutex<std::collections::HashMap<OwnedEventId, Arc<AlarmRecord>>>,
+}
+
+impl RecordCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<OwnedEventId, Arc<AlarmRecord>>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The record of the alarm whose event is `event_id`, if it is one.
+    pub(crate) fn get(&self, db: &Db, event_id: &ruma::EventId) -> Result<Option<Arc<AlarmRecord>>> {
+        if let Some(record) = self.lock().get(event_id) {
+            return Ok(Some(record.clone()));
+        }
+        let Some(bytes) = db.get(trees::ALARMS, event_id.as_bytes())? else { return Ok(None) };
+        Ok(Some(self.parsed(event_id, &bytes, true)?))
+    }
+
+    /// The record stored as `bytes`, parsed unless it is cached. A scan of every record
+    /// (`keep` false) leaves the cache to the alarms that events touch.
+    fn parsed(&self, event_id: &ruma::EventId, bytes: &[u8], keep: bool) -> Result<Arc<AlarmRecord>> {
+        if let Some(record) = self.lock().get(event_id) {
+            return Ok(record.clone());
+        }
+        let record: Arc<AlarmRecord> = Arc::new(serde_json::from_slice(bytes).map_err(Error::internal)?);
+        if !keep {
+            return Ok(record);
+        }
+        let mut inner = self.lock();
+        if inner.len() >= RECORD_CACHE_SIZE {
+            inner.clear();
+        }
+        inner.insert(event_id.to_owned(), record.clone());
+        Ok(record)
+    }
+}
+
 /// The alarm service: reads for the admin API and the CLI; the worker is in [`worker`].
 #[derive(Clone)]
 pub struct Alarms {
     db: Db,
     wake: Arc<tokio::sync::Notify>,
+    records: Arc<RecordCache>,
 }
 
 impl Alarms {
     pub fn new(db: Db) -> Self {
-        Self { db, wake: Arc::new(tokio::sync::Notify::new()) }
+        Self { db, wake: Arc::new(tokio::sync::Notify::new()), records: Arc::default() }
     }
 
     /// The hook `Rooms` calls on every event and receipt.
@@ -134,7 +178,7 @@ impl Alarms {
         server_name: ruma::OwnedServerName,
         policy: Arc<crate::policy::PolicyGate>,
     ) -> track::Tracker {
-        track::Tracker::new(server_name, policy, self.wake.clone())
+        track::Tracker::new(server_name, policy, self.wake.clone(), self.records.clone())
     }
 
     pub(crate) fn wake_handle(&self) -> Arc<tokio::sync::Notify> {
@@ -142,12 +186,14 @@ impl Alarms {
     }
 
     /// The record of the alarm with block id `id`, or whose event id is `id`.
-    pub fn find(&self, id: &str) -> Result<Option<AlarmRecord>> {
+    pub fn find(&self, id: &str) -> Result<Option<Arc<AlarmRecord>>> {
         let event_id = match self.db.get(trees::ALARM_IDS, id.as_bytes())? {
             Some(bytes) => crate::store::utf8(&bytes)?.to_owned(),
             None => id.to_owned(),
         };
-        self.db.get_json(trees::ALARMS, event_id.as_bytes())
+        // Not an event id: no alarm has it.
+        let Ok(event_id) = ruma::EventId::parse(event_id) else { return Ok(None) };
+        self.records.get(&self.db, &event_id)
     }
 
     pub fn progress(&self, event_id: &ruma::EventId) -> Result<Progress> {
@@ -172,10 +218,11 @@ impl Alarms {
     }
 
     /// Every alarm record (open and closed), oldest first by event id order.
-    pub fn records(&self) -> Result<Vec<AlarmRecord>> {
+    pub fn records(&self) -> Result<Vec<Arc<AlarmRecord>>> {
         let mut out = Vec::new();
-        for (_, v) in self.db.scan_prefix(trees::ALARMS, &[], usize::MAX)? {
-            out.push(serde_json::from_slice(&v).map_err(Error::internal)?);
+        for (k, v) in self.db.scan_prefix(trees::ALARMS, &[], usize::MAX)? {
+            let event_id = ruma::EventId::parse(crate::store::utf8(&k)?).map_err(Error::internal)?;
+            out.push(self.records.parsed(&event_id, &v, false)?);
         }
         Ok(out)
     }

@@ -9,7 +9,7 @@ use serde_json::Value;
 use tocsin_events::AlarmBlock;
 use tocsin_store::WriteBatch;
 
-use super::{AlarmRecord, Ended, Mark, NODE_ACCOUNTS, mark_key};
+use super::{AlarmRecord, Ended, Mark, NODE_ACCOUNTS, RecordCache, mark_key};
 use crate::{
     error::Result,
     rooms::{Pdu, RoomHead},
@@ -25,6 +25,7 @@ pub struct Tracker {
     server_name: OwnedServerName,
     policy: Arc<crate::policy::PolicyGate>,
     wake: Arc<tokio::sync::Notify>,
+    records: Arc<RecordCache>,
 }
 
 impl Tracker {
@@ -32,8 +33,9 @@ impl Tracker {
         server_name: OwnedServerName,
         policy: Arc<crate::policy::PolicyGate>,
         wake: Arc<tokio::sync::Notify>,
+        records: Arc<RecordCache>,
     ) -> Self {
-        Self { server_name, policy, wake }
+        Self { server_name, policy, wake, records }
     }
 
     /// Writes what `pdu` (entering the timeline at `pos`, with `head` the room before it) changes
@@ -71,7 +73,7 @@ impl Tracker {
             return Ok(());
         }
         let Some(target) = crate::rooms::relates_to(pdu) else { return Ok(()) };
-        let Some(alarm) = db.get_json::<AlarmRecord>(trees::ALARMS, target.as_bytes())? else { return Ok(()) };
+        let Some(alarm) = self.records.get(db, &target)? else { return Ok(()) };
         if is_edit {
             let cancelled = content
                 .get("m.new_content")
@@ -182,7 +184,7 @@ impl Tracker {
             if db.get(trees::ALARM_READS, &mk)?.is_some() {
                 continue;
             }
-            let Some(alarm) = db.get_json::<AlarmRecord>(trees::ALARMS, alarm_id.as_bytes())? else { continue };
+            let Some(alarm) = self.records.get(db, &alarm_id)? else { continue };
             if alarm.expected.binary_search_by(|u| UserId::cmp(u, user)).is_ok() {
                 batch.insert(trees::ALARM_READS, mk, Db::to_json(read)?);
                 any = true;

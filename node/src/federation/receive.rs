@@ -148,7 +148,12 @@ async fn process(
         rounds += 1;
         let mut progress = false;
         for earlier in fetch_missing_events(s, origin, rules, &pdu.room_id, vec![pdu.event_id.clone()]).await? {
-            if s.rooms.has_state_at(&earlier.event_id)? {
+            // Only events never seen here fill the gap. One held as an outlier (the state at
+            // this node's join, an auth chain) is older than this node's view of the room, or
+            // was only needed to authorise others: taken into the timeline it would fork the
+            // room from a stale state. The origin walks back to the room's start when it does
+            // not know this node's newest events, so such events do come.
+            if s.rooms.knows(&earlier.event_id)? {
                 continue;
             }
             let (outcome, durable) = Box::pin(process(s, origin, rules, earlier, false)).await?;

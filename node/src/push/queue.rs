@@ -140,7 +140,7 @@ pub async fn evaluate(services: &Services) -> Result<(BTreeSet<Vec<u8>>, bool)> 
     let full = rows.len() == ROUND;
     let mut batch = WriteBatch::new();
     let mut touched = BTreeSet::new();
-    let mut rulesets: HashMap<OwnedUserId, (std::sync::Arc<ruma::push::Ruleset>, String)> = HashMap::new();
+    let mut names: HashMap<OwnedUserId, String> = HashMap::new();
     let now = crate::users::now_ms();
     // The users who read, with the position of their last receipt: a burst of receipts in one
     // round makes one badge update.
@@ -163,16 +163,11 @@ pub async fn evaluate(services: &Services) -> Result<(BTreeSet<Vec<u8>>, bool)> 
         }
         let facts = rules::RoomFacts::load(services, &room_id).await?;
         let Some(input) = rules::RuleInput::new(&pdu) else { continue };
+        let mut shared = rules::SharedActions::default();
         for user in candidates {
-            let (ruleset, display_name) = match rulesets.get(&user) {
-                Some(r) => r,
-                None => {
-                    let display_name =
-                        services.users.profile(&user)?.and_then(|p| p.0).unwrap_or_else(|| user.localpart().to_owned());
-                    rulesets.entry(user.clone()).or_insert((rules::effective(services, &user)?, display_name))
-                }
-            };
-            let actions = rules::actions(ruleset, &user, display_name, &facts, &input).await;
+            let ruleset = rules::effective_rules(services, &user)?;
+            let name = || display_name(services, &mut names, &user);
+            let actions = shared.for_user(&ruleset, &user, name, &facts, &input).await?;
             if !actions.iter().any(Action::should_notify) {
                 continue;
             }
@@ -186,7 +181,7 @@ pub async fn evaluate(services: &Services) -> Result<(BTreeSet<Vec<u8>>, bool)> 
             let alarm = is_ringing_alarm(&pdu);
             let tweaked = actions.iter().any(|a| a.is_highlight() || a.sound().is_some());
             let high = alarm || tweaked || pdu.kind == TimelineEventType::RoomEncrypted;
-            let unread = unread_total(services, &user, display_name).await?;
+            let unread = unread_total(services, &user, &display_name(services, &mut names, &user)?).await?;
             services.push.badges.told(&user, unread);
             let item = QueuedPush {
                 event_id: Some(event_id.clone()),
@@ -212,10 +207,20 @@ pub async fn evaluate(services: &Services) -> Result<(BTreeSet<Vec<u8>>, bool)> 
     Ok((touched, full))
 }
 
+/// The user's display name (for the rules that match it), read once per round.
+fn display_name(services: &Services, names: &mut HashMap<OwnedUserId, String>, user: &UserId) -> Result<String> {
+    if let Some(name) = names.get(user) {
+        return Ok(name.clone());
+    }
+    let name = services.users.profile(user)?.and_then(|p| p.0).unwrap_or_else(|| user.localpart().to_owned());
+    names.insert(user.to_owned(), name.clone());
+    Ok(name)
+}
+
 /// Local users an event may notify: joined members and, for an invite, its target; never the
 /// sender.
 async fn candidates(services: &Services, room_id: &RoomId, pdu: &crate::rooms::Pdu) -> Result<Vec<OwnedUserId>> {
-    let mut users = services.rooms.members(room_id, "join").await?;
+    let mut users = services.rooms.local_joined(room_id).await?;
     if pdu.kind == TimelineEventType::RoomMember
         && let Some(target) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())
         && !users.contains(&target)

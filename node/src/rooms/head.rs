@@ -43,6 +43,8 @@ pub struct RoomHead {
     pub snapshot: SnapshotId,
     /// Member counts and hero candidates, for the snapshot they were counted at.
     members: Option<(SnapshotId, Arc<MemberSummary>)>,
+    /// `state` as ids, for the snapshot it was built at (see [`RoomHead::shared_state_ids`]).
+    ids: Option<(SnapshotId, Arc<StateIds>)>,
 }
 
 /// What sync summaries need of a room's members: counted once per state, not per syncing user
@@ -77,6 +79,7 @@ impl RoomHead {
             depth: 0,
             snapshot: super::state::snapshot_id(&StateIds::new())?,
             members: None,
+            ids: None,
         })
     }
 
@@ -180,6 +183,20 @@ impl RoomHead {
     /// The current state as ids.
     pub fn state_ids(&self) -> StateIds {
         self.state.iter().map(|(k, pdu)| (k.clone(), pdu.event_id.clone())).collect()
+    }
+
+    /// [`RoomHead::state_ids`], built once per state: every event received into a
+    /// 5,000-member room checks against the current state, and copying it each time made the
+    /// cost of an event grow with the room.
+    pub fn shared_state_ids(&mut self) -> Arc<StateIds> {
+        if let Some((snapshot, ids)) = &self.ids
+            && *snapshot == self.snapshot
+        {
+            return ids.clone();
+        }
+        let ids = Arc::new(self.state_ids());
+        self.ids = Some((self.snapshot, ids.clone()));
+        ids
     }
 
     /// Records a local event, built on every extremity, as the new head. `snapshot` is the id of

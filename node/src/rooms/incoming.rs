@@ -265,6 +265,12 @@ impl Rooms {
                 return Ok((Outcome::Known, None));
             }
         }
+        // The create event starts the room: once the room has a timeline, it never enters it
+        // again. (A peer's gap fill can hand it back, oldest first; appended, it would fork
+        // the room from the empty state.)
+        if pdu.kind == ruma::events::TimelineEventType::RoomCreate && !head.extremities.is_empty() {
+            return Ok((Outcome::Known, None));
+        }
         let pdu = Arc::new(pdu);
         let rules = head.rules.clone();
         let mut batch = WriteBatch::new();
@@ -273,8 +279,8 @@ impl Rooms {
             return Ok((Outcome::Rejected(reason), None));
         }
         let (before, known_id) = match state_before {
-            Some(state) => (state, None),
-            None => self.state_at_prev_events(&head, &rules, &pdu)?,
+            Some(state) => (Arc::new(state), None),
+            None => self.state_at_prev_events(&mut head, &rules, &pdu)?,
         };
         let before_id = match known_id {
             Some(id) => id,
@@ -294,7 +300,7 @@ impl Rooms {
             self.store_rejected(&pdu, Some(before_id), batch).await?;
             return Ok((Outcome::Rejected(reason), None));
         }
-        let current = head.state_ids();
+        let current = head.shared_state_ids();
         // A room being joined has no current state yet: the join is checked against the state
         // the resident server gave.
         let joining = head.extremities.is_empty();
@@ -322,23 +328,31 @@ impl Rooms {
         let mut extremities: Vec<OwnedEventId> =
             head.extremities.iter().filter(|e| !pdu.prev_events.contains(e)).cloned().collect();
         extremities.push(pdu.event_id.clone());
-        let after_event = state::apply(before, &pdu);
-        let new_state = if extremities.len() == 1 {
-            after_event
+        // Most events change no state, on forks that all have the current state (a burst of
+        // reactions from several servers): the state stays as it is, with nothing to resolve,
+        // compare or write, however big the room.
+        let unchanged = pdu.state_key.is_none()
+            && before_id == head.snapshot
+            && self.forks_have_state(&extremities, &pdu.event_id, head.snapshot)?;
+        let new_state = if unchanged {
+            current.clone()
+        } else if extremities.len() == 1 {
+            Arc::new(state::apply(Arc::unwrap_or_clone(before), &pdu))
         } else {
+            let after_event = state::apply(Arc::unwrap_or_clone(before), &pdu);
             let mut states = vec![after_event];
             for extremity in extremities.iter().filter(|e| **e != pdu.event_id) {
                 if let Some(state) = self.state_after(extremity)? {
                     states.push(state);
                 }
             }
-            self.resolve_with(&rules, states, Some(&pdu))?
+            Arc::new(self.resolve_with(&rules, states, Some(&pdu))?)
         };
 
         // Write what changed in the current state; each change needs its own stream position.
         let mut extra_tickets = Vec::new();
         let mut changed: Vec<Arc<Pdu>> = Vec::new();
-        for (k, id) in &new_state {
+        for (k, id) in new_state.iter().filter(|_| !unchanged) {
             if current.get(k) != Some(id) {
                 let event = if *id == pdu.event_id {
                     pdu.clone()
@@ -359,7 +373,7 @@ impl Rooms {
             };
             current_state_rows(event, pos, &mut batch)?;
         }
-        for (kind, state_key) in current.keys().filter(|k| !new_state.contains_key(*k)) {
+        for (kind, state_key) in current.keys().filter(|k| !unchanged && !new_state.contains_key(*k)) {
             let room = pdu.room_id.as_bytes();
             batch.remove(trees::ROOM_STATE, key(&[room, kind.to_string().as_bytes(), state_key.as_bytes()]));
             head.state.remove(&(kind.clone(), state_key.clone()));
@@ -367,7 +381,7 @@ impl Rooms {
         // Most events change no state: the state after them is one already stored.
         let snapshot = if pdu.state_key.is_none() && extremities.len() == 1 {
             before_id
-        } else if new_state == current {
+        } else if unchanged || new_state == current {
             head.snapshot
         } else {
             state::write_snapshot(&self.db, &new_state, &mut batch)?
@@ -408,13 +422,19 @@ impl Rooms {
     /// (the common case) has the current state before it, which the head holds in memory.
     fn state_at_prev_events(
         &self,
-        head: &RoomHead,
+        head: &mut RoomHead,
         rules: &RoomVersionRules,
         pdu: &Pdu,
-    ) -> Result<(StateIds, Option<state::SnapshotId>)> {
+    ) -> Result<(Arc<StateIds>, Option<state::SnapshotId>)> {
         let prevs: HashSet<&OwnedEventId> = pdu.prev_events.iter().collect();
         if !prevs.is_empty() && prevs == head.extremities.iter().collect() {
-            return Ok((head.state_ids(), Some(head.snapshot)));
+            return Ok((head.shared_state_ids(), Some(head.snapshot)));
+        }
+        // Prev events that change no state, all in one state (another server's fork of a
+        // room whose state did not change): that state, read by id, with nothing to resolve.
+        if let Some(id) = self.common_snapshot_after(&pdu.prev_events)? {
+            let state = if id == head.snapshot { head.shared_state_ids() } else { self.snapshot(&id)? };
+            return Ok((state, Some(id)));
         }
         let mut states = Vec::with_capacity(pdu.prev_events.len());
         let mut ids = Vec::with_capacity(pdu.prev_events.len());
@@ -427,9 +447,37 @@ impl Rooms {
         }
         if let ([_], [id]) = (states.as_slice(), ids.as_slice()) {
             let id = *id;
-            return Ok((states.pop().unwrap_or_default(), id));
+            return Ok((Arc::new(states.pop().unwrap_or_default()), id));
         }
-        Ok((self.resolve(rules, states)?, None))
+        Ok((Arc::new(self.resolve(rules, states)?), None))
+    }
+
+    /// The one snapshot that is the state after every event of `events`, if they all change no
+    /// state and share it.
+    fn common_snapshot_after(&self, events: &[OwnedEventId]) -> Result<Option<state::SnapshotId>> {
+        let mut common = None;
+        for event in events {
+            match self.snapshot_id_after(event)? {
+                Some(id) if common.is_none_or(|c| c == id) => common = Some(id),
+                _ => return Ok(None),
+            }
+        }
+        Ok(common)
+    }
+
+    /// Whether every extremity but `new` has `snapshot` as its state after.
+    fn forks_have_state(
+        &self,
+        extremities: &[OwnedEventId],
+        new: &EventId,
+        snapshot: state::SnapshotId,
+    ) -> Result<bool> {
+        for extremity in extremities.iter().filter(|e| *e != new) {
+            if self.snapshot_id_after(extremity)? != Some(snapshot) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     async fn store_rejected(

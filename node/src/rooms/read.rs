@@ -117,6 +117,13 @@ impl Rooms {
         Ok(head.member_summary())
     }
 
+    /// This node's joined members (the users its events may notify).
+    pub async fn local_joined(&self, room_id: &RoomId) -> Result<Vec<ruma::OwnedUserId>> {
+        let head = self.head(room_id)?;
+        let head = head.lock().await;
+        Ok(head.local_members(&self.server_name, &["join"]))
+    }
+
     /// This node's users whose syncs show the room's changes: the joined and the invited.
     pub async fn local_audience(&self, room_id: &RoomId) -> Result<Vec<ruma::OwnedUserId>> {
         let head = match self.head(room_id) {

@@ -117,13 +117,32 @@ impl Rooms {
 
     /// The snapshot of the state before `event_id`: its id and the state, shared.
     fn snapshot_before(&self, event_id: &EventId) -> Result<Option<(SnapshotId, Arc<StateIds>)>> {
-        match self.db.get(trees::EVENT_STATE, event_id.as_bytes())? {
-            Some(id) => {
-                let id: SnapshotId = id.as_slice().try_into().map_err(|_| Error::internal("bad snapshot id"))?;
-                Ok(Some((id, self.snapshots.get(&self.db, &id)?)))
-            }
+        match self.snapshot_id_before(event_id)? {
+            Some(id) => Ok(Some((id, self.snapshots.get(&self.db, &id)?))),
             None => Ok(None),
         }
+    }
+
+    /// The id of the snapshot of the state before `event_id`, without reading the snapshot.
+    fn snapshot_id_before(&self, event_id: &EventId) -> Result<Option<SnapshotId>> {
+        match self.db.get(trees::EVENT_STATE, event_id.as_bytes())? {
+            Some(id) => Ok(Some(id.as_slice().try_into().map_err(|_| Error::internal("bad snapshot id"))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The id of the stored snapshot that is the state after `event_id`, when there is one
+    /// without building it: the state before an event that changes no state (a message or a
+    /// rejected event). `None` for a state event or an event whose state is unknown.
+    pub(super) fn snapshot_id_after(&self, event_id: &EventId) -> Result<Option<SnapshotId>> {
+        let Some(id) = self.snapshot_id_before(event_id)? else { return Ok(None) };
+        let Some(stored) = self.stored_event(event_id)? else { return Ok(None) };
+        Ok((stored.rejected || !stored.pdu.contains_key("state_key")).then_some(id))
+    }
+
+    /// A stored snapshot, parsed and shared through the cache.
+    pub(super) fn snapshot(&self, id: &SnapshotId) -> Result<Arc<StateIds>> {
+        self.snapshots.get(&self.db, id)
     }
 
     /// The state after `event_id` (rejected events change nothing).

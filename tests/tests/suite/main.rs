@@ -29,6 +29,7 @@ mod e2ee;
 mod federation;
 mod federation_bad_input;
 mod federation_e2ee;
+mod federation_gaps;
 mod federation_policy;
 mod federation_presence;
 mod federation_transport;

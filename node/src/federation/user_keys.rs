@@ -195,13 +195,7 @@ pub async fn directory(
 
 /// The servers with a joined member in `room` (this one included if it has one).
 pub async fn room_servers(s: &Services, room: &ruma::RoomId) -> Result<Vec<OwnedServerName>> {
-    let mut servers: Vec<OwnedServerName> = Vec::new();
-    for member in s.rooms.members(room, "join").await? {
-        if !servers.iter().any(|sv| sv == member.server_name()) {
-            servers.push(member.server_name().to_owned());
-        }
-    }
-    Ok(servers)
+    Ok(s.rooms.joined_servers(room).await?.as_ref().clone())
 }
 
 /// Groups `users` by server, leaving out this server's.

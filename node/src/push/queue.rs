@@ -242,7 +242,7 @@ pub(super) async fn unread_total(services: &Services, user: &UserId, display_nam
     let upto = services.db.streams.visible();
     let mut total = 0;
     for room in services.rooms.joined_rooms(user)? {
-        let members = services.rooms.members(&room, "join").await?.len();
+        let members = services.rooms.member_summary(&room).await?.joined;
         let (notify, _) = services.sync.unread.counts(services, user, &room, upto, members, display_name).await?;
         total += notify;
     }

@@ -124,11 +124,15 @@ impl Rooms {
         let pdu = Arc::new(self.build(&head, sender, event)?);
         self.authorize(&head, &pdu)?;
         let ticket = self.db.allocate()?;
-        let (batch, snapshot) = self.event_batch(&head, &pdu, ticket.pos(), txn.as_ref())?;
-        let destinations = self.destinations(&head, &pdu);
+        let (batch, snapshot) = self.event_batch(&mut head, &pdu, ticket.pos(), txn.as_ref())?;
+        let destinations = self.destinations(&mut head, &pdu);
         head.apply(&pdu, snapshot);
+        // Staged while the head is still held: the next event to take it (a received one on
+        // another fork, above all) reads this event's rows, its state among them, at once
+        // rather than only once they are durable.
+        let durable = self.db.stage_ticket(ticket, batch);
         drop(head);
-        if let Err(e) = self.db.commit_ticket(ticket, batch).await {
+        if let Err(e) = durable.await {
             self.evict(room_id);
             return Err(e);
         }
@@ -163,7 +167,7 @@ impl Rooms {
         let mut head = head_lock.lock().await;
         let prepared = self.authorize(&head, &pdu).and_then(|()| {
             let ticket = self.db.allocate()?;
-            let (batch, snapshot) = self.event_batch(&head, &pdu, ticket.pos(), None)?;
+            let (batch, snapshot) = self.event_batch(&mut head, &pdu, ticket.pos(), None)?;
             Ok((ticket, batch, snapshot))
         });
         let (ticket, batch, snapshot) = match prepared {
@@ -175,8 +179,9 @@ impl Rooms {
             }
         };
         head.apply(&pdu, snapshot);
+        let durable = self.db.stage_ticket(ticket, batch);
         drop(head);
-        if let Err(e) = self.db.commit_ticket(ticket, batch).await {
+        if let Err(e) = durable.await {
             self.evict(&room_id);
             return Err(e);
         }
@@ -272,20 +277,29 @@ impl Rooms {
     /// Runs the spec's authorization rules (via state-res) against the room's current state.
     pub(crate) fn authorize(&self, head: &RoomHead, pdu: &Arc<Pdu>) -> Result<()> {
         let rules = &head.rules.authorization;
-        // Auth events of a local event are current state; anything else is read up front, so a
-        // store error is an error and not a missing event.
-        let mut extra = Vec::new();
+        // Auth events of a local event are current state, found by their keys (a scan of a
+        // 5,000-member state per auth event made every send grow with the room); anything else
+        // is read up front, so a store error is an error and not a missing event.
+        let keys =
+            state_res::auth_types_for_event(&pdu.kind, &pdu.sender, pdu.state_key.as_deref(), &pdu.content, rules)
+                .map_err(|e| Error::bad_json(format!("malformed content: {e}")))?;
+        let mut auth: Vec<Arc<Pdu>> = keys
+            .iter()
+            .filter_map(|(kind, key)| head.get(kind, key))
+            .filter(|p| pdu.auth_events.contains(&p.event_id))
+            .cloned()
+            .collect();
+        // From v12 the create event is not listed but is fetched by the id the room id names.
+        auth.extend(head.get(&StateEventType::RoomCreate, "").cloned());
         for id in &pdu.auth_events {
-            if head.find_state_event(id).is_none()
+            if !auth.iter().any(|p| p.event_id == *id)
                 && let Some(found) = super::read::load_pdu(&self.db, id)?
             {
-                extra.push(Arc::new(found));
+                auth.push(Arc::new(found));
             }
         }
         let fetch_event = |id: &EventId| {
-            head.find_state_event(id)
-                .or_else(|| (pdu.event_id == id).then(|| pdu.clone()))
-                .or_else(|| extra.iter().find(|p| p.event_id == id).cloned())
+            auth.iter().find(|p| p.event_id == id).cloned().or_else(|| (pdu.event_id == id).then(|| pdu.clone()))
         };
         state_res::check_state_independent_auth_rules(rules, pdu, fetch_event)
             .map_err(|e| Error::Forbidden(format!("event not allowed: {e}")))?;
@@ -300,7 +314,7 @@ impl Rooms {
     /// the state after it.
     fn event_batch(
         &self,
-        head: &RoomHead,
+        head: &mut RoomHead,
         pdu: &Pdu,
         pos: u64,
         txn: Option<&TxnRef>,
@@ -328,9 +342,8 @@ impl Rooms {
 
     /// The other servers a local event goes to: those with a joined member (before or after the
     /// event), and a member event's target server, so a kicked or invited server learns of it.
-    pub(crate) fn destinations(&self, head: &RoomHead, pdu: &Pdu) -> Vec<ruma::OwnedServerName> {
-        let mut servers: Vec<ruma::OwnedServerName> =
-            head.members_with("join").iter().map(|u| u.server_name().to_owned()).collect();
+    pub(crate) fn destinations(&self, head: &mut RoomHead, pdu: &Pdu) -> Vec<ruma::OwnedServerName> {
+        let mut servers: Vec<ruma::OwnedServerName> = head.joined_servers().as_ref().clone();
         servers.push(pdu.sender.server_name().to_owned());
         if pdu.kind == TimelineEventType::RoomMember
             && let Some(target) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())

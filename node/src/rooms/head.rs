@@ -3,8 +3,8 @@
 use std::{collections::HashMap, sync::Arc};
 
 use ruma::{
-    EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId, events::StateEventType,
-    room_version_rules::RoomVersionRules,
+    EventId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId, ServerName, UserId,
+    events::StateEventType, room_version_rules::RoomVersionRules,
 };
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +45,18 @@ pub struct RoomHead {
     members: Option<(SnapshotId, Arc<MemberSummary>)>,
     /// `state` as ids, for the snapshot it was built at (see [`RoomHead::shared_state_ids`]).
     ids: Option<(SnapshotId, Arc<StateIds>)>,
+    /// The servers with a joined member, for the snapshot they were listed at.
+    servers: Option<(SnapshotId, Arc<Vec<OwnedServerName>>)>,
+    /// The node's own joined and invited members, for the snapshot they were listed at.
+    local: Option<(SnapshotId, Arc<LocalMembers>)>,
+}
+
+/// The members of one server (the node's own): every event wakes their syncs and is evaluated
+/// for their pushes.
+#[derive(Debug, Default)]
+pub struct LocalMembers {
+    pub joined: Vec<OwnedUserId>,
+    pub invited: Vec<OwnedUserId>,
 }
 
 /// What sync summaries need of a room's members: counted once per state, not per syncing user
@@ -80,6 +92,8 @@ impl RoomHead {
             snapshot: super::state::snapshot_id(&StateIds::new())?,
             members: None,
             ids: None,
+            servers: None,
+            local: None,
         })
     }
 
@@ -112,11 +126,6 @@ impl RoomHead {
 
     pub fn get(&self, kind: &StateEventType, state_key: &str) -> Option<&Arc<Pdu>> {
         self.state.get(&(kind.clone(), state_key.to_owned()))
-    }
-
-    /// Finds an event of the current state by id (auth events of local events are always there).
-    pub fn find_state_event(&self, event_id: &EventId) -> Option<Arc<Pdu>> {
-        self.state.values().find(|p| p.event_id == event_id).cloned()
     }
 
     pub fn membership(&self, user_id: &UserId) -> Option<String> {
@@ -160,6 +169,43 @@ impl RoomHead {
         let summary = Arc::new(MemberSummary { joined: joined.len(), invited: invited.len(), candidates });
         self.members = Some((self.snapshot, summary.clone()));
         summary
+    }
+
+    /// The servers with a joined member, sorted, listed again only when the state changed:
+    /// every local event goes to them, and parsing 5,000 member ids per event made sending
+    /// into a big room slow.
+    pub fn joined_servers(&mut self) -> Arc<Vec<OwnedServerName>> {
+        if let Some((snapshot, servers)) = &self.servers
+            && *snapshot == self.snapshot
+        {
+            return servers.clone();
+        }
+        let names: std::collections::BTreeSet<&str> = self
+            .state
+            .iter()
+            .filter(|((kind, _), pdu)| *kind == StateEventType::RoomMember && pdu.membership_str() == Some("join"))
+            .filter_map(|((_, key), _)| key.split_once(':').map(|(_, server)| server))
+            .collect();
+        let servers: Arc<Vec<OwnedServerName>> =
+            Arc::new(names.into_iter().filter_map(|name| ServerName::parse(name).ok()).collect());
+        self.servers = Some((self.snapshot, servers.clone()));
+        servers
+    }
+
+    /// The joined and invited members of `server` (always the node's own), listed again only
+    /// when the state changed.
+    pub fn local_members_of(&mut self, server: &ServerName) -> Arc<LocalMembers> {
+        if let Some((snapshot, local)) = &self.local
+            && *snapshot == self.snapshot
+        {
+            return local.clone();
+        }
+        let local = Arc::new(LocalMembers {
+            joined: self.local_members(server, &["join"]),
+            invited: self.local_members(server, &["invite"]),
+        });
+        self.local = Some((self.snapshot, local.clone()));
+        local
     }
 
     /// Members of `server` with one of `memberships`. The server is matched on the state key

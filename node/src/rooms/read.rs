@@ -117,11 +117,18 @@ impl Rooms {
         Ok(head.member_summary())
     }
 
+    /// The servers with a joined member (this one included if it has one), sorted.
+    pub async fn joined_servers(&self, room_id: &RoomId) -> Result<Arc<Vec<ruma::OwnedServerName>>> {
+        let head = self.head(room_id)?;
+        let mut head = head.lock().await;
+        Ok(head.joined_servers())
+    }
+
     /// This node's joined members (the users its events may notify).
     pub async fn local_joined(&self, room_id: &RoomId) -> Result<Vec<ruma::OwnedUserId>> {
         let head = self.head(room_id)?;
-        let head = head.lock().await;
-        Ok(head.local_members(&self.server_name, &["join"]))
+        let mut head = head.lock().await;
+        Ok(head.local_members_of(&self.server_name).joined.clone())
     }
 
     /// This node's users whose syncs show the room's changes: the joined and the invited.
@@ -131,8 +138,9 @@ impl Rooms {
             Err(Error::NotFound(_)) => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        let head = head.lock().await;
-        Ok(head.local_members(&self.server_name, &["join", "invite"]))
+        let mut head = head.lock().await;
+        let local = head.local_members_of(&self.server_name);
+        Ok(local.joined.iter().chain(&local.invited).cloned().collect())
     }
 
     pub async fn version(&self, room_id: &RoomId) -> Result<ruma::RoomVersionId> {

@@ -87,8 +87,8 @@ impl Rooms {
     pub async fn forward(&self, pdu: &Pdu, except: &[&ServerName]) -> Result<()> {
         let destinations: Vec<OwnedServerName> = {
             let head = self.head(&pdu.room_id)?;
-            let head = head.lock().await;
-            self.destinations(&head, pdu).into_iter().filter(|d| !except.contains(&&**d)).collect()
+            let mut head = head.lock().await;
+            self.destinations(&mut head, pdu).into_iter().filter(|d| !except.contains(&&**d)).collect()
         };
         if destinations.is_empty() {
             return Ok(());

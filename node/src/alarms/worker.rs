@@ -36,6 +36,8 @@ use crate::{
 pub const STATUS_EDIT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a wake-up waits for more of the same burst before acting.
 const COALESCE: Duration = Duration::from_millis(200);
+/// The longest wait for the event that woke the worker to become durable.
+const DURABLE_WAIT: Duration = Duration::from_secs(5);
 /// The longest sleep while nothing is due (events also wake the worker).
 const IDLE: Duration = Duration::from_secs(30);
 /// After an error, the next try.
@@ -79,8 +81,16 @@ pub fn spawn(node: &Arc<Services>) {
                 _ = tokio::time::sleep(wait) => Woke::Timer,
             };
             match woke {
-                // Let the rest of a burst (and the commit of the event that woke it) land.
-                Woke::Event => tokio::time::sleep(COALESCE).await,
+                // The event that woke the worker carries its alarm rows in its own batch, which
+                // a scan of the alarms sees only once durable: wait for that (a slow disk took
+                // longer than the coalescing pause, and the new alarm then waited for the idle
+                // timer), then let the rest of a burst land.
+                Woke::Event => {
+                    let written = services.db.streams.allocated();
+                    let mut visible = services.db.streams.subscribe();
+                    let _ = tokio::time::timeout(DURABLE_WAIT, visible.wait_for(|v| *v >= written)).await;
+                    tokio::time::sleep(COALESCE).await
+                }
                 Woke::Call(done) => {
                     in_flight.remove(&(done.alarm.clone(), done.index));
                     if let Err(e) = call_done(&services, done).await {

@@ -71,6 +71,11 @@ impl Streams {
         Ok(Ticket(pos))
     }
 
+    /// The highest position handed out so far (durable or not).
+    pub fn allocated(&self) -> u64 {
+        self.state.lock().map(|s| s.next - 1).unwrap_or_else(|_| self.visible())
+    }
+
     /// Marks `ticket` done (durable or failed) and advances the visible watermark.
     pub fn finish(&self, ticket: Ticket) {
         let Ok(mut state) = self.state.lock() else { return };

@@ -179,6 +179,22 @@ pub(crate) fn fixture(name: &str) -> String {
     std::fs::read_to_string(testdata().join(name)).unwrap()
 }
 
+/// The officer of the test policy, logged in, with both of the policy's rooms joined and an
+/// inbox of what the officer's client sees.
+pub(crate) async fn officer_in_rooms(node: &NodeHandle) -> (Client, Arc<Mutex<Vec<Seen>>>) {
+    let officer = common::login(node, "officer", "officer-pw").await;
+    let seen = inbox(&officer);
+    common::eventually(&officer, 10, || async {
+        (officer.rooms().iter().filter(|r| r.state() == RoomState::Invited).count() == 2).then_some(())
+    })
+    .await;
+    for room in officer.rooms() {
+        officer.join_room_by_id(room.room_id()).await.expect("officer joins");
+    }
+    common::sync(&officer).await;
+    (officer, seen)
+}
+
 pub(crate) async fn room_id(client: &Client, alias: &str) -> String {
     let alias = matrix_sdk::ruma::RoomAliasId::parse(format!("#{alias}:tocsin.test")).unwrap();
     client.resolve_room_alias(&alias).await.expect("alias resolves").room_id.to_string()
@@ -232,16 +248,7 @@ async fn cap_alerts_become_alarms_in_the_right_rooms_and_nothing_is_lost() {
     let addr = node.addr;
     admin_apply(&node).await;
 
-    let officer = common::login(&node, "officer", "officer-pw").await;
-    let seen = inbox(&officer);
-    common::eventually(&officer, 10, || async {
-        (officer.rooms().iter().filter(|r| r.state() == RoomState::Invited).count() == 2).then_some(())
-    })
-    .await;
-    for room in officer.rooms() {
-        officer.join_room_by_id(room.room_id()).await.expect("officer joins");
-    }
-    common::sync(&officer).await;
+    let (officer, seen) = officer_in_rooms(&node).await;
     let flood = room_id(&officer, "flood-ops").await;
     let hazmat = room_id(&officer, "hazmat").await;
 

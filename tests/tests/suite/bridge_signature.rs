@@ -7,10 +7,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use matrix_sdk::RoomState;
-
 use crate::bridge::{
-    admin_apply, alarms_in, bridge_config, drop_file, fixture, inbox, metric, metrics, policy, room_id,
+    admin_apply, alarms_in, bridge_config, drop_file, fixture, metric, metrics, officer_in_rooms, policy, room_id,
 };
 use crate::common;
 
@@ -75,16 +73,7 @@ async fn signed_cap_is_posted_and_tampered_or_unsigned_cap_is_quarantined() {
     std::fs::write(&policy_file, policy()).unwrap();
     let node = common::start(&dir.path().join("node"), |c| c.policy = Some(policy_file.clone())).await;
     admin_apply(&node).await;
-    let officer = common::login(&node, "officer", "officer-pw").await;
-    let seen = inbox(&officer);
-    common::eventually(&officer, 10, || async {
-        (officer.rooms().iter().filter(|r| r.state() == RoomState::Invited).count() == 2).then_some(())
-    })
-    .await;
-    for room in officer.rooms() {
-        officer.join_room_by_id(room.room_id()).await.expect("officer joins");
-    }
-    common::sync(&officer).await;
+    let (officer, seen) = officer_in_rooms(&node).await;
     let flood = room_id(&officer, "flood-ops").await;
 
     let mut config = bridge_config(dir.path(), &node.base_url(), &policy_file);

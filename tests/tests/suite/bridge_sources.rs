@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use matrix_sdk::RoomState;
 use serde_json::Value;
 
-use crate::bridge::{admin_apply, alarms_in, fixture, inbox, metric, metrics, policy, room_id, wait_for};
+use crate::bridge::{admin_apply, alarms_in, fixture, metric, metrics, officer_in_rooms, policy, room_id, wait_for};
 use crate::common;
 
 /// What the upstream server was asked.
@@ -163,16 +162,7 @@ async fn polled_feeds_mowas_json_and_webhooks_become_alarms() {
     std::fs::write(&policy_file, policy).unwrap();
     let node = common::start(&dir.path().join("node"), |c| c.policy = Some(policy_file.clone())).await;
     admin_apply(&node).await;
-    let officer = common::login(&node, "officer", "officer-pw").await;
-    let seen = inbox(&officer);
-    common::eventually(&officer, 10, || async {
-        (officer.rooms().iter().filter(|r| r.state() == RoomState::Invited).count() == 2).then_some(())
-    })
-    .await;
-    for room in officer.rooms() {
-        officer.join_room_by_id(room.room_id()).await.expect("officer joins");
-    }
-    common::sync(&officer).await;
+    let (officer, seen) = officer_in_rooms(&node).await;
     let flood = room_id(&officer, "flood-ops").await;
     let hazmat = room_id(&officer, "hazmat").await;
 

@@ -6,6 +6,7 @@
 //! bridge restart too); alarms typed in a room come out as CAP 1.2 that xmllint validates
 //! against the OASIS schema.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -184,15 +185,36 @@ pub(crate) fn fixture(name: &str) -> String {
 pub(crate) async fn officer_in_rooms(node: &NodeHandle) -> (Client, Arc<Mutex<Vec<Seen>>>) {
     let officer = common::login(node, "officer", "officer-pw").await;
     let seen = inbox(&officer);
-    common::eventually(&officer, 10, || async {
+    join_policy_rooms(&officer).await;
+    (officer, seen)
+}
+
+/// Joins the two rooms the test policy invites the officer to, once both invites are in.
+pub(crate) async fn join_policy_rooms(officer: &Client) {
+    common::eventually(officer, 10, || async {
         (officer.rooms().iter().filter(|r| r.state() == RoomState::Invited).count() == 2).then_some(())
     })
     .await;
     for room in officer.rooms() {
         officer.join_room_by_id(room.room_id()).await.expect("officer joins");
     }
-    common::sync(&officer).await;
-    (officer, seen)
+    common::sync(officer).await;
+}
+
+/// When the client first saw each alarm, by the CAP identifier it carries.
+pub(crate) fn arrivals_by_cap_identifier(client: &Client) -> Arc<Mutex<HashMap<String, Instant>>> {
+    let arrivals: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let sink = arrivals.clone();
+    client.add_event_handler(move |_: OriginalSyncRoomMessageEvent, raw: RawEvent| {
+        let sink = sink.clone();
+        async move {
+            let raw: Value = serde_json::from_str(raw.get()).unwrap_or_default();
+            if let Some(id) = raw["content"]["org.tocsin.alarm"]["cap_identifier"].as_str() {
+                sink.lock().unwrap().entry(id.to_owned()).or_insert_with(Instant::now);
+            }
+        }
+    });
+    arrivals
 }
 
 pub(crate) async fn room_id(client: &Client, alias: &str) -> String {

@@ -8,18 +8,14 @@
 //! BRIDGE_BENCH_ALERTS=1000 cargo test -p tocsin-tests --test suite bridge_bench -- --ignored --nocapture
 //! ```
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use matrix_sdk::RoomState;
 use matrix_sdk::config::SyncSettings;
-use matrix_sdk::event_handler::RawEvent;
-use matrix_sdk::ruma::events::room::message::OriginalSyncRoomMessageEvent;
-use serde_json::Value;
 use tocsin_bridge::config::SourceKind;
 
-use crate::bridge::{admin_apply, bridge_config, drop_file, fixture, policy};
+use crate::bridge::{
+    admin_apply, arrivals_by_cap_identifier, bridge_config, drop_file, fixture, join_policy_rooms, policy,
+};
 use crate::common;
 
 /// The flood alert of the fixtures with its own identifier, so each is a new alert.
@@ -46,27 +42,10 @@ async fn bridge_bench() {
     admin_apply(&node).await;
 
     let officer = common::login(&node, "officer", "officer-pw").await;
-    common::eventually(&officer, 10, || async {
-        (officer.rooms().iter().filter(|r| r.state() == RoomState::Invited).count() == 2).then_some(())
-    })
-    .await;
-    for room in officer.rooms() {
-        officer.join_room_by_id(room.room_id()).await.expect("officer joins");
-    }
-    common::sync(&officer).await;
+    join_policy_rooms(&officer).await;
 
     // When the officer's client first saw each alert, by CAP identifier.
-    let arrivals: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let sink = arrivals.clone();
-    officer.add_event_handler(move |_: OriginalSyncRoomMessageEvent, raw: RawEvent| {
-        let sink = sink.clone();
-        async move {
-            let raw: Value = serde_json::from_str(raw.get()).unwrap_or_default();
-            if let Some(id) = raw["content"]["org.tocsin.alarm"]["cap_identifier"].as_str() {
-                sink.lock().unwrap().entry(id.to_owned()).or_insert_with(Instant::now);
-            }
-        }
-    });
+    let arrivals = arrivals_by_cap_identifier(&officer);
     // One folder, polled every 20 ms (the default in deploy/bridge.toml is 1 s).
     let mut config = bridge_config(dir.path(), &node.base_url(), &policy_file);
     let folder = dir.path().join("bench-in");

@@ -4,17 +4,13 @@
 //! waited for a device-key query about a member without devices (the node's provisioner) that
 //! only the sync loop's next round sent, after its 10 s long-poll.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use matrix_sdk::RoomState;
 use matrix_sdk::config::SyncSettings;
-use matrix_sdk::event_handler::RawEvent;
-use matrix_sdk::ruma::events::room::message::OriginalSyncRoomMessageEvent;
-use serde_json::Value;
 
-use crate::bridge::{admin_apply, bridge_config, drop_file, fixture, policy};
+use crate::bridge::{
+    admin_apply, arrivals_by_cap_identifier, bridge_config, drop_file, fixture, join_policy_rooms, policy,
+};
 use crate::common;
 
 fn alert(id: &str) -> String {
@@ -37,25 +33,8 @@ async fn one_round() {
     let node = common::start(&dir.path().join("node"), |c| c.policy = Some(policy_file.clone())).await;
     admin_apply(&node).await;
     let officer = common::login(&node, "officer", "officer-pw").await;
-    common::eventually(&officer, 10, || async {
-        (officer.rooms().iter().filter(|r| r.state() == RoomState::Invited).count() == 2).then_some(())
-    })
-    .await;
-    for room in officer.rooms() {
-        officer.join_room_by_id(room.room_id()).await.expect("officer joins");
-    }
-    common::sync(&officer).await;
-    let arrivals: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let sink = arrivals.clone();
-    officer.add_event_handler(move |_: OriginalSyncRoomMessageEvent, raw: RawEvent| {
-        let sink = sink.clone();
-        async move {
-            let raw: Value = serde_json::from_str(raw.get()).unwrap_or_default();
-            if let Some(id) = raw["content"]["org.tocsin.alarm"]["cap_identifier"].as_str() {
-                sink.lock().unwrap().entry(id.to_owned()).or_insert_with(Instant::now);
-            }
-        }
-    });
+    join_policy_rooms(&officer).await;
+    let arrivals = arrivals_by_cap_identifier(&officer);
     let arrived = |id: &'static str, secs: u64| {
         let arrivals = arrivals.clone();
         let officer = officer.clone();

@@ -110,6 +110,11 @@ pub fn forced(services: &Services) -> bool {
 /// The ruleset as stored for `user`, with the alarm rules among the underride rules (their
 /// unforced place, which also keeps the user's enabled flag for them).
 pub fn stored(services: &Services, user: &UserId) -> Result<Ruleset> {
+    Ok(stored_or_default(services, user)?.0)
+}
+
+/// [`stored`], and whether the user has no rules of their own (the node's defaults).
+fn stored_or_default(services: &Services, user: &UserId) -> Result<(Ruleset, bool)> {
     let saved = match services.users.account_data(user, None, "m.push_rules")? {
         Some(content) => match content.get("global") {
             Some(global) => Some(
@@ -120,7 +125,8 @@ pub fn stored(services: &Services, user: &UserId) -> Result<Ruleset> {
         },
         None => None,
     };
-    Ok(with_alarm_underrides(saved.unwrap_or_else(|| Ruleset::server_default(user))))
+    let default = saved.is_none();
+    Ok((with_alarm_underrides(saved.unwrap_or_else(|| Ruleset::server_default(user))), default))
 }
 
 /// `rules` with the alarm rules first among the server-default underride rules.
@@ -159,8 +165,8 @@ pub fn effective_rules(services: &Services, user: &UserId) -> Result<Effective> 
     if let Some(rules) = services.push.rules.get(user, forced) {
         return Ok(rules);
     }
-    let default = services.users.account_data(user, None, "m.push_rules")?.is_none();
-    let rules = Effective { rules: Arc::new(arrange(stored(services, user)?, forced)), default };
+    let (stored, default) = stored_or_default(services, user)?;
+    let rules = Effective { rules: Arc::new(arrange(stored, forced)), default };
     services.push.rules.put(user, forced, rules.clone());
     Ok(rules)
 }

@@ -55,6 +55,7 @@ status=0
       "| reactions sent (64 at a time) | \(.reactions_s | ms) s |",
       "| all acknowledged after the last reaction, admin API (target under 5 s) | \(.acked_after_last_reaction_ms | ms) ms |",
       "| status edit in the sender'"'"'s sync after the last reaction | \(.status_after_last_reaction_ms | ms) ms |",
+      "| a join into the full room, one at a time, p50 / max | \(.late_join_p50_ms | ms) / \(.late_join_max_ms | ms) ms |",
       "| RSS per node at the end | \(.rss_mib | map(round | tostring) | join(", ")) MiB |"
     ' "$JSON"
 } > "$OUT_MD"

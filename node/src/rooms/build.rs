@@ -16,7 +16,7 @@ use tocsin_store::WriteBatch;
 use super::{
     Pdu, RoomHead, Rooms,
     read::StoredEvent,
-    state::{self, SnapshotId},
+    state::{self, SnapshotId, StateIds},
 };
 use crate::{
     error::{Error, Result},
@@ -325,7 +325,9 @@ impl Rooms {
         self.timeline_rows(head, pdu, pos, txn, Some(head.snapshot), redacts.as_deref(), &mut batch)?;
         let mut snapshot = head.snapshot;
         if pdu.is_state() {
-            snapshot = state::write_snapshot(&self.db, &state::apply(head.state_ids(), pdu), &mut batch)?;
+            let current = head.shared_state_ids();
+            let after = Arc::new(state::apply(StateIds::clone(&current), pdu));
+            snapshot = self.snapshots.write(&after, Some((head.snapshot, &current)), &mut batch)?;
             current_state_rows(pdu, pos, &mut batch)?;
         }
         let destinations = self.destinations(head, pdu);

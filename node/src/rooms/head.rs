@@ -89,7 +89,7 @@ impl RoomHead {
             state: HashMap::new(),
             extremities: Vec::new(),
             depth: 0,
-            snapshot: super::state::snapshot_id(&StateIds::new())?,
+            snapshot: super::snapshots::empty_id()?,
             members: None,
             ids: None,
             servers: None,

@@ -178,22 +178,37 @@ impl Rooms {
     /// The events of `state` at `keys`, read up front so a store error surfaces as one.
     fn state_events(
         &self,
+        head: &RoomHead,
         state: &StateIds,
         keys: impl IntoIterator<Item = (StateEventType, String)>,
     ) -> Result<HashMap<(StateEventType, String), Arc<Pdu>>> {
         let mut out = HashMap::new();
         for k in keys {
             if let Some(id) = state.get(&k)
-                && let Some(pdu) = load_pdu(&self.db, id)?
+                && let Some(pdu) = self.state_event_at(head, &k, id)?
             {
-                out.insert(k, Arc::new(pdu));
+                out.insert(k, pdu);
             }
         }
         Ok(out)
     }
 
+    /// The state event `id` at `key`: the head's parsed copy when the current state has it
+    /// there (the state before an event is mostly the current one), else read from the store.
+    fn state_event_at(
+        &self,
+        head: &RoomHead,
+        key: &(StateEventType, String),
+        id: &EventId,
+    ) -> Result<Option<Arc<Pdu>>> {
+        match head.state.get(key) {
+            Some(pdu) if pdu.event_id == id => Ok(Some(pdu.clone())),
+            _ => Ok(load_pdu(&self.db, id)?.map(Arc::new)),
+        }
+    }
+
     /// A membership event against the room's access rule in `state` (policy::access).
-    fn check_access_rule_at(&self, pdu: &Pdu, state: &StateIds) -> std::result::Result<(), Refusal> {
+    fn check_access_rule_at(&self, head: &RoomHead, pdu: &Pdu, state: &StateIds) -> std::result::Result<(), Refusal> {
         let (Some(membership), Some(target)) =
             (pdu.membership(), pdu.state_key.as_deref().and_then(|k| ruma::UserId::parse(k).ok()))
         else {
@@ -202,11 +217,14 @@ impl Rooms {
         let Some(rule_id) = state.get(&(crate::policy::access::STATE_TYPE.into(), String::new())) else {
             return Ok(());
         };
-        let rule = load_pdu(&self.db, rule_id)?.map(|p| p.content_value());
+        // Members are taken from the head where the current state has the same event: reading
+        // them all made each join into a 5,000-member room parse 5,000 events.
+        let rule_key = (StateEventType::from(crate::policy::access::STATE_TYPE), String::new());
+        let rule = self.state_event_at(head, &rule_key, rule_id)?.map(|p| p.content_value());
         let mut members = Vec::new();
-        for ((kind, key), id) in state {
-            if *kind == StateEventType::RoomMember {
-                members.push((key.as_str(), load_pdu(&self.db, id)?.and_then(|p| p.membership())));
+        for (key, id) in state {
+            if key.0 == StateEventType::RoomMember {
+                members.push((key.1.as_str(), self.state_event_at(head, key, id)?.and_then(|p| p.membership())));
             }
         }
         let facts = crate::policy::access::RoomFacts::from_members(rule.as_ref(), &target, members);
@@ -218,6 +236,7 @@ impl Rooms {
     /// Authorises an event against a room state given as ids.
     fn check_against_state(
         &self,
+        head: &RoomHead,
         rules: &AuthorizationRules,
         pdu: &Arc<Pdu>,
         state: &StateIds,
@@ -227,7 +246,7 @@ impl Rooms {
                 .map_err(|e| Refusal::Rejected(format!("malformed content: {e}")))?;
         keys.push((StateEventType::RoomCreate, String::new()));
         keys.push((StateEventType::RoomPowerLevels, String::new()));
-        let events = self.state_events(state, keys)?;
+        let events = self.state_events(head, state, keys)?;
         state_res::check_state_dependent_auth_rules(rules, pdu, |kind: &StateEventType, key: &str| {
             events.get(&(kind.clone(), key.to_owned())).cloned()
         })
@@ -278,20 +297,23 @@ impl Rooms {
             self.store_rejected(&pdu, None, batch).await?;
             return Ok((Outcome::Rejected(reason), None));
         }
+        let current = head.shared_state_ids();
         let (before, known_id) = match state_before {
             Some(state) => (Arc::new(state), None),
             None => self.state_at_prev_events(&mut head, &rules, &pdu)?,
         };
+        // Written as a delta on the current state: a fork's state is mostly the same (and when
+        // it is equal, it is the current snapshot).
         let before_id = match known_id {
             Some(id) => id,
-            None => state::write_snapshot(&self.db, &before, &mut batch)?,
+            None => self.snapshots.write(&before, Some((head.snapshot, &current)), &mut batch)?,
         };
-        if let Some(reason) = verdict(self.check_against_state(&rules.authorization, &pdu, &before))? {
+        if let Some(reason) = verdict(self.check_against_state(&head, &rules.authorization, &pdu, &before))? {
             self.store_rejected(&pdu, Some(before_id), batch).await?;
             return Ok((Outcome::Rejected(reason), None));
         }
         // The room's access rule (policy::access), against the state before the event.
-        if let Some(reason) = verdict(self.check_access_rule_at(&pdu, &before))? {
+        if let Some(reason) = verdict(self.check_access_rule_at(&head, &pdu, &before))? {
             self.store_rejected(&pdu, Some(before_id), batch).await?;
             return Ok((Outcome::Rejected(reason), None));
         }
@@ -300,12 +322,14 @@ impl Rooms {
             self.store_rejected(&pdu, Some(before_id), batch).await?;
             return Ok((Outcome::Rejected(reason), None));
         }
-        let current = head.shared_state_ids();
         // A room being joined has no current state yet: the join is checked against the state
         // the resident server gave.
         let joining = head.extremities.is_empty();
-        let soft_failure =
-            if joining { None } else { verdict(self.check_against_state(&rules.authorization, &pdu, &current))? };
+        let soft_failure = if joining {
+            None
+        } else {
+            verdict(self.check_against_state(&head, &rules.authorization, &pdu, &current))?
+        };
         if let Some(reason) = soft_failure {
             tracing::info!(event_id = %pdu.event_id, %reason, "soft-failed event");
             let stored = StoredEvent::outlier(&pdu, false);
@@ -317,6 +341,7 @@ impl Rooms {
         }
 
         let power = self.state_events(
+            &head,
             &before,
             [(StateEventType::RoomCreate, String::new()), (StateEventType::RoomPowerLevels, String::new())],
         )?;
@@ -384,7 +409,7 @@ impl Rooms {
         } else if unchanged || new_state == current {
             head.snapshot
         } else {
-            state::write_snapshot(&self.db, &new_state, &mut batch)?
+            self.snapshots.write(&new_state, Some((head.snapshot, &current)), &mut batch)?
         };
         for event in &changed {
             if let Some(state_key) = &event.state_key {

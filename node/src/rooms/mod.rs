@@ -18,6 +18,7 @@ mod redaction;
 mod remote;
 pub mod reports;
 pub mod retention;
+pub mod snapshots;
 pub mod state;
 pub mod summary;
 pub mod threads;
@@ -56,7 +57,7 @@ pub struct Rooms {
     /// Alarm tracking's hook on every event and receipt (`alarms::track`).
     alarms: crate::alarms::track::Tracker,
     heads: Arc<Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<RoomHead>>>>>,
-    snapshots: Arc<state::SnapshotCache>,
+    snapshots: Arc<snapshots::Snapshots>,
 }
 
 impl Rooms {
@@ -68,7 +69,8 @@ impl Rooms {
         outbox: crate::federation::sender::Outbox,
         alarms: crate::alarms::track::Tracker,
     ) -> Self {
-        Self { db, server_name, keys, policy, outbox, alarms, heads: Arc::default(), snapshots: Arc::default() }
+        let snapshots = Arc::new(snapshots::Snapshots::new(db.clone()));
+        Self { db, server_name, keys, policy, outbox, alarms, heads: Arc::default(), snapshots }
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {

@@ -1,21 +1,18 @@
 //! Room state at every event, and state resolution across forks.
 //!
-//! Each event records the state *before* it as a snapshot id; a snapshot is the sorted list of
-//! `(type, state_key, event_id)`, stored once under the hash of its contents. Messages share the
-//! snapshot of the state they were sent in, so only state events write a new one. This is what
-//! `/state_ids`, the auth check against the state before an incoming event, and state resolution
-//! read.
+//! Each event records the state *before* it as a snapshot id (stored by `rooms::snapshots`).
+//! Messages share the snapshot of the state they were sent in, so only state events write a new
+//! one. This is what `/state_ids`, the auth check against the state before an incoming event,
+//! and state resolution read.
 
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
 };
 
-use ruma::{EventId, OwnedEventId, events::StateEventType, room_version_rules::RoomVersionRules, state_res};
-use sha2::{Digest, Sha256};
-use tocsin_store::WriteBatch;
+use ruma::{EventId, OwnedEventId, room_version_rules::RoomVersionRules, state_res};
 
-use super::{Pdu, Rooms, read::load_pdu};
+use super::{Pdu, Rooms, read::load_pdu, snapshots::Snapshots};
 use crate::{
     error::{Error, Result},
     store::{Db, trees},
@@ -24,82 +21,7 @@ use crate::{
 /// `(type, state_key) -> event id`: a room state as ids.
 pub type StateIds = state_res::StateMap<OwnedEventId>;
 
-/// The hash of a snapshot's contents; equal states share one id.
-pub type SnapshotId = [u8; 16];
-
-/// The sorted, serialised form of a state: what is hashed and stored.
-fn entries(state: &StateIds) -> Vec<(String, &str, &str)> {
-    let mut rows: Vec<_> =
-        state.iter().map(|((kind, key), id)| (kind.to_string(), key.as_str(), id.as_str())).collect();
-    rows.sort_unstable();
-    rows
-}
-
-pub fn snapshot_id(state: &StateIds) -> Result<SnapshotId> {
-    let bytes = serde_json::to_vec(&entries(state)).map_err(Error::internal)?;
-    let digest = Sha256::digest(&bytes);
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&digest[..16]);
-    Ok(id)
-}
-
-/// Writes the snapshot (if new) and returns its id.
-pub fn write_snapshot(db: &Db, state: &StateIds, batch: &mut WriteBatch) -> Result<SnapshotId> {
-    let rows = entries(state);
-    let bytes = serde_json::to_vec(&rows).map_err(Error::internal)?;
-    let digest = Sha256::digest(&bytes);
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&digest[..16]);
-    if db.get(trees::STATE_SNAPSHOTS, &id)?.is_none() {
-        batch.insert(trees::STATE_SNAPSHOTS, id.to_vec(), bytes);
-    }
-    Ok(id)
-}
-
-pub fn load_snapshot(db: &Db, id: &SnapshotId) -> Result<StateIds> {
-    let bytes = db.get(trees::STATE_SNAPSHOTS, id)?.ok_or_else(|| Error::internal("state snapshot missing"))?;
-    let rows: Vec<(String, String, OwnedEventId)> = serde_json::from_slice(&bytes).map_err(Error::internal)?;
-    Ok(rows.into_iter().map(|(kind, key, id)| ((StateEventType::from(kind), key), id)).collect())
-}
-
-/// How many parsed snapshots [`SnapshotCache`] keeps. A snapshot of a 5,000-member room is
-/// about a megabyte in memory, and the forks of one busy room rarely span more states.
-const SNAPSHOT_CACHE_SIZE: usize = 16;
-
-/// Recently read snapshots, parsed. Events that arrive on several forks of a big room (every
-/// node extending it at once) each need the state after their prev events; without this, each
-/// parsed the room's whole state from JSON again.
-#[derive(Default)]
-pub struct SnapshotCache {
-    inner: std::sync::Mutex<CachedSnapshots>,
-}
-
-/// The snapshots and the order they were first read in (the oldest is dropped first).
-#[derive(Default)]
-struct CachedSnapshots {
-    map: HashMap<SnapshotId, Arc<StateIds>>,
-    order: std::collections::VecDeque<SnapshotId>,
-}
-
-impl SnapshotCache {
-    fn get(&self, db: &Db, id: &SnapshotId) -> Result<Arc<StateIds>> {
-        let poisoned = || Error::internal("snapshot cache poisoned");
-        if let Some(state) = self.inner.lock().map_err(|_| poisoned())?.map.get(id) {
-            return Ok(state.clone());
-        }
-        let state = Arc::new(load_snapshot(db, id)?);
-        let mut inner = self.inner.lock().map_err(|_| poisoned())?;
-        if inner.map.insert(*id, state.clone()).is_none() {
-            inner.order.push_back(*id);
-            while inner.order.len() > SNAPSHOT_CACHE_SIZE {
-                if let Some(old) = inner.order.pop_front() {
-                    inner.map.remove(&old);
-                }
-            }
-        }
-        Ok(state)
-    }
-}
+pub use super::snapshots::SnapshotId;
 
 /// The state after `pdu`, given the state before it.
 pub fn apply(mut before: StateIds, pdu: &Pdu) -> StateIds {
@@ -118,7 +40,7 @@ impl Rooms {
     /// The snapshot of the state before `event_id`: its id and the state, shared.
     fn snapshot_before(&self, event_id: &EventId) -> Result<Option<(SnapshotId, Arc<StateIds>)>> {
         match self.snapshot_id_before(event_id)? {
-            Some(id) => Ok(Some((id, self.snapshots.get(&self.db, &id)?))),
+            Some(id) => Ok(Some((id, self.snapshots.get(&id)?))),
             None => Ok(None),
         }
     }
@@ -133,16 +55,28 @@ impl Rooms {
 
     /// The id of the stored snapshot that is the state after `event_id`, when there is one
     /// without building it: the state before an event that changes no state (a message or a
-    /// rejected event). `None` for a state event or an event whose state is unknown.
+    /// rejected event), or for a state event, the delta that adds it to the state before it
+    /// (stored when the event was appended to the current state). `None` otherwise.
     pub(super) fn snapshot_id_after(&self, event_id: &EventId) -> Result<Option<SnapshotId>> {
         let Some(id) = self.snapshot_id_before(event_id)? else { return Ok(None) };
         let Some(stored) = self.stored_event(event_id)? else { return Ok(None) };
-        Ok((stored.rejected || !stored.pdu.contains_key("state_key")).then_some(id))
+        if stored.rejected || !stored.pdu.contains_key("state_key") {
+            return Ok(Some(id));
+        }
+        let pdu = stored.into_pdu(event_id)?;
+        self.delta_after(&id, &pdu)
+    }
+
+    /// The id of the delta that is the state after the state event `pdu` on `before`, if stored.
+    fn delta_after(&self, before: &SnapshotId, pdu: &Pdu) -> Result<Option<SnapshotId>> {
+        let Some(state_key) = &pdu.state_key else { return Ok(None) };
+        let id = Snapshots::id_after_one(before, &pdu.state_event_type(), state_key, &pdu.event_id)?;
+        Ok(self.snapshots.has_delta(&id)?.then_some(id))
     }
 
     /// A stored snapshot, parsed and shared through the cache.
     pub(super) fn snapshot(&self, id: &SnapshotId) -> Result<Arc<StateIds>> {
-        self.snapshots.get(&self.db, id)
+        self.snapshots.get(id)
     }
 
     /// The state after `event_id` (rejected events change nothing).
@@ -160,7 +94,8 @@ impl Rooms {
         if rejected || pdu.state_key.is_none() {
             return Ok(Some((StateIds::clone(&before), Some(id))));
         }
-        Ok(Some((apply(StateIds::clone(&before), &pdu), None)))
+        let after = self.delta_after(&id, &pdu)?;
+        Ok(Some((apply(StateIds::clone(&before), &pdu), after)))
     }
 
     /// Resolves several states of one room into one (state resolution v2, v2.1 from v12).

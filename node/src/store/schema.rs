@@ -6,6 +6,8 @@
 //! - 1: stores written before the version was recorded (Tocsin 0.1 before this change).
 //! - 2: the visibility histories (`MEMBER_HISTORY`, `VISIBILITY_HISTORY`) are complete; a
 //!   version 1 store has them built from the recorded state changes.
+//! - 3: room states may be stored as deltas (`STATE_DELTAS`), which an older node cannot read;
+//!   a version 2 store needs no change (its whole snapshots read as before).
 
 use tocsin_store::WriteBatch;
 
@@ -13,7 +15,7 @@ use super::{Db, trees};
 use crate::error::{Error, Result};
 
 /// The version this build writes and reads.
-pub const CURRENT: u32 = 2;
+pub const CURRENT: u32 = 3;
 
 const KEY: &[u8] = b"schema_version";
 
@@ -81,6 +83,7 @@ pub async fn upgrade(services: &crate::Services) -> anyhow::Result<Vec<u32>> {
         tracing::info!(from = version, to = next, "upgrading the store");
         match next {
             2 => services.rooms.index_visibility_history().await?,
+            3 => {}
             other => anyhow::bail!("no upgrade step to schema version {other}"),
         }
         db.write(record_batch(next)).await?;

@@ -47,8 +47,11 @@ pub const RELATIONS: &str = "relations";
 pub const THREADS: &str = "threads";
 /// redacted event id -> redaction event id
 pub const REDACTIONS: &str = "redactions";
-/// snapshot id (16 bytes) -> sorted [(type, state_key, event_id)] (JSON): a room state
+/// snapshot id (16 bytes) -> sorted [(type, state_key, event_id)] (JSON): a room state stored
+/// whole (see `rooms::snapshots`)
 pub const STATE_SNAPSHOTS: &str = "state_snapshots";
+/// snapshot id (16 bytes) -> Delta (JSON): a room state as its differences from a base snapshot
+pub const STATE_DELTAS: &str = "state_deltas";
 /// event_id -> snapshot id of the state before the event
 pub const EVENT_STATE: &str = "event_state";
 /// user_id SEP room_id -> stripped state (JSON) of an invite to a room this node is not in

@@ -395,6 +395,10 @@ async fn run_fed(fed: Scenario) -> Result<bool> {
                 "  {} reactions in {:.2} s; all acknowledged {:.0} ms after the last (admin API), status edit in the sender's sync {:.0} ms after it",
                 r.recipients, r.reactions_s, r.acked_after_last_reaction_ms, r.status_after_last_reaction_ms
             );
+            println!(
+                "  a join into the full room, one at a time: p50 {:.0} ms, max {:.0} ms",
+                r.late_join_p50_ms, r.late_join_max_ms
+            );
             let rss: Vec<String> = r.rss_mib.iter().map(|m| format!("{m:.0}")).collect();
             println!("  RSS per node (MiB): {}", rss.join(", "));
             Ok(r.missing == 0 && r.pushes == u64::from(r.recipients) && r.pushes_malformed == 0)

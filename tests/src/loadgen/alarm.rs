@@ -36,6 +36,9 @@ const PHASE_TIMEOUT: Duration = Duration::from_secs(120);
 /// of a node counted by the first, every reaction counted as an acknowledgement): long enough
 /// to report a slow figure rather than no figure.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Users who join once the room is full, one after another, each join timed: half on the first
+/// node, half on the second.
+const LATE_JOINERS: u32 = 10;
 /// Lazy-loaded members and a few timeline events: the alarm and the status reply may come in
 /// one batch.
 const FILTER: &str =
@@ -83,6 +86,10 @@ pub struct AlarmBenchReport {
     /// From the last reaction's acceptance until the sender's `/sync` held the status edit that
     /// says all recipients acknowledged.
     pub status_after_last_reaction_ms: f64,
+    /// A join into the full room, one at a time after the run (the `/join` call until it
+    /// answers), on the first and second nodes.
+    pub late_join_p50_ms: f64,
+    pub late_join_max_ms: f64,
     /// Each node's RSS at the end.
     pub rss_mib: Vec<f64>,
 }
@@ -104,6 +111,10 @@ pub async fn run(cfg: &AlarmBenchConfig) -> Result<AlarmBenchReport> {
     let setup = Instant::now();
     let chief = login_chief(&servers[0]).await?;
     let recipients = register(cfg, &servers, &gateway).await?;
+    let mut late = Vec::new();
+    for i in 0..LATE_JOINERS {
+        late.push(servers[(i % 2) as usize].register_or_login(&format!("late{i}"), &cfg.password).await?);
+    }
     let setup_s = setup.elapsed().as_secs_f64();
     eprintln!("alarm: {} recipients with pushers on {} nodes after {setup_s:.1} s", recipients.len(), cfg.nodes);
 
@@ -186,6 +197,14 @@ pub async fn run(cfg: &AlarmBenchConfig) -> Result<AlarmBenchReport> {
         .await
         .context("the sender's sync never held the 'all acknowledged' status edit")???;
 
+    let mut late_joins = Vec::new();
+    for session in &late {
+        let started = Instant::now();
+        session.join(&room).await.context("a late join into the full room")?;
+        late_joins.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    late_joins.sort_by(f64::total_cmp);
+
     let mut rss_mib = Vec::new();
     for node in &fed.nodes {
         if let Some(pid) = node.pid() {
@@ -210,6 +229,8 @@ pub async fn run(cfg: &AlarmBenchConfig) -> Result<AlarmBenchReport> {
         reactions_s,
         acked_after_last_reaction_ms: acked.saturating_duration_since(last_reaction).as_secs_f64() * 1000.0,
         status_after_last_reaction_ms: status_seen.saturating_duration_since(last_reaction).as_secs_f64() * 1000.0,
+        late_join_p50_ms: percentile(&late_joins, 50.0),
+        late_join_max_ms: late_joins.last().copied().unwrap_or_default(),
         rss_mib,
     })
 }

@@ -17,6 +17,7 @@ mod account_self_service;
 mod alarms;
 mod aliases;
 mod bad_input;
+mod big_rooms;
 mod bridge;
 mod bridge_bench;
 mod bridge_signature;

@@ -20,6 +20,7 @@ pub mod media;
 pub mod policy;
 pub mod push;
 pub mod rooms;
+pub mod search;
 pub mod spaces;
 pub mod store;
 pub mod sync;
@@ -79,6 +80,8 @@ pub struct Services {
     pub push: push::Push,
     /// URL previews (`[url_previews]`): off, or limited to the operator's allow list.
     pub previews: media::preview::Previews,
+    /// The full-text index of unencrypted rooms (`POST /search`).
+    pub search: search::Search,
 }
 
 impl Services {
@@ -129,6 +132,7 @@ impl Services {
         let limits = http::RateLimiter::new(&config.rate_limits);
         let push = push::Push::new(&config)?;
         let previews = media::preview::Previews::new(&config)?;
+        let search = search::Search::open(&config.data_dir.join("search"))?;
         let metrics_token = config.metrics.resolved_token()?;
         let admin_token = config.admin_token_file.as_deref().map(config::ops::read_admin_token).transpose()?;
         Ok(Arc::new(Self {
@@ -157,6 +161,7 @@ impl Services {
             workers,
             push,
             previews,
+            search,
         }))
     }
 }
@@ -244,6 +249,7 @@ impl Node {
         rooms::retention::purge::spawn(&services);
         alarms::worker::spawn(&services);
         push::spawn(&services);
+        search::worker::spawn(&services);
         let metrics_addr = admin::listener::spawn_metrics(&services).await?;
         let server_name = services.server_name.clone();
         tracing::info!(%addr, %federation_addr, %server_name, store = services.db.engine_name(), "tocsin node listening");

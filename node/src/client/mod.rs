@@ -14,6 +14,7 @@ mod preview;
 mod read;
 mod report;
 mod rooms;
+mod search;
 mod send;
 mod session;
 mod sliding_sync;
@@ -159,6 +160,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<set_pushrule_actions::v3::Request, _, _>(account::set_pushrule_actions)
         .ruma::<get_pushers::v3::Request, _, _>(account::pushers)
         .ruma::<ruma::api::client::push::get_notifications::v3::Request, _, _>(notifications::list)
+        .ruma::<ruma::api::client::search::search_events::v3::Request, _, _>(search::search)
         .ruma::<set_pusher::v3::Request, _, _>(account::set_pusher)
         .ruma::<search_users::v3::Request, _, _>(account::search_users)
         .ruma::<upload_keys::v3::Request, _, _>(keys::upload)

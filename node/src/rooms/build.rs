@@ -403,6 +403,7 @@ impl Rooms {
             self.redaction_writes(head, pdu, target, batch)?;
         }
         self.alarms.event_rows(&self.db, head, pdu, pos, redacts, batch)?;
+        crate::search::queue_rows(pdu, pos, redacts, batch);
         Ok(())
     }
 

@@ -65,6 +65,10 @@ pub const VISIBILITY_HISTORY: &str = "visibility_history";
 /// entry is only the redacted skeleton the DAG needs, never served)
 pub const PURGED: &str = "purged";
 
+/// pos SEP op ('+' index, '-' drop) -> event_id: what the search index has yet to take in
+/// (see `search`)
+pub const SEARCH_QUEUE: &str = "search_queue";
+
 // Per-user data streams.
 /// user_id SEP room_id-or-empty SEP type -> content JSON
 pub const ACCOUNT_DATA: &str = "account_data";

@@ -52,6 +52,7 @@ mod registration;
 mod reports;
 mod retention;
 mod room_features;
+mod search;
 mod server_keys;
 mod sliding_spaces;
 mod sliding_sync;

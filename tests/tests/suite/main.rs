@@ -27,6 +27,7 @@ mod clients;
 mod concurrency;
 mod demo;
 mod e2ee;
+mod element_x_start;
 mod federation;
 mod federation_bad_input;
 mod federation_e2ee;

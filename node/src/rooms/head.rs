@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     Pdu,
     read::load_pdu,
-    state::{SnapshotId, StateIds},
+    snapshots::{SnapshotId, StateIds},
     version,
 };
 use crate::{

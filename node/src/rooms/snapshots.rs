@@ -19,16 +19,18 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use ruma::{OwnedEventId, events::StateEventType};
+use ruma::{OwnedEventId, events::StateEventType, state_res};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tocsin_store::WriteBatch;
 
-use super::state::StateIds;
 use crate::{
     error::{Error, Result},
     store::{Db, trees},
 };
+
+/// `(type, state_key) -> event id`: a room state as ids.
+pub type StateIds = state_res::StateMap<OwnedEventId>;
 
 /// A snapshot's name: a hash, 16 bytes of SHA-256 (see the module docs for of what).
 pub type SnapshotId = [u8; 16];

@@ -18,10 +18,7 @@ use crate::{
     store::{Db, trees},
 };
 
-/// `(type, state_key) -> event id`: a room state as ids.
-pub type StateIds = state_res::StateMap<OwnedEventId>;
-
-pub use super::snapshots::SnapshotId;
+pub use super::snapshots::{SnapshotId, StateIds};
 
 /// The state after `pdu`, given the state before it.
 pub fn apply(mut before: StateIds, pdu: &Pdu) -> StateIds {

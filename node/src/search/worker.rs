@@ -65,8 +65,16 @@ async fn run(s: Arc<Services>, mut stop: Stop) {
     }
 }
 
+/// Applies and commits `changes` on a blocking thread: a commit writes and syncs files.
+async fn apply(s: &Arc<Services>, changes: Vec<Change>) -> Result<()> {
+    let s = s.clone();
+    tokio::task::spawn_blocking(move || s.search.apply(&changes))
+        .await
+        .map_err(|e| crate::Error::internal(format!("the search commit stopped: {e}")))?
+}
+
 /// One round of the queue; whether rows are left.
-async fn drain(s: &Services) -> Result<bool> {
+async fn drain(s: &Arc<Services>) -> Result<bool> {
     let upto = pos_bytes(s.db.streams.visible().saturating_add(1));
     let rows = s.db.range(trees::SEARCH_QUEUE, Bound::Unbounded, Bound::Excluded(&upto[..]), false, ROUND)?;
     if rows.is_empty() {
@@ -84,13 +92,13 @@ async fn drain(s: &Services) -> Result<bool> {
             _ => changes.push(Change::Drop(event_id)),
         }
     }
-    s.search.apply(&changes)?;
+    apply(s, changes).await?;
     s.db.write(done).await?;
     Ok(full)
 }
 
 /// One round of indexing what the store held before the index existed; `true` once done.
-async fn catch_up(s: &Services) -> Result<bool> {
+async fn catch_up(s: &Arc<Services>) -> Result<bool> {
     let cursor = match s.db.get(trees::META, CATCH_UP)? {
         Some(c) if c == DONE => return Ok(true),
         Some(c) => Some(c),
@@ -109,7 +117,7 @@ async fn catch_up(s: &Services) -> Result<bool> {
         }
     }
     if !changes.is_empty() {
-        s.search.apply(&changes)?;
+        apply(s, changes).await?;
     }
     let mut batch = WriteBatch::new();
     match rows.last() {

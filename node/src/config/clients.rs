@@ -1,5 +1,5 @@
-//! Settings of what clients are offered: how long refreshable access tokens live, and URL
-//! previews.
+//! Settings of what clients are offered: how long refreshable access tokens live, URL
+//! previews, and TURN servers for calls.
 
 use serde::Deserialize;
 
@@ -32,6 +32,24 @@ impl Default for UrlPreviewConfig {
         Self { enabled: false, allow: Vec::new(), max_bytes: 1024 * 1024, timeout_secs: 10 }
     }
 }
+
+/// The `[turn]` table: the TURN servers clients may relay calls through, and the secret the
+/// node shares with them (coturn's `static-auth-secret`) to hand out credentials that expire.
+/// Without `uris`, `/voip/turnServer` answers 404 `M_UNRECOGNIZED`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TurnConfig {
+    /// `turn:` / `turns:` URIs, e.g. `turns:turn.riverton.example:5349?transport=tcp`.
+    pub uris: Vec<String>,
+    pub shared_secret: Option<String>,
+    /// A file holding the secret (read at each request, so a rotated secret applies at once).
+    pub shared_secret_file: Option<std::path::PathBuf>,
+    /// How long handed-out credentials last, in seconds (default one day).
+    pub user_lifetime_secs: Option<u64>,
+}
+
+/// One day, as Synapse's default.
+pub const DEFAULT_TURN_USER_LIFETIME_SECS: u64 = 86_400;
 
 /// `TOCSIN_*` overrides for the settings in this file.
 pub fn apply_env(config: &mut super::Config, var: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
@@ -66,6 +84,22 @@ pub fn validate(config: &super::Config) -> Result<(), ConfigError> {
             key: "access_token_lifetime_secs",
             message: "must be at least 1 second".to_owned(),
         });
+    }
+    let turn = &config.turn;
+    if let Some(uri) = turn.uris.iter().find(|u| !["turn:", "turns:", "stun:"].iter().any(|s| u.starts_with(s))) {
+        return Err(ConfigError::Invalid {
+            key: "turn.uris",
+            message: format!("`{uri}` is not a turn:, turns: or stun: URI"),
+        });
+    }
+    if !turn.uris.is_empty() && turn.shared_secret.is_none() == turn.shared_secret_file.is_none() {
+        return Err(ConfigError::Invalid {
+            key: "turn",
+            message: "set exactly one of shared_secret and shared_secret_file".to_owned(),
+        });
+    }
+    if turn.user_lifetime_secs == Some(0) {
+        return Err(ConfigError::Invalid { key: "turn.user_lifetime_secs", message: "must be at least 1".to_owned() });
     }
     let previews = &config.url_previews;
     crate::media::preview::AllowList::parse(&previews.allow)

@@ -137,6 +137,8 @@ pub struct Config {
     pub access_token_lifetime_secs: u64,
     /// The `[url_previews]` table: off, or the hosts and URL prefixes previews may fetch.
     pub url_previews: clients::UrlPreviewConfig,
+    /// The `[turn]` table: TURN servers for legacy VoIP calls, with time-limited credentials.
+    pub turn: clients::TurnConfig,
 }
 
 impl Default for Config {
@@ -173,6 +175,7 @@ impl Default for Config {
             federation_delegate: None,
             access_token_lifetime_secs: clients::DEFAULT_ACCESS_TOKEN_LIFETIME_SECS,
             url_previews: clients::UrlPreviewConfig::default(),
+            turn: clients::TurnConfig::default(),
         }
     }
 }
@@ -430,6 +433,7 @@ struct RawConfig {
     federation_delegate: Option<String>,
     access_token_lifetime_secs: Option<u64>,
     url_previews: Option<clients::UrlPreviewConfig>,
+    turn: Option<clients::TurnConfig>,
 }
 
 impl RawConfig {
@@ -475,6 +479,7 @@ impl RawConfig {
             federation_delegate: self.federation_delegate.or(d.federation_delegate),
             access_token_lifetime_secs: self.access_token_lifetime_secs.unwrap_or(d.access_token_lifetime_secs),
             url_previews: self.url_previews.unwrap_or(d.url_previews),
+            turn: self.turn.unwrap_or(d.turn),
         })
     }
 }

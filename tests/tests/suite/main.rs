@@ -68,5 +68,6 @@ mod trust_edges;
 mod trust_limits;
 mod trust_matrix;
 mod trust_reads;
+mod turn;
 mod upgrade;
 mod url_previews;

@@ -191,3 +191,17 @@ fn url_previews_are_off_by_default_and_their_allow_list_is_checked() {
     assert_eq!(config.url_previews.allow, ["a.example", "ftp://b.example/"]);
     assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "url_previews.allow", .. })));
 }
+
+#[test]
+fn turn_is_off_by_default_and_needs_one_secret_and_turn_uris() {
+    assert!(Config::default().turn.uris.is_empty());
+    let text = "[turn]\nuris = [\"turns:turn.riverton.example:5349\"]\nshared_secret = \"s\"\nuser_lifetime_secs = 600";
+    let config = Config::from_toml(text).unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.turn.user_lifetime_secs, Some(600));
+    let no_secret = Config::from_toml("[turn]\nuris = [\"turn:turn.riverton.example\"]").unwrap();
+    assert!(matches!(no_secret.validate(), Err(ConfigError::Invalid { key: "turn", .. })));
+    let not_turn =
+        Config::from_toml("[turn]\nuris = [\"https://turn.riverton.example\"]\nshared_secret = \"s\"").unwrap();
+    assert!(matches!(not_turn.validate(), Err(ConfigError::Invalid { key: "turn.uris", .. })));
+}

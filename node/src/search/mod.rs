@@ -6,9 +6,10 @@
 //! they are never indexed. The index follows the store: `timeline_rows` (the one place every
 //! event is committed) queues each indexable event and each redaction in `SEARCH_QUEUE` in the
 //! event's own batch, and the `search-index` worker ([`worker`]) takes the queue into the index.
-//! A result is served only through the room's read rules and the retention rules, so an
-//! event that was redacted, purged or is hidden by history visibility is never shown, even
-//! before the worker has removed it.
+//! The retention purge queues the removal of each event whose body it deletes. A result is
+//! served only through the room's read rules and the retention rules, so an event that was
+//! redacted, purged or is hidden by history visibility is never shown, even before the worker
+//! has removed it.
 
 pub mod worker;
 
@@ -48,9 +49,11 @@ pub fn indexable(pdu: &Pdu) -> Option<(&'static str, String)> {
     (!text.is_empty()).then_some((key, text))
 }
 
-/// A queue row of [`trees::SEARCH_QUEUE`]: index this event, or drop that one (a redaction).
+/// A queue row of [`trees::SEARCH_QUEUE`]: index this event, drop the one it redacts, or drop
+/// this one (the retention purge deleted its body).
 const ADD: u8 = b'+';
 const DROP: u8 = b'-';
+const PURGE: u8 = b'p';
 
 /// Queues what `pdu` changes in the index, in the batch that commits it.
 pub fn queue_rows(pdu: &Pdu, pos: u64, redacts: Option<&EventId>, batch: &mut WriteBatch) {
@@ -60,6 +63,11 @@ pub fn queue_rows(pdu: &Pdu, pos: u64, redacts: Option<&EventId>, batch: &mut Wr
     if let Some(target) = redacts {
         batch.insert(trees::SEARCH_QUEUE, row_key(pos, DROP), target.as_bytes().to_vec());
     }
+}
+
+/// Queues the removal of a purged event's text, at the event's own position.
+pub fn queue_purge(event_id: &EventId, pos: u64, batch: &mut WriteBatch) {
+    batch.insert(trees::SEARCH_QUEUE, row_key(pos, PURGE), event_id.as_bytes().to_vec());
 }
 
 /// Rows sort by position; an event's own row and the one it drops never share a key.
@@ -248,7 +256,7 @@ pub(crate) fn parse_row(key: &[u8], value: &[u8]) -> Result<Option<(u64, bool, O
     let id = EventId::parse(crate::store::utf8(value)?).map_err(Error::internal)?;
     Ok(match *op {
         ADD => Some((pos, true, id)),
-        DROP => Some((pos, false, id)),
+        DROP | PURGE => Some((pos, false, id)),
         _ => None,
     })
 }

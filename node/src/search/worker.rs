@@ -17,6 +17,9 @@ use crate::{
 /// Queue rows (or stored events, when catching up) taken per index commit.
 const ROUND: usize = 500;
 
+/// How often an idle worker looks at the queue anyway.
+const IDLE_LOOK: Duration = Duration::from_secs(2);
+
 /// `META` key: the last `TIMELINE` key the catch-up indexed; the value `done` when finished.
 const CATCH_UP: &[u8] = b"search_catch_up";
 const DONE: &[u8] = b"done";
@@ -60,6 +63,8 @@ async fn run(s: Arc<Services>, mut stop: Stop) {
         }
         tokio::select! {
             changed = visible.changed() => if changed.is_err() { return },
+            // The purge's rows come with no new stream position to wake on.
+            _ = tokio::time::sleep(IDLE_LOOK) => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
     }

@@ -146,6 +146,7 @@ fn purge_writes(
     let stub = StoredEvent { pdu: skeleton, txn_id: None, device_id: None, ..stored };
     batch.insert(trees::EVENTS, id.to_vec(), Db::to_json(&stub)?);
     batch.insert(trees::PURGED, id.to_vec(), room.to_vec());
+    crate::search::queue_purge(event_id, pos, batch);
     Ok(Verdict::Purged)
 }
 

@@ -352,3 +352,13 @@ pub async fn openid_token(
         crate::users::OPENID_VALIDITY,
     ))
 }
+
+/// `GET /account/3pid`: always empty. Tocsin binds no e-mail addresses or phone numbers to
+/// accounts (they come from the node policy), and `/capabilities` says `m.3pid_changes` is off.
+pub async fn threepids(
+    _: Arc<Services>,
+    req: Ruma<ruma::api::client::account::get_3pids::v3::Request>,
+) -> Result<ruma::api::client::account::get_3pids::v3::Response> {
+    req.user()?;
+    Ok(ruma::api::client::account::get_3pids::v3::Response::new(Vec::new()))
+}

@@ -8,7 +8,7 @@ use ruma::{
     api::client::discovery::{
         get_capabilities::{
             self,
-            v3::{Capabilities, RoomVersionStability, RoomVersionsCapability},
+            v3::{Capabilities, RoomVersionStability, RoomVersionsCapability, ThirdPartyIdChangesCapability},
         },
         get_supported_versions,
     },
@@ -39,6 +39,8 @@ pub async fn capabilities(
     let available = version::SUPPORTED.iter().map(|v| (v.clone(), RoomVersionStability::Stable)).collect();
     let mut caps = Capabilities::new();
     caps.room_versions = RoomVersionsCapability::new(default, available);
+    // No e-mail addresses or phone numbers are bound to accounts (see `account::threepids`).
+    caps.thirdparty_id_changes = ThirdPartyIdChangesCapability::new(false);
     Ok(get_capabilities::v3::Response::new(caps))
 }
 

@@ -163,6 +163,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<ruma::api::client::push::get_notifications::v3::Request, _, _>(notifications::list)
         .ruma::<ruma::api::client::search::search_events::v3::Request, _, _>(search::search)
         .ruma::<ruma::api::client::voip::get_turn_server_info::v3::Request, _, _>(voip::turn_server)
+        .ruma::<ruma::api::client::account::get_3pids::v3::Request, _, _>(account::threepids)
         .ruma::<set_pusher::v3::Request, _, _>(account::set_pusher)
         .ruma::<search_users::v3::Request, _, _>(account::search_users)
         .ruma::<upload_keys::v3::Request, _, _>(keys::upload)

@@ -8,7 +8,7 @@ use matrix_sdk::{
     Client,
     authentication::oauth::error::OAuthDiscoveryError,
     notification_settings::{IsEncrypted, IsOneToOne, RoomNotificationMode},
-    ruma::api::client::session::get_login_types::v3::LoginType,
+    ruma::api::client::{account::get_3pids, session::get_login_types::v3::LoginType},
     sliding_sync::Version,
 };
 
@@ -45,6 +45,9 @@ async fn element_x_logs_in_and_starts_without_an_error() {
     assert!(capabilities.can_change_password().await.expect("capabilities"));
     assert!(capabilities.can_change_displayname().await.expect("capabilities"));
     assert!(!capabilities.room_versions().await.expect("capabilities").available.is_empty());
+    assert!(!capabilities.can_change_thirdparty_ids().await.expect("capabilities"), "no e-mail or phone binding");
+    let threepids = client.send(get_3pids::v3::Request::new()).await.expect("the account's third-party ids");
+    assert!(threepids.threepids.is_empty());
     client.account().get_display_name().await.expect("the profile answers");
     assert_eq!(u64::from(client.load_or_fetch_max_upload_size().await.expect("media config")), 20 * 1024 * 1024);
     let settings = client.notification_settings().await;

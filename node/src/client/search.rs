@@ -83,10 +83,10 @@ async fn room_events(s: &Services, auth: &Auth, criteria: &Criteria, offset: usi
         for hit in hits {
             at += 1;
             let Some((pos, pdu)) = s.rooms.served_event(&hit.event_id)? else { continue };
-            let room_access = match access.get(&pdu.room_id) {
-                Some(a) => a,
-                None => access.entry(pdu.room_id.clone()).or_insert(s.rooms.read_access(&pdu.room_id, &auth.user_id)?),
-            };
+            if !access.contains_key(&pdu.room_id) {
+                access.insert(pdu.room_id.clone(), s.rooms.read_access(&pdu.room_id, &auth.user_id)?);
+            }
+            let room_access = &access[&pdu.room_id];
             if room_access.may_see(pos, &pdu) && filter_matches(filter, &pdu) {
                 found.push((hit.score, pos, pdu));
                 if found.len() == limit {

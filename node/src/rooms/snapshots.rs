@@ -218,6 +218,7 @@ impl Snapshots {
         // Walk to the nearest snapshot that is cached or stored whole, then apply the deltas
         // on the way back.
         let mut chain: Vec<Delta> = Vec::new();
+        let empty = empty_id()?;
         let mut at = *id;
         let (base, base_depth) = loop {
             if let Some(found) = self.cached(&at)? {
@@ -228,7 +229,7 @@ impl Snapshots {
                 self.remember(at, state.clone(), 0)?;
                 break (state, 0);
             }
-            if at == empty_id()? {
+            if at == empty {
                 break (Arc::new(StateIds::new()), 0);
             }
             let delta = self.delta(&at)?.ok_or_else(|| Error::internal("state snapshot missing"))?;

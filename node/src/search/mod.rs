@@ -201,18 +201,14 @@ impl Search {
         let all = BooleanQuery::new(vec![(Occur::Must, text_query), (Occur::Must, rooms), (Occur::Must, keys)]);
         let searcher = self.reader.searcher();
         let top = TopDocs::with_limit(query.limit.max(1)).and_offset(query.offset);
-        let scored: Vec<(f32, tantivy::DocAddress)> = if query.recent_first {
+        // One pass over the matches collects the page and the count.
+        let (scored, count): (Vec<(f32, tantivy::DocAddress)>, usize) = if query.recent_first {
             let newest = top.order_by_fast_field::<u64>("pos", tantivy::Order::Desc);
-            searcher
-                .search(&all, &newest)
-                .map_err(index_error)?
-                .into_iter()
-                .map(|(_, address)| (0.0, address))
-                .collect()
+            let (docs, count) = searcher.search(&all, &(newest, Count)).map_err(index_error)?;
+            (docs.into_iter().map(|(_, address)| (0.0, address)).collect(), count)
         } else {
-            searcher.search(&all, &top).map_err(index_error)?
+            searcher.search(&all, &(top, Count)).map_err(index_error)?
         };
-        let count = searcher.search(&all, &Count).map_err(index_error)?;
         let mut hits = Vec::with_capacity(scored.len());
         for (score, address) in scored {
             let doc: TantivyDocument = searcher.doc(address).map_err(index_error)?;

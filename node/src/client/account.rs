@@ -10,7 +10,7 @@ use ruma::{
         profile::{delete_profile_field, get_profile, get_profile_field, set_profile_field},
         push::{
             delete_pushrule, get_pushers, get_pushrule, get_pushrule_actions, get_pushrule_enabled, get_pushrules_all,
-            set_pusher, set_pushrule, set_pushrule_actions, set_pushrule_enabled,
+            get_pushrules_global_scope, set_pusher, set_pushrule, set_pushrule_actions, set_pushrule_enabled,
         },
         user_directory::search_users,
     },
@@ -210,6 +210,15 @@ fn stored_rules(s: &Services, user: &UserId) -> Result<Ruleset> {
 
 async fn save_rules(s: &Services, user: &UserId, rules: &Ruleset) -> Result<()> {
     crate::push::rules::save(s, user, rules).await
+}
+
+/// `GET /pushrules/global/`: the same rules, without the `global` wrapper.
+pub async fn pushrules_global(
+    s: Arc<Services>,
+    req: Ruma<get_pushrules_global_scope::v3::Request>,
+) -> Result<get_pushrules_global_scope::v3::Response> {
+    let auth = req.user()?;
+    Ok(get_pushrules_global_scope::v3::Response::new(rules_of(&s, &auth.user_id)?))
 }
 
 pub async fn pushrules_all(

@@ -1,11 +1,15 @@
-//! Devices: list, show, rename and delete (`/devices`, `/delete_devices`).
+//! Devices: list, show, rename and delete (`/devices`, `/delete_devices`), and the sessions
+//! an admin sees (`/admin/whois`).
 
 use std::sync::Arc;
 
 use bytes::BufMut;
 use ruma::api::{
     OutgoingResponse,
-    client::device::{delete_device, delete_devices, get_device, get_devices, update_device},
+    client::{
+        admin::get_user_info,
+        device::{delete_device, delete_devices, get_device, get_devices, update_device},
+    },
     error::IntoHttpError,
 };
 use serde_json::Value;
@@ -17,27 +21,30 @@ use crate::{
 };
 
 /// A device response as ruma builds it, minus its `null` fields. ruma serialises an unset
-/// `display_name` or `last_seen_ip` as `null`; the spec types both as strings that are left out
-/// when unknown, and strict clients (and schema checkers) refuse the `null`.
+/// `display_name` or `last_seen_ip` (and whois's `ip` and `user_agent`) as `null`; the spec types
+/// them as strings that are left out when unknown, and strict clients (and schema checkers)
+/// refuse the `null`.
 pub struct Sparse<R>(R);
 
 impl<R: OutgoingResponse> OutgoingResponse for Sparse<R> {
     fn try_into_http_response<T: Default + BufMut>(self) -> std::result::Result<http::Response<T>, IntoHttpError> {
         let (parts, body) = self.0.try_into_http_response::<Vec<u8>>()?.into_parts();
         let mut value: Value = serde_json::from_slice(&body)?;
-        match value.get_mut("devices").and_then(Value::as_array_mut) {
-            Some(devices) => devices.iter_mut().for_each(drop_nulls),
-            None => drop_nulls(&mut value),
-        }
+        drop_nulls(&mut value);
         let mut out = T::default();
         out.put_slice(&serde_json::to_vec(&value)?);
         Ok(http::Response::from_parts(parts, out))
     }
 }
 
-fn drop_nulls(device: &mut Value) {
-    if let Some(fields) = device.as_object_mut() {
-        fields.retain(|_, v| !v.is_null());
+fn drop_nulls(value: &mut Value) {
+    match value {
+        Value::Object(fields) => {
+            fields.retain(|_, v| !v.is_null());
+            fields.values_mut().for_each(drop_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
     }
 }
 
@@ -95,4 +102,39 @@ pub async fn delete_many(
         crate::federation::edu::device_list_update(&s, &auth.user_id, device, prev).await;
     }
     Ok(delete_devices::v3::Response::new())
+}
+
+/// `GET /admin/whois/{userId}`: a user's sessions, for an admin or for the user. The node keeps
+/// when each device was last seen, not its address or client, so a connection carries only that.
+pub async fn whois(
+    s: Arc<Services>,
+    req: Ruma<get_user_info::v3::Request>,
+) -> Result<Sparse<get_user_info::v3::Response>> {
+    let auth = req.user()?;
+    let admin = s.users.account(&auth.user_id)?.is_some_and(|a| a.admin);
+    if auth.user_id != req.user_id && !admin {
+        return Err(Error::forbidden("only a server admin may look up another user's sessions"));
+    }
+    if req.user_id.server_name() != s.users.server_name() {
+        return Err(Error::not_found("not a user of this node"));
+    }
+    let devices = s
+        .users
+        .devices(&req.user_id)?
+        .into_iter()
+        .map(|(id, d)| {
+            let mut connection = get_user_info::v3::ConnectionInfo::new();
+            connection.last_seen =
+                d.last_seen_ts.and_then(|t| ruma::UInt::try_from(t).ok()).map(ruma::MilliSecondsSinceUnixEpoch);
+            let mut session = get_user_info::v3::SessionInfo::new();
+            session.connections = vec![connection];
+            let mut device = get_user_info::v3::DeviceInfo::new();
+            device.sessions = vec![session];
+            (id.to_string(), device)
+        })
+        .collect();
+    let mut response = get_user_info::v3::Response::new();
+    response.user_id = Some(req.user_id.clone());
+    response.devices = devices;
+    Ok(Sparse(response))
 }

@@ -1,6 +1,7 @@
 //! The Client-Server API: one file per endpoint group, each handler thin over its service.
 
 mod account;
+mod appservices;
 mod backup;
 mod devices;
 mod directory;
@@ -12,6 +13,7 @@ mod paging;
 mod presence;
 mod preview;
 mod read;
+mod registration;
 mod report;
 mod rooms;
 mod search;
@@ -86,7 +88,11 @@ pub fn router(services: Arc<Services>) -> Router {
         .raw("/.well-known/matrix/client", get(discovery::well_known_client))
         .ruma::<get_login_types::v3::Request, _, _>(session::login_types)
         .ruma_prepared::<login::v3::Request, _, _>(session::login_body, session::login)
-        .ruma::<register::v3::Request, _, _>(session::register)
+        .ruma::<register::v3::Request, _, _>(registration::register)
+        .ruma::<ruma::api::client::account::get_username_availability::v3::Request, _, _>(registration::available)
+        .ruma::<ruma::api::client::account::check_registration_token_validity::v1::Request, _, _>(
+            registration::token_validity,
+        )
         .ruma::<refresh_token::v3::Request, _, _>(session::refresh)
         .ruma::<whoami::v3::Request, _, _>(session::whoami)
         .ruma::<ruma::api::client::account::request_openid_token::v3::Request, _, _>(account::openid_token)
@@ -133,7 +139,7 @@ pub fn router(services: Arc<Services>) -> Router {
         )
         .ruma_as::<sync_events::v3::Request, _, _, _>(sync::sync)
         .ruma::<sync_events::v5::Request, _, _>(sliding_sync::sync)
-        .ruma::<create_typing_event::v3::Request, _, _>(sync::typing)
+        .ruma_prepared::<create_typing_event::v3::Request, _, _>(sync::typing_body, sync::typing)
         .ruma::<ruma::api::client::presence::set_presence::v3::Request, _, _>(presence::set)
         .ruma::<ruma::api::client::presence::get_presence::v3::Request, _, _>(presence::get)
         .ruma::<create_receipt::v3::Request, _, _>(sync::create_receipt)
@@ -152,6 +158,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<create_filter::v3::Request, _, _>(account::create_filter)
         .ruma::<get_filter::v3::Request, _, _>(account::get_filter)
         .ruma::<get_pushrules_all::v3::Request, _, _>(account::pushrules_all)
+        .ruma::<ruma::api::client::push::get_pushrules_global_scope::v3::Request, _, _>(account::pushrules_global)
         .ruma::<get_pushrule::v3::Request, _, _>(account::pushrule)
         .ruma::<set_pushrule::v3::Request, _, _>(account::set_pushrule)
         .ruma::<delete_pushrule::v3::Request, _, _>(account::delete_pushrule)
@@ -192,6 +199,12 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<update_device::v3::Request, _, _>(devices::update)
         .ruma::<delete_device::v3::Request, _, _>(devices::delete)
         .ruma::<delete_devices::v3::Request, _, _>(devices::delete_many)
+        .ruma_as::<ruma::api::client::admin::get_user_info::v3::Request, _, _, _>(devices::whois)
+        .ruma::<ruma::api::client::thirdparty::get_protocols::v3::Request, _, _>(appservices::protocols)
+        .ruma::<ruma::api::client::appservice::request_ping::v1::Request, _, _>(appservices::ping)
+        .ruma::<ruma::api::client::appservice::set_room_visibility::v3::Request, _, _>(
+            appservices::set_directory_visibility,
+        )
         .ruma::<media_v3::create_content::v3::Request, _, _>(media::upload)
         .ruma_as::<media_v1::get_content::v1::Request, _, _, _>(media::download)
         .ruma_as::<media_v1::get_content_as_filename::v1::Request, _, _, _>(media::download_named)

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use bytes::BufMut;
+use bytes::{BufMut, Bytes};
 use ruma::api::client::{
     read_marker::set_read_marker,
     receipt::create_receipt::{self, v3::ReceiptType},
@@ -44,6 +44,20 @@ impl OutgoingResponse for SyncResponse {
         let mut out = T::default();
         out.put_slice(&body);
         Ok(http::Response::from_parts(parts, out))
+    }
+}
+
+/// The spec's schema requires only `typing`, but ruma refuses `{"typing": true}` without a
+/// `timeout`. Such a request gets the 30 s that Synapse gives it.
+pub fn typing_body(_: &mut http::request::Parts, body: Bytes) -> Result<Bytes> {
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(mut fields))
+            if fields.get("typing") == Some(&serde_json::Value::Bool(true)) && !fields.contains_key("timeout") =>
+        {
+            fields.insert("timeout".to_owned(), 30_000.into());
+            Ok(serde_json::to_vec(&fields).map_err(Error::internal)?.into())
+        }
+        _ => Ok(body),
     }
 }
 

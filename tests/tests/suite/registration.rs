@@ -103,6 +103,8 @@ async fn closed_registration_is_forbidden() {
     assert_error(&r, 403, "M_FORBIDDEN", "an empty register on a closed node");
     let r = api.login("eve", "pw-123456").await;
     assert_error(&r, 403, "M_FORBIDDEN", "no account was made");
+    let r = api.call(Method::GET, "/_matrix/client/v3/register/available?username=eve", None, None).await;
+    assert_error(&r, 403, "M_FORBIDDEN", "asking after a name on a closed node");
 
     api.assert_serving().await;
     node.shutdown().await;
@@ -160,6 +162,21 @@ async fn open_registration_completes_with_dummy_auth() {
         .await;
     assert_registered(&api, &r, "@newbie2:tocsin.test").await;
 
+    // A sign-up form asks first whether a name is free.
+    let available = |name: &str| format!("/_matrix/client/v3/register/available?username={name}");
+    let r = api.call(Method::GET, &available("newbie"), None, None).await;
+    assert_error(&r, 400, "M_USER_IN_USE", "asking after a taken name");
+    let r = api.call(Method::GET, &available("NEWBIE"), None, None).await;
+    assert_error(&r, 400, "M_USER_IN_USE", "asking after a taken name in capitals");
+    let r = api.call(Method::GET, &available("Not%20Valid!"), None, None).await;
+    assert_error(&r, 400, "M_INVALID_USERNAME", "asking after an invalid name");
+    assert_eq!(api.call(Method::GET, &available("someone"), None, None).await, (200, json!({"available": true})));
+    // This node takes no registration tokens, so it says so rather than "invalid".
+    let r = api
+        .call(Method::GET, "/_matrix/client/v1/register/m.login.registration_token/validity?token=x", None, None)
+        .await;
+    assert_error(&r, 403, "M_FORBIDDEN", "a token check where registration takes no tokens");
+
     // The account logs in with its password.
     let (status, login) = api.login("newbie", "pw-123456").await;
     assert_eq!(status, 200, "{login}");
@@ -181,6 +198,14 @@ async fn token_registration_checks_the_token() {
     })
     .await;
     let api = Api::new(&node);
+
+    // The token can be checked before it is used, and checking does not use it up.
+    let validity =
+        |token: &str| format!("/_matrix/client/v1/register/m.login.registration_token/validity?token={token}");
+    for _ in 0..2 {
+        assert_eq!(api.call(Method::GET, &validity("s3cret"), None, None).await, (200, json!({"valid": true})));
+    }
+    assert_eq!(api.call(Method::GET, &validity("wrong"), None, None).await, (200, json!({"valid": false})));
 
     let session = api.start_uia("responder", "m.login.registration_token").await;
     let r = api

@@ -79,3 +79,54 @@ async fn answers_follow_the_spec_definitions() {
     api.assert_serving().await;
     node.shutdown().await;
 }
+
+/// What the conformance run (tests/conformance) found, each checked where a client sees it.
+#[tokio::test]
+async fn endpoints_the_conformance_run_found_missing_or_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), |_| {}).await;
+    let api = Api::new(&node);
+    let alice = api.user(&node, "alice").await;
+    let bob = api.user(&node, "bob").await;
+    let room = api.create_room(&alice, json!({})).await;
+
+    // `{"typing": true}` without a timeout is valid (only `typing` is required) and shows.
+    let typing = format!("/_matrix/client/v3/rooms/{}/typing/%40alice%3Atocsin.test", enc(&room));
+    let (status, body) = api.put(&typing, Some(&alice), &json!({"typing": true})).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, sync) = api.get("/_matrix/client/v3/sync?timeout=0", Some(&alice)).await;
+    let ephemeral = &sync["rooms"]["join"][&room]["ephemeral"]["events"];
+    assert!(
+        ephemeral.as_array().is_some_and(|events| events
+            .iter()
+            .any(|e| e["type"] == "m.typing" && e["content"]["user_ids"] == json!(["@alice:tocsin.test"]))),
+        "alice shows as typing: {ephemeral}"
+    );
+
+    // whois: a user's own sessions, without `null` fields; another user's only for an admin.
+    let (status, body) = api.get("/_matrix/client/v3/admin/whois/%40alice%3Atocsin.test", Some(&alice)).await;
+    assert_eq!((status, &body["user_id"]), (200, &json!("@alice:tocsin.test")), "{body}");
+    let devices = body["devices"].as_object().expect("devices");
+    assert!(!devices.is_empty(), "{body}");
+    assert!(!body.to_string().contains("null"), "no null fields: {body}");
+    let (status, body) = api.get("/_matrix/client/v3/admin/whois/%40alice%3Atocsin.test", Some(&bob)).await;
+    assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{body}");
+
+    // The global push rules under their own path (with the trailing slash), as under /pushrules/.
+    let (status, global) = api.get("/_matrix/client/v3/pushrules/global/", Some(&alice)).await;
+    assert_eq!(status, 200, "{global}");
+    let (_, all) = api.get("/_matrix/client/v3/pushrules/", Some(&alice)).await;
+    assert_eq!(global, all["global"]);
+
+    // No application services: no third-party protocols, no ping, no network directory.
+    let (status, body) = api.get("/_matrix/client/v3/thirdparty/protocols", Some(&alice)).await;
+    assert_eq!((status, &body), (200, &json!({})));
+    let (status, body) = api.post("/_matrix/client/v1/appservice/irc/ping", Some(&alice), &json!({})).await;
+    assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{body}");
+    let path = format!("/_matrix/client/v3/directory/list/appservice/irc/{}", enc(&room));
+    let (status, body) = api.put(&path, Some(&alice), &json!({"visibility": "public"})).await;
+    assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{body}");
+
+    api.assert_serving().await;
+    node.shutdown().await;
+}

@@ -456,6 +456,14 @@ impl Session {
             .with_context(|| format!("{} syncing (since {since:?})", self.user_id))
     }
 
+    /// An initial `GET /sync` as plain JSON (for its size), with `filter` inline.
+    pub async fn initial_sync_json(&self, filter: &str) -> Result<Value> {
+        let query = [("timeout", "0"), ("set_presence", "offline"), ("filter", filter)];
+        self.call(Method::GET, &["sync"], &query, None, REQUEST_TIMEOUT)
+            .await
+            .with_context(|| format!("{} syncing", self.user_id))
+    }
+
     /// Simplified sliding sync (MSC4186, `org.matrix.simplified_msc3575`): `body` as the
     /// request, `pos` from the previous answer, `timeout_ms` the long-poll time.
     pub async fn sliding_sync(&self, body: &Value, pos: Option<&str>, timeout_ms: u64) -> Result<Value> {

@@ -179,6 +179,24 @@ enum Scenario {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// A big store: `rooms` rooms filled with messages up to each checkpoint; at each, the bytes
+    /// on disk per event, the node binary's start-up time and RSS on it, and a first /sync.
+    StoreSize {
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        rooms: u32,
+        /// Messages in the store at each checkpoint, ascending (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "100000,1000000,3000000,10000000")]
+        checkpoints: Vec<u64>,
+        /// The store's folder (a fresh one; default: a new folder under the system's temp dir).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// The node binary measured (default: `tocsin-node` beside this one).
+        #[arg(long)]
+        node_binary: Option<std::path::PathBuf>,
+        /// Also write the figures as one JSON object to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// Turns `sync-cost` JSON reports (one per server) into a markdown table on stdout and SVG
     /// charts of each curve.
     ScaleReport {
@@ -402,6 +420,25 @@ async fn run_fed(fed: Scenario) -> Result<bool> {
             let rss: Vec<String> = r.rss_mib.iter().map(|m| format!("{m:.0}")).collect();
             println!("  RSS per node (MiB): {}", rss.join(", "));
             Ok(r.missing == 0 && r.pushes == u64::from(r.recipients) && r.pushes_malformed == 0)
+        }
+        Scenario::StoreSize { rooms, checkpoints, dir, node_binary, json } => {
+            let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("tocsin-store-bench-{}", std::process::id())));
+            if dir.exists() {
+                bail!("{} exists; the benchmark needs a fresh folder", dir.display());
+            }
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let node_binary = match node_binary {
+                Some(path) => path,
+                None => std::env::current_exe()?.parent().context("this executable has no folder")?.join("tocsin-node"),
+            };
+            let cfg = loadgen::store_size::StoreSizeConfig { dir, node_binary, rooms, checkpoints };
+            let report = loadgen::store_size::run(&cfg).await?;
+            print!("{}", loadgen::store_size::table(&report));
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(true)
         }
         Scenario::ScaleReport { inputs, out_dir, stem } => {
             let mut reports = Vec::new();

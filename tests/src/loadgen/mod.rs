@@ -541,6 +541,7 @@ pub mod alarm;
 pub mod alarm_federation;
 pub mod chart;
 pub mod fanout;
+pub mod store_size;
 mod federation;
 pub mod sync_cost;
 pub use federation::*;

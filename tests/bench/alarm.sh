@@ -56,6 +56,7 @@ status=0
       "| all acknowledged after the last reaction, admin API (target under 5 s) | \(.acked_after_last_reaction_ms | ms) ms |",
       "| status edit in the sender'"'"'s sync after the last reaction | \(.status_after_last_reaction_ms | ms) ms |",
       "| a join into the full room, one at a time, p50 / max | \(.late_join_p50_ms | ms) / \(.late_join_max_ms | ms) ms |",
+      "| a late joiner'"'"'s first /sync, lazy-loaded members / all members | \(.lazy_sync_bytes) / \(.full_sync_bytes) bytes, \(.lazy_sync_ms | ms) / \(.full_sync_ms | ms) ms |",
       "| RSS per node at the end | \(.rss_mib | map(round | tostring) | join(", ")) MiB |"
     ' "$JSON"
 } > "$OUT_MD"

@@ -8,7 +8,11 @@
 # Then the all-hands fan-out (tocsin-loadgen fanout): users long-polling one room, each message
 # timed into every user's sync, then idle long-polls held open with the server's RSS.
 #
-# Writes tests/bench/last-scale-run.md and tests/bench/scale-sync-{incremental,initial,sliding}.svg.
+# Then the store size (tocsin-loadgen store-size): one node's store filled with messages over
+# many rooms, and at each checkpoint bytes on disk per event, start-up time, RSS and a first /sync.
+#
+# Writes tests/bench/last-scale-run.md, tests/bench/scale-sync-{incremental,initial,sliding}.svg
+# and tests/bench/scale-store-{time,rss}.svg.
 #
 # Environment:
 #   TOCSIN_ROOMS / SYNAPSE_ROOMS   comma-separated sweeps (default 10,100,1000,10000 / 10,100,1000;
@@ -21,6 +25,9 @@
 #                                  300; 0 skips that server's run)
 #   FANOUT_MESSAGES                messages timed into every user's sync (default 10)
 #   IDLE_POLLS                     idle long-polls Tocsin holds after the fan-out (default 20000)
+#   STORE_ROOMS, STORE_CHECKPOINTS rooms of the store-size run and the messages at each of its
+#                                  checkpoints (default 10000 and 100000,1000000,3000000,10000000;
+#                                  an empty STORE_CHECKPOINTS skips it)
 #   BENCH_DIR, KEEP=1              as in compare.sh
 set -euo pipefail
 
@@ -35,6 +42,8 @@ FANOUT_USERS="${FANOUT_USERS:-5000}"
 SYNAPSE_FANOUT_USERS="${SYNAPSE_FANOUT_USERS:-300}"
 FANOUT_MESSAGES="${FANOUT_MESSAGES:-10}"
 IDLE_POLLS="${IDLE_POLLS:-20000}"
+STORE_ROOMS="${STORE_ROOMS:-10000}"
+STORE_CHECKPOINTS="${STORE_CHECKPOINTS-100000,1000000,3000000,10000000}"
 ADDR=127.0.0.1
 
 free_port() {
@@ -121,6 +130,11 @@ fi
 if [[ "$FANOUT_USERS" -gt 0 ]]; then
     tocsin_fanout "$FANOUT_USERS" "$IDLE_POLLS" "$BENCH_DIR/fanout-tocsin.json"
 fi
+if [[ -n "$STORE_CHECKPOINTS" ]]; then
+    echo "== Tocsin store size: $STORE_ROOMS rooms, checkpoints $STORE_CHECKPOINTS messages"
+    "$LOADGEN" store-size --rooms "$STORE_ROOMS" --checkpoints "$STORE_CHECKPOINTS" \
+        --dir "$BENCH_DIR/store" --chart-dir "$SCRIPT_DIR" >"$BENCH_DIR/store.md"
+fi
 
 {
     echo "# Scale: /sync cost against the rooms a user is in, $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -146,6 +160,16 @@ fi
         echo "| server | users | delivered | missing | p50 | p90 | p99 | max | last user, median | idle long-polls open | RSS with the fan-out | RSS with the idle polls |"
         echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         jq -r '"| \(.label) | \(.users) | \(.delivered) | \(.missing) | \(.p50_ms*10|round/10) ms | \(.p90_ms*10|round/10) ms | \(.p99_ms*10|round/10) ms | \(.max_ms*10|round/10) ms | \(.all_users_p50_ms*10|round/10) ms | \(if .idle > 0 then "\(.idle_open) of \(.idle)" else "–" end) | \(if .rss_fanout_mib then "\(.rss_fanout_mib|round) MiB" else "–" end) | \(if .rss_idle_mib then "\(.rss_idle_mib|round) MiB" else "–" end) |"' "${fanouts[@]}"
+    fi
+    if [[ -f "$BENCH_DIR/store.md" ]]; then
+        echo
+        echo "## Store size: one node's store filled through its commit path, measured at each checkpoint"
+        echo
+        echo "Messages from a writer in each room (the rooms' owners have not read them); start-up is from"
+        echo "starting \`tocsin-node serve\` until \`/versions\` answers; the first /sync is a room owner's (in"
+        echo "100 rooms, timeline limit 10). Charts: \`scale-store-time.svg\`, \`scale-store-rss.svg\`."
+        echo
+        cat "$BENCH_DIR/store.md"
     fi
 } >"$OUT_MD"
 cat "$OUT_MD"

@@ -60,7 +60,8 @@ impl UnreadCache {
                 let rules = push_rules(services, user)?;
                 // The same evaluation the push worker makes, so badge and push agree.
                 let facts = crate::push::rules::RoomFacts::with_member_count(services, room, members).await?;
-                for (_, pdu) in &events {
+                // The user's own events never count; skipped before they are flattened.
+                for (_, pdu) in events.iter().filter(|(_, pdu)| pdu.sender != user) {
                     let Some(input) = crate::push::rules::RuleInput::new(pdu) else { continue };
                     let actions = crate::push::rules::actions(&rules, user, display_name, &facts, &input).await;
                     if actions.iter().any(Action::should_notify) {

@@ -196,6 +196,16 @@ enum Scenario {
         /// Also write the figures as one JSON object to this file.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
+        /// Also draw `scale-store-time.svg` and `scale-store-rss.svg` into this folder.
+        #[arg(long)]
+        chart_dir: Option<std::path::PathBuf>,
+    },
+    /// Prints a `store-size --json` report as a table again and draws its charts.
+    StoreReport {
+        #[arg(long)]
+        input: std::path::PathBuf,
+        #[arg(long)]
+        chart_dir: std::path::PathBuf,
     },
     /// Turns `sync-cost` JSON reports (one per server) into a markdown table on stdout and SVG
     /// charts of each curve.
@@ -417,12 +427,17 @@ async fn run_fed(fed: Scenario) -> Result<bool> {
                 "  a join into the full room, one at a time: p50 {:.0} ms, max {:.0} ms",
                 r.late_join_p50_ms, r.late_join_max_ms
             );
+            println!(
+                "  a late joiner's first /sync: {} bytes in {:.0} ms with lazy-loaded members, {} bytes in {:.0} ms without",
+                r.lazy_sync_bytes, r.lazy_sync_ms, r.full_sync_bytes, r.full_sync_ms
+            );
             let rss: Vec<String> = r.rss_mib.iter().map(|m| format!("{m:.0}")).collect();
             println!("  RSS per node (MiB): {}", rss.join(", "));
             Ok(r.missing == 0 && r.pushes == u64::from(r.recipients) && r.pushes_malformed == 0)
         }
-        Scenario::StoreSize { rooms, checkpoints, dir, node_binary, json } => {
-            let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("tocsin-store-bench-{}", std::process::id())));
+        Scenario::StoreSize { rooms, checkpoints, dir, node_binary, json, chart_dir } => {
+            let dir =
+                dir.unwrap_or_else(|| std::env::temp_dir().join(format!("tocsin-store-bench-{}", std::process::id())));
             if dir.exists() {
                 bail!("{} exists; the benchmark needs a fresh folder", dir.display());
             }
@@ -434,9 +449,24 @@ async fn run_fed(fed: Scenario) -> Result<bool> {
             let cfg = loadgen::store_size::StoreSizeConfig { dir, node_binary, rooms, checkpoints };
             let report = loadgen::store_size::run(&cfg).await?;
             print!("{}", loadgen::store_size::table(&report));
+            if let Some(dir) = chart_dir {
+                for path in loadgen::store_size::charts(&report, &dir, "scale-store")? {
+                    eprintln!("chart written to {}", path.display());
+                }
+            }
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
                     .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(true)
+        }
+        Scenario::StoreReport { input, chart_dir } => {
+            let text = std::fs::read_to_string(&input).with_context(|| format!("reading {}", input.display()))?;
+            let report: loadgen::store_size::StoreSizeReport =
+                serde_json::from_str(&text).with_context(|| format!("parsing {}", input.display()))?;
+            print!("{}", loadgen::store_size::table(&report));
+            for path in loadgen::store_size::charts(&report, &chart_dir, "scale-store")? {
+                eprintln!("chart written to {}", path.display());
             }
             Ok(true)
         }

@@ -90,6 +90,12 @@ pub struct AlarmBenchReport {
     /// answers), on the first and second nodes.
     pub late_join_p50_ms: f64,
     pub late_join_max_ms: f64,
+    /// A late joiner's first `/sync` (timeline limit 10) with lazy-loaded members, and without:
+    /// its size and time.
+    pub lazy_sync_bytes: u64,
+    pub lazy_sync_ms: f64,
+    pub full_sync_bytes: u64,
+    pub full_sync_ms: f64,
     /// Each node's RSS at the end.
     pub rss_mib: Vec<f64>,
 }
@@ -204,6 +210,9 @@ pub async fn run(cfg: &AlarmBenchConfig) -> Result<AlarmBenchReport> {
         late_joins.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     late_joins.sort_by(f64::total_cmp);
+    let first_late = late.first().context("no late joiners")?;
+    let (lazy_sync_bytes, lazy_sync_ms) = sync_size(first_late, true).await?;
+    let (full_sync_bytes, full_sync_ms) = sync_size(first_late, false).await?;
 
     let mut rss_mib = Vec::new();
     for node in &fed.nodes {
@@ -231,8 +240,22 @@ pub async fn run(cfg: &AlarmBenchConfig) -> Result<AlarmBenchReport> {
         status_after_last_reaction_ms: status_seen.saturating_duration_since(last_reaction).as_secs_f64() * 1000.0,
         late_join_p50_ms: percentile(&late_joins, 50.0),
         late_join_max_ms: late_joins.last().copied().unwrap_or_default(),
+        lazy_sync_bytes,
+        lazy_sync_ms,
+        full_sync_bytes,
+        full_sync_ms,
         rss_mib,
     })
+}
+
+/// An initial `/sync` of `session` (timeline limit 10), with lazy-loaded members or without:
+/// its size in bytes and its time in ms.
+async fn sync_size(session: &Session, lazy: bool) -> Result<(u64, f64)> {
+    let filter = format!(r#"{{"room":{{"timeline":{{"limit":10}},"state":{{"lazy_load_members":{lazy}}}}}}}"#);
+    let started = Instant::now();
+    let sync = session.initial_sync_json(&filter).await?;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    Ok((serde_json::to_vec(&sync)?.len() as u64, ms))
 }
 
 /// The chief's account comes from the first node's policy, applied as the node starts.

@@ -541,7 +541,7 @@ pub mod alarm;
 pub mod alarm_federation;
 pub mod chart;
 pub mod fanout;
-pub mod store_size;
 mod federation;
+pub mod store_size;
 pub mod sync_cost;
 pub use federation::*;

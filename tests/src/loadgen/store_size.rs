@@ -18,7 +18,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use futures_util::{StreamExt, stream};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tocsin_node::{
     NodeHandle,
@@ -34,6 +34,9 @@ use crate::{
 
 /// Rooms each user creates (and so is joined to): the syncing user's room count.
 const ROOMS_PER_USER: u32 = 100;
+/// Users who write the messages, each a member of every `WRITERS`th room: the rooms' owners
+/// read them, so a sync counts unread messages as it would for staff.
+const WRITERS: u32 = 10;
 /// Tasks sending at once, each to its own share of the rooms.
 const FILL_TASKS: usize = 32;
 /// createRoom calls at once.
@@ -53,7 +56,7 @@ pub struct StoreSizeConfig {
     pub checkpoints: Vec<u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// Messages sent so far (the rooms' own creation events come on top).
     pub messages: u64,
@@ -66,13 +69,14 @@ pub struct Checkpoint {
     /// From starting the binary until `/_matrix/client/versions` answers.
     pub startup_ms: f64,
     pub rss_after_start_mib: f64,
-    /// A user in `ROOMS_PER_USER` rooms: first `/sync` (timeline limit 10 per room).
+    /// A user in `ROOMS_PER_USER` rooms, all written by others: first `/sync` (timeline limit 10
+    /// per room, unread counts over what the user has not read).
     pub initial_sync_ms: f64,
     pub initial_sync_bytes: u64,
     pub rss_after_sync_mib: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoreSizeReport {
     pub rooms: u32,
     pub users: u32,
@@ -122,30 +126,42 @@ pub async fn run(cfg: &StoreSizeConfig) -> Result<StoreSizeReport> {
         );
         checkpoints.push(checkpoint);
     }
-    Ok(StoreSizeReport { rooms: cfg.rooms, users: filled.users, setup_events: filled.setup_events, setup_s, checkpoints })
+    Ok(StoreSizeReport {
+        rooms: cfg.rooms,
+        users: filled.users,
+        setup_events: filled.setup_events,
+        setup_s,
+        checkpoints,
+    })
 }
 
-/// One node, its users, and the rooms (each with its creator, who sends into it).
+/// One node, its users, and the rooms (each with its writer, who sends into it).
 async fn setup(cfg: &StoreSizeConfig) -> Result<Filled> {
     let mut cluster = Cluster::plan(&cfg.dir, &["store.test"])?;
     cluster.members[0].config.rate_limits.enabled = false;
     cluster.write_config(0)?;
     let node = cluster.start(0).await?;
-    let users = cfg.rooms.div_ceil(ROOMS_PER_USER);
+    let owners = cfg.rooms.div_ceil(ROOMS_PER_USER);
     let hs = Homeserver::new(&node.base_url())?;
     let mut sessions = Vec::new();
-    for u in 0..users {
+    let mut writers = Vec::new();
+    for u in 0..owners {
         node.services.users.create_account(&format!("u{u}"), Some(PASSWORD), None, false).await?;
         sessions.push(hs.login(&format!("u{u}"), PASSWORD).await?);
     }
-    let body = json!({"preset": "private_chat", "name": "Store bench"});
+    for w in 0..WRITERS {
+        node.services.users.create_account(&format!("w{w}"), Some(PASSWORD), None, false).await?;
+        writers.push(hs.login(&format!("w{w}"), PASSWORD).await?);
+    }
     let rooms: Vec<(OwnedRoomId, OwnedUserId)> = stream::iter(0..cfg.rooms)
         .map(|r| {
-            let session = &sessions[(r / ROOMS_PER_USER) as usize];
-            let body = &body;
+            let owner = &sessions[(r / ROOMS_PER_USER) as usize];
+            let writer = &writers[(r % WRITERS) as usize];
             async move {
-                let room = session.create_room(body).await?;
-                Ok::<_, anyhow::Error>((OwnedRoomId::try_from(room)?, OwnedUserId::try_from(session.user_id.as_str())?))
+                let body = json!({"preset": "private_chat", "name": "Store bench", "invite": [writer.user_id]});
+                let room = owner.create_room(&body).await?;
+                writer.join(&room).await?;
+                Ok::<_, anyhow::Error>((OwnedRoomId::try_from(room)?, OwnedUserId::try_from(writer.user_id.as_str())?))
             }
         })
         .buffer_unordered(CREATE_CONCURRENCY)
@@ -158,7 +174,7 @@ async fn setup(cfg: &StoreSizeConfig) -> Result<Filled> {
     let made = sessions[0].messages(first.as_str(), None, Direction::Backward, 100, None).await?;
     let setup_events = made.chunk.len() as u64 * u64::from(cfg.rooms);
     node.shutdown().await;
-    Ok(Filled { cluster, rooms, users, setup_events })
+    Ok(Filled { cluster, rooms, users: owners + WRITERS, setup_events })
 }
 
 /// Sends messages `from..to` (numbered across the run), round-robin over the rooms.
@@ -277,7 +293,7 @@ fn dir_bytes(dir: &Path) -> Result<u64> {
 /// The checkpoints as a markdown table.
 pub fn table(report: &StoreSizeReport) -> String {
     let mut out = format!(
-        "{} rooms, {} users ({} rooms each), {} creation events\n\n\
+        "{} rooms, {} users (owners of {} rooms each, and writers), {} creation events\n\n\
          | messages | events | bytes on disk | bytes/event | start-up (ms) | RSS after start (MiB) | first /sync (ms) \
          | /sync bytes | RSS after /sync (MiB) | fill (messages/s) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         report.rooms, report.users, ROOMS_PER_USER, report.setup_events
@@ -298,4 +314,51 @@ pub fn table(report: &StoreSizeReport) -> String {
         );
     }
     out
+}
+
+/// One chart's lines: a name and a figure of each checkpoint.
+type Lines = [(&'static str, fn(&Checkpoint) -> f64)];
+
+/// Writes `<stem>-time.svg` (start-up and first /sync) and `<stem>-rss.svg` into `dir`, each
+/// against the messages in the store (log scale); returns their paths.
+pub fn charts(report: &StoreSizeReport, dir: &Path, stem: &str) -> Result<Vec<PathBuf>> {
+    let time: &Lines = &[("start-up", |c| c.startup_ms), ("first /sync", |c| c.initial_sync_ms)];
+    let rss: &Lines = &[("after start", |c| c.rss_after_start_mib), ("after the /sync", |c| c.rss_after_sync_mib)];
+    let mut written = Vec::new();
+    for (name, title, unit, lines) in [
+        ("time", "Start-up and a first /sync against store size", "ms", time),
+        ("rss", "RSS against store size", "MiB", rss),
+    ] {
+        let path = dir.join(format!("{stem}-{name}.svg"));
+        draw(report, title, unit, lines, &path).with_context(|| format!("drawing {}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+fn draw(report: &StoreSizeReport, title: &str, unit: &str, lines: &Lines, path: &Path) -> Result<()> {
+    use plotters::prelude::*;
+    let colours = [RGBColor(200, 40, 40), RGBColor(30, 90, 200)];
+    let max_x = report.checkpoints.iter().map(|c| c.messages).max().unwrap_or(10).max(10);
+    let max_y = report.checkpoints.iter().flat_map(|c| lines.iter().map(move |(_, f)| f(c))).fold(0.1f64, f64::max);
+    let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d((1_000u64..max_x * 2).log_scale(), 0.0..max_y * 1.15)?;
+    chart.configure_mesh().x_desc("messages in the store").y_desc(unit).draw()?;
+    for ((label, value), colour) in lines.iter().zip(colours) {
+        let series: Vec<(u64, f64)> = report.checkpoints.iter().map(|c| (c.messages, value(c))).collect();
+        chart
+            .draw_series(LineSeries::new(series.clone(), colour.stroke_width(2)))?
+            .label(*label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+        chart.draw_series(series.into_iter().map(|(x, y)| Circle::new((x, y), 3, colour.filled())))?;
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    root.present()?;
+    Ok(())
 }

@@ -164,12 +164,12 @@ async fn setup(cfg: &StoreSizeConfig) -> Result<Filled> {
                 Ok::<_, anyhow::Error>((OwnedRoomId::try_from(room)?, OwnedUserId::try_from(writer.user_id.as_str())?))
             }
         })
-        .buffer_unordered(CREATE_CONCURRENCY)
+        .buffered(CREATE_CONCURRENCY)
         .collect::<Vec<_>>()
         .await
         .into_iter()
         .collect::<Result<_>>()?;
-    // Every room was made the same way: its creation events, counted in the first.
+    // Every room was made the same way: its creation events, counted in the first (u0's).
     let first = &rooms.first().context("no rooms")?.0;
     let made = sessions[0].messages(first.as_str(), None, Direction::Backward, 100, None).await?;
     let setup_events = made.chunk.len() as u64 * u64::from(cfg.rooms);

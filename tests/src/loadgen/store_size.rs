@@ -3,8 +3,8 @@
 //! node binary on it, its RSS after start and after a user's first `/sync`, and that sync's time.
 //!
 //! The messages go in through the node's own commit path (`Rooms::send`: built, signed,
-//! authorised and committed like a client's), in this process, to fill the store faster than
-//! HTTP would; the measurements run the real binary on the filled store, in its own process.
+//! authorised and committed like a client's), in this process, without HTTP; the
+//! measurements run the real binary on the filled store, in its own process.
 
 use std::{
     path::{Path, PathBuf},

@@ -40,7 +40,7 @@ pub async fn create_alias(s: &Services, alias: &RoomAliasId, room: &RoomId, crea
 pub async fn delete_alias(s: &Services, alias: &RoomAliasId, user: &UserId) -> Result<()> {
     let room = s.rooms.resolve_alias(alias)?.ok_or_else(|| Error::not_found("no such alias"))?;
     let allowed = alias_creator(s, alias)?.as_deref() == Some(user)
-        || is_admin(s, user)?
+        || s.users.is_admin(user)?
         || may_send_state(s, &room, user, StateEventType::RoomCanonicalAlias).await?;
     if !allowed {
         return Err(Error::forbidden(
@@ -59,7 +59,7 @@ pub async fn set_published(s: &Services, room: &RoomId, user: &UserId, public: b
     if !s.rooms.exists(room)? {
         return Err(Error::not_found("unknown room"));
     }
-    let allowed = is_admin(s, user)? || may_send_state(s, room, user, StateEventType::RoomCanonicalAlias).await?;
+    let allowed = s.users.is_admin(user)? || may_send_state(s, room, user, StateEventType::RoomCanonicalAlias).await?;
     if !allowed {
         return Err(Error::forbidden(
             "only a server admin or a member who may change the room's canonical alias may change whether it is \
@@ -74,10 +74,6 @@ fn alias_creator(s: &Services, alias: &RoomAliasId) -> Result<Option<OwnedUserId
         Some(bytes) => Ok(Some(UserId::parse(crate::store::utf8(&bytes)?).map_err(Error::internal)?)),
         None => Ok(None),
     }
-}
-
-fn is_admin(s: &Services, user: &UserId) -> Result<bool> {
-    Ok(s.users.account(user)?.is_some_and(|a| a.admin))
 }
 
 /// Whether `user` is joined to `room` and has the power to send state of `kind` there (room

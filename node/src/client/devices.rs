@@ -50,10 +50,13 @@ fn drop_nulls(value: &mut Value) {
 
 fn device_of(id: ruma::OwnedDeviceId, d: crate::users::Device) -> ruma::api::client::device::Device {
     let mut device = ruma::api::client::device::Device::new(id);
+    device.last_seen_ts = last_seen(&d);
     device.display_name = d.display_name;
-    device.last_seen_ts =
-        d.last_seen_ts.and_then(|t| ruma::UInt::try_from(t).ok()).map(ruma::MilliSecondsSinceUnixEpoch);
     device
+}
+
+fn last_seen(d: &crate::users::Device) -> Option<ruma::MilliSecondsSinceUnixEpoch> {
+    d.last_seen_ts.and_then(|t| ruma::UInt::try_from(t).ok()).map(ruma::MilliSecondsSinceUnixEpoch)
 }
 
 pub async fn devices(
@@ -111,11 +114,10 @@ pub async fn whois(
     req: Ruma<get_user_info::v3::Request>,
 ) -> Result<Sparse<get_user_info::v3::Response>> {
     let auth = req.user()?;
-    let admin = s.users.account(&auth.user_id)?.is_some_and(|a| a.admin);
-    if auth.user_id != req.user_id && !admin {
+    if auth.user_id != req.user_id && !s.users.is_admin(&auth.user_id)? {
         return Err(Error::forbidden("only a server admin may look up another user's sessions"));
     }
-    if req.user_id.server_name() != s.users.server_name() {
+    if !s.users.is_local(&req.user_id) {
         return Err(Error::not_found("not a user of this node"));
     }
     let devices = s
@@ -124,8 +126,7 @@ pub async fn whois(
         .into_iter()
         .map(|(id, d)| {
             let mut connection = get_user_info::v3::ConnectionInfo::new();
-            connection.last_seen =
-                d.last_seen_ts.and_then(|t| ruma::UInt::try_from(t).ok()).map(ruma::MilliSecondsSinceUnixEpoch);
+            connection.last_seen = last_seen(&d);
             let mut session = get_user_info::v3::SessionInfo::new();
             session.connections = vec![connection];
             let mut device = get_user_info::v3::DeviceInfo::new();

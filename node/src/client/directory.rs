@@ -58,14 +58,7 @@ pub async fn visibility(
 
 /// The spec makes `visibility` optional (default `public`, as Synapse reads it); ruma requires it.
 pub fn visibility_body(_: &mut http::request::Parts, body: Bytes) -> Result<Bytes> {
-    match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(serde_json::Value::Object(mut fields)) if !fields.contains_key("visibility") => {
-            fields.insert("visibility".to_owned(), "public".into());
-            Ok(serde_json::to_vec(&fields).map_err(Error::internal)?.into())
-        }
-        // Anything else is ruma's to accept or refuse.
-        _ => Ok(body),
-    }
+    crate::http::default_field(body, "visibility", "public".into(), |_| true)
 }
 
 pub async fn set_visibility(

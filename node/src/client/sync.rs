@@ -50,15 +50,9 @@ impl OutgoingResponse for SyncResponse {
 /// The spec's schema requires only `typing`, but ruma refuses `{"typing": true}` without a
 /// `timeout`. Such a request gets the 30 s that Synapse gives it.
 pub fn typing_body(_: &mut http::request::Parts, body: Bytes) -> Result<Bytes> {
-    match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(serde_json::Value::Object(mut fields))
-            if fields.get("typing") == Some(&serde_json::Value::Bool(true)) && !fields.contains_key("timeout") =>
-        {
-            fields.insert("timeout".to_owned(), 30_000.into());
-            Ok(serde_json::to_vec(&fields).map_err(Error::internal)?.into())
-        }
-        _ => Ok(body),
-    }
+    crate::http::default_field(body, "timeout", 30_000.into(), |fields| {
+        fields.get("typing") == Some(&serde_json::Value::Bool(true))
+    })
 }
 
 pub async fn typing(

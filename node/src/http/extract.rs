@@ -86,6 +86,23 @@ const MAX_JSON_BODY: usize = 1024 * 1024;
 /// requires). It may rewrite the URI and returns the body to parse.
 pub type Prepare = fn(&mut http::request::Parts, Bytes) -> Result<Bytes, Error>;
 
+/// For a [`Prepare`]: a JSON object body without `field`, for which `applies` holds, gets
+/// `field` set to `value`. Anything else (not JSON, not an object) is left for ruma to judge.
+pub fn default_field(
+    body: Bytes,
+    field: &str,
+    value: serde_json::Value,
+    applies: impl Fn(&serde_json::Map<String, serde_json::Value>) -> bool,
+) -> Result<Bytes, Error> {
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(mut fields)) if !fields.contains_key(field) && applies(&fields) => {
+            fields.insert(field.to_owned(), value);
+            Ok(serde_json::to_vec(&fields).map_err(Error::internal)?.into())
+        }
+        _ => Ok(body),
+    }
+}
+
 impl<T> FromRequest<Arc<Services>> for Ruma<T>
 where
     T: IncomingRequest + Send + 'static,

@@ -7,6 +7,6 @@ pub mod outbound;
 pub mod ratelimit;
 mod router;
 
-pub use extract::{Auth, Prepare, Ruma};
+pub use extract::{Auth, Prepare, Ruma, default_field};
 pub use ratelimit::{Action, RateLimitConfig, RateLimiter};
 pub use router::{EndpointRouter, cors, unrecognized};

@@ -84,6 +84,11 @@ impl Users {
         self.db.get_json(trees::USERS, user_id.as_bytes())
     }
 
+    /// Whether `user_id` is an account of this node with the admin flag.
+    pub fn is_admin(&self, user_id: &UserId) -> Result<bool> {
+        Ok(self.account(user_id)?.is_some_and(|a| a.admin))
+    }
+
     pub fn is_local(&self, user_id: &UserId) -> bool {
         user_id.server_name() == self.server_name
     }

@@ -104,6 +104,7 @@ impl Services {
         );
         let policy = Arc::new(policy::PolicyGate::from_config(&config)?);
         let alarms = alarms::Alarms::new(db.clone());
+        let metrics = Arc::new(admin::metrics::Registry::new());
         let rooms = rooms::Rooms::new(
             db.clone(),
             server_name.clone(),
@@ -111,6 +112,7 @@ impl Services {
             policy.clone(),
             outbox.clone(),
             alarms.tracker(server_name.clone(), policy.clone()),
+            &metrics,
         );
         let sync = sync::SyncService::new(db.clone(), config.presence);
         let e2ee = e2ee::E2ee::new(db.clone());
@@ -155,7 +157,7 @@ impl Services {
             provisioning: policy::provision::Provisioning::default(),
             limits,
             alarms,
-            metrics: Arc::new(admin::metrics::Registry::new()),
+            metrics,
             metrics_token,
             admin_token,
             workers,

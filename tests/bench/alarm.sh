@@ -57,7 +57,8 @@ status=0
       "| status edit in the sender'"'"'s sync after the last reaction | \(.status_after_last_reaction_ms | ms) ms |",
       "| a join into the full room, one at a time, p50 / max | \(.late_join_p50_ms | ms) / \(.late_join_max_ms | ms) ms |",
       "| a late joiner'"'"'s first /sync, lazy-loaded members / all members | \(.lazy_sync_bytes) / \(.full_sync_bytes) bytes, \(.lazy_sync_ms | ms) / \(.full_sync_ms | ms) ms |",
-      "| RSS per node at the end | \(.rss_mib | map(round | tostring) | join(", ")) MiB |"
+      "| RSS per node at the end | \(.rss_mib | map(round | tostring) | join(", ")) MiB |",
+      "| store group commits per node from the first reaction to the status edit: count, batches each, mean time | \(.reaction_commits | map("\(.groups | round), \(.batches_per_group * 10 | round / 10), \(.mean_ms * 10 | round / 10) ms") | join("; ")) |"
     ' "$JSON"
 } > "$OUT_MD"
 cat "$OUT_MD"

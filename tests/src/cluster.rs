@@ -153,8 +153,12 @@ impl Cluster {
             Registration::Open => "open",
         };
         text += &format!("registration = {registration:?}\n");
+        text += &format!("federation_max_backoff_secs = {}\n", c.federation_max_backoff_secs);
         let cas: Vec<String> = c.tls_ca_files.iter().map(|p| format!("{:?}", path_str(p))).collect();
         text += &format!("tls_ca_files = [{}]\n\n", cas.join(", "));
+        if let Some(token) = &c.metrics.token {
+            text += &format!("[metrics]\ntoken = {token:?}\n\n");
+        }
         text += &format!("[rate_limits]\nenabled = {}\n\n[federation_pins]\n", c.rate_limits.enabled);
         for (name, addr) in &c.federation_pins {
             text += &format!("{:?} = {:?}\n", name.to_string(), addr.to_string());

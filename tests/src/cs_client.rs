@@ -397,6 +397,22 @@ impl Session {
         Ok(())
     }
 
+    /// `PUT /rooms/{room}/state/{type}/{state_key}`; returns the event id.
+    pub async fn put_state(&self, room_id: &str, event_type: &str, state_key: &str, content: &Value) -> Result<String> {
+        let r: EventIdResponse = self
+            .call(Method::PUT, &["rooms", room_id, "state", event_type, state_key], &[], Some(content), REQUEST_TIMEOUT)
+            .await
+            .with_context(|| format!("{} setting {event_type} in {room_id}", self.user_id))?;
+        Ok(r.event_id)
+    }
+
+    /// `GET /rooms/{room}/state/{type}/{state_key}`: the event's content.
+    pub async fn state(&self, room_id: &str, event_type: &str, state_key: &str) -> Result<Value> {
+        self.call(Method::GET, &["rooms", room_id, "state", event_type, state_key], &[], None, REQUEST_TIMEOUT)
+            .await
+            .with_context(|| format!("{} reading {event_type} in {room_id}", self.user_id))
+    }
+
     /// `GET /rooms/{room}/joined_members`: how many members the server counts as joined.
     pub async fn joined_member_count(&self, room_id: &str) -> Result<usize> {
         let members: Value = self

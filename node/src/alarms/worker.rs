@@ -16,7 +16,7 @@
 //! drop a repeat).
 //!
 //! Status edits are coalesced: at most one per [`STATUS_EDIT_INTERVAL`] per alarm, whatever
-//! the number of acknowledgements in between.
+//! the number of acknowledgements in between; the edit that closes the alarm goes out at once.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
@@ -36,6 +36,8 @@ use crate::{
 pub const STATUS_EDIT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a wake-up waits for more of the same burst before acting.
 const COALESCE: Duration = Duration::from_millis(200);
+/// The least time between the starts of two passes woken by events.
+const BURST_PASS: Duration = Duration::from_millis(500);
 /// The longest wait for the event that woke the worker to become durable.
 const DURABLE_WAIT: Duration = Duration::from_secs(5);
 /// The longest sleep while nothing is due (events also wake the worker).
@@ -66,6 +68,7 @@ pub fn spawn(node: &Arc<Services>) {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<CallDone>();
         let mut in_flight: HashSet<(OwnedEventId, usize)> = HashSet::new();
         loop {
+            let ticked = tokio::time::Instant::now();
             let wait = match tick(&services, &done_tx, &mut in_flight).await {
                 Ok(Some(due)) => Duration::from_millis(due.saturating_sub(crate::users::now_ms())).min(IDLE),
                 Ok(None) => IDLE,
@@ -89,7 +92,10 @@ pub fn spawn(node: &Arc<Services>) {
                     let written = services.db.streams.allocated();
                     let mut visible = services.db.streams.subscribe();
                     let _ = tokio::time::timeout(DURABLE_WAIT, visible.wait_for(|v| *v >= written)).await;
-                    tokio::time::sleep(COALESCE).await
+                    // A burst (thousands of reactions) is taken a pass at a time, at most two a
+                    // second: a pass builds every open alarm's status, and the status message
+                    // changes at most once a second anyway. The admin API builds its own.
+                    tokio::time::sleep_until((tokio::time::Instant::now() + COALESCE).max(ticked + BURST_PASS)).await
                 }
                 Woke::Call(done) => {
                     in_flight.remove(&(done.alarm.clone(), done.index));
@@ -175,7 +181,8 @@ async fn advance(
     let text = status.text();
     if progress.status_text.as_deref() != Some(text.as_str()) {
         let edit_at = progress.status_edited_at.saturating_add(STATUS_EDIT_INTERVAL.as_millis() as u64);
-        if progress.status_event_id.is_some() && now < edit_at {
+        // The edit that closes the alarm ("all acknowledged") goes out at once.
+        if progress.status_event_id.is_some() && now < edit_at && status.closed.is_none() {
             due_at(edit_at);
         } else {
             match settled(post_status(s, record, progress.status_event_id.as_deref(), &text).await)? {

@@ -16,6 +16,7 @@
 //! Users are pushed whether or not they are syncing elsewhere (as Synapse does): the phone in a
 //! pocket must ring for an alarm even while the same user has a desktop client open.
 
+mod audience;
 pub mod badge;
 pub mod gateway;
 pub mod notifications;

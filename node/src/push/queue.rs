@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tocsin_store::WriteBatch;
 
 use super::{
+    audience,
     notifications::{self, Notified},
     pushers, rules,
 };
@@ -145,6 +146,7 @@ pub async fn evaluate(services: &Services) -> Result<(BTreeSet<Vec<u8>>, bool)> 
     // The users who read, with the position of their last receipt: a burst of receipts in one
     // round makes one badge update.
     let mut readers: BTreeMap<OwnedUserId, u64> = BTreeMap::new();
+    let mut audiences = audience::Audiences::default();
     for (k, v) in rows {
         batch.remove(trees::PUSH_EVENTS, k.clone());
         let pos = pos_from(&k)?;
@@ -157,13 +159,35 @@ pub async fn evaluate(services: &Services) -> Result<(BTreeSet<Vec<u8>>, bool)> 
             None => continue,
         };
         let Some(pdu) = services.rooms.pdu(&event_id)? else { continue };
-        let candidates = candidates(services, &room_id, &pdu).await?;
-        if candidates.is_empty() {
+        let audience = audiences.of(services, &room_id).await?;
+        let target = invited_target(services, &audience, &pdu);
+        if audience.members.joined.is_empty() && target.is_none() {
             continue;
         }
         let facts = rules::RoomFacts::load(services, &room_id).await?;
         let Some(input) = rules::RuleInput::new(&pdu) else { continue };
         let mut shared = rules::SharedActions::default();
+        // The members on the default rules whom the event does not name share one result: when
+        // it does not notify, only the others need a visit.
+        let quiet = match audience.representative(&input) {
+            Some(user) => {
+                let ruleset = rules::effective_rules(services, user)?;
+                let name = || display_name(services, &mut names, user);
+                let actions = shared.for_user(&ruleset, user, name, &facts, &input).await?;
+                !actions.iter().any(Action::should_notify)
+            }
+            None => true,
+        };
+        let mut candidates: Vec<OwnedUserId> = if quiet {
+            let mut visit: Vec<OwnedUserId> = audience.alone().iter().cloned().chain(audience.named(&input)).collect();
+            visit.sort_unstable();
+            visit.dedup();
+            visit
+        } else {
+            audience.members.joined.clone()
+        };
+        candidates.extend(target);
+        candidates.retain(|u| *u != pdu.sender);
         for user in candidates {
             let ruleset = rules::effective_rules(services, &user)?;
             let name = || display_name(services, &mut names, &user);
@@ -217,18 +241,15 @@ fn display_name(services: &Services, names: &mut HashMap<OwnedUserId, String>, u
     Ok(name)
 }
 
-/// Local users an event may notify: joined members and, for an invite, its target; never the
-/// sender.
-async fn candidates(services: &Services, room_id: &RoomId, pdu: &crate::rooms::Pdu) -> Result<Vec<OwnedUserId>> {
-    let mut users = services.rooms.local_joined(room_id).await?;
-    if pdu.kind == TimelineEventType::RoomMember
-        && let Some(target) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())
-        && !users.contains(&target)
-    {
-        users.push(target);
+/// The target of a membership event when it is a local user not joined (an invite): the one
+/// user beyond the joined members an event may notify.
+fn invited_target(services: &Services, audience: &audience::Audience, pdu: &crate::rooms::Pdu) -> Option<OwnedUserId> {
+    if pdu.kind != TimelineEventType::RoomMember {
+        return None;
     }
-    users.retain(|u| u.server_name() == services.server_name && *u != pdu.sender);
-    Ok(users)
+    let target = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())?;
+    let joined = audience.members.joined.binary_search_by(|u| u.as_str().cmp(target.as_str())).is_ok();
+    (target.server_name() == services.server_name && !joined).then_some(target)
 }
 
 fn is_ringing_alarm(pdu: &crate::rooms::Pdu) -> bool {

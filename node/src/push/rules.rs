@@ -280,8 +280,17 @@ impl RuleInput {
     /// Whether the event may name `user` (a mention, an invite): compared as whole values,
     /// as the rules' conditions compare them. An id that is itself a glob pattern counts as
     /// named, since `event_match` would read it as one.
-    fn names(&self, user: &UserId) -> bool {
+    pub(super) fn names(&self, user: &UserId) -> bool {
         self.strings.contains(user.as_str()) || user.as_str().contains(['*', '?'])
+    }
+
+    /// Every string value in the event.
+    pub(super) fn strings(&self) -> impl Iterator<Item = &String> {
+        self.strings.iter()
+    }
+
+    pub(super) fn is_sender(&self, user: &UserId) -> bool {
+        self.sender == user
     }
 }
 

@@ -52,7 +52,7 @@ pub struct RoomHead {
 }
 
 /// The members of one server (the node's own): every event wakes their syncs and is evaluated
-/// for their pushes.
+/// for their pushes. Both lists are sorted, so membership is a binary search.
 #[derive(Debug, Default)]
 pub struct LocalMembers {
     pub joined: Vec<OwnedUserId>,
@@ -200,9 +200,13 @@ impl RoomHead {
         {
             return local.clone();
         }
+        let sorted = |mut users: Vec<OwnedUserId>| {
+            users.sort_unstable();
+            users
+        };
         let local = Arc::new(LocalMembers {
-            joined: self.local_members(server, &["join"]),
-            invited: self.local_members(server, &["invite"]),
+            joined: sorted(self.local_members(server, &["join"])),
+            invited: sorted(self.local_members(server, &["invite"])),
         });
         self.local = Some((self.snapshot, local.clone()));
         local

@@ -293,7 +293,10 @@ impl Rooms {
         let pdu = Arc::new(pdu);
         let rules = head.rules.clone();
         let mut batch = WriteBatch::new();
-        if let Some(reason) = verdict(self.check_auth_events(&rules.authorization, &pdu, |_| None))? {
+        // Its auth events are mostly in the current state: taken from the head, not the store.
+        let in_head = head_auth_events(&head, &pdu);
+        let from_head = |id: &EventId| in_head.iter().find(|p| p.event_id == id).cloned();
+        if let Some(reason) = verdict(self.check_auth_events(&rules.authorization, &pdu, from_head))? {
             self.store_rejected(&pdu, None, batch).await?;
             return Ok((Outcome::Rejected(reason), None));
         }
@@ -371,7 +374,7 @@ impl Rooms {
                     states.push(state);
                 }
             }
-            Arc::new(self.resolve_with(&rules, states, Some(&pdu))?)
+            Arc::new(self.resolve_with(&rules, states, Some(&pdu), &head)?)
         };
 
         // Write what changed in the current state; each change needs its own stream position.
@@ -474,7 +477,7 @@ impl Rooms {
             let id = *id;
             return Ok((Arc::new(states.pop().unwrap_or_default()), id));
         }
-        Ok((Arc::new(self.resolve(rules, states)?), None))
+        Ok((Arc::new(self.resolve(rules, states, head)?), None))
     }
 
     /// The one snapshot that is the state after every event of `events`, if they all change no
@@ -519,4 +522,21 @@ impl Rooms {
         }
         self.db.write(batch).await
     }
+}
+
+/// The current state's events that an event's auth events usually are: the create event, the
+/// power levels, the join rules, and the sender's and the target's membership.
+fn head_auth_events(head: &RoomHead, pdu: &Pdu) -> Vec<Arc<Pdu>> {
+    let mut keys = vec![
+        (StateEventType::RoomCreate, String::new()),
+        (StateEventType::RoomPowerLevels, String::new()),
+        (StateEventType::RoomJoinRules, String::new()),
+        (StateEventType::RoomMember, pdu.sender.to_string()),
+    ];
+    if pdu.kind == ruma::events::TimelineEventType::RoomMember
+        && let Some(target) = &pdu.state_key
+    {
+        keys.push((StateEventType::RoomMember, target.clone()));
+    }
+    keys.iter().filter_map(|k| head.state.get(k).cloned()).collect()
 }

@@ -33,7 +33,7 @@ use std::{
 };
 
 pub use build::{NewEvent, TxnRef, relates_to};
-pub use head::RoomHead;
+pub use head::{LocalMembers, RoomHead};
 pub use incoming::{Durable, Incoming, Outcome};
 pub use lifecycle::{CreateRoom, Preset, member_content};
 pub use pdu::Pdu;
@@ -58,7 +58,12 @@ pub struct Rooms {
     alarms: crate::alarms::track::Tracker,
     heads: Arc<Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<RoomHead>>>>>,
     snapshots: Arc<snapshots::Snapshots>,
+    /// How long each state resolution of states that differ took (`/_tocsin/metrics`).
+    resolutions: crate::admin::metrics::Histogram,
 }
+
+/// `tocsin_state_resolution_seconds`' buckets: from a fork of a few events to a partition's.
+const RESOLUTION_BUCKETS: &[f64] = &[0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
 impl Rooms {
     pub fn new(
@@ -68,9 +73,16 @@ impl Rooms {
         policy: Arc<crate::policy::PolicyGate>,
         outbox: crate::federation::sender::Outbox,
         alarms: crate::alarms::track::Tracker,
+        metrics: &crate::admin::metrics::Registry,
     ) -> Self {
         let snapshots = Arc::new(snapshots::Snapshots::new(db.clone()));
-        Self { db, server_name, keys, policy, outbox, alarms, heads: Arc::default(), snapshots }
+        let resolutions = metrics.histogram(
+            "tocsin_state_resolution_seconds",
+            "Time of one state resolution between room states that differ (forks, a healed partition).",
+            RESOLUTION_BUCKETS,
+            &[],
+        );
+        Self { db, server_name, keys, policy, outbox, alarms, heads: Arc::default(), snapshots, resolutions }
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {

@@ -125,10 +125,11 @@ impl Rooms {
     }
 
     /// This node's joined members (the users its events may notify).
-    pub async fn local_joined(&self, room_id: &RoomId) -> Result<Vec<ruma::OwnedUserId>> {
+    /// This node's joined and invited members, shared until the room's state changes.
+    pub async fn local_members(&self, room_id: &RoomId) -> Result<std::sync::Arc<super::head::LocalMembers>> {
         let head = self.head(room_id)?;
         let mut head = head.lock().await;
-        Ok(head.local_members_of(&self.server_name).joined.clone())
+        Ok(head.local_members_of(&self.server_name))
     }
 
     /// This node's users whose syncs show the room's changes: the joined and the invited.

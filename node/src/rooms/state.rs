@@ -12,7 +12,7 @@ use std::{
 
 use ruma::{EventId, OwnedEventId, room_version_rules::RoomVersionRules, state_res};
 
-use super::{Pdu, Rooms, read::load_pdu, snapshots::Snapshots};
+use super::{Pdu, RoomHead, Rooms, read::load_pdu, snapshots::Snapshots};
 use crate::{
     error::{Error, Result},
     store::{Db, trees},
@@ -96,8 +96,9 @@ impl Rooms {
     }
 
     /// Resolves several states of one room into one (state resolution v2, v2.1 from v12).
-    pub fn resolve(&self, rules: &RoomVersionRules, states: Vec<StateIds>) -> Result<StateIds> {
-        self.resolve_with(rules, states, None)
+    /// `head` is the room's: its parsed current state spares reading most events again.
+    pub fn resolve(&self, rules: &RoomVersionRules, states: Vec<StateIds>, head: &RoomHead) -> Result<StateIds> {
+        self.resolve_with(rules, states, None, head)
     }
 
     /// [`Rooms::resolve`] when one of the states holds an event not stored yet (the one being
@@ -107,6 +108,7 @@ impl Rooms {
         rules: &RoomVersionRules,
         states: Vec<StateIds>,
         unstored: Option<&Arc<Pdu>>,
+        head: &RoomHead,
     ) -> Result<StateIds> {
         let mut states = states.into_iter();
         let Some(first) = states.next() else { return Ok(StateIds::new()) };
@@ -115,13 +117,40 @@ impl Rooms {
             return Ok(first);
         }
         let all: Vec<StateIds> = std::iter::once(first).chain(rest).collect();
+        let started = std::time::Instant::now();
+        let resolved = self.resolve_differing(rules, &all, unstored, head);
+        self.resolutions.observe_duration(started.elapsed());
+        if started.elapsed() > SLOW_RESOLUTION {
+            tracing::info!(
+                states = all.len(),
+                entries = all[0].len(),
+                ms = started.elapsed().as_millis() as u64,
+                "slow state resolution"
+            );
+        }
+        resolved
+    }
+
+    fn resolve_differing(
+        &self,
+        rules: &RoomVersionRules,
+        all: &[StateIds],
+        unstored: Option<&Arc<Pdu>>,
+        head: &RoomHead,
+    ) -> Result<StateIds> {
         let mut events = EventCache::new(&self.db);
+        // The states differ in a few entries and share the rest, mostly with the current state:
+        // its events are parsed already. Reading a 5,000-member state's events and their auth
+        // chains from the store took some 100 ms per resolution.
+        for pdu in head.state.values() {
+            events.events.insert(pdu.event_id.clone(), pdu.clone());
+        }
         if let Some(pdu) = unstored {
             events.events.insert(pdu.event_id.clone(), pdu.clone());
         }
         let auth_chains: Vec<HashSet<OwnedEventId>> =
             all.iter().map(|state| events.auth_chain(state.values())).collect::<Result<_>>()?;
-        for state in &all {
+        for state in all {
             for id in state.values() {
                 events.load(id)?;
             }
@@ -139,7 +168,7 @@ impl Rooms {
         state_res::resolve(
             &rules.authorization,
             resolution_rules,
-            &all,
+            all,
             auth_chains.into_iter().map(|c| c.into_iter().collect()).collect(),
             fetch,
             subgraph,
@@ -147,6 +176,9 @@ impl Rooms {
         .map_err(|e| Error::internal(format!("state resolution failed: {e}")))
     }
 }
+
+/// A resolution that takes longer than this is logged.
+const SLOW_RESOLUTION: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Events read once per resolution, with their auth chains.
 struct EventCache<'a> {

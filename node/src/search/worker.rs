@@ -20,6 +20,11 @@ const ROUND: usize = 500;
 /// How often an idle worker looks at the queue anyway.
 const IDLE_LOOK: Duration = Duration::from_secs(2);
 
+/// The least time between two index commits while the queue is short. Each commit makes
+/// tantivy set up a new segment writer (some megabytes of tables, zeroed), which costs far more
+/// than indexing one message: a busy room's events are taken a batch at a time instead.
+const COMMIT_GAP: Duration = Duration::from_secs(2);
+
 /// `META` key: the last `TIMELINE` key the catch-up indexed; the value `done` when finished.
 const CATCH_UP: &[u8] = b"search_catch_up";
 const DONE: &[u8] = b"done";
@@ -42,32 +47,45 @@ async fn run(s: Arc<Services>, mut stop: Stop) {
     loop {
         let step = match catch_up(&s).await {
             Ok(true) => drain(&s).await,
-            Ok(false) => Ok(true),
+            Ok(false) => Ok(Drained::Full),
             Err(e) => Err(e),
         };
-        let more = match step {
-            Ok(more) => more,
-            Err(e) => {
-                tracing::warn!(error = %e, "search indexing failed; retrying");
+        let pause = match step {
+            Ok(Drained::Full) => {
+                if *stop.borrow() {
+                    return;
+                }
+                continue;
+            }
+            Ok(Drained::Some) => COMMIT_GAP,
+            Ok(Drained::Empty) => {
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    changed = visible.changed() => if changed.is_err() { return },
+                    // The purge's rows come with no new stream position to wake on.
+                    _ = tokio::time::sleep(IDLE_LOOK) => {}
                     _ = stop.wait_for(|stop| *stop) => return,
                 }
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "search indexing failed; retrying");
+                Duration::from_secs(1)
             }
         };
-        if more {
-            if *stop.borrow() {
-                return;
-            }
-            continue;
-        }
         tokio::select! {
-            changed = visible.changed() => if changed.is_err() { return },
-            // The purge's rows come with no new stream position to wake on.
-            _ = tokio::time::sleep(IDLE_LOOK) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
     }
+}
+
+/// What one round of the queue found.
+enum Drained {
+    Empty,
+    /// Some rows, all taken.
+    Some,
+    /// A full round: more may wait.
+    Full,
 }
 
 /// Applies and commits `changes` on a blocking thread: a commit writes and syncs files.
@@ -78,14 +96,14 @@ async fn apply(s: &Arc<Services>, changes: Vec<Change>) -> Result<()> {
         .map_err(|e| crate::Error::internal(format!("the search commit stopped: {e}")))?
 }
 
-/// One round of the queue; whether rows are left.
-async fn drain(s: &Arc<Services>) -> Result<bool> {
+/// One round of the queue.
+async fn drain(s: &Arc<Services>) -> Result<Drained> {
     let upto = pos_bytes(s.db.streams.visible().saturating_add(1));
     let rows = s.db.range(trees::SEARCH_QUEUE, Bound::Unbounded, Bound::Excluded(&upto[..]), false, ROUND)?;
     if rows.is_empty() {
-        return Ok(false);
+        return Ok(Drained::Empty);
     }
-    let full = rows.len() == ROUND;
+    let full = if rows.len() == ROUND { Drained::Full } else { Drained::Some };
     let mut changes = Vec::with_capacity(rows.len());
     let mut done = WriteBatch::new();
     for (key, value) in rows {

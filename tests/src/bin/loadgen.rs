@@ -433,6 +433,12 @@ async fn run_fed(fed: Scenario) -> Result<bool> {
             );
             let rss: Vec<String> = r.rss_mib.iter().map(|m| format!("{m:.0}")).collect();
             println!("  RSS per node (MiB): {}", rss.join(", "));
+            let commits: Vec<String> = r
+                .reaction_commits
+                .iter()
+                .map(|c| format!("{:.0} × {:.1} batches, {:.1} ms", c.groups, c.batches_per_group, c.mean_ms))
+                .collect();
+            println!("  store commits per node while the reactions were taken in: {}", commits.join("; "));
             Ok(r.missing == 0 && r.pushes == u64::from(r.recipients) && r.pushes_malformed == 0)
         }
         Scenario::StoreSize { rooms, checkpoints, dir, node_binary, json, chart_dir } => {

@@ -1,4 +1,4 @@
-//! The federation the alarm benchmark runs on: `nodes` Tocsin nodes, each its own
+//! The federation the alarm and room-size benchmarks run on: `nodes` Tocsin nodes, each its own
 //! `tocsin-test-node` process, under one signed federation list in which only the first node's
 //! `chief` role may raise alarms. Every node takes open registration without rate limits (the
 //! benchmark registers thousands of users) and may push to a gateway on loopback.
@@ -54,6 +54,20 @@ password = "{CHIEF_PASSWORD}"
 
 /// Plans and starts the federation under `dir`, running `binary` for each node.
 pub async fn start(dir: &Path, nodes: usize, binary: &Path) -> Result<AlarmFederation> {
+    plan(dir, nodes)?.launch(binary).await
+}
+
+/// A planned federation, its nodes' settings still open to change (links through a proxy, a
+/// shorter retry delay) before [`Plan::launch`].
+pub struct Plan {
+    pub cluster: Cluster,
+    names: Vec<String>,
+    admin_token: String,
+}
+
+/// Writes the federation list, the first node's policy and the operator token under `dir`,
+/// and plans `nodes` nodes on them.
+pub fn plan(dir: &Path, nodes: usize) -> Result<Plan> {
     let names: Vec<String> = (1..=nodes).map(|i| format!("city{i}.test")).collect();
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut cluster = Cluster::plan(dir, &name_refs)?;
@@ -90,11 +104,25 @@ pub async fn start(dir: &Path, nodes: usize, binary: &Path) -> Result<AlarmFeder
         c.rate_limits.enabled = false;
         // The push gateway listens on loopback.
         c.outbound_ip_allow = vec!["127.0.0.0/8".parse()?];
+        // The benchmark reads each node's own figures (store commits) from its metrics.
+        c.metrics.token = Some(admin_token.clone());
         if i == 0 {
             c.policy = Some(policy_path.clone());
             c.admin_token_file = Some(token_path.clone());
         }
     }
+    Ok(Plan { cluster, names, admin_token })
+}
+
+impl Plan {
+    /// Starts every node, running `binary`, and provisions the first node's policy.
+    pub async fn launch(self, binary: &Path) -> Result<AlarmFederation> {
+        let Plan { cluster, names, admin_token } = self;
+        launch(cluster, names, admin_token, binary).await
+    }
+}
+
+async fn launch(cluster: Cluster, names: Vec<String>, admin_token: String, binary: &Path) -> Result<AlarmFederation> {
     for i in 0..cluster.members.len() {
         cluster.write_config(i)?;
     }

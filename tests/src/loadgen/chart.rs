@@ -105,3 +105,36 @@ fn draw(reports: &[SyncCostReport], curve: &Curve, path: &Path) -> Result<()> {
     root.present()?;
     Ok(())
 }
+
+/// A line chart of named series against a log-scale x axis from `x_min`, written to `path`.
+pub fn lines(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    unit: &str,
+    x_min: u64,
+    series: &[(&str, Vec<(u64, f64)>)],
+) -> Result<()> {
+    let max_x = series.iter().flat_map(|(_, s)| s.iter().map(|p| p.0)).max().unwrap_or(x_min).max(x_min + 1);
+    let max_y = series.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)).fold(0.1f64, f64::max);
+    let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d((x_min..max_x * 2).log_scale(), 0.0..max_y * 1.15)?;
+    chart.configure_mesh().x_desc(x_desc).y_desc(unit).draw()?;
+    for (i, (label, points)) in series.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        chart
+            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?
+            .label(*label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+        chart.draw_series(points.iter().map(|&(x, y)| Circle::new((x, y), 3, colour.filled())))?;
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    root.present()?;
+    Ok(())
+}

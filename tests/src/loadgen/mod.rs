@@ -542,6 +542,8 @@ pub mod alarm_federation;
 pub mod chart;
 pub mod fanout;
 mod federation;
+pub mod node_metrics;
+pub mod room_size;
 pub mod store_size;
 pub mod sync_cost;
 pub use federation::*;

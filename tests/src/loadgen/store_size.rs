@@ -337,28 +337,9 @@ pub fn charts(report: &StoreSizeReport, dir: &Path, stem: &str) -> Result<Vec<Pa
 }
 
 fn draw(report: &StoreSizeReport, title: &str, unit: &str, lines: &Lines, path: &Path) -> Result<()> {
-    use plotters::prelude::*;
-    let colours = [RGBColor(200, 40, 40), RGBColor(30, 90, 200)];
-    let max_x = report.checkpoints.iter().map(|c| c.messages).max().unwrap_or(10).max(10);
-    let max_y = report.checkpoints.iter().flat_map(|c| lines.iter().map(move |(_, f)| f(c))).fold(0.1f64, f64::max);
-    let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d((1_000u64..max_x * 2).log_scale(), 0.0..max_y * 1.15)?;
-    chart.configure_mesh().x_desc("messages in the store").y_desc(unit).draw()?;
-    for ((label, value), colour) in lines.iter().zip(colours) {
-        let series: Vec<(u64, f64)> = report.checkpoints.iter().map(|c| (c.messages, value(c))).collect();
-        chart
-            .draw_series(LineSeries::new(series.clone(), colour.stroke_width(2)))?
-            .label(*label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
-        chart.draw_series(series.into_iter().map(|(x, y)| Circle::new((x, y), 3, colour.filled())))?;
-    }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
-    root.present()?;
-    Ok(())
+    let series: Vec<(&str, Vec<(u64, f64)>)> = lines
+        .iter()
+        .map(|(label, value)| (*label, report.checkpoints.iter().map(|c| (c.messages, value(c))).collect()))
+        .collect();
+    super::chart::lines(path, title, "messages in the store", unit, 1_000, &series)
 }

@@ -9,12 +9,15 @@ use matrix_sdk::{
     ruma::{
         OwnedEventId,
         api::client::{
-            push::{Pusher, PusherIds, PusherInit, PusherKind, get_pushers, get_pushrules_all},
+            push::{Pusher, PusherIds, PusherInit, PusherKind, get_pushers, get_pushrules_all, set_pushrule},
             room::create_room::v3::Request as CreateRoom,
         },
         api::push_gateway::send_event_notification::v1::NotificationPriority,
         events::room::message::RoomMessageEventContent,
-        push::{HighlightTweakValue, HttpPusherData, PushFormat, SoundTweakValue, Tweak},
+        push::{
+            Action, EventMatchConditionData, HighlightTweakValue, HttpPusherData, NewConditionalPushRule, NewPushRule,
+            PushFormat, SoundTweakValue, Tweak,
+        },
     },
 };
 use serde_json::json;
@@ -220,6 +223,76 @@ async fn a_critical_alarm_rings_through_a_room_mute_and_info_does_not() {
     })
     .await;
     assert_eq!((counts.notification_count, counts.highlight_count), (1, 1));
+    node.shutdown().await;
+}
+
+/// The push worker evaluates an event once for all the members on the default rules whom it
+/// does not name. A reaction notifies none of them, but it must still push to a member whose own
+/// rule asks for reactions and to a member the reaction mentions.
+#[tokio::test]
+async fn a_reaction_pushes_to_a_member_whose_rule_asks_and_to_one_it_mentions_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path(), true).await;
+    let gateway = Gateway::start().await;
+    let alice = common::user(&node, "alice").await;
+    let room = alice.create_room(CreateRoom::new()).await.unwrap();
+    let mut members = Vec::new();
+    for name in ["bob", "carol", "dave", "erin"] {
+        let member = common::user(&node, name).await;
+        room.invite_user_by_id(member.user_id().unwrap()).await.unwrap();
+        let room_id = room.room_id().to_owned();
+        eventually(&member, 5, || async {
+            member.get_room(&room_id).filter(|r| r.state() == matrix_sdk::RoomState::Invited)
+        })
+        .await;
+        member.join_room_by_id(&room_id).await.unwrap();
+        members.push(member);
+    }
+    let (bob, carol) = (&members[0], &members[1]);
+    bob.pusher().set(pusher(&gateway, "bob-phone"), false).await.unwrap();
+    carol.pusher().set(pusher(&gateway, "carol-phone"), false).await.unwrap();
+    let reactions = NewConditionalPushRule::new(
+        "reactions".to_owned(),
+        vec![EventMatchConditionData::new("type".to_owned(), "m.reaction".to_owned()).into()],
+        vec![Action::Notify],
+    );
+    carol.send(set_pushrule::v3::Request::new(NewPushRule::Override(reactions))).await.unwrap();
+
+    let message = text(&room, "status check, all units").await;
+    let react = |key: &str, mentions: serde_json::Value| {
+        json!({
+            "m.relates_to": {"rel_type": "m.annotation", "event_id": message, "key": key},
+            "m.mentions": mentions,
+        })
+    };
+    let plain = room.send_raw("m.reaction", react("👍", json!({}))).await.unwrap().response.event_id;
+    let mentioning = room
+        .send_raw("m.reaction", react("👀", json!({"user_ids": [bob.user_id().unwrap()]})))
+        .await
+        .unwrap()
+        .response
+        .event_id;
+
+    gateway.wait_for(5, 10).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut got: Vec<(String, OwnedEventId)> = gateway
+        .received()
+        .into_iter()
+        .map(|n| (n.devices[0].pushkey.clone(), n.event_id.expect("event_id_only pushes name the event")))
+        .collect();
+    got.sort();
+    let mut want = vec![
+        ("bob-phone".to_owned(), message.clone()),
+        ("carol-phone".to_owned(), message),
+        ("carol-phone".to_owned(), plain),
+        ("bob-phone".to_owned(), mentioning.clone()),
+        ("carol-phone".to_owned(), mentioning),
+    ];
+    want.sort();
+    assert_eq!(
+        got, want,
+        "the message pushes to both; the plain reaction only to carol (her rule); the mention to bob too"
+    );
     node.shutdown().await;
 }
 

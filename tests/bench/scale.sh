@@ -11,8 +11,12 @@
 # Then the store size (tocsin-loadgen store-size): one node's store filled with messages over
 # many rooms, and at each checkpoint bytes on disk per event, start-up time, RSS and a first /sync.
 #
-# Writes tests/bench/last-scale-run.md, tests/bench/scale-sync-{incremental,initial,sliding}.svg
-# and tests/bench/scale-store-{time,rss}.svg.
+# Then the room size (tocsin-loadgen room-size): one room grown over two Tocsin nodes whose links
+# run through proxies; at each size, joins one at a time, a late joiner's first /sync with
+# lazy-loaded members and without, and a partition healed until both nodes agree.
+#
+# Writes tests/bench/last-scale-run.md, tests/bench/scale-sync-{incremental,initial,sliding}.svg,
+# tests/bench/scale-store-{time,rss}.svg and tests/bench/scale-room-{join,sync,heal}.svg.
 #
 # Environment:
 #   TOCSIN_ROOMS / SYNAPSE_ROOMS   comma-separated sweeps (default 10,100,1000,10000 / 10,100,1000;
@@ -28,6 +32,8 @@
 #   STORE_ROOMS, STORE_CHECKPOINTS rooms of the store-size run and the messages at each of its
 #                                  checkpoints (default 10000 and 100000,1000000,3000000,10000000;
 #                                  an empty STORE_CHECKPOINTS skips it)
+#   ROOM_SIZES                     members of the room-size run's points (default 500,2000,5000;
+#                                  empty skips it)
 #   BENCH_DIR, KEEP=1              as in compare.sh
 set -euo pipefail
 
@@ -44,6 +50,7 @@ FANOUT_MESSAGES="${FANOUT_MESSAGES:-10}"
 IDLE_POLLS="${IDLE_POLLS:-20000}"
 STORE_ROOMS="${STORE_ROOMS:-10000}"
 STORE_CHECKPOINTS="${STORE_CHECKPOINTS-100000,1000000,3000000,10000000}"
+ROOM_SIZES="${ROOM_SIZES-500,2000,5000}"
 ADDR=127.0.0.1
 
 free_port() {
@@ -71,8 +78,8 @@ synapse_pid() {
 trap 'exit 130' INT TERM
 
 cd "$REPO_ROOT"
-echo "== building tocsin-node and tocsin-loadgen (release)"
-cargo build --release --bin tocsin-node --bin tocsin-loadgen
+echo "== building tocsin-node, tocsin-test-node and tocsin-loadgen (release)"
+cargo build --release --bin tocsin-node --bin tocsin-test-node --bin tocsin-loadgen
 LOADGEN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/tocsin-loadgen"
 NODE="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/tocsin-node"
 inputs=()
@@ -135,6 +142,11 @@ if [[ -n "$STORE_CHECKPOINTS" ]]; then
     "$LOADGEN" store-size --rooms "$STORE_ROOMS" --checkpoints "$STORE_CHECKPOINTS" \
         --dir "$BENCH_DIR/store" --chart-dir "$SCRIPT_DIR" >"$BENCH_DIR/store.md"
 fi
+if [[ -n "$ROOM_SIZES" ]]; then
+    echo "== Tocsin room size: $ROOM_SIZES members over two nodes"
+    "$LOADGEN" room-size --sizes "$ROOM_SIZES" --dir "$BENCH_DIR/room-size" --chart-dir "$SCRIPT_DIR" \
+        >"$BENCH_DIR/room-size.md"
+fi
 
 {
     echo "# Scale: /sync cost against the rooms a user is in, $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -170,6 +182,18 @@ fi
         echo "100 rooms, timeline limit 10). Charts: \`scale-store-time.svg\`, \`scale-store-rss.svg\`."
         echo
         cat "$BENCH_DIR/store.md"
+    fi
+    if [[ -f "$BENCH_DIR/room-size.md" ]]; then
+        echo
+        echo "## Room size: one room over two Tocsin nodes, measured at each size"
+        echo
+        echo "Joins one at a time alternate between the nodes (both already in the room). The late joiner's"
+        echo "first /sync has timeline limit 10. The partition cuts both federation links; each side sets the"
+        echo "topic and the power levels and takes in 1 % new members; the heal is timed from the links' return"
+        echo "until both nodes show the same topic, power levels and members (the nodes retry a peer at most"
+        echo "1 s after a failure). Charts: \`scale-room-join.svg\`, \`scale-room-sync.svg\`, \`scale-room-heal.svg\`."
+        echo
+        cat "$BENCH_DIR/room-size.md"
     fi
 } >"$OUT_MD"
 cat "$OUT_MD"

@@ -28,6 +28,10 @@ type Overlay = HashMap<(&'static str, Vec<u8>), (u64, Option<Vec<u8>>)>;
 
 /// Most batches written in one group: bounds the size of one engine transaction.
 const MAX_GROUP: usize = 1024;
+/// Under load (the last group held several batches), how long the committer waits for more
+/// before writing: each write rewrites the touched trees' pages and syncs, so fewer, larger
+/// groups cost less. A lone write (the last group held one) is never held back.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// The handle to a store: reads go straight to the engine, writes go through the group
 /// committer. Clones share the same engine and committer thread.
@@ -375,16 +379,23 @@ fn run_committer(
     stats: &CommitStats,
     pause: &RwLock<()>,
 ) {
+    let mut loaded = false;
     while let Ok(first) = rx.recv() {
         let mut batches = vec![first.batch];
         let mut replies = vec![first.reply];
         let mut stages = vec![first.stage];
+        let until = std::time::Instant::now() + if loaded { LINGER } else { std::time::Duration::ZERO };
         while batches.len() < MAX_GROUP {
-            let Ok(job) = rx.try_recv() else { break };
+            let next = match until.checked_duration_since(std::time::Instant::now()) {
+                Some(wait) if !wait.is_zero() => rx.recv_timeout(wait).ok(),
+                _ => rx.try_recv().ok(),
+            };
+            let Some(job) = next else { break };
             batches.push(job.batch);
             replies.push(job.reply);
             stages.push(job.stage);
         }
+        loaded = batches.len() > 1;
 
         // A panicking engine must not kill the thread: every later commit would hang or fail.
         let paused = pause.read().unwrap_or_else(PoisonError::into_inner);

@@ -179,6 +179,28 @@ enum Scenario {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// One room grown through SIZES members over two Tocsin nodes (each its own process, their
+    /// links through proxies): at each size, joins one at a time, a late joiner's first /sync
+    /// with lazy-loaded members and without, and a partition healed (until both nodes agree).
+    RoomSize {
+        /// Member counts, ascending (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "500,2000,5000")]
+        sizes: Vec<u32>,
+        /// The nodes' data (a fresh folder; default: a new folder under the system's temp dir).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// The node binary (default: `tocsin-test-node` beside this one).
+        #[arg(long)]
+        node_binary: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "loadgen-password-0")]
+        password: String,
+        /// Also write the figures as one JSON object to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+        /// Also draw `scale-room-join.svg`, `scale-room-sync.svg` and `scale-room-heal.svg` here.
+        #[arg(long)]
+        chart_dir: Option<std::path::PathBuf>,
+    },
     /// A big store: `rooms` rooms filled with messages up to each checkpoint; at each, the bytes
     /// on disk per event, the node binary's start-up time and RSS on it, and a first /sync.
     StoreSize {
@@ -263,6 +285,17 @@ fn write_json<T: serde::Serialize>(path: Option<&std::path::Path>, report: &T) -
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// `dir`, or a new folder under the system's temp dir named for `what`; made here, and refused
+/// if it exists (a benchmark starts from nothing).
+fn fresh_dir(dir: Option<std::path::PathBuf>, what: &str) -> Result<std::path::PathBuf> {
+    let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("tocsin-{what}-bench-{}", std::process::id())));
+    if dir.exists() {
+        bail!("{} exists; the benchmark needs a fresh folder", dir.display());
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
 }
 
 fn print_fed_latency(r: &FedLatencyReport) {
@@ -383,15 +416,28 @@ async fn run_fed(fed: Scenario) -> Result<bool> {
             );
             Ok(r.missing == 0 && r.poll_errors == 0 && r.idle_open == u64::from(r.idle))
         }
-        Scenario::Alarm { nodes, recipients, dir, node_binary, password, json } => {
-            let dir = match dir {
-                Some(dir) => dir,
-                None => std::env::temp_dir().join(format!("tocsin-alarm-bench-{}", std::process::id())),
+        Scenario::RoomSize { sizes, dir, node_binary, password, json, chart_dir } => {
+            let dir = fresh_dir(dir, "room-size")?;
+            let node_binary = match node_binary {
+                Some(path) => path,
+                None => loadgen::alarm_federation::default_node_binary()?,
             };
-            if dir.exists() {
-                bail!("{} exists; the benchmark needs a fresh folder", dir.display());
+            let cfg = loadgen::room_size::RoomSizeConfig { sizes, dir: dir.clone(), node_binary, password };
+            let report = loadgen::room_size::run(&cfg)
+                .await
+                .with_context(|| format!("the nodes' data and logs are kept in {}", dir.display()))?;
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+            write_json(json.as_deref(), &report)?;
+            print!("{}", loadgen::room_size::table(&report));
+            if let Some(dir) = chart_dir {
+                for path in loadgen::room_size::charts(&report, &dir, "scale-room")? {
+                    eprintln!("chart written to {}", path.display());
+                }
             }
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            Ok(true)
+        }
+        Scenario::Alarm { nodes, recipients, dir, node_binary, password, json } => {
+            let dir = fresh_dir(dir, "alarm")?;
             let node_binary = match node_binary {
                 Some(path) => path,
                 None => loadgen::alarm_federation::default_node_binary()?,
@@ -409,45 +455,11 @@ async fn run_fed(fed: Scenario) -> Result<bool> {
             // The nodes were killed when the run ended; their data is of no further use.
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
             write_json(json.as_deref(), &r)?;
-            println!("tocsin-loadgen alarm  {} recipients on {} nodes", r.recipients, r.nodes);
-            println!("  setup {:.1} s (accounts and pushers), joins {:.1} s", r.setup_s, r.joins_s);
-            println!(
-                "  alarm PUT -> each recipient's sync: p50 {:.0} ms, p99 {:.0} ms, all {:.0} ms ({} delivered, {} missing)",
-                r.sync_p50_ms, r.sync_p99_ms, r.sync_all_ms, r.delivered, r.missing
-            );
-            println!(
-                "  pushes: {} ({} high priority, {} malformed), the last {:.0} ms after the PUT, {:.0} pushes/s",
-                r.pushes, r.pushes_high, r.pushes_malformed, r.push_all_ms, r.pushes_per_s
-            );
-            println!(
-                "  {} reactions in {:.2} s; all acknowledged {:.0} ms after the last (admin API), status edit in the sender's sync {:.0} ms after it",
-                r.recipients, r.reactions_s, r.acked_after_last_reaction_ms, r.status_after_last_reaction_ms
-            );
-            println!(
-                "  a join into the full room, one at a time: p50 {:.0} ms, max {:.0} ms",
-                r.late_join_p50_ms, r.late_join_max_ms
-            );
-            println!(
-                "  a late joiner's first /sync: {} bytes in {:.0} ms with lazy-loaded members, {} bytes in {:.0} ms without",
-                r.lazy_sync_bytes, r.lazy_sync_ms, r.full_sync_bytes, r.full_sync_ms
-            );
-            let rss: Vec<String> = r.rss_mib.iter().map(|m| format!("{m:.0}")).collect();
-            println!("  RSS per node (MiB): {}", rss.join(", "));
-            let commits: Vec<String> = r
-                .reaction_commits
-                .iter()
-                .map(|c| format!("{:.0} × {:.1} batches, {:.1} ms", c.groups, c.batches_per_group, c.mean_ms))
-                .collect();
-            println!("  store commits per node while the reactions were taken in: {}", commits.join("; "));
+            print!("{}", r.summary());
             Ok(r.missing == 0 && r.pushes == u64::from(r.recipients) && r.pushes_malformed == 0)
         }
         Scenario::StoreSize { rooms, checkpoints, dir, node_binary, json, chart_dir } => {
-            let dir =
-                dir.unwrap_or_else(|| std::env::temp_dir().join(format!("tocsin-store-bench-{}", std::process::id())));
-            if dir.exists() {
-                bail!("{} exists; the benchmark needs a fresh folder", dir.display());
-            }
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let dir = fresh_dir(dir, "store")?;
             let node_binary = match node_binary {
                 Some(path) => path,
                 None => std::env::current_exe()?.parent().context("this executable has no folder")?.join("tocsin-node"),
@@ -460,10 +472,7 @@ async fn run_fed(fed: Scenario) -> Result<bool> {
                     eprintln!("chart written to {}", path.display());
                 }
             }
-            if let Some(path) = json {
-                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
+            write_json(json.as_deref(), &report)?;
             Ok(true)
         }
         Scenario::StoreReport { input, chart_dir } => {

@@ -261,6 +261,44 @@ pub async fn run(cfg: &AlarmBenchConfig) -> Result<AlarmBenchReport> {
     })
 }
 
+impl AlarmBenchReport {
+    /// The figures as the load generator prints them.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        out += &format!("tocsin-loadgen alarm  {} recipients on {} nodes\n", self.recipients, self.nodes);
+        out += &format!("  setup {:.1} s (accounts and pushers), joins {:.1} s\n", self.setup_s, self.joins_s);
+        out += &format!(
+            "  alarm PUT -> each recipient's sync: p50 {:.0} ms, p99 {:.0} ms, all {:.0} ms ({} delivered, {} missing)\n",
+            self.sync_p50_ms, self.sync_p99_ms, self.sync_all_ms, self.delivered, self.missing
+        );
+        out += &format!(
+            "  pushes: {} ({} high priority, {} malformed), the last {:.0} ms after the PUT, {:.0} pushes/s\n",
+            self.pushes, self.pushes_high, self.pushes_malformed, self.push_all_ms, self.pushes_per_s
+        );
+        out += &format!(
+            "  {} reactions in {:.2} s; all acknowledged {:.0} ms after the last (admin API), status edit in the sender's sync {:.0} ms after it\n",
+            self.recipients, self.reactions_s, self.acked_after_last_reaction_ms, self.status_after_last_reaction_ms
+        );
+        out += &format!(
+            "  a join into the full room, one at a time: p50 {:.0} ms, max {:.0} ms\n",
+            self.late_join_p50_ms, self.late_join_max_ms
+        );
+        out += &format!(
+            "  a late joiner's first /sync: {} bytes in {:.0} ms with lazy-loaded members, {} bytes in {:.0} ms without\n",
+            self.lazy_sync_bytes, self.lazy_sync_ms, self.full_sync_bytes, self.full_sync_ms
+        );
+        let rss: Vec<String> = self.rss_mib.iter().map(|m| format!("{m:.0}")).collect();
+        out += &format!("  RSS per node (MiB): {}\n", rss.join(", "));
+        let commits: Vec<String> = self
+            .reaction_commits
+            .iter()
+            .map(|c| format!("{:.0} × {:.1} batches, {:.1} ms", c.groups, c.batches_per_group, c.mean_ms))
+            .collect();
+        out += &format!("  store commits per node while the reactions were taken in: {}\n", commits.join("; "));
+        out
+    }
+}
+
 /// An initial `/sync` of `session` (timeline limit 10), with lazy-loaded members or without:
 /// its size in bytes and its time in ms.
 pub(super) async fn sync_size(session: &Session, lazy: bool) -> Result<(u64, f64)> {

@@ -327,6 +327,9 @@ pub fn table(report: &RoomSizeReport) -> String {
     out
 }
 
+/// One line of a chart: its name and its points.
+type Line = (&'static str, Vec<(u64, f64)>);
+
 /// Writes `<stem>-join.svg`, `<stem>-sync.svg` and `<stem>-heal.svg` into `dir`, each against
 /// the members (log scale); returns their paths.
 pub fn charts(report: &RoomSizeReport, dir: &std::path::Path, stem: &str) -> Result<Vec<PathBuf>> {
@@ -334,7 +337,7 @@ pub fn charts(report: &RoomSizeReport, dir: &std::path::Path, stem: &str) -> Res
         report.points.iter().map(|p| (u64::from(p.members), f(p))).collect()
     };
     let kib = |bytes: u64| bytes as f64 / 1024.0;
-    let charts: [(&str, &str, &str, Vec<(&str, Vec<(u64, f64)>)>); 3] = [
+    let charts: [(&str, &str, &str, Vec<Line>); 3] = [
         (
             "join",
             "A join into the room, one at a time",

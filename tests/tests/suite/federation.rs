@@ -221,6 +221,17 @@ async fn a_partition_heals_and_all_nodes_agree() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The forks were resolved, and the operator sees it in the metrics.
+    let resolutions: u64 = nodes
+        .iter()
+        .map(|n| {
+            let text = tocsin_node::admin::metrics::sources::render_all(&n.services).unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix("tocsin_state_resolution_seconds_count "))
+                .map_or(0, |v| v.trim().parse().unwrap())
+        })
+        .sum();
+    assert!(resolutions > 0, "the heal resolved no differing states");
     for node in nodes {
         node.shutdown().await;
     }

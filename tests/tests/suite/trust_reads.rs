@@ -376,9 +376,23 @@ async fn a_store_error_on_receipt_never_rejects_an_event_for_good() {
     let alices = say(&api_a, room.as_str(), &alice, "First").await;
     let alices_id = EventId::parse(&alices).unwrap();
     common::eventually_until(20, || async { b.services.rooms.pdu(&alices_id).unwrap().is_some() }).await;
+    // Alice renames herself, so her membership in the current state is newer than the join that
+    // "First" cites among its auth events: judging an event that cites the join reads it from
+    // the store (the current state's events are held in memory).
+    let me = format!("@alice:{A}");
+    let (status, body) = api_a
+        .put(
+            &format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", enc(room.as_str()), enc(&me)),
+            Some(&alice),
+            &json!({ "membership": "join", "displayname": "Alice (Riverton)" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let renamed = EventId::parse(body["event_id"].as_str().unwrap()).unwrap();
+    common::eventually_until(20, || async { b.services.rooms.pdu(&renamed).unwrap().is_some() }).await;
 
-    // The event A sends next cites alice's membership among its auth events; on B that record
-    // is unreadable for a moment (a disk error, say).
+    // The event A sends next cites alice's join among its auth events; on B that record is
+    // unreadable for a moment (a disk error, say).
     let forge = Forge::new(&a, &room, &alices_id).await;
     let (id, pdu) =
         forge.pdu(|o| _ = o.insert("content".into(), cj(json!({ "msgtype": "m.text", "body": "Second" })))).await;

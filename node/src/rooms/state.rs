@@ -148,8 +148,23 @@ impl Rooms {
         if let Some(pdu) = unstored {
             events.events.insert(pdu.event_id.clone(), pdu.clone());
         }
-        let auth_chains: Vec<HashSet<OwnedEventId>> =
-            all.iter().map(|state| events.auth_chain(state.values())).collect::<Result<_>>()?;
+        // Resolution uses the states' full auth chains only for their difference (what is not
+        // in every chain). The events all states hold have the same chain in each, so it lies
+        // in every full chain: taking it out of each set leaves the difference as it was, and
+        // the shared events (nearly all of a big room's state) are walked once, not per state.
+        let shared: Vec<&OwnedEventId> = all[0]
+            .iter()
+            .filter(|(key, id)| all[1..].iter().all(|other| other.get(*key) == Some(*id)))
+            .map(|(_, id)| id)
+            .collect();
+        let common = events.auth_chain(shared.into_iter())?;
+        let mut auth_chains: Vec<HashSet<OwnedEventId>> = Vec::with_capacity(all.len());
+        for state in all {
+            let own = state.iter().filter(|(key, id)| all.iter().any(|other| other.get(*key) != Some(*id)));
+            let mut chain = events.auth_chain(own.map(|(_, id)| id))?;
+            chain.retain(|id| !common.contains(id));
+            auth_chains.push(chain);
+        }
         for state in all {
             for id in state.values() {
                 events.load(id)?;
@@ -204,18 +219,22 @@ impl<'a> EventCache<'a> {
     /// Every event reachable through `auth_events` from `from` (not including `from` itself).
     fn auth_chain<'i>(&mut self, from: impl Iterator<Item = &'i OwnedEventId>) -> Result<HashSet<OwnedEventId>> {
         let mut seen = HashSet::new();
-        let mut todo: Vec<OwnedEventId> = Vec::new();
+        let mut todo: Vec<Arc<Pdu>> = Vec::new();
         for id in from {
             if let Some(pdu) = self.load(id)? {
-                todo.extend(pdu.auth_events.iter().cloned());
+                todo.push(pdu);
             }
         }
-        while let Some(id) = todo.pop() {
-            if !seen.insert(id.clone()) {
-                continue;
-            }
-            if let Some(pdu) = self.load(&id)? {
-                todo.extend(pdu.auth_events.iter().filter(|a| !seen.contains(*a)).cloned());
+        // Each event id is copied once, when first seen.
+        while let Some(pdu) = todo.pop() {
+            for parent in &pdu.auth_events {
+                if seen.contains(parent) {
+                    continue;
+                }
+                seen.insert(parent.clone());
+                if let Some(parent) = self.load(parent)? {
+                    todo.push(parent);
+                }
             }
         }
         Ok(seen)

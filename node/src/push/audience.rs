@@ -31,7 +31,7 @@ impl Audience {
         Ok(Self { members, alone })
     }
 
-    fn is_joined(&self, user: &UserId) -> bool {
+    pub fn is_joined(&self, user: &UserId) -> bool {
         self.members.joined.binary_search_by(|u| u.as_str().cmp(user.as_str())).is_ok()
     }
 

@@ -248,8 +248,7 @@ fn invited_target(services: &Services, audience: &audience::Audience, pdu: &crat
         return None;
     }
     let target = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())?;
-    let joined = audience.members.joined.binary_search_by(|u| u.as_str().cmp(target.as_str())).is_ok();
-    (target.server_name() == services.server_name && !joined).then_some(target)
+    (target.server_name() == services.server_name && !audience.is_joined(&target)).then_some(target)
 }
 
 fn is_ringing_alarm(pdu: &crate::rooms::Pdu) -> bool {

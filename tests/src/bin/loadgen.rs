@@ -13,6 +13,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+
+#[path = "loadgen/options.rs"]
+mod options;
+use options::{OwnNodes, fresh_dir, write_json};
 use tocsin_tests::loadgen::{
     self, CatchupConfig, CatchupReport, Config, FedConfig, FedLatencyReport, Report, RssReport,
 };
@@ -167,17 +171,8 @@ enum Scenario {
         nodes: u32,
         #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u32).range(2..=19_000))]
         recipients: u32,
-        /// The nodes' data (a fresh folder; default: a new folder under the system's temp dir).
-        #[arg(long)]
-        dir: Option<std::path::PathBuf>,
-        /// The node binary (default: `tocsin-test-node` beside this one).
-        #[arg(long)]
-        node_binary: Option<std::path::PathBuf>,
-        #[arg(long, default_value = "loadgen-password-0")]
-        password: String,
-        /// Also write the figures as one JSON object to this file.
-        #[arg(long)]
-        json: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        own: OwnNodes,
     },
     /// One room grown through SIZES members over two Tocsin nodes (each its own process, their
     /// links through proxies): at each size, joins one at a time, a late joiner's first /sync
@@ -186,17 +181,8 @@ enum Scenario {
         /// Member counts, ascending (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "500,2000,5000")]
         sizes: Vec<u32>,
-        /// The nodes' data (a fresh folder; default: a new folder under the system's temp dir).
-        #[arg(long)]
-        dir: Option<std::path::PathBuf>,
-        /// The node binary (default: `tocsin-test-node` beside this one).
-        #[arg(long)]
-        node_binary: Option<std::path::PathBuf>,
-        #[arg(long, default_value = "loadgen-password-0")]
-        password: String,
-        /// Also write the figures as one JSON object to this file.
-        #[arg(long)]
-        json: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        own: OwnNodes,
         /// Also draw `scale-room-join.svg`, `scale-room-sync.svg` and `scale-room-heal.svg` here.
         #[arg(long)]
         chart_dir: Option<std::path::PathBuf>,
@@ -277,25 +263,6 @@ fn default_prefix(prefix: Option<String>) -> Result<String> {
         bail!("--prefix must be 1-64 characters of a-z 0-9 . _ = -");
     }
     Ok(prefix)
-}
-
-fn write_json<T: serde::Serialize>(path: Option<&std::path::Path>, report: &T) -> Result<()> {
-    if let Some(path) = path {
-        let text = serde_json::to_string_pretty(report).context("encoding the report")?;
-        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
-}
-
-/// `dir`, or a new folder under the system's temp dir named for `what`; made here, and refused
-/// if it exists (a benchmark starts from nothing).
-fn fresh_dir(dir: Option<std::path::PathBuf>, what: &str) -> Result<std::path::PathBuf> {
-    let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("tocsin-{what}-bench-{}", std::process::id())));
-    if dir.exists() {
-        bail!("{} exists; the benchmark needs a fresh folder", dir.display());
-    }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
 }
 
 fn print_fed_latency(r: &FedLatencyReport) {
@@ -416,18 +383,15 @@ async fn run_fed(fed: Scenario) -> Result<bool> {
             );
             Ok(r.missing == 0 && r.poll_errors == 0 && r.idle_open == u64::from(r.idle))
         }
-        Scenario::RoomSize { sizes, dir, node_binary, password, json, chart_dir } => {
-            let dir = fresh_dir(dir, "room-size")?;
-            let node_binary = match node_binary {
-                Some(path) => path,
-                None => loadgen::alarm_federation::default_node_binary()?,
-            };
+        Scenario::RoomSize { sizes, own, chart_dir } => {
+            let (dir, node_binary) = own.resolve("room-size")?;
+            let password = own.password.clone();
             let cfg = loadgen::room_size::RoomSizeConfig { sizes, dir: dir.clone(), node_binary, password };
             let report = loadgen::room_size::run(&cfg)
                 .await
                 .with_context(|| format!("the nodes' data and logs are kept in {}", dir.display()))?;
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-            write_json(json.as_deref(), &report)?;
+            write_json(own.json.as_deref(), &report)?;
             print!("{}", loadgen::room_size::table(&report));
             if let Some(dir) = chart_dir {
                 for path in loadgen::room_size::charts(&report, &dir, "scale-room")? {
@@ -436,25 +400,21 @@ async fn run_fed(fed: Scenario) -> Result<bool> {
             }
             Ok(true)
         }
-        Scenario::Alarm { nodes, recipients, dir, node_binary, password, json } => {
-            let dir = fresh_dir(dir, "alarm")?;
-            let node_binary = match node_binary {
-                Some(path) => path,
-                None => loadgen::alarm_federation::default_node_binary()?,
-            };
+        Scenario::Alarm { nodes, recipients, own } => {
+            let (dir, node_binary) = own.resolve("alarm")?;
             let cfg = loadgen::alarm::AlarmBenchConfig {
                 nodes: nodes as usize,
                 recipients,
                 dir: dir.clone(),
                 node_binary,
-                password,
+                password: own.password.clone(),
             };
             let r = loadgen::alarm::run(&cfg)
                 .await
                 .with_context(|| format!("the nodes' data and logs are kept in {}", dir.display()))?;
             // The nodes were killed when the run ended; their data is of no further use.
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-            write_json(json.as_deref(), &r)?;
+            write_json(own.json.as_deref(), &r)?;
             print!("{}", r.summary());
             Ok(r.missing == 0 && r.pushes == u64::from(r.recipients) && r.pushes_malformed == 0)
         }

@@ -60,8 +60,6 @@ pub struct Rooms {
     snapshots: Arc<snapshots::Snapshots>,
     /// How long each state resolution of states that differ took (`/_tocsin/metrics`).
     resolutions: crate::admin::metrics::Histogram,
-    /// The last resolution's shared auth chain (`state::CommonChain`).
-    common_chain: Arc<Mutex<Option<state::CommonChain>>>,
 }
 
 /// `tocsin_state_resolution_seconds`' buckets: from a fork of a few events to a partition's.
@@ -84,18 +82,7 @@ impl Rooms {
             RESOLUTION_BUCKETS,
             &[],
         );
-        Self {
-            db,
-            server_name,
-            keys,
-            policy,
-            outbox,
-            alarms,
-            heads: Arc::default(),
-            snapshots,
-            resolutions,
-            common_chain: Arc::default(),
-        }
+        Self { db, server_name, keys, policy, outbox, alarms, heads: Arc::default(), snapshots, resolutions }
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {

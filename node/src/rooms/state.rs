@@ -152,12 +152,12 @@ impl Rooms {
         // in every chain). The events all states hold have the same chain in each, so it lies
         // in every full chain: taking it out of each set leaves the difference as it was, and
         // the shared events (nearly all of a big room's state) are walked once, not per state.
-        let shared: HashSet<&OwnedEventId> = all[0]
+        let shared: Vec<&OwnedEventId> = all[0]
             .iter()
             .filter(|(key, id)| all[1..].iter().all(|other| other.get(*key) == Some(*id)))
             .map(|(_, id)| id)
             .collect();
-        let common = self.common_chain(&head.room_id, shared, &mut events)?;
+        let common = events.auth_chain(shared.into_iter())?;
         let mut auth_chains: Vec<HashSet<OwnedEventId>> = Vec::with_capacity(all.len());
         for state in all {
             let own = state.iter().filter(|(key, id)| all.iter().any(|other| other.get(*key) != Some(*id)));
@@ -190,40 +190,6 @@ impl Rooms {
         )
         .map_err(|e| Error::internal(format!("state resolution failed: {e}")))
     }
-}
-
-impl Rooms {
-    /// The auth chain of `shared`. A healing partition resolves once per event it takes in,
-    /// each time with nearly the same shared events, so the last resolution's chain is kept:
-    /// when its events are all still shared, only the newly shared ones are walked (the chain
-    /// of a union is the union of the chains).
-    fn common_chain(
-        &self,
-        room: &ruma::RoomId,
-        shared: HashSet<&OwnedEventId>,
-        events: &mut EventCache<'_>,
-    ) -> Result<Arc<HashSet<OwnedEventId>>> {
-        let mut kept = self.common_chain.lock().map_err(|_| Error::internal("chain cache poisoned"))?;
-        let (mut known, mut chain) = match kept.take() {
-            Some(k) if k.room == room && k.shared.iter().all(|id| shared.contains(id)) => {
-                (k.shared, Arc::unwrap_or_clone(k.chain))
-            }
-            _ => (HashSet::new(), HashSet::new()),
-        };
-        let added: Vec<&OwnedEventId> = shared.into_iter().filter(|id| !known.contains(*id)).collect();
-        chain.extend(events.auth_chain(added.iter().copied())?);
-        known.extend(added.into_iter().cloned());
-        let chain = Arc::new(chain);
-        *kept = Some(CommonChain { room: room.to_owned(), shared: known, chain: chain.clone() });
-        Ok(chain)
-    }
-}
-
-/// The auth chain of the events one resolution's states shared (see [`Rooms::common_chain`]).
-pub struct CommonChain {
-    room: ruma::OwnedRoomId,
-    shared: HashSet<OwnedEventId>,
-    chain: Arc<HashSet<OwnedEventId>>,
 }
 
 /// A resolution that takes longer than this is logged.

@@ -119,12 +119,13 @@ impl Rooms {
         let all: Vec<StateIds> = std::iter::once(first).chain(rest).collect();
         let started = std::time::Instant::now();
         let resolved = self.resolve_differing(rules, &all, unstored, head);
-        self.resolutions.observe_duration(started.elapsed());
-        if started.elapsed() > SLOW_RESOLUTION {
+        let took = started.elapsed();
+        self.resolutions.observe_duration(took);
+        if took > SLOW_RESOLUTION {
             tracing::info!(
                 states = all.len(),
                 entries = all[0].len(),
-                ms = started.elapsed().as_millis() as u64,
+                ms = took.as_millis() as u64,
                 "slow state resolution"
             );
         }

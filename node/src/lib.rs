@@ -17,6 +17,7 @@ mod fuzz;
 pub mod http;
 pub mod keys;
 pub mod media;
+pub mod metrics;
 pub mod policy;
 pub mod push;
 pub mod rooms;
@@ -68,8 +69,8 @@ pub struct Services {
     pub limits: http::RateLimiter,
     /// Alarm tracking, status and escalation (`alarms`).
     pub alarms: alarms::Alarms,
-    /// Metrics any area may register (`/_tocsin/metrics`; see `admin::metrics::registry`).
-    pub metrics: Arc<admin::metrics::Registry>,
+    /// Metrics any area may register (`/_tocsin/metrics`; see `metrics::registry`).
+    pub metrics: Arc<metrics::Registry>,
     /// The bearer token `/_tocsin/metrics` wants (`[metrics] token` or `token_file`).
     pub metrics_token: Option<String>,
     /// The operator's admin token (`admin_token_file`), accepted by the admin API.
@@ -104,7 +105,7 @@ impl Services {
         );
         let policy = Arc::new(policy::PolicyGate::from_config(&config)?);
         let alarms = alarms::Alarms::new(db.clone());
-        let metrics = Arc::new(admin::metrics::Registry::new());
+        let metrics = Arc::new(metrics::Registry::new());
         let rooms = rooms::Rooms::new(
             db.clone(),
             server_name.clone(),

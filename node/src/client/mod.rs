@@ -235,11 +235,11 @@ pub fn router(services: Arc<Services>) -> Router {
         .raw("/_tocsin/admin/policy/apply", axum::routing::post(crate::admin::policy::apply))
         .raw("/.well-known/matrix/server", get(crate::federation::well_known::server));
     let endpoints = crate::admin::routes(endpoints);
-    let metrics = crate::admin::metrics::requests::RequestMetrics { api: "client", registry: services.metrics.clone() };
+    let metrics = crate::metrics::requests::RequestMetrics { api: "client", registry: services.metrics.clone() };
     endpoints
         .into_router()
         .fallback(unrecognized)
         .layer(axum::middleware::from_fn(cors))
-        .layer(axum::middleware::from_fn_with_state(metrics, crate::admin::metrics::requests::track))
+        .layer(axum::middleware::from_fn_with_state(metrics, crate::metrics::requests::track))
         .with_state(services)
 }

@@ -100,11 +100,11 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<get_profile_information::v1::Request, _, _>(user_keys::profile)
         .ruma::<get_room_information::v1::Request, _, _>(user_keys::directory);
     let metrics =
-        crate::admin::metrics::requests::RequestMetrics { api: "federation", registry: services.metrics.clone() };
+        crate::metrics::requests::RequestMetrics { api: "federation", registry: services.metrics.clone() };
     endpoints
         .into_router()
         .fallback(unrecognized)
-        .layer(axum::middleware::from_fn_with_state(metrics, crate::admin::metrics::requests::track))
+        .layer(axum::middleware::from_fn_with_state(metrics, crate::metrics::requests::track))
         .with_state(services)
 }
 

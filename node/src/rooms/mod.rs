@@ -19,6 +19,7 @@ mod remote;
 pub mod reports;
 pub mod retention;
 pub mod snapshots;
+mod resolve;
 pub mod state;
 pub mod summary;
 pub mod threads;
@@ -59,7 +60,7 @@ pub struct Rooms {
     heads: Arc<Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<RoomHead>>>>>,
     snapshots: Arc<snapshots::Snapshots>,
     /// How long each state resolution of states that differ took (`/_tocsin/metrics`).
-    resolutions: crate::admin::metrics::Histogram,
+    resolutions: crate::metrics::Histogram,
 }
 
 /// `tocsin_state_resolution_seconds`' buckets: from a fork of a few events to a partition's.
@@ -73,7 +74,7 @@ impl Rooms {
         policy: Arc<crate::policy::PolicyGate>,
         outbox: crate::federation::sender::Outbox,
         alarms: crate::alarms::track::Tracker,
-        metrics: &crate::admin::metrics::Registry,
+        metrics: &crate::metrics::Registry,
     ) -> Self {
         let snapshots = Arc::new(snapshots::Snapshots::new(db.clone()));
         let resolutions = metrics.histogram(

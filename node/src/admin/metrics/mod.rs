@@ -1,7 +1,7 @@
 //! `GET /_tocsin/metrics`: Prometheus text format (0.0.4): requests by endpoint and status with
 //! latency histograms, the store (commit latency, size), federation (the list in force, backlog
 //! and failures per peer), and the process. Other areas add theirs through
-//! [`Services::metrics`] (see [`registry`]).
+//! [`Services::metrics`] (see [`crate::metrics`]).
 //!
 //! Access: the `[metrics]` bearer token, or a separate listener (`[metrics] listen`). Never a
 //! user's access token: a scraper needs no account. Not "loopback only": the client port usually
@@ -9,8 +9,6 @@
 //! either: the member list and the backlog per peer tell an outsider which agencies are
 //! unreachable during a crisis.
 
-pub mod registry;
-pub mod requests;
 pub mod sources;
 
 use std::sync::Arc;
@@ -22,7 +20,6 @@ use axum::{
 use http::HeaderMap;
 use subtle::ConstantTimeEq;
 
-pub use registry::{Counter, Exposition, Gauge, Histogram, LATENCY_BUCKETS, Registry};
 
 use crate::{
     Services,

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use tocsin_store::COMMIT_BUCKETS;
 
-use super::registry::{Exposition, escape};
+use crate::metrics::registry::{Exposition, escape};
 use crate::{Services, error::Result, federation::sender::Backlog, policy::federation::ListState};
 
 /// Everything: the registry's series, then the families below.

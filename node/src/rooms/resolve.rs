@@ -98,7 +98,9 @@ impl Rooms {
         let readable = events.readable_keys(&rules.authorization, v2, all, &conflicted, &auth_chains)?;
         let cut: Vec<StateIds> = all
             .iter()
-            .map(|state| state.iter().filter(|(key, _)| readable.contains(*key)).map(|(k, v)| (k.clone(), v.clone())).collect())
+            .map(|state| {
+                state.iter().filter(|(key, _)| readable.contains(*key)).map(|(k, v)| (k.clone(), v.clone())).collect()
+            })
             .collect();
         for state in &cut {
             for (key, id) in state {
@@ -269,7 +271,8 @@ impl EventCache<'_> {
             let Some(pdu) = self.load(id)? else { continue };
             let Some(state_key) = pdu.state_key.as_deref() else { continue };
             // Malformed content: resolution skips the event without reading anything.
-            if let Ok(types) = state_res::auth_types_for_event(&pdu.kind, &pdu.sender, Some(state_key), &pdu.content, rules)
+            if let Ok(types) =
+                state_res::auth_types_for_event(&pdu.kind, &pdu.sender, Some(state_key), &pdu.content, rules)
             {
                 readable.extend(types);
             }

@@ -20,7 +20,6 @@ use axum::{
 use http::HeaderMap;
 use subtle::ConstantTimeEq;
 
-
 use crate::{
     Services,
     error::{Error, Result},

@@ -148,19 +148,46 @@ fn resolve_by_ruma(
     auth_chains: Vec<HashSet<OwnedEventId>>,
     cache: &HashMap<OwnedEventId, Arc<Pdu>>,
 ) -> Result<StateIds> {
-    let fetch = |id: &EventId| cache.get(id).cloned().or_else(|| load_pdu(db, id).ok().flatten().map(Arc::new));
+    let failed = std::cell::RefCell::new(None);
+    let fetch = cached_fetch(db, cache, &failed);
     let subgraph = |conflicted: &state_res::StateMap<Vec<OwnedEventId>>| {
         Some(conflicted_subgraph(conflicted.values().flatten(), &fetch).into_iter().collect())
     };
-    state_res::resolve(
+    let resolved = state_res::resolve(
         &rules.authorization,
         v2,
         states,
         auth_chains.into_iter().map(|c| c.into_iter().collect()).collect(),
-        fetch,
+        &fetch,
         subgraph,
-    )
-    .map_err(|e| Error::internal(format!("state resolution failed: {e}")))
+    );
+    // A store error would have made an event look missing, and resolution silently drop it.
+    if let Some(e) = failed.borrow_mut().take() {
+        return Err(e);
+    }
+    resolved.map_err(|e| Error::internal(format!("state resolution failed: {e}")))
+}
+
+/// Events from `cache`, else from the store. ruma's fetch can only say "missing", so the first
+/// store error is kept in `failed` for the caller to return instead of a result built without
+/// the event.
+fn cached_fetch<'a>(
+    db: &'a Db,
+    cache: &'a HashMap<OwnedEventId, Arc<Pdu>>,
+    failed: &'a std::cell::RefCell<Option<Error>>,
+) -> impl Fn(&EventId) -> Option<Arc<Pdu>> + 'a {
+    move |id: &EventId| {
+        if let Some(pdu) = cache.get(id) {
+            return Some(pdu.clone());
+        }
+        match load_pdu(db, id) {
+            Ok(pdu) => pdu.map(Arc::new),
+            Err(e) => {
+                failed.borrow_mut().get_or_insert(e);
+                None
+            }
+        }
+    }
 }
 
 /// Events read once per resolution, with their auth chains. The head's current state is looked
@@ -260,12 +287,15 @@ impl EventCache<'_> {
             full.extend(chain.iter().filter(|id| !auth_chains.iter().all(|c| c.contains(*id))).cloned());
         }
         if v2.consider_conflicted_state_subgraph {
-            let cache = &self.events;
-            let db = self.db;
-            let fetch = |id: &EventId| cache.get(id).cloned().or_else(|| load_pdu(db, id).ok().flatten().map(Arc::new));
+            let failed = std::cell::RefCell::new(None);
+            let fetch = cached_fetch(self.db, &self.events, &failed);
             let conflicted_ids: Vec<OwnedEventId> =
                 all.iter().flat_map(|s| conflicted.iter().filter_map(|k| s.get(*k).cloned())).collect();
-            full.extend(conflicted_subgraph(conflicted_ids.iter(), &fetch));
+            let subgraph = conflicted_subgraph(conflicted_ids.iter(), &fetch);
+            if let Some(e) = failed.borrow_mut().take() {
+                return Err(e);
+            }
+            full.extend(subgraph);
         }
         for id in &full {
             let Some(pdu) = self.load(id)? else { continue };

@@ -107,7 +107,9 @@ impl Rooms {
                 events.load_at(key, id)?;
             }
         }
-        let mut resolved = resolve_by_ruma(&self.db, rules, v2, &cut, auth_chains.clone(), &events.events)?;
+        #[cfg(debug_assertions)]
+        let chains_for_check = auth_chains.clone();
+        let mut resolved = resolve_by_ruma(&self.db, rules, v2, &cut, auth_chains, &events.events)?;
         // Unconflicted entries outside the cut: resolution would end by putting them on top.
         for (key, id) in all[0].iter().filter(|(key, _)| !readable.contains(*key)) {
             resolved.insert(key.clone(), id.clone());
@@ -119,7 +121,7 @@ impl Rooms {
                     events.load_at(key, id)?;
                 }
             }
-            let whole = resolve_by_ruma(&self.db, rules, v2, all, auth_chains, &events.events)?;
+            let whole = resolve_by_ruma(&self.db, rules, v2, all, chains_for_check, &events.events)?;
             debug_assert_eq!(resolved, whole, "resolving the cut states differs from resolving the whole");
         }
         Ok(resolved)
@@ -209,25 +211,30 @@ impl EventCache<'_> {
         Ok(Some(pdu))
     }
 
+    /// The head's copy of the state event `id` at `key`, if its current state holds it.
+    fn in_head(&self, key: &StateKey, id: &EventId) -> Option<Arc<Pdu>> {
+        self.head.state.get(key).filter(|pdu| pdu.event_id == id).cloned()
+    }
+
     /// The state event `id` at `key`, kept in the cache.
     fn load_at(&mut self, key: &StateKey, id: &EventId) -> Result<Option<Arc<Pdu>>> {
-        match self.head.state.get(key) {
-            Some(pdu) if pdu.event_id == id => {
+        match self.in_head(key, id) {
+            Some(pdu) => {
                 if !self.events.contains_key(id) {
                     self.events.insert(id.to_owned(), pdu.clone());
                 }
-                Ok(Some(pdu.clone()))
+                Ok(Some(pdu))
             }
-            _ => self.load(id),
+            None => self.load(id),
         }
     }
 
-    /// The state event `id` at `key`, from the head when it holds it, without caching it: the
-    /// shared events are only walked through.
+    /// [`EventCache::load_at`] without caching the head's copy: the shared events are only
+    /// walked through.
     fn peek_at(&mut self, key: &StateKey, id: &EventId) -> Result<Option<Arc<Pdu>>> {
-        match self.head.state.get(key) {
-            Some(pdu) if pdu.event_id == id => Ok(Some(pdu.clone())),
-            _ => self.load(id),
+        match self.in_head(key, id) {
+            Some(pdu) => Ok(Some(pdu)),
+            None => self.load(id),
         }
     }
 

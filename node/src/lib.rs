@@ -34,6 +34,10 @@ use ruma::OwnedServerName;
 use tokio::net::TcpListener;
 
 pub use config::{Config, Registration};
+
+/// The log filter when none is set: ruma's state resolution logs every auth check it passes
+/// at `info`, several lines per received event, which under load costs more than the check.
+pub const DEFAULT_LOG_FILTER: &str = "info,sled=warn,ruma_state_res=warn";
 pub use error::{Error, Result};
 /// The ruma version the node speaks, for tests and tools that check its output.
 pub use ruma;

@@ -172,7 +172,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The demo prints its own summary; node logs below warnings would bury it.
     let demo = matches!(cli.command, Command::Demo { .. });
-    init_logging(if demo { "warn,ruma_state_res=error" } else { "info,sled=warn,ruma_state_res=warn" }, cli.log_format);
+    init_logging(if demo { "warn,ruma_state_res=error" } else { tocsin_node::DEFAULT_LOG_FILTER }, cli.log_format);
     match cli.command {
         Command::Policy { command: PolicyCommand::Status } => return policy_status(cli.config.as_deref()),
         Command::Policy { command: PolicyCommand::Plan { remote } } => {

@@ -177,12 +177,8 @@ impl Cluster {
     pub async fn spawn(&self, i: usize, binary: &Path) -> anyhow::Result<ChildNode> {
         let m = &self.members[i];
         let log = std::fs::File::create(m.data_dir.join("node.log"))?;
-        let child = Command::new(binary)
-            .arg(&m.config_file)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
+        // Without `RUST_LOG` the child logs as `tocsin-node serve` does by default.
+        let child = Command::new(binary).arg(&m.config_file).stdout(Stdio::null()).stderr(log).spawn()?;
         let node = ChildNode { child: Some(child), member: m.clone() };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {

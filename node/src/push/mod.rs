@@ -53,8 +53,13 @@ pub struct Push {
     pub badges: badge::Badges,
     /// Users' effective push rules (see [`rules::RulesCache`]).
     pub rules: rules::RulesCache,
+    /// Recent events flattened for the push rules (see [`rules::InputCache`]).
+    pub inputs: rules::InputCache,
     draining: Mutex<HashSet<Vec<u8>>>,
     sent: AtomicU64,
+    /// Every event at or below this position is evaluated, with its notifications recorded
+    /// (see [`Push::evaluated`]).
+    evaluated: AtomicU64,
 }
 
 impl Push {
@@ -63,8 +68,10 @@ impl Push {
             gateways: gateway::Gateways::new(config)?,
             badges: badge::Badges::default(),
             rules: rules::RulesCache::default(),
+            inputs: rules::InputCache::default(),
             draining: Mutex::default(),
             sent: AtomicU64::new(0),
+            evaluated: AtomicU64::new(0),
         })
     }
 
@@ -79,6 +86,17 @@ impl Push {
     /// Notifications gateways have taken since the node started.
     pub fn sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
+    }
+
+    /// The position up to which every live event's notifications are recorded: unread counts
+    /// read them from the index up to here, and evaluate the rules only past it. 0 until the
+    /// push worker has looked at its queue.
+    pub fn evaluated(&self) -> u64 {
+        self.evaluated.load(Ordering::Acquire)
+    }
+
+    fn set_evaluated(&self, pos: u64) {
+        self.evaluated.fetch_max(pos, Ordering::AcqRel);
     }
 
     fn claim(&self, key: &[u8]) -> bool {
@@ -107,12 +125,17 @@ pub fn spawn(node: &Arc<Services>) {
 async fn run(services: Arc<Services>, mut shutdown: watch::Receiver<bool>) {
     let mut visible = services.db.streams.subscribe();
     let mut trim_tick = tokio::time::interval(TRIM_EVERY);
+    match queue::first_unevaluated(&services.db) {
+        Ok(first) => services.push.set_evaluated(first.map_or(services.db.streams.visible(), |p| p.saturating_sub(1))),
+        Err(e) => tracing::warn!(error = %e, "cannot read the push rows; unread counts evaluate every event"),
+    }
     match queue::pending_pushers(&services.db) {
         Ok(keys) => keys.into_iter().for_each(|k| kick(&services, k)),
         Err(e) => tracing::warn!(error = %e, "cannot read the push queue; queued pushes wait for new events"),
     }
+    let mut audiences = audience::Audiences::default();
     loop {
-        match queue::evaluate(&services).await {
+        match queue::evaluate(&services, &mut audiences).await {
             Ok((touched, full)) => {
                 touched.into_iter().for_each(|k| kick(&services, k));
                 if full {

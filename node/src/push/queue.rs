@@ -132,13 +132,27 @@ pub fn pending_pushers(db: &Db) -> Result<BTreeSet<Vec<u8>>> {
     Ok(out)
 }
 
+/// The position of the oldest row not yet evaluated, if any.
+pub fn first_unevaluated(db: &Db) -> Result<Option<u64>> {
+    match db.range(trees::PUSH_EVENTS, Bound::Unbounded, Bound::Unbounded, false, 1)?.first() {
+        Some((k, _)) => Ok(Some(pos_from(k)?)),
+        None => Ok(None),
+    }
+}
+
 /// Evaluates the durable event rows not yet evaluated. Returns the pushers that got work, and
 /// whether a full round was read (more may be waiting).
-pub async fn evaluate(services: &Services) -> Result<(BTreeSet<Vec<u8>>, bool)> {
+pub async fn evaluate(services: &Services, audiences: &mut audience::Audiences) -> Result<(BTreeSet<Vec<u8>>, bool)> {
     let db = &services.db;
-    let visible = pos_bytes(db.streams.visible());
-    let rows = db.range(trees::PUSH_EVENTS, Bound::Unbounded, Bound::Included(&visible[..]), false, ROUND)?;
+    let visible = db.streams.visible();
+    let rows =
+        db.range(trees::PUSH_EVENTS, Bound::Unbounded, Bound::Included(&pos_bytes(visible)[..]), false, ROUND)?;
     let full = rows.len() == ROUND;
+    // After this round's write, everything up to here has its notifications recorded.
+    let done = match rows.last() {
+        Some((k, _)) if full => pos_from(k)?,
+        _ => visible,
+    };
     let mut batch = WriteBatch::new();
     let mut touched = BTreeSet::new();
     let mut names: HashMap<OwnedUserId, String> = HashMap::new();
@@ -146,7 +160,6 @@ pub async fn evaluate(services: &Services) -> Result<(BTreeSet<Vec<u8>>, bool)> 
     // The users who read, with the position of their last receipt: a burst of receipts in one
     // round makes one badge update.
     let mut readers: BTreeMap<OwnedUserId, u64> = BTreeMap::new();
-    let mut audiences = audience::Audiences::default();
     for (k, v) in rows {
         batch.remove(trees::PUSH_EVENTS, k.clone());
         let pos = pos_from(&k)?;
@@ -165,7 +178,7 @@ pub async fn evaluate(services: &Services) -> Result<(BTreeSet<Vec<u8>>, bool)> 
             continue;
         }
         let facts = rules::RoomFacts::load(services, &room_id).await?;
-        let Some(input) = rules::RuleInput::new(&pdu) else { continue };
+        let Some(input) = services.push.inputs.input(&pdu) else { continue };
         let mut shared = rules::SharedActions::default();
         // The members on the default rules whom the event does not name share one result: when
         // it does not notify, only the others need a visit.
@@ -228,6 +241,7 @@ pub async fn evaluate(services: &Services) -> Result<(BTreeSet<Vec<u8>>, bool)> 
     if !batch.is_empty() {
         db.write(batch).await?;
     }
+    services.push.set_evaluated(done);
     Ok((touched, full))
 }
 
@@ -263,7 +277,7 @@ pub(super) async fn unread_total(services: &Services, user: &UserId, display_nam
     let mut total = 0;
     for room in services.rooms.joined_rooms(user)? {
         let members = services.rooms.member_summary(&room).await?.joined;
-        let (notify, _) = services.sync.unread.counts(services, user, &room, upto, members, display_name).await?;
+        let (notify, _) = crate::sync::unread::counts(services, user, &room, upto, members, display_name).await?;
         total += notify;
     }
     Ok(total)

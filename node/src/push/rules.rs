@@ -177,6 +177,9 @@ pub fn effective_rules(services: &Services, user: &UserId) -> Result<Effective> 
 #[derive(Default)]
 pub struct RulesCache {
     users: std::sync::Mutex<std::collections::HashMap<OwnedUserId, (bool, Effective)>>,
+    /// Bumped whenever any user's rules are written: what was derived from the rules of many
+    /// users (the push worker's audiences) is stale once it moves.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl RulesCache {
@@ -196,6 +199,12 @@ impl RulesCache {
     /// The user's rules changed: read them again next time.
     pub fn forget(&self, user: &UserId) {
         self.lock().remove(user);
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Changes whenever any user's rules are written.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
@@ -291,6 +300,37 @@ impl RuleInput {
 
     pub(super) fn is_sender(&self, user: &UserId) -> bool {
         self.sender == user
+    }
+}
+
+/// How many events' [`RuleInput`]s [`InputCache`] keeps: the events just sent.
+const INPUTS_KEPT: usize = 1024;
+
+/// Rule inputs of recent events, made once per event and shared by every evaluation of it: a
+/// message into a 5,000-member room wakes 5,000 long-polls, and each one counting the room's
+/// unread messages flattened the same event again. An event redacted after its input was made
+/// keeps it until evicted; its notifications were decided on that content anyway.
+#[derive(Default)]
+pub struct InputCache {
+    inner: std::sync::Mutex<std::collections::HashMap<ruma::OwnedEventId, Arc<RuleInput>>>,
+}
+
+impl InputCache {
+    /// The input for `pdu`, made now unless an earlier evaluation made it; `None` when the
+    /// event cannot be rendered.
+    pub fn input(&self, pdu: &Pdu) -> Option<Arc<RuleInput>> {
+        let lock = || self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(input) = lock().get(&pdu.event_id) {
+            return Some(input.clone());
+        }
+        // Made outside the lock: two first evaluations at once may both make it.
+        let input = Arc::new(RuleInput::new(pdu)?);
+        let mut inner = lock();
+        if inner.len() >= INPUTS_KEPT {
+            inner.clear();
+        }
+        inner.insert(pdu.event_id.clone(), input.clone());
+        Some(input)
     }
 }
 

@@ -124,7 +124,6 @@ impl Rooms {
         Ok(head.joined_servers())
     }
 
-    /// This node's joined members (the users its events may notify).
     /// This node's joined and invited members, shared until the room's state changes.
     pub async fn local_members(&self, room_id: &RoomId) -> Result<std::sync::Arc<super::head::LocalMembers>> {
         let head = self.head(room_id)?;
@@ -132,16 +131,14 @@ impl Rooms {
         Ok(head.local_members_of(&self.server_name))
     }
 
-    /// This node's users whose syncs show the room's changes: the joined and the invited.
-    pub async fn local_audience(&self, room_id: &RoomId) -> Result<Vec<ruma::OwnedUserId>> {
-        let head = match self.head(room_id) {
-            Ok(head) => head,
-            Err(Error::NotFound(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let mut head = head.lock().await;
-        let local = head.local_members_of(&self.server_name);
-        Ok(local.joined.iter().chain(&local.invited).cloned().collect())
+    /// This node's users whose syncs show the room's changes (the joined and the invited),
+    /// `None` for a room this node does not hold.
+    pub async fn local_audience(&self, room_id: &RoomId) -> Result<Option<std::sync::Arc<super::head::LocalMembers>>> {
+        match self.local_members(room_id).await {
+            Ok(members) => Ok(Some(members)),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn version(&self, room_id: &RoomId) -> Result<ruma::RoomVersionId> {

@@ -107,7 +107,16 @@ fn diff(base: &StateIds, state: &StateIds) -> (Vec<Row>, Vec<(String, String)>) 
 pub struct Snapshots {
     db: Db,
     cache: Mutex<Cached>,
+    /// Which snapshot is the state after an event, for the events asked about lately (the
+    /// room's extremities and the prev events of what arrives). Each received event asks this
+    /// of every fork's extremity; reading and parsing each of those events again was a tenth
+    /// of the receive path in a burst from several servers. The answer never changes once
+    /// found: the state before an event and the event are fixed.
+    after: Mutex<HashMap<OwnedEventId, SnapshotId>>,
 }
+
+/// How many events' [`Snapshots::after`] answers are kept.
+const AFTER_KEPT: usize = 4096;
 
 /// Parsed snapshots with their chain depth, and the order they were cached in (the oldest is
 /// dropped first).
@@ -119,7 +128,20 @@ struct Cached {
 
 impl Snapshots {
     pub fn new(db: Db) -> Self {
-        Self { db, cache: Mutex::default() }
+        Self { db, cache: Mutex::default(), after: Mutex::default() }
+    }
+
+    /// The snapshot found earlier to be the state after `event_id`.
+    pub fn known_after(&self, event_id: &ruma::EventId) -> Option<SnapshotId> {
+        self.after.lock().unwrap_or_else(|e| e.into_inner()).get(event_id).copied()
+    }
+
+    pub fn remember_after(&self, event_id: &ruma::EventId, id: SnapshotId) {
+        let mut after = self.after.lock().unwrap_or_else(|e| e.into_inner());
+        if after.len() >= AFTER_KEPT {
+            after.clear();
+        }
+        after.insert(event_id.to_owned(), id);
     }
 
     fn cached(&self, id: &SnapshotId) -> Result<Option<(Arc<StateIds>, u32)>> {

@@ -52,13 +52,22 @@ impl Rooms {
     /// rejected event), or for a state event, the delta that adds it to the state before it
     /// (stored when the event was appended to the current state). `None` otherwise.
     pub(super) fn snapshot_id_after(&self, event_id: &EventId) -> Result<Option<SnapshotId>> {
-        let Some(id) = self.snapshot_id_before(event_id)? else { return Ok(None) };
-        let Some(stored) = self.stored_event(event_id)? else { return Ok(None) };
-        if stored.rejected || !stored.pdu.contains_key("state_key") {
+        if let Some(id) = self.snapshots.known_after(event_id) {
             return Ok(Some(id));
         }
-        let pdu = stored.into_pdu(event_id)?;
-        self.delta_after(&id, &pdu)
+        let Some(id) = self.snapshot_id_before(event_id)? else { return Ok(None) };
+        let Some(stored) = self.stored_event(event_id)? else { return Ok(None) };
+        let after = if stored.rejected || !stored.pdu.contains_key("state_key") {
+            Some(id)
+        } else {
+            let pdu = stored.into_pdu(event_id)?;
+            self.delta_after(&id, &pdu)?
+        };
+        // `None` may turn into a snapshot once the event's delta is written: not kept.
+        if let Some(after) = after {
+            self.snapshots.remember_after(event_id, after);
+        }
+        Ok(after)
     }
 
     /// The id of the delta that is the state after the state event `pdu` on `before`, if stored.

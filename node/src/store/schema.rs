@@ -8,6 +8,8 @@
 //!   version 1 store has them built from the recorded state changes.
 //! - 3: room states may be stored as deltas (`STATE_DELTAS`), which an older node cannot read;
 //!   a version 2 store needs no change (its whole snapshots read as before).
+//! - 4: notifications are indexed by room (`UNREAD`), and `/sync` counts unread notifications
+//!   from that index; a version 3 store has it built from its notification list.
 
 use tocsin_store::WriteBatch;
 
@@ -15,7 +17,7 @@ use super::{Db, trees};
 use crate::error::{Error, Result};
 
 /// The version this build writes and reads.
-pub const CURRENT: u32 = 3;
+pub const CURRENT: u32 = 4;
 
 const KEY: &[u8] = b"schema_version";
 
@@ -84,6 +86,10 @@ pub async fn upgrade(services: &crate::Services) -> anyhow::Result<Vec<u32>> {
         match next {
             2 => services.rooms.index_visibility_history().await?,
             3 => {}
+            4 => {
+                let indexed = crate::push::notifications::index_unread(db).await?;
+                tracing::info!(indexed, "notifications indexed by room");
+            }
             other => anyhow::bail!("no upgrade step to schema version {other}"),
         }
         db.write(record_batch(next)).await?;

@@ -128,6 +128,9 @@ pub const PUSH_QUEUE: &str = "push_queue";
 /// user_id SEP pos -> Notified (JSON): what notified the user, for `GET /notifications` (see
 /// `push::notifications`)
 pub const NOTIFICATIONS: &str = "notifications";
+/// user_id SEP room_id SEP pos -> [highlight]: the same entries by room, so `/sync` counts a
+/// room's unread notifications with one short key scan (see `push::notifications`)
+pub const UNREAD: &str = "unread";
 
 // Federation.
 /// server_name -> {valid_until, object}: another server's signed key object (JSON), fetched

@@ -82,7 +82,6 @@ pub struct SyncService {
     db: Db,
     pub typing: Typing,
     pub presence: Presence,
-    pub(crate) unread: unread::UnreadCache,
     /// Sliding sync connections and what each was last sent.
     pub sliding: sliding::Connections,
     /// The long-polls waiting, by user, for targeted wake-ups.
@@ -97,7 +96,6 @@ impl SyncService {
             db,
             typing: Typing::default(),
             presence: Presence::new(presence_enabled),
-            unread: unread::UnreadCache::default(),
             sliding: sliding::Connections::default(),
             wakes: Arc::default(),
             shutdown,

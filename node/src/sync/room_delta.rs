@@ -77,5 +77,5 @@ pub async fn unread_counts(
     joined_members: usize,
     display_name: &str,
 ) -> Result<(u64, u64)> {
-    services.sync.unread.counts(services, user, room_id, upto, joined_members, display_name).await
+    super::unread::counts(services, user, room_id, upto, joined_members, display_name).await
 }

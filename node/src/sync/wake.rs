@@ -191,10 +191,21 @@ impl Concerns {
             self.rooms.extend(s.rooms.joined_rooms(&user)?);
             self.users.insert(user);
         }
+        // The rooms' member lists are shared, not copied: a message into a 5,000-member room
+        // would otherwise clone and hash 5,000 user ids per commit.
+        let mut rooms = Vec::with_capacity(self.rooms.len());
         for room in &self.rooms {
-            self.users.extend(s.rooms.local_audience(room).await?);
+            rooms.extend(s.rooms.local_audience(room).await?);
         }
-        s.sync.wakes.wake(self.users.iter().map(|u| &**u));
+        let members = rooms.iter().flat_map(|m| m.joined.iter().chain(&m.invited)).map(|u| &**u);
+        let users = self.users.iter().map(|u| &**u);
+        if rooms.len() <= 1 && self.users.is_empty() {
+            // One room's members are distinct: nothing to skip.
+            s.sync.wakes.wake(members);
+        } else {
+            let mut seen = HashSet::new();
+            s.sync.wakes.wake(users.chain(members).filter(|u| seen.insert(*u)));
+        }
         Ok(())
     }
 }

@@ -6,7 +6,10 @@ use tocsin_node::{Config, Node};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(tocsin_node::DEFAULT_LOG_FILTER)),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();

@@ -133,3 +133,55 @@ async fn counts_lazy_members_full_state_leave_and_summary() {
     assert!(left["rooms"]["join"].get(&room).is_none());
     node.shutdown().await;
 }
+
+/// The counts come from the push worker's per-room index once it has evaluated the events:
+/// they must say what the push rules say, follow the read receipt, and hold after a restart
+/// (when nothing is left in memory).
+#[tokio::test]
+async fn unread_counts_follow_the_receipt_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::start(dir.path(), |c| c.encrypt_new_rooms = false).await;
+    let alice = User::new(&node, "alice").await;
+    let bob = User::new(&node, "bob").await;
+    let room =
+        alice.call(reqwest::Method::POST, "/createRoom", Some(json!({"preset": "public_chat", "name": "Ops"}))).await;
+    let room = room["room_id"].as_str().unwrap().to_owned();
+    bob.call(reqwest::Method::POST, &format!("/join/{room}"), Some(json!({}))).await;
+    let mut sent = Vec::new();
+    let bodies = ["pumps at 40 %", "bob, the north gate", "river at 3.1 m", "shift change at 18:00"];
+    for (i, body) in bodies.iter().enumerate() {
+        let mentions = if i == 1 { json!({"user_ids": [bob.id]}) } else { json!({}) };
+        let content = json!({"msgtype": "m.text", "body": body, "m.mentions": mentions});
+        sent.push(alice.send(&room, &i.to_string(), content).await);
+    }
+    // Bob's own message never counts, nor does a reaction (the default rules do not notify).
+    bob.send(&room, "own", json!({"msgtype": "m.text", "body": "on my way"})).await;
+    let reaction = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": sent[0], "key": "👍"}});
+    bob.call(reqwest::Method::PUT, &format!("/rooms/{room}/send/m.reaction/r1"), Some(reaction)).await;
+
+    let counts = |sync: &Value| {
+        let unread = &sync["rooms"]["join"][&room]["unread_notifications"];
+        (unread["notification_count"].as_u64().unwrap_or(99), unread["highlight_count"].as_u64().unwrap_or(99))
+    };
+    assert_eq!(counts(&bob.sync("").await), (4, 1));
+    // Once the push worker has listed them, the counts are read from its index.
+    common::eventually_until(10, || async {
+        bob.call(reqwest::Method::GET, "/notifications", None).await["notifications"].as_array().unwrap().len() == 4
+    })
+    .await;
+    assert_eq!(counts(&bob.sync("").await), (4, 1));
+    bob.call(reqwest::Method::POST, &format!("/rooms/{room}/receipt/m.read/{}", sent[0]), Some(json!({}))).await;
+    assert_eq!(counts(&bob.sync("").await), (3, 1), "the receipt covers the first message");
+
+    node.shutdown().await;
+    let node = common::start(dir.path(), |c| c.encrypt_new_rooms = false).await;
+    let bob = User { base: node.base_url(), ..bob };
+    assert_eq!(counts(&bob.sync("").await), (3, 1), "the same counts after a restart");
+    bob.call(reqwest::Method::POST, &format!("/rooms/{room}/receipt/m.read/{}", sent[2]), Some(json!({}))).await;
+    assert_eq!(counts(&bob.sync("").await), (1, 0), "the mention is read");
+    let alice = User { base: node.base_url(), ..alice };
+    let content = json!({"msgtype": "m.text", "body": "all clear", "m.mentions": {"user_ids": [bob.id]}});
+    alice.send(&room, "5", content).await;
+    assert_eq!(counts(&bob.sync("").await), (2, 1), "a new mention after the restart");
+    node.shutdown().await;
+}

@@ -220,9 +220,19 @@ pub async fn missing_events(
     let stop: HashSet<OwnedEventId> = req.earliest_events.iter().cloned().collect();
     let min_depth = u64::from(req.min_depth);
     let mut events = walk_back(&s, &req.room_id, &req.latest_events, &stop, false, MAX_WALK)?;
+    // The walk stops only at the requester's newest events. In a busy room whose servers all
+    // write at once, paths run around those to the room's create event (or to the walk's cap):
+    // the oldest events of such a walk are ones the requester has had for long, and handing
+    // them out made it give up and fetch the room's whole state instead (seconds, at 5,000
+    // members). Then the events nearest the new one are what it lacks.
+    let enclosed = events.len() < MAX_WALK && !events.iter().any(|(_, e)| e.prev_events.is_empty());
     events.retain(|(_, e)| u64::from(e.depth) >= min_depth);
-    // The oldest of the gap, oldest first: the receiver applies them in order and asks again
-    // for the rest, so a long gap is filled completely rather than from its newer end.
+    if !enclosed {
+        // The walk visits the newest first.
+        events.truncate(limit);
+    }
+    // Oldest first: the receiver applies them in order and asks again for the rest, so an
+    // enclosed gap is filled completely rather than from its newer end.
     events.reverse();
     events.truncate(limit);
     let pdus = events.iter().map(|(pos, p)| as_served(&rules, &access, *pos, p)).collect::<Result<_>>()?;

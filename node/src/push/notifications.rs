@@ -77,12 +77,8 @@ pub fn count(db: &Db, user: &UserId, room: &RoomId, after: u64, upto: u64, limit
 /// Builds the room index from the list (the store upgrade to schema version 4).
 pub async fn index_unread(db: &Db) -> Result<usize> {
     let mut indexed = 0;
-    let mut from: Option<Vec<u8>> = None;
-    loop {
-        let lower = from.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-        let rows = db.range(trees::NOTIFICATIONS, lower, Bound::Unbounded, false, 1024)?;
-        let Some((last, _)) = rows.last() else { return Ok(indexed) };
-        from = Some(last.clone());
+    let mut cursor = None;
+    while let Some(rows) = next_page(db, &mut cursor)? {
         let mut batch = WriteBatch::new();
         for (k, v) in &rows {
             let (user, pos) = user_and_pos(k)?;
@@ -92,6 +88,17 @@ pub async fn index_unread(db: &Db) -> Result<usize> {
         }
         db.write(batch).await?;
     }
+    Ok(indexed)
+}
+
+/// The next 1,024 entries of the whole list after `cursor` (every user's), moving it on;
+/// `None` past the end.
+fn next_page(db: &Db, cursor: &mut Option<Vec<u8>>) -> Result<Option<tocsin_store::Entries>> {
+    let lower = cursor.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+    let rows = db.range(trees::NOTIFICATIONS, lower, Bound::Unbounded, false, 1024)?;
+    let Some((last, _)) = rows.last() else { return Ok(None) };
+    *cursor = Some(last.clone());
+    Ok(Some(rows))
 }
 
 /// The user and position of a [`trees::NOTIFICATIONS`] key.
@@ -129,12 +136,8 @@ pub fn list(db: &Db, user: &UserId, before: Option<u64>, limit: usize) -> Result
 pub async fn trim(db: &Db, now_ms: u64) -> Result<usize> {
     let cutoff = now_ms.saturating_sub(KEEP_MS);
     let mut removed = 0;
-    let mut from: Option<Vec<u8>> = None;
-    loop {
-        let lower = from.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-        let rows = db.range(trees::NOTIFICATIONS, lower, Bound::Unbounded, false, 1024)?;
-        let Some((last, _)) = rows.last() else { return Ok(removed) };
-        from = Some(last.clone());
+    let mut cursor = None;
+    while let Some(rows) = next_page(db, &mut cursor)? {
         let mut batch = WriteBatch::new();
         for (k, v) in &rows {
             let entry: Notified = serde_json::from_slice(v).map_err(crate::Error::internal)?;
@@ -149,4 +152,5 @@ pub async fn trim(db: &Db, now_ms: u64) -> Result<usize> {
             db.write(batch).await?;
         }
     }
+    Ok(removed)
 }

@@ -147,25 +147,39 @@ pub async fn event_auth(
     Ok(get_event_authorization::v1::Response::new(raws(&s, chain)?))
 }
 
-/// Walks `prev_events` back from `from`, newest first by depth, stopping at `stop`.
-fn walk_back(
-    s: &Services,
-    room_id: &RoomId,
-    from: &[OwnedEventId],
-    stop: &HashSet<OwnedEventId>,
+/// A walk back through a room's `prev_events`.
+struct Walk<'a> {
+    from: &'a [OwnedEventId],
+    /// Whether the `from` events are part of the walk, or only their prev events.
     include_from: bool,
+    stop: HashSet<OwnedEventId>,
+    /// Most events handed out.
     limit: usize,
-) -> Result<Vec<(u64, Pdu)>> {
+    /// The depth below which no `stop` event can be met again, and the events still wanted
+    /// once the walk has gone below it.
+    around: Option<(u64, usize)>,
+}
+
+/// What a walk found: the events, newest first, and whether it went below its `around` depth.
+struct Walked {
+    events: Vec<(u64, Pdu)>,
+    ran_around: bool,
+}
+
+/// Walks `prev_events` back, newest first by depth, stopping at the walk's `stop` events.
+fn walk_back(s: &Services, room_id: &RoomId, walk: &Walk<'_>) -> Result<Walked> {
     // A frontier ordered by depth, so the newest events come first, as backfill wants.
     let mut frontier: BTreeSet<(u64, OwnedEventId)> = BTreeSet::new();
     let mut seen: HashSet<OwnedEventId> = HashSet::new();
     let mut out = Vec::new();
+    let mut limit = walk.limit;
+    let mut ran_around = false;
     // Expired and purged events are walked through (their skeleton keeps `prev_events`), never
     // handed out.
     let retention = s.rooms.retention(room_id)?;
-    for id in from {
+    for id in walk.from {
         if let Some(pdu) = s.rooms.pdu(id)? {
-            if include_from {
+            if walk.include_from {
                 frontier.insert((u64::from(pdu.depth), id.clone()));
             } else {
                 for prev in &pdu.prev_events {
@@ -176,11 +190,20 @@ fn walk_back(
             }
         }
     }
-    while let Some((_, id)) = frontier.pop_last() {
+    while let Some((depth, id)) = frontier.pop_last() {
+        // Depth falls along `prev_events`, and the frontier is taken deepest first: below the
+        // floor, every event still to come is older than all the stop events.
+        if let Some((floor, wanted)) = walk.around
+            && depth < floor
+            && !ran_around
+        {
+            ran_around = true;
+            limit = limit.min(out.len().max(wanted));
+        }
         if out.len() >= limit {
             break;
         }
-        if !seen.insert(id.clone()) || stop.contains(&id) {
+        if !seen.insert(id.clone()) || walk.stop.contains(&id) {
             continue;
         }
         let Some((pos, pdu)) = s.rooms.event_with_pos(&id)? else { continue };
@@ -198,14 +221,15 @@ fn walk_back(
             out.push((pos, pdu));
         }
     }
-    Ok(out)
+    Ok(Walked { events: out, ran_around })
 }
 
 pub async fn backfill(s: Arc<Services>, req: Ruma<get_backfill::v1::Request>) -> Result<get_backfill::v1::Response> {
     let access = require_in_room(&s, &req.room_id, req.origin()?).await?;
     let rules = rules_of(&s, &req.room_id).await?;
     let limit = usize::try_from(u64::from(req.limit)).unwrap_or(MAX_EVENTS).min(MAX_EVENTS);
-    let events = walk_back(&s, &req.room_id, &req.v, &HashSet::new(), true, limit)?;
+    let walk = Walk { from: &req.v, include_from: true, stop: HashSet::new(), limit, around: None };
+    let events = walk_back(&s, &req.room_id, &walk)?.events;
     let pdus = events.iter().map(|(pos, p)| as_served(&rules, &access, *pos, p)).collect::<Result<_>>()?;
     Ok(get_backfill::v1::Response::new(s.server_name.clone(), MilliSecondsSinceUnixEpoch::now(), pdus))
 }
@@ -217,15 +241,32 @@ pub async fn missing_events(
     let access = require_in_room(&s, &req.room_id, req.origin()?).await?;
     let rules = rules_of(&s, &req.room_id).await?;
     let limit = usize::try_from(u64::from(req.limit)).unwrap_or(MAX_EVENTS).min(MAX_EVENTS);
-    let stop: HashSet<OwnedEventId> = req.earliest_events.iter().cloned().collect();
     let min_depth = u64::from(req.min_depth);
-    let mut events = walk_back(&s, &req.room_id, &req.latest_events, &stop, false, MAX_WALK)?;
-    // The walk stops only at the requester's newest events. In a busy room whose servers all
-    // write at once, paths run around those to the room's create event (or to the walk's cap):
-    // the oldest events of such a walk are ones the requester has had for long, and handing
-    // them out made it give up and fetch the room's whole state instead (seconds, at 5,000
-    // members). Then the events nearest the new one are what it lacks.
-    let enclosed = events.len() < MAX_WALK && !events.iter().any(|(_, e)| e.prev_events.is_empty());
+    // The requester has its newest events and all before them. Once the walk is older than
+    // the oldest of those, it can no longer be stopped by one: it has run around them.
+    let mut floor: Option<u64> = None;
+    for id in &req.earliest_events {
+        if let Some(pdu) = s.rooms.pdu(id)? {
+            let depth = u64::from(pdu.depth);
+            floor = Some(floor.map_or(depth, |f| f.min(depth)));
+        }
+    }
+    let walk = Walk {
+        from: &req.latest_events,
+        include_from: false,
+        stop: req.earliest_events.iter().cloned().collect(),
+        limit: MAX_WALK,
+        around: floor.map(|f| (f, limit)),
+    };
+    let walked = walk_back(&s, &req.room_id, &walk)?;
+    let mut events = walked.events;
+    // In a busy room whose servers all write at once, paths run around the requester's newest
+    // events to the room's create event (or to the walk's cap): the oldest events of such a
+    // walk are ones the requester has had for long, and handing them out made it give up and
+    // fetch the room's whole state instead (seconds, at 5,000 members). Then the events
+    // nearest the new one are what it lacks.
+    let enclosed =
+        !walked.ran_around && events.len() < MAX_WALK && !events.iter().any(|(_, e)| e.prev_events.is_empty());
     events.retain(|(_, e)| u64::from(e.depth) >= min_depth);
     if !enclosed {
         // The walk visits the newest first.

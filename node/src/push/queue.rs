@@ -172,34 +172,48 @@ pub async fn evaluate(services: &Services, audiences: &mut audience::Audiences) 
             None => continue,
         };
         let Some(pdu) = services.rooms.pdu(&event_id)? else { continue };
-        let audience = audiences.of(services, &room_id).await?;
-        let target = invited_target(services, &audience, &pdu);
-        if audience.members.joined.is_empty() && target.is_none() {
+        // A membership change is evaluated only for its target, and only when another user made
+        // it (an invite, a kick, a ban), as Synapse does: the default rules never notify anyone
+        // else of one. Evaluating every join for every member made a 5,000-member room's
+        // filling a backlog of 12.5 million evaluations, and an alarm raised after it waited
+        // behind them.
+        let membership = pdu.kind == TimelineEventType::RoomMember;
+        let target = if membership { changed_by_another(services, &pdu) } else { None };
+        if membership && target.is_none() {
+            continue;
+        }
+        let audience = if membership { None } else { Some(audiences.of(services, &room_id).await?) };
+        if audience.as_ref().is_some_and(|a| a.members.joined.is_empty()) {
             continue;
         }
         let facts = rules::RoomFacts::load(services, &room_id).await?;
         let Some(input) = services.push.inputs.input(&pdu) else { continue };
         let mut shared = rules::SharedActions::default();
-        // The members on the default rules whom the event does not name share one result: when
-        // it does not notify, only the others need a visit.
-        let quiet = match audience.representative(&input) {
-            Some(user) => {
-                let ruleset = rules::effective_rules(services, user)?;
-                let name = || display_name(services, &mut names, user);
-                let actions = shared.for_user(&ruleset, user, name, &facts, &input).await?;
-                !actions.iter().any(Action::should_notify)
+        let mut candidates: Vec<OwnedUserId> = match &audience {
+            None => target.into_iter().collect(),
+            Some(audience) => {
+                // The members on the default rules whom the event does not name share one
+                // result: when it does not notify, only the others need a visit.
+                let quiet = match audience.representative(&input) {
+                    Some(user) => {
+                        let ruleset = rules::effective_rules(services, user)?;
+                        let name = || display_name(services, &mut names, user);
+                        let actions = shared.for_user(&ruleset, user, name, &facts, &input).await?;
+                        !actions.iter().any(Action::should_notify)
+                    }
+                    None => true,
+                };
+                if quiet {
+                    let mut visit: Vec<OwnedUserId> =
+                        audience.alone().iter().cloned().chain(audience.named(&input)).collect();
+                    visit.sort_unstable();
+                    visit.dedup();
+                    visit
+                } else {
+                    audience.members.joined.clone()
+                }
             }
-            None => true,
         };
-        let mut candidates: Vec<OwnedUserId> = if quiet {
-            let mut visit: Vec<OwnedUserId> = audience.alone().iter().cloned().chain(audience.named(&input)).collect();
-            visit.sort_unstable();
-            visit.dedup();
-            visit
-        } else {
-            audience.members.joined.clone()
-        };
-        candidates.extend(target);
         candidates.retain(|u| *u != pdu.sender);
         for user in candidates {
             let ruleset = rules::effective_rules(services, &user)?;
@@ -255,14 +269,11 @@ fn display_name(services: &Services, names: &mut HashMap<OwnedUserId, String>, u
     Ok(name)
 }
 
-/// The target of a membership event when it is a local user not joined (an invite): the one
-/// user beyond the joined members an event may notify.
-fn invited_target(services: &Services, audience: &audience::Audience, pdu: &crate::rooms::Pdu) -> Option<OwnedUserId> {
-    if pdu.kind != TimelineEventType::RoomMember {
-        return None;
-    }
+/// The local user a membership event changes, when another user changed it: the only user it
+/// is evaluated for (see [`evaluate`]).
+pub(crate) fn changed_by_another(services: &Services, pdu: &crate::rooms::Pdu) -> Option<OwnedUserId> {
     let target = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())?;
-    (target.server_name() == services.server_name && !audience.is_joined(&target)).then_some(target)
+    (target.server_name() == services.server_name && target != pdu.sender).then_some(target)
 }
 
 fn is_ringing_alarm(pdu: &crate::rooms::Pdu) -> bool {
@@ -277,7 +288,7 @@ pub(super) async fn unread_total(services: &Services, user: &UserId, display_nam
     let mut total = 0;
     for room in services.rooms.joined_rooms(user)? {
         let members = services.rooms.member_summary(&room).await?.joined;
-        let (notify, _) = crate::sync::unread::counts(services, user, &room, upto, members, display_name).await?;
+        let (notify, _) = crate::sync::unread::counts(services, user, &room, upto, members, display_name, None).await?;
         total += notify;
     }
     Ok(total)

@@ -296,6 +296,61 @@ async fn a_reaction_pushes_to_a_member_whose_rule_asks_and_to_one_it_mentions_on
     node.shutdown().await;
 }
 
+/// A membership change is evaluated only for the user it changes, and only when someone else
+/// made it (as Synapse does): a member whose own rule asks for every membership event is not
+/// pushed for another user's join or invite, while the invitee is. Evaluating every join for
+/// every member had made filling a 5,000-member room millions of evaluations, which an alarm
+/// raised next waited behind.
+#[tokio::test]
+async fn a_membership_change_pushes_only_to_the_user_it_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path(), true).await;
+    let gateway = Gateway::start().await;
+    let alice = common::user(&node, "alice").await;
+    let carol = common::user(&node, "carol").await;
+    let erin = common::user(&node, "erin").await;
+    let frank = common::user(&node, "frank").await;
+    let room = alice.create_room(CreateRoom::new()).await.unwrap();
+    let room_id = room.room_id().to_owned();
+    room.invite_user_by_id(carol.user_id().unwrap()).await.unwrap();
+    eventually(&carol, 5, || async {
+        carol.get_room(&room_id).filter(|r| r.state() == matrix_sdk::RoomState::Invited)
+    })
+    .await;
+    carol.join_room_by_id(&room_id).await.unwrap();
+    carol.pusher().set(pusher(&gateway, "carol-phone"), false).await.unwrap();
+    frank.pusher().set(pusher(&gateway, "frank-phone"), false).await.unwrap();
+    let memberships = NewConditionalPushRule::new(
+        "memberships".to_owned(),
+        vec![EventMatchConditionData::new("type".to_owned(), "m.room.member".to_owned()).into()],
+        vec![Action::Notify],
+    );
+    carol.send(set_pushrule::v3::Request::new(NewPushRule::Override(memberships))).await.unwrap();
+
+    // Erin joins a public room of her own accord; frank is invited by alice.
+    room.send_state_event(matrix_sdk::ruma::events::room::join_rules::RoomJoinRulesEventContent::new(
+        matrix_sdk::ruma::events::room::join_rules::JoinRule::Public,
+    ))
+    .await
+    .unwrap();
+    erin.join_room_by_id(&room_id).await.unwrap();
+    room.invite_user_by_id(frank.user_id().unwrap()).await.unwrap();
+    let message = text(&room, "all units, report").await;
+
+    gateway.wait_for(2, 10).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got: Vec<(String, String)> = gateway
+        .received()
+        .into_iter()
+        .map(|n| (n.devices[0].pushkey.clone(), n.event_id.map(|e| e.to_string()).unwrap_or_default()))
+        .collect();
+    let carols: Vec<&String> = got.iter().filter(|(k, _)| k == "carol-phone").map(|(_, e)| e).collect();
+    assert_eq!(carols, [&message.to_string()], "carol is pushed for the message only: {got:?}");
+    let franks = got.iter().filter(|(k, _)| k == "frank-phone").count();
+    assert_eq!(franks, 1, "frank is pushed for his invite: {got:?}");
+    node.shutdown().await;
+}
+
 #[tokio::test]
 async fn where_policy_keeps_mutes_a_muted_room_stays_silent_for_alarms() {
     let dir = tempfile::tempdir().unwrap();

@@ -74,6 +74,19 @@ impl Pdu {
     pub fn from_json(event_id: OwnedEventId, json: CanonicalJsonObject) -> Result<Self> {
         let value = serde_json::to_value(&json).map_err(Error::bad_json)?;
         let f: Fields = serde_json::from_value(value).map_err(|e| Error::bad_json(format!("invalid PDU: {e}")))?;
+        Self::from_fields(event_id, json, f)
+    }
+
+    /// [`Pdu::from_json`] from the PDU's JSON text: the fields are read straight from it, not
+    /// through a copy of the whole object as a `serde_json::Value` (stored events are read on
+    /// every sync).
+    pub fn from_text(event_id: OwnedEventId, text: &str) -> Result<Self> {
+        let json: CanonicalJsonObject = serde_json::from_str(text).map_err(Error::bad_json)?;
+        let f: Fields = serde_json::from_str(text).map_err(|e| Error::bad_json(format!("invalid PDU: {e}")))?;
+        Self::from_fields(event_id, json, f)
+    }
+
+    fn from_fields(event_id: OwnedEventId, json: CanonicalJsonObject, f: Fields) -> Result<Self> {
         let has_room_id = f.room_id.is_some();
         let room_id = match f.room_id {
             Some(r) => r,

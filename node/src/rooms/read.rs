@@ -57,11 +57,30 @@ pub fn load_stored(db: &Db, event_id: &EventId) -> Result<Option<StoredEvent>> {
     db.get_json(trees::EVENTS, event_id.as_bytes())
 }
 
+/// A [`StoredEvent`] record with its PDU left as text, for [`load_pdu`].
+#[derive(Deserialize)]
+struct StoredText<'a> {
+    pos: u64,
+    #[serde(borrow)]
+    pdu: &'a serde_json::value::RawValue,
+    #[serde(default)]
+    txn_id: Option<String>,
+    #[serde(default)]
+    device_id: Option<OwnedDeviceId>,
+}
+
 pub fn load_pdu(db: &Db, event_id: &EventId) -> Result<Option<Pdu>> {
-    match load_stored(db, event_id)? {
-        Some(stored) => Ok(Some(stored.into_pdu(event_id)?)),
-        None => Ok(None),
-    }
+    Ok(load_pdu_with_pos(db, event_id)?.map(|(_, pdu)| pdu))
+}
+
+/// The stored event and its position.
+fn load_pdu_with_pos(db: &Db, event_id: &EventId) -> Result<Option<(u64, Pdu)>> {
+    let Some(bytes) = db.get(trees::EVENTS, event_id.as_bytes())? else { return Ok(None) };
+    let stored: StoredText<'_> = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::internal(format!("corrupt record in {}: {e}", trees::EVENTS)))?;
+    let mut pdu = Pdu::from_text(event_id.to_owned(), stored.pdu.get())?;
+    pdu.local_txn = stored.device_id.zip(stored.txn_id);
+    Ok(Some((stored.pos, pdu)))
 }
 
 impl Rooms {
@@ -75,10 +94,7 @@ impl Rooms {
 
     /// The event and its position.
     pub fn event_with_pos(&self, event_id: &EventId) -> Result<Option<(u64, Pdu)>> {
-        match load_stored(&self.db, event_id)? {
-            Some(stored) => Ok(Some((stored.pos, stored.into_pdu(event_id)?))),
-            None => Ok(None),
-        }
+        load_pdu_with_pos(&self.db, event_id)
     }
 
     pub async fn current_state(&self, room_id: &RoomId) -> Result<Vec<Arc<Pdu>>> {

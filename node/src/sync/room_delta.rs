@@ -13,6 +13,8 @@ pub struct Timeline {
     pub events: Vec<(u64, Pdu)>,
     /// More events were there than `limit`.
     pub limited: bool,
+    /// `events` are every event of the room in the range: none was cut by `limit` or hidden.
+    pub whole: bool,
 }
 
 impl Timeline {
@@ -38,13 +40,15 @@ pub fn timeline(
     limit: usize,
 ) -> Result<Timeline> {
     let (mut events, mut limited) = services.rooms.timeline_since(room_id, since, upto, limit)?;
+    let mut whole = !limited;
     if !events.is_empty() {
         let access = services.rooms.read_access(room_id, user)?;
         if !events.iter().all(|(pos, pdu)| access.may_see(*pos, pdu)) {
             (events, limited) = services.rooms.visible_timeline(room_id, &access, since, upto, limit)?;
+            whole = false;
         }
     }
-    Ok(Timeline { events, limited })
+    Ok(Timeline { events, limited, whole })
 }
 
 /// The room's current state when `full`, else the newest event of each state key that changed
@@ -68,7 +72,9 @@ pub async fn state_delta(
     Ok(latest.into_values().collect())
 }
 
-/// Notification and highlight counts at `upto`, through the push rules.
+/// Notification and highlight counts at `upto`, through the push rules. `loaded`, when given,
+/// holds every event of the room after its position up to `upto`, already read for the
+/// timeline: the count reads them again only when it must start before that.
 pub async fn unread_counts(
     services: &Services,
     user: &UserId,
@@ -76,6 +82,7 @@ pub async fn unread_counts(
     upto: u64,
     joined_members: usize,
     display_name: &str,
+    loaded: Option<(u64, &[(u64, Pdu)])>,
 ) -> Result<(u64, u64)> {
-    super::unread::counts(services, user, room_id, upto, joined_members, display_name).await
+    super::unread::counts(services, user, room_id, upto, joined_members, display_name, loaded).await
 }

@@ -19,6 +19,7 @@ pub async fn counts(
     upto: u64,
     members: usize,
     display_name: &str,
+    loaded: Option<(u64, &[(u64, crate::rooms::Pdu)])>,
 ) -> Result<(u64, u64)> {
     let read_pos = services.rooms.read_pos(room, user)?;
     // Without a receipt, counting starts at the user's join (as Synapse does): the invite
@@ -30,13 +31,28 @@ pub async fn counts(
         crate::push::notifications::count(&services.db, user, room, read_pos, recorded_upto, MAX_SCAN)?;
     let from = read_pos.max(recorded_upto);
     if from < upto {
-        let (events, _) = services.rooms.timeline_since(room, from, upto, MAX_SCAN)?;
-        if !events.is_empty() {
+        // A woken sync has just read the new events for its timeline.
+        let read;
+        let events = match loaded {
+            Some((after, events)) if after <= from => events,
+            _ => {
+                read = services.rooms.timeline_since(room, from, upto, MAX_SCAN)?.0;
+                &read[..]
+            }
+        };
+        if events.iter().any(|(pos, _)| *pos > from) {
             let rules = crate::push::rules::effective(services, user)?;
             // The same evaluation the push worker makes, so badge and push agree.
             let facts = crate::push::rules::RoomFacts::with_member_count(services, room, members).await?;
-            // The user's own events never count; skipped before they are flattened.
-            for (_, pdu) in events.iter().filter(|(_, pdu)| pdu.sender != user) {
+            // The user's own events never count, nor membership changes of other users (the
+            // push worker does not evaluate those: `push::queue`); skipped before they are
+            // flattened.
+            let counted = |pdu: &crate::rooms::Pdu| {
+                pdu.sender != user
+                    && (pdu.kind != ruma::events::TimelineEventType::RoomMember
+                        || pdu.state_key.as_deref() == Some(user.as_str()))
+            };
+            for (_, pdu) in events.iter().filter(|(pos, pdu)| *pos > from && counted(pdu)) {
                 let Some(input) = services.push.inputs.input(pdu) else { continue };
                 let actions = crate::push::rules::actions(&rules, user, display_name, &facts, &input).await;
                 if actions.iter().any(Action::should_notify) {

@@ -135,6 +135,7 @@ pub async fn run(cfg: &FanoutConfig, label: &str) -> Result<FanoutReport> {
         });
     }
     drop(seen_tx);
+    eprintln!("fanout: {} long-polls started", users.len());
     // Let every long-poll reach the server before the first message.
     tokio::time::sleep(Duration::from_millis(1000 + u64::from(cfg.users) / 2)).await;
     let rss_fanout_mib = rss_mib(cfg.pid)?;

@@ -126,7 +126,7 @@ async fn joined(
     }
 
     let members = services.rooms.member_summary(r.room_id).await?;
-    let counts = room_delta::unread_counts(services, user, r.room_id, upto, members.joined, display_name).await?;
+    let counts = room_delta::unread_counts(services, user, r.room_id, upto, members.joined, display_name, None).await?;
     sent.counts = counts;
     let counts_changed = previous.is_none_or(|p| p.counts != counts);
     if !initial && timeline.events.is_empty() && state.is_empty() && !counts_changed {

@@ -140,6 +140,7 @@ pub async fn run(cfg: &FanoutConfig, label: &str) -> Result<FanoutReport> {
     tokio::time::sleep(Duration::from_millis(1000 + u64::from(cfg.users) / 2)).await;
     let rss_fanout_mib = rss_mib(cfg.pid)?;
 
+    eprintln!("fanout: sending {} messages", cfg.messages);
     let mut latencies = Vec::new();
     let mut last_per_message = Vec::new();
     let mut missing = 0;

@@ -362,19 +362,34 @@ impl Rooms {
         let unchanged = pdu.state_key.is_none()
             && before_id == head.snapshot
             && self.forks_have_state(&extremities, &pdu.event_id, head.snapshot)?;
+        let first_join = if unchanged || extremities.len() == 1 {
+            None
+        } else {
+            self.first_join_on_a_fork(&head, &pdu, &before, &current)?
+        };
         let new_state = if unchanged {
             current.clone()
         } else if extremities.len() == 1 {
             Arc::new(state::apply(Arc::unwrap_or_clone(before), &pdu))
         } else {
-            let after_event = state::apply(Arc::unwrap_or_clone(before), &pdu);
-            let mut states = vec![after_event];
-            for extremity in extremities.iter().filter(|e| **e != pdu.event_id) {
-                if let Some(state) = self.state_after(extremity)? {
-                    states.push(state);
+            match first_join {
+                Some(state) if !cfg!(debug_assertions) => Arc::new(state),
+                first_join => {
+                    let after_event = state::apply(Arc::unwrap_or_clone(before), &pdu);
+                    let mut states = vec![after_event];
+                    for extremity in extremities.iter().filter(|e| **e != pdu.event_id) {
+                        if let Some(state) = self.state_after(extremity)? {
+                            states.push(state);
+                        }
+                    }
+                    let resolved = self.resolve_with(&rules, states, Some(&pdu), &head)?;
+                    // Debug builds resolve every first join too, and check the shortcut.
+                    if let Some(shortcut) = first_join {
+                        debug_assert_eq!(shortcut, resolved, "a fork's first join resolves to the state plus the join");
+                    }
+                    Arc::new(resolved)
                 }
             }
-            Arc::new(self.resolve_with(&rules, states, Some(&pdu), &head)?)
         };
 
         // Write what changed in the current state; each change needs its own stream position.

@@ -61,6 +61,8 @@ pub struct Rooms {
     snapshots: Arc<snapshots::Snapshots>,
     /// How long each state resolution of states that differ took (`/_tocsin/metrics`).
     resolutions: crate::metrics::Histogram,
+    /// Forks' first joins of a user taken in without a resolution (`Rooms::first_join_on_a_fork`).
+    first_joins: crate::metrics::Counter,
 }
 
 /// `tocsin_state_resolution_seconds`' buckets: from a fork of a few events to a partition's.
@@ -83,7 +85,23 @@ impl Rooms {
             RESOLUTION_BUCKETS,
             &[],
         );
-        Self { db, server_name, keys, policy, outbox, alarms, heads: Arc::default(), snapshots, resolutions }
+        let first_joins = metrics.counter(
+            "tocsin_state_first_joins_unresolved_total",
+            "A fork's first joins of a user added to the current state without a state resolution.",
+            &[],
+        );
+        Self {
+            db,
+            server_name,
+            keys,
+            policy,
+            outbox,
+            alarms,
+            heads: Arc::default(),
+            snapshots,
+            resolutions,
+            first_joins,
+        }
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {

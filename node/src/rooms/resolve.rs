@@ -66,6 +66,55 @@ impl Rooms {
         resolved
     }
 
+    /// The current state plus `pdu`, when `pdu` is a user's first join on one fork and
+    /// resolving the forks would yield exactly that. It must already have passed the auth rules
+    /// against the current state (the soft-fail check), and the current state must be the
+    /// resolution of the room's extremities, one of which is its only prev event.
+    ///
+    /// Why resolution would add it and change nothing else: no state of any fork holds the
+    /// user's membership, so no event of the resolution was sent by the user or changes their
+    /// membership, and none reads that key; a self-join is not a power event, and its own checks
+    /// read only the create event, the power levels and the join rules (which resolution
+    /// settles among the power events, before any join) and the user's membership (absent). So
+    /// it is checked against what the current state holds, and it passed. A healed partition
+    /// takes in the other side's new members this way instead of resolving the whole room
+    /// once per join. Debug builds resolve anyway and assert the two agree.
+    pub(super) fn first_join_on_a_fork(
+        &self,
+        head: &RoomHead,
+        pdu: &Pdu,
+        before: &StateIds,
+        current: &StateIds,
+    ) -> Result<Option<StateIds>> {
+        let Some(user) = pdu.state_key.as_deref() else { return Ok(None) };
+        if pdu.kind != ruma::events::TimelineEventType::RoomMember
+            || user != pdu.sender.as_str()
+            || pdu.membership_str() != Some("join")
+            // A restricted join also reads the authorising user's membership.
+            || pdu.content_field("join_authorised_via_users_server").is_some()
+            || pdu.content_field("third_party_invite").is_some()
+        {
+            return Ok(None);
+        }
+        let [prev] = pdu.prev_events.as_slice() else { return Ok(None) };
+        if !head.extremities.contains(prev) {
+            return Ok(None);
+        }
+        let key: StateKey = (StateEventType::RoomMember, user.to_owned());
+        if before.contains_key(&key) {
+            return Ok(None);
+        }
+        for other in head.extremities.iter().filter(|e| *e != prev) {
+            if self.state_after_has(other, &key)? != Some(false) {
+                return Ok(None);
+            }
+        }
+        let mut state = current.clone();
+        state.insert(key, pdu.event_id.clone());
+        self.first_joins.inc();
+        Ok(Some(state))
+    }
+
     fn resolve_differing(
         &self,
         rules: &RoomVersionRules,

@@ -82,6 +82,20 @@ impl Rooms {
         self.snapshots.get(id)
     }
 
+    /// Whether the state after `event_id` holds `key`; `None` when that state is not known.
+    pub(super) fn state_after_has(&self, event_id: &EventId, key: &super::head::StateKey) -> Result<Option<bool>> {
+        let Some((_, before)) = self.snapshot_before(event_id)? else { return Ok(None) };
+        if before.contains_key(key) {
+            return Ok(Some(true));
+        }
+        let Some(stored) = self.stored_event(event_id)? else { return Ok(None) };
+        if stored.rejected {
+            return Ok(Some(false));
+        }
+        let pdu = stored.into_pdu(event_id)?;
+        Ok(Some(pdu.state_key.as_deref() == Some(key.1.as_str()) && pdu.state_event_type() == key.0))
+    }
+
     /// The state after `event_id` (rejected events change nothing).
     pub fn state_after(&self, event_id: &EventId) -> Result<Option<StateIds>> {
         Ok(self.state_after_with_id(event_id)?.map(|(state, _)| state))

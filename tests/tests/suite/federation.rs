@@ -148,9 +148,11 @@ async fn set_power(client: &Client, room_id: &RoomId, extra_user: &str, level: i
     room.send_state_event(content).await.expect("power levels changed");
 }
 
-/// A partition: riverton and the fire service cannot reach each other while both send messages
-/// and change the topic and power levels. After the heal every node holds the same events and
-/// the same current state.
+/// A partition: riverton and the fire service cannot reach each other while both send messages,
+/// change the topic and power levels and take in a new member. After the heal every node holds
+/// the same events and the same current state, with both new members in it. (A fork's first join
+/// of a user is added without resolving the forks; debug builds resolve it too and assert the
+/// two agree.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_partition_heals_and_all_nodes_agree() {
     logs();
@@ -166,6 +168,13 @@ async fn a_partition_heals_and_all_nodes_agree() {
     let bob = user_on(&nodes[1], "bob").await;
     let carol = user_on(&nodes[2], "carol").await;
     let room_id = shared_room(&alice, &[&bob, &carol]).await;
+    // Open to anyone, so a new member joins without an invite.
+    let public = matrix_sdk::ruma::events::room::join_rules::RoomJoinRulesEventContent::new(
+        matrix_sdk::ruma::events::room::join_rules::JoinRule::Public,
+    );
+    alice.get_room(&room_id).unwrap().send_state_event(public).await.unwrap();
+    let dave = user_on(&nodes[0], "dave").await;
+    let erin = user_on(&nodes[2], "erin").await;
     wait_for_texts::<&str>(&carol, &room_id, &[], 5).await;
     // Before the split every node holds the room's history (the joiners backfill it).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -185,6 +194,8 @@ async fn a_partition_heals_and_all_nodes_agree() {
     c_room.set_room_topic("Fire: road closed at the levee").await.unwrap();
     set_power(&alice, &room_id, "@duty-officer:riverton.test", 50).await;
     set_power(&carol, &room_id, "@incident-lead:fire.test", 75).await;
+    dave.join_room_by_id(&room_id).await.unwrap();
+    erin.join_room_by_id(&room_id).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     to_fire.set_cut(false);
@@ -202,7 +213,10 @@ async fn a_partition_heals_and_all_nodes_agree() {
         }
         let same_events = events.windows(2).all(|w| w[0] == w[1]);
         let same_state = states.windows(2).all(|w| w[0] == w[1]);
-        if same_events && same_state && events[0].len() >= 15 {
+        let newcomers = ["@dave:riverton.test", "@erin:fire.test"]
+            .iter()
+            .all(|u| states[0].contains_key(&(StateEventType::RoomMember, (*u).to_owned())));
+        if same_events && same_state && newcomers && events[0].len() >= 15 {
             eprintln!("converged: {} events, {} state entries", events[0].len(), states[0].len());
             break;
         }
@@ -232,6 +246,17 @@ async fn a_partition_heals_and_all_nodes_agree() {
         })
         .sum();
     assert!(resolutions > 0, "the heal resolved no differing states");
+    // Each side's new member reached the other side as a first join on a fork.
+    let first_joins: u64 = nodes
+        .iter()
+        .map(|n| {
+            let text = tocsin_node::admin::metrics::sources::render_all(&n.services).unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix("tocsin_state_first_joins_unresolved_total "))
+                .map_or(0, |v| v.trim().parse().unwrap())
+        })
+        .sum();
+    assert!(first_joins >= 2, "the new members were not taken in as first joins: {first_joins}");
     for node in nodes {
         node.shutdown().await;
     }

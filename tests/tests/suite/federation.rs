@@ -135,6 +135,19 @@ async fn current_state(node: &NodeHandle, room_id: &RoomId) -> tocsin_node::room
     head.state_ids()
 }
 
+/// A metric without labels, summed over `nodes`.
+fn metric_sum(nodes: &[NodeHandle], name: &str) -> u64 {
+    nodes
+        .iter()
+        .map(|n| {
+            let text = tocsin_node::admin::metrics::sources::render_all(&n.services).unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+                .map_or(0, |v| v.trim().parse().unwrap())
+        })
+        .sum()
+}
+
 async fn set_power(client: &Client, room_id: &RoomId, extra_user: &str, level: i32) {
     use matrix_sdk::ruma::events::room::power_levels::RoomPowerLevelsEventContent;
     common::sync(client).await;
@@ -236,26 +249,10 @@ async fn a_partition_heals_and_all_nodes_agree() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The forks were resolved, and the operator sees it in the metrics.
-    let resolutions: u64 = nodes
-        .iter()
-        .map(|n| {
-            let text = tocsin_node::admin::metrics::sources::render_all(&n.services).unwrap();
-            text.lines()
-                .find_map(|l| l.strip_prefix("tocsin_state_resolution_seconds_count "))
-                .map_or(0, |v| v.trim().parse().unwrap())
-        })
-        .sum();
+    let resolutions = metric_sum(&nodes, "tocsin_state_resolution_seconds_count");
     assert!(resolutions > 0, "the heal resolved no differing states");
     // Each side's new member reached the other side as a first join on a fork.
-    let first_joins: u64 = nodes
-        .iter()
-        .map(|n| {
-            let text = tocsin_node::admin::metrics::sources::render_all(&n.services).unwrap();
-            text.lines()
-                .find_map(|l| l.strip_prefix("tocsin_state_first_joins_unresolved_total "))
-                .map_or(0, |v| v.trim().parse().unwrap())
-        })
-        .sum();
+    let first_joins = metric_sum(&nodes, "tocsin_state_first_joins_unresolved_total");
     assert!(first_joins >= 2, "the new members were not taken in as first joins: {first_joins}");
     for node in nodes {
         node.shutdown().await;

@@ -271,7 +271,7 @@ fn display_name(services: &Services, names: &mut HashMap<OwnedUserId, String>, u
 
 /// The local user a membership event changes, when another user changed it: the only user it
 /// is evaluated for (see [`evaluate`]).
-pub(crate) fn changed_by_another(services: &Services, pdu: &crate::rooms::Pdu) -> Option<OwnedUserId> {
+fn changed_by_another(services: &Services, pdu: &crate::rooms::Pdu) -> Option<OwnedUserId> {
     let target = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())?;
     (target.server_name() == services.server_name && target != pdu.sender).then_some(target)
 }

@@ -298,8 +298,8 @@ async fn a_reaction_pushes_to_a_member_whose_rule_asks_and_to_one_it_mentions_on
 
 /// A membership change is evaluated only for the user it changes, and only when someone else
 /// made it (as Synapse does): a member whose own rule asks for every membership event is not
-/// pushed for another user's join or invite, while the invitee is. Evaluating every join for
-/// every member had made filling a 5,000-member room millions of evaluations, which an alarm
+/// pushed for another user's join or invite, while the invitee is. Splitting the members anew for
+/// every join had made filling a 5,000-member room millions of member look-ups, which an alarm
 /// raised next waited behind.
 #[tokio::test]
 async fn a_membership_change_pushes_only_to_the_user_it_changes() {

@@ -73,12 +73,29 @@ pub(crate) async fn node(dir: &Path, ring_in_muted_rooms: bool) -> NodeHandle {
 /// Alice's room with bob joined.
 pub(crate) async fn room_with_bob(alice: &Client, bob: &Client) -> (Room, Room) {
     let room = alice.create_room(CreateRoom::new()).await.unwrap();
-    room.invite_user_by_id(bob.user_id().unwrap()).await.unwrap();
-    let room_id = room.room_id().to_owned();
-    eventually(bob, 5, || async { bob.get_room(&room_id).filter(|r| r.state() == matrix_sdk::RoomState::Invited) })
-        .await;
-    let bob_room = bob.join_room_by_id(&room_id).await.unwrap();
+    let bob_room = invite_and_join(&room, bob).await;
     (room, bob_room)
+}
+
+/// `member` invited to `room`, then joined once their client has seen the invite.
+async fn invite_and_join(room: &Room, member: &Client) -> Room {
+    room.invite_user_by_id(member.user_id().unwrap()).await.unwrap();
+    let room_id = room.room_id().to_owned();
+    eventually(member, 5, || async {
+        member.get_room(&room_id).filter(|r| r.state() == matrix_sdk::RoomState::Invited)
+    })
+    .await;
+    member.join_room_by_id(&room_id).await.unwrap()
+}
+
+/// Gives `client` its own override rule: notify for every event of type `kind`.
+async fn notify_on_every(client: &Client, rule_id: &str, kind: &str) {
+    let rule = NewConditionalPushRule::new(
+        rule_id.to_owned(),
+        vec![EventMatchConditionData::new("type".to_owned(), kind.to_owned()).into()],
+        vec![Action::Notify],
+    );
+    client.send(set_pushrule::v3::Request::new(NewPushRule::Override(rule))).await.unwrap();
 }
 
 /// Alice and Bob in a room of Alice's, Bob's phone registered with `gateway` as "bob-phone":
@@ -239,24 +256,13 @@ async fn a_reaction_pushes_to_a_member_whose_rule_asks_and_to_one_it_mentions_on
     let mut members = Vec::new();
     for name in ["bob", "carol", "dave", "erin"] {
         let member = common::user(&node, name).await;
-        room.invite_user_by_id(member.user_id().unwrap()).await.unwrap();
-        let room_id = room.room_id().to_owned();
-        eventually(&member, 5, || async {
-            member.get_room(&room_id).filter(|r| r.state() == matrix_sdk::RoomState::Invited)
-        })
-        .await;
-        member.join_room_by_id(&room_id).await.unwrap();
+        invite_and_join(&room, &member).await;
         members.push(member);
     }
     let (bob, carol) = (&members[0], &members[1]);
     bob.pusher().set(pusher(&gateway, "bob-phone"), false).await.unwrap();
     carol.pusher().set(pusher(&gateway, "carol-phone"), false).await.unwrap();
-    let reactions = NewConditionalPushRule::new(
-        "reactions".to_owned(),
-        vec![EventMatchConditionData::new("type".to_owned(), "m.reaction".to_owned()).into()],
-        vec![Action::Notify],
-    );
-    carol.send(set_pushrule::v3::Request::new(NewPushRule::Override(reactions))).await.unwrap();
+    notify_on_every(carol, "reactions", "m.reaction").await;
 
     let message = text(&room, "status check, all units").await;
     let react = |key: &str, mentions: serde_json::Value| {
@@ -310,22 +316,11 @@ async fn a_membership_change_pushes_only_to_the_user_it_changes() {
     let carol = common::user(&node, "carol").await;
     let erin = common::user(&node, "erin").await;
     let frank = common::user(&node, "frank").await;
-    let room = alice.create_room(CreateRoom::new()).await.unwrap();
+    let (room, _) = room_with_bob(&alice, &carol).await;
     let room_id = room.room_id().to_owned();
-    room.invite_user_by_id(carol.user_id().unwrap()).await.unwrap();
-    eventually(&carol, 5, || async {
-        carol.get_room(&room_id).filter(|r| r.state() == matrix_sdk::RoomState::Invited)
-    })
-    .await;
-    carol.join_room_by_id(&room_id).await.unwrap();
     carol.pusher().set(pusher(&gateway, "carol-phone"), false).await.unwrap();
     frank.pusher().set(pusher(&gateway, "frank-phone"), false).await.unwrap();
-    let memberships = NewConditionalPushRule::new(
-        "memberships".to_owned(),
-        vec![EventMatchConditionData::new("type".to_owned(), "m.room.member".to_owned()).into()],
-        vec![Action::Notify],
-    );
-    carol.send(set_pushrule::v3::Request::new(NewPushRule::Override(memberships))).await.unwrap();
+    notify_on_every(&carol, "memberships", "m.room.member").await;
 
     // Erin joins a public room of her own accord; frank is invited by alice.
     room.send_state_event(matrix_sdk::ruma::events::room::join_rules::RoomJoinRulesEventContent::new(

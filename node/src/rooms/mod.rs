@@ -61,7 +61,7 @@ pub struct Rooms {
     snapshots: Arc<snapshots::Snapshots>,
     /// How long each state resolution of states that differ took (`/_tocsin/metrics`).
     resolutions: crate::metrics::Histogram,
-    /// Forks' first joins of a user taken in without a resolution (`Rooms::first_join_on_a_fork`).
+    /// Forks' first joins of a user that need no resolution (`Rooms::first_join_on_a_fork`).
     first_joins: crate::metrics::Counter,
 }
 
@@ -87,7 +87,7 @@ impl Rooms {
         );
         let first_joins = metrics.counter(
             "tocsin_state_first_joins_unresolved_total",
-            "A fork's first joins of a user added to the current state without a state resolution.",
+            "A fork's first joins of a user that need no state resolution (release builds add them without one).",
             &[],
         );
         Self {

@@ -235,7 +235,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .raw("/_tocsin/admin/policy/apply", axum::routing::post(crate::admin::policy::apply))
         .raw("/.well-known/matrix/server", get(crate::federation::well_known::server));
     let endpoints = crate::admin::routes(endpoints);
-    let metrics = crate::metrics::requests::RequestMetrics { api: "client", registry: services.metrics.clone() };
+    let metrics = crate::metrics::requests::RequestMetrics::new("client", services.metrics.clone());
     endpoints
         .into_router()
         .fallback(unrecognized)

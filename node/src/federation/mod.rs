@@ -99,7 +99,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .ruma::<claim_keys::v1::Request, _, _>(user_keys::claim)
         .ruma::<get_profile_information::v1::Request, _, _>(user_keys::profile)
         .ruma::<get_room_information::v1::Request, _, _>(user_keys::directory);
-    let metrics = crate::metrics::requests::RequestMetrics { api: "federation", registry: services.metrics.clone() };
+    let metrics = crate::metrics::requests::RequestMetrics::new("federation", services.metrics.clone());
     endpoints
         .into_router()
         .fallback(unrecognized)

@@ -8,9 +8,9 @@
 
 use std::collections::BTreeSet;
 
-use ruma::{OwnedUserId, UserId, events::TimelineEventType};
+use ruma::{OwnedRoomId, OwnedUserId, UserId, events::TimelineEventType};
 
-use crate::{Services, error::Result};
+use crate::{Services, error::Result, rooms::read::UserRoom};
 
 #[derive(Debug, Default)]
 pub struct DeviceListUpdates {
@@ -38,21 +38,35 @@ pub async fn device_list_updates(
         }
         None => services.rooms.user_rooms(user)?,
     };
+    device_list_updates_among(services, user, since, upto, &own_changes, &rooms).await
+}
+
+/// [`device_list_updates`] for a caller that has already read the user's membership changes in
+/// the window (`own_changes`) and `rooms`: the user's rooms among those that changed in it (any
+/// superset will do). `/sync` reads both anyway.
+pub async fn device_list_updates_among(
+    services: &Services,
+    user: &UserId,
+    since: u64,
+    upto: u64,
+    own_changes: &BTreeSet<OwnedRoomId>,
+    rooms: &[(OwnedRoomId, UserRoom)],
+) -> Result<DeviceListUpdates> {
     let mut joined_since = BTreeSet::new();
     let mut gone = BTreeSet::new();
     for (room_id, user_room) in rooms {
         if user_room.membership != "join" {
-            if matches!(user_room.membership.as_str(), "leave" | "ban") && own_changes.contains(&room_id) {
+            if matches!(user_room.membership.as_str(), "leave" | "ban") && own_changes.contains(room_id) {
                 // We left (or were removed) in the window: its members are candidates for `left`.
-                gone.extend(services.rooms.members(&room_id, "join").await?);
+                gone.extend(services.rooms.members(room_id, "join").await?);
             }
             continue;
         }
-        if own_changes.contains(&room_id) {
+        if own_changes.contains(room_id) {
             // We joined this room in the window: everyone in it may be new to us.
-            joined_since.extend(services.rooms.members(&room_id, "join").await?);
+            joined_since.extend(services.rooms.members(room_id, "join").await?);
         }
-        for (_, pdu) in services.rooms.state_changes(&room_id, since, upto)? {
+        for (_, pdu) in services.rooms.state_changes(room_id, since, upto)? {
             if pdu.kind != TimelineEventType::RoomMember {
                 continue;
             }

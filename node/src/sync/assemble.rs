@@ -134,22 +134,22 @@ async fn build(
         services.rooms.membership_changes(user, since_pos, now.pos)?.into_iter().collect();
     let display_name = services.users.profile(user)?.and_then(|p| p.0).unwrap_or_else(|| user.localpart().to_owned());
 
-    for (room_id, user_room) in
-        rooms_to_visit(services, user, since.filter(|_| !full_state), now, &changed_memberships)?
-    {
-        if !wanted(&room_id) {
+    let visited = rooms_to_visit(services, user, since.filter(|_| !full_state), now, &changed_memberships)?;
+    for (room_id, user_room) in &visited {
+        let room_id = room_id.as_ref();
+        if !wanted(room_id) {
             continue;
         }
-        let newly = since.is_none() || changed_memberships.contains(&room_id);
+        let newly = since.is_none() || changed_memberships.contains(room_id);
         match user_room.membership.as_str() {
             "join" => {
-                let members = services.rooms.member_summary(&room_id).await?;
+                let members = services.rooms.member_summary(room_id).await?;
                 // A room joined since the token is sent whole, as in an initial sync.
                 let room_since = if newly { 0 } else { since_pos };
                 let joined = joined_room(
                     services,
                     auth,
-                    &room_id,
+                    room_id,
                     room_since,
                     since_typing,
                     now,
@@ -162,26 +162,26 @@ async fn build(
                 .await?;
                 if let Some(joined) = joined {
                     changed = true;
-                    response.rooms.join.insert(room_id, joined);
+                    response.rooms.join.insert(room_id.to_owned(), joined);
                 }
             }
             "invite" if newly => {
                 let mut invite = InvitedRoom::new();
-                invite.invite_state.events = stripped_room_state(services, user, &room_id, &user_room.event_id).await?;
+                invite.invite_state.events = stripped_room_state(services, user, room_id, &user_room.event_id).await?;
                 changed = true;
-                response.rooms.invite.insert(room_id, invite);
+                response.rooms.invite.insert(room_id.to_owned(), invite);
             }
             "knock" if newly => {
                 let mut knock = KnockedRoom::new();
-                knock.knock_state.events = stripped_room_state(services, user, &room_id, &user_room.event_id).await?;
+                knock.knock_state.events = stripped_room_state(services, user, room_id, &user_room.event_id).await?;
                 changed = true;
-                response.rooms.knock.insert(room_id, knock);
+                response.rooms.knock.insert(room_id.to_owned(), knock);
             }
             "leave" | "ban" if newly && (since.is_some() || room_filter.include_leave) => {
                 let mut left = LeftRoom::new();
-                let access = services.rooms.read_access(&room_id, user)?;
+                let access = services.rooms.read_access(room_id, user)?;
                 let (events, limited) =
-                    services.rooms.visible_timeline(&room_id, &access, since_pos, user_room.pos, limit)?;
+                    services.rooms.visible_timeline(room_id, &access, since_pos, user_room.pos, limit)?;
                 left.timeline.limited = limited;
                 for e in &events {
                     left.timeline.events.push(raw(&services.rooms.client_event(
@@ -191,7 +191,7 @@ async fn build(
                     )?)?);
                 }
                 changed = true;
-                response.rooms.leave.insert(room_id, left);
+                response.rooms.leave.insert(room_id.to_owned(), left);
             }
             _ => {}
         }
@@ -230,7 +230,21 @@ async fn build(
         changed = true;
     }
     if since.is_some() {
-        let updates = crate::e2ee::device_lists::device_list_updates(services, user, since_pos, now.pos).await?;
+        // An incremental sync has already read the rooms that changed and the user's
+        // memberships in the window; a full-state one visited every room, so it asks anew.
+        let updates = if full_state {
+            crate::e2ee::device_lists::device_list_updates(services, user, since_pos, now.pos).await?
+        } else {
+            crate::e2ee::device_lists::device_list_updates_among(
+                services,
+                user,
+                since_pos,
+                now.pos,
+                &changed_memberships,
+                &visited,
+            )
+            .await?
+        };
         changed |= !updates.changed.is_empty() || !updates.left.is_empty();
         response.device_lists.changed = updates.changed;
         response.device_lists.left = updates.left;
@@ -394,6 +408,20 @@ async fn joined_room(
     let state =
         super::room_delta::state_delta(services, room_id, since, first_pos.saturating_sub(1), full_state || since == 0)
             .await?;
+    // The summary may be left out when it has not changed (as Synapse does): only membership,
+    // name and alias events in the window can change it.
+    let touches_summary = |pdu: &Pdu| {
+        matches!(
+            pdu.kind,
+            ruma::events::TimelineEventType::RoomMember
+                | ruma::events::TimelineEventType::RoomName
+                | ruma::events::TimelineEventType::RoomCanonicalAlias
+        )
+    };
+    let summary_changed = since == 0
+        || full_state
+        || timeline.events.iter().any(|(_, p)| touches_summary(p))
+        || state.iter().any(|p| touches_summary(p));
     let mut state_events = StateEvents::new();
     for pdu in state {
         if in_timeline.contains(&pdu.event_id) {
@@ -428,11 +456,13 @@ async fn joined_room(
         joined.unread_notifications = UnreadNotificationsCount::new();
         joined.unread_notifications.notification_count = Some(UInt::try_from(notify).unwrap_or(UInt::MAX));
         joined.unread_notifications.highlight_count = Some(UInt::try_from(highlight).unwrap_or(UInt::MAX));
-        joined.summary.joined_member_count = Some(UInt::try_from(members.joined).unwrap_or(UInt::MAX));
-        joined.summary.invited_member_count = Some(UInt::try_from(members.invited).unwrap_or(UInt::MAX));
-        let has_name = services.rooms.state_event(room_id, &StateEventType::RoomName, "").await?.is_some();
-        if !has_name {
-            joined.summary.heroes = members.heroes(user, 5);
+        if summary_changed {
+            joined.summary.joined_member_count = Some(UInt::try_from(members.joined).unwrap_or(UInt::MAX));
+            joined.summary.invited_member_count = Some(UInt::try_from(members.invited).unwrap_or(UInt::MAX));
+            let has_name = services.rooms.state_event(room_id, &StateEventType::RoomName, "").await?.is_some();
+            if !has_name {
+                joined.summary.heroes = members.heroes(user, 5);
+            }
         }
     }
     Ok((any || since == 0).then_some(joined))

@@ -96,7 +96,15 @@ async fn counts_lazy_members_full_state_leave_and_summary() {
     let after_read = bob.sync(&format!("&since={since}")).await;
     let joined = &after_read["rooms"]["join"][&room];
     assert_eq!(joined["unread_notifications"]["notification_count"], 0, "{joined}");
+    // The summary comes again only when it changes: not for a receipt, but for a join.
+    assert!(joined.get("summary").is_none(), "nothing changed the summary: {joined}");
     let since = after_read["next_batch"].as_str().unwrap().to_owned();
+    let dave = User::new(&node, "dave").await;
+    dave.call(reqwest::Method::POST, &format!("/join/{room}"), Some(json!({}))).await;
+    let after_join = bob.sync(&format!("&since={since}")).await;
+    assert_eq!(after_join["rooms"]["join"][&room]["summary"]["m.joined_member_count"], 4, "{after_join}");
+    let since = after_join["next_batch"].as_str().unwrap().to_owned();
+    alice.send(&room, "4", json!({"msgtype": "m.text", "body": "welcome, dave"})).await;
 
     // Lazy loading: with a one-event timeline, only the sender's and bob's own member events.
     let lazy = filter(json!({"room": {"timeline": {"limit": 1}, "state": {"lazy_load_members": true}}}));
@@ -106,6 +114,7 @@ async fn counts_lazy_members_full_state_leave_and_summary() {
         state.iter().filter(|e| e["type"] == "m.room.member").filter_map(|e| e["state_key"].as_str()).collect();
     assert!(members.contains(&alice.id.as_str()) && members.contains(&bob.id.as_str()), "{members:?}");
     assert!(!members.contains(&carol.id.as_str()), "carol sent nothing in the timeline: {members:?}");
+    assert!(!members.contains(&dave.id.as_str()), "nor did dave: {members:?}");
     assert!(synced["rooms"]["join"][&room]["timeline"]["limited"].as_bool().unwrap());
     let eager = bob.sync(&filter(json!({"room": {"timeline": {"limit": 1}}}))).await;
     let eager_members = eager["rooms"]["join"][&room]["state"]["events"]
@@ -114,7 +123,7 @@ async fn counts_lazy_members_full_state_leave_and_summary() {
         .iter()
         .filter(|e| e["type"] == "m.room.member")
         .count();
-    assert_eq!(eager_members, 3, "without lazy loading every member comes");
+    assert_eq!(eager_members, 4, "without lazy loading every member comes");
 
     // full_state on an incremental sync sends the whole state again.
     let full = bob.sync(&format!("&since={since}&full_state=true")).await;

@@ -60,9 +60,10 @@ async fn require_in_room_at(s: &Services, room_id: &RoomId, event_id: &EventId, 
 /// users read it, else redacted (the DAG still needs its skeleton), as the spec says.
 fn as_served(rules: &RoomVersionRules, access: &ReadAccess, pos: u64, pdu: &Pdu) -> Result<Box<RawValue>> {
     if access.may_see(pos, pdu) {
-        return to_raw(&pdu.json);
+        return pdu.to_raw();
     }
-    let skeleton = ruma::canonical_json::redact(pdu.json.clone(), &rules.redaction, None).map_err(Error::internal)?;
+    let skeleton =
+        ruma::canonical_json::redact(pdu.json()?.clone(), &rules.redaction, None).map_err(Error::internal)?;
     to_raw(&skeleton)
 }
 
@@ -109,7 +110,7 @@ fn raws(s: &Services, ids: impl IntoIterator<Item = OwnedEventId>) -> Result<Vec
     let mut out = Vec::new();
     for id in ids {
         if let Some(pdu) = s.rooms.pdu(&id)? {
-            out.push(to_raw(&pdu.json)?);
+            out.push(pdu.to_raw()?);
         }
     }
     Ok(out)

@@ -219,13 +219,13 @@ pub async fn invite_remote(
         .await?
         .iter()
         .filter(|p| crate::sync::assemble::stripped_state_type(p))
-        .map(|p| pdu::to_raw(&p.json).map(RawStrippedState::Pdu))
+        .map(|p| p.to_raw().map(RawStrippedState::Pdu))
         .collect::<Result<Vec<_>>>()?;
     let request = create_invite::v2::Request::new(
         room_id.to_owned(),
         pdu.event_id.clone(),
         version.clone(),
-        pdu::to_raw(&pdu.json)?,
+        pdu.to_raw()?,
         stripped,
     );
     let response = s.federation_client.send(invitee.server_name(), request).await?;

@@ -111,12 +111,12 @@ pub async fn send_join(
     let mut room_state = create_join_event::v2::RoomState::new();
     for id in chain {
         if let Some(p) = s.rooms.pdu(&id)? {
-            room_state.auth_chain.push(to_raw(&p.json)?);
+            room_state.auth_chain.push(p.to_raw()?);
         }
     }
     for id in &state_ids {
         if let Some(p) = s.rooms.pdu(id)? {
-            room_state.state.push(to_raw(&p.json)?);
+            room_state.state.push(p.to_raw()?);
         }
     }
     let servers: std::collections::BTreeSet<String> =
@@ -161,7 +161,7 @@ pub async fn send_knock(
         .await?
         .iter()
         .filter(|p| crate::sync::assemble::stripped_state_type(p))
-        .map(|p| to_raw(&p.json).map(RawStrippedState::Pdu))
+        .map(|p| p.to_raw().map(RawStrippedState::Pdu))
         .collect::<Result<Vec<_>>>()?;
     Ok(create_knock_event::v1::Response::new(state))
 }

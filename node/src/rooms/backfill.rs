@@ -69,7 +69,7 @@ impl Rooms {
             }
             if let Some(reason) = rejection {
                 tracing::info!(event_id = %pdu.event_id, %reason, "rejected backfilled event");
-                let stored = StoredEvent::outlier(&pdu, true);
+                let stored = StoredEvent::outlier(&pdu, true)?;
                 batch.insert(trees::EVENTS, pdu.event_id.as_bytes().to_vec(), Db::to_json(&stored)?);
                 continue;
             }

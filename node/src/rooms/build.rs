@@ -376,7 +376,7 @@ impl Rooms {
         let id = pdu.event_id.as_bytes();
         let stored = StoredEvent {
             pos,
-            pdu: pdu.json.clone(),
+            pdu: pdu.json()?.clone(),
             txn_id: txn.map(|t| t.txn_id.clone()),
             device_id: txn.map(|t| t.device_id.clone()),
             outlier: false,

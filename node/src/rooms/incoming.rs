@@ -104,7 +104,7 @@ impl Rooms {
                 None => self.policy.check_remote_alarm(&pdu),
                 refused => refused,
             };
-            let stored = StoredEvent::outlier(&pdu, rejection.is_some());
+            let stored = StoredEvent::outlier(&pdu, rejection.is_some())?;
             batch.insert(trees::EVENTS, pdu.event_id.as_bytes().to_vec(), Db::to_json(&stored)?);
             match rejection {
                 None => {
@@ -335,7 +335,7 @@ impl Rooms {
         };
         if let Some(reason) = soft_failure {
             tracing::info!(event_id = %pdu.event_id, %reason, "soft-failed event");
-            let stored = StoredEvent::outlier(&pdu, false);
+            let stored = StoredEvent::outlier(&pdu, false)?;
             batch.insert(trees::EVENTS, pdu.event_id.as_bytes().to_vec(), Db::to_json(&stored)?);
             batch.insert(trees::EVENT_STATE, pdu.event_id.as_bytes().to_vec(), before_id.to_vec());
             drop(head);
@@ -530,7 +530,7 @@ impl Rooms {
         mut batch: WriteBatch,
     ) -> Result<()> {
         tracing::info!(event_id = %pdu.event_id, "rejected event");
-        let stored = StoredEvent::outlier(pdu, true);
+        let stored = StoredEvent::outlier(pdu, true)?;
         batch.insert(trees::EVENTS, pdu.event_id.as_bytes().to_vec(), Db::to_json(&stored)?);
         if let Some(id) = state_before {
             batch.insert(trees::EVENT_STATE, pdu.event_id.as_bytes().to_vec(), id.to_vec());

@@ -2,10 +2,11 @@
 //! and the client format need.
 
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId,
-    RoomId, UInt, UserId,
+    CanonicalJsonObject, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
     events::{StateEventType, TimelineEventType},
 };
+use std::sync::OnceLock;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -31,8 +32,13 @@ pub struct Pdu {
     /// A redaction's `content.redacts` (room version 11 and later).
     content_redacts: Option<OwnedEventId>,
     pub depth: UInt,
-    /// The full signed object as sent over federation.
-    pub json: CanonicalJsonObject,
+    /// The full signed object as sent over federation, parsed on first use: a sync, a push or
+    /// an auth check reads only the fields above, and parsing the whole object was half the
+    /// cost of loading a stored event.
+    json: OnceLock<CanonicalJsonObject>,
+    /// The stored text `json` is parsed from; `None` for an event built or received here (its
+    /// object is at hand) and once the object was changed.
+    text: Option<Box<RawValue>>,
     /// The local client transaction (device, txn id) that sent it, if any: not part of the PDU,
     /// kept so the sender's device sees its `transaction_id` without another store read.
     pub local_txn: Option<(ruma::OwnedDeviceId, String)>,
@@ -74,19 +80,27 @@ impl Pdu {
     pub fn from_json(event_id: OwnedEventId, json: CanonicalJsonObject) -> Result<Self> {
         let value = serde_json::to_value(&json).map_err(Error::bad_json)?;
         let f: Fields = serde_json::from_value(value).map_err(|e| Error::bad_json(format!("invalid PDU: {e}")))?;
-        Self::from_fields(event_id, json, f)
+        Self::from_fields(event_id, OnceLock::from(json), None, f)
     }
 
     /// [`Pdu::from_json`] from the PDU's JSON text: the fields are read straight from it, not
     /// through a copy of the whole object as a `serde_json::Value` (stored events are read on
     /// every sync).
+    ///
+    /// The text must be what this node stored (canonical JSON it checked on the way in): the
+    /// whole object is parsed from it only when [`Pdu::json`] is first asked for.
     pub fn from_text(event_id: OwnedEventId, text: &str) -> Result<Self> {
-        let json: CanonicalJsonObject = serde_json::from_str(text).map_err(Error::bad_json)?;
         let f: Fields = serde_json::from_str(text).map_err(|e| Error::bad_json(format!("invalid PDU: {e}")))?;
-        Self::from_fields(event_id, json, f)
+        let text = RawValue::from_string(text.to_owned()).map_err(Error::bad_json)?;
+        Self::from_fields(event_id, OnceLock::new(), Some(text), f)
     }
 
-    fn from_fields(event_id: OwnedEventId, json: CanonicalJsonObject, f: Fields) -> Result<Self> {
+    fn from_fields(
+        event_id: OwnedEventId,
+        json: OnceLock<CanonicalJsonObject>,
+        text: Option<Box<RawValue>>,
+        f: Fields,
+    ) -> Result<Self> {
         let has_room_id = f.room_id.is_some();
         let room_id = match f.room_id {
             Some(r) => r,
@@ -123,6 +137,7 @@ impl Pdu {
             content_redacts,
             depth: f.depth,
             json,
+            text,
             local_txn: None,
             membership,
         })
@@ -200,12 +215,32 @@ impl Pdu {
         })
     }
 
-    pub fn byte_len(&self) -> usize {
-        serde_json::to_vec(&self.json).map(|v| v.len()).unwrap_or(usize::MAX)
+    /// The full signed object (see the field).
+    pub fn json(&self) -> Result<&CanonicalJsonObject> {
+        if let Some(json) = self.json.get() {
+            return Ok(json);
+        }
+        let text = self.text.as_deref().ok_or_else(|| Error::internal("a PDU without its object or its text"))?;
+        let parsed: CanonicalJsonObject = serde_json::from_str(text.get())
+            .map_err(|e| Error::internal(format!("stored PDU {} is not canonical JSON: {e}", self.event_id)))?;
+        Ok(self.json.get_or_init(|| parsed))
     }
 
-    pub fn set_json_field(&mut self, field: &str, value: CanonicalJsonValue) {
-        self.json.insert(field.to_owned(), value);
+    /// The PDU as sent over federation: the stored text as it is when there is one.
+    pub fn to_raw(&self) -> Result<Box<RawValue>> {
+        match &self.text {
+            Some(text) => Ok(text.clone()),
+            None => serde_json::value::to_raw_value(self.json()?).map_err(Error::internal),
+        }
+    }
+
+    /// The size of the PDU as sent: the stored text's when there is one (the same bytes).
+    pub fn byte_len(&self) -> usize {
+        match (&self.text, self.json.get()) {
+            (Some(text), _) => text.get().len(),
+            (None, Some(json)) => serde_json::to_vec(json).map(|v| v.len()).unwrap_or(usize::MAX),
+            (None, None) => usize::MAX,
+        }
     }
 }
 

@@ -34,8 +34,8 @@ pub struct StoredEvent {
 
 impl StoredEvent {
     /// An event kept out of the timeline: an auth event, a soft-failed or a rejected one.
-    pub fn outlier(pdu: &Pdu, rejected: bool) -> Self {
-        Self { pos: 0, pdu: pdu.json.clone(), txn_id: None, device_id: None, outlier: true, rejected }
+    pub fn outlier(pdu: &Pdu, rejected: bool) -> Result<Self> {
+        Ok(Self { pos: 0, pdu: pdu.json()?.clone(), txn_id: None, device_id: None, outlier: true, rejected })
     }
 
     pub fn into_pdu(self, event_id: &EventId) -> Result<Pdu> {

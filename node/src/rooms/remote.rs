@@ -125,7 +125,7 @@ impl Rooms {
             .ok_or_else(|| Error::bad_json("not an invite or a knock"))?;
         let room = pdu.room_id.as_bytes();
         let user = user.as_bytes();
-        let stored = StoredEvent::outlier(pdu, false);
+        let stored = StoredEvent::outlier(pdu, false)?;
         let state = Db::to_json(&stripped_state)?;
         let stored = serde_json::to_vec(&stored).map_err(Error::internal)?;
         let event_id = pdu.event_id.clone();

@@ -218,7 +218,15 @@ async fn bad_input_over_federation_is_refused_and_nothing_valid_is_lost() {
         a: &a,
         room_id: room_id.clone(),
         rules: tocsin_node::rooms::version::rules(&version).unwrap(),
-        template: a.services.rooms.pdu(&template_id.unwrap()).unwrap().expect("A stores its PDU").json,
+        template: a
+            .services
+            .rooms
+            .pdu(&template_id.unwrap())
+            .unwrap()
+            .expect("A stores its PDU")
+            .json()
+            .expect("its object")
+            .clone(),
     };
     let alice_id = alice.user_id().unwrap().to_owned();
     let body = |text: &str| cj(json!({ "msgtype": "m.text", "body": text }));

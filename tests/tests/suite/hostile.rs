@@ -38,7 +38,15 @@ impl<'a> Forge<'a> {
             node,
             room_id: room_id.clone(),
             rules: tocsin_node::rooms::version::rules(&version).expect("rules"),
-            template: node.services.rooms.pdu(template).expect("store").expect("stored PDU").json,
+            template: node
+                .services
+                .rooms
+                .pdu(template)
+                .expect("store")
+                .expect("stored PDU")
+                .json()
+                .expect("its object")
+                .clone(),
         }
     }
 

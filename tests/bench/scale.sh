@@ -13,7 +13,10 @@
 #
 # Then the room size (tocsin-loadgen room-size): one room grown over two Tocsin nodes whose links
 # run through proxies; at each size, joins one at a time, a late joiner's first /sync with
-# lazy-loaded members and without, and a partition healed until both nodes agree.
+# lazy-loaded members and without, and a partition healed until both nodes agree. Then the same
+# over two federating Synapse servers (tests/interop/synapse-fed.sh, TLS, their links through
+# the same kind of proxies, retrying a peer within about a second as the Tocsin nodes do), and
+# one table and set of charts of both (tocsin-loadgen room-report).
 #
 # Writes tests/bench/last-scale-run.md, tests/bench/scale-sync-{incremental,initial,sliding}.svg,
 # tests/bench/scale-store-{time,rss}.svg and tests/bench/scale-room-{join,sync,heal}.svg.
@@ -34,6 +37,10 @@
 #                                  an empty STORE_CHECKPOINTS skips it)
 #   ROOM_SIZES                     members of the room-size run's points (default 500,2000,5000;
 #                                  empty skips it)
+#   SYNAPSE_ROOM_SIZES             the same for the Synapse pair (default 500,2000: Synapse grows
+#                                  the room far more slowly; empty skips it, as SKIP_SYNAPSE=1 does)
+#   SYNAPSE_ROOM_TIMEOUT           seconds the Synapse room-size run may take before it is stopped
+#                                  (default 3600; its servers are stopped either way)
 #   BENCH_DIR, KEEP=1              as in compare.sh
 set -euo pipefail
 
@@ -51,6 +58,9 @@ IDLE_POLLS="${IDLE_POLLS:-20000}"
 STORE_ROOMS="${STORE_ROOMS:-10000}"
 STORE_CHECKPOINTS="${STORE_CHECKPOINTS-100000,1000000,3000000,10000000}"
 ROOM_SIZES="${ROOM_SIZES-500,2000,5000}"
+SYNAPSE_ROOM_SIZES="${SYNAPSE_ROOM_SIZES-500,2000}"
+SYNAPSE_ROOM_TIMEOUT="${SYNAPSE_ROOM_TIMEOUT:-3600}"
+SYNAPSE_FED="$REPO_ROOT/tests/interop/synapse-fed.sh"
 ADDR=127.0.0.1
 
 free_port() {
@@ -60,9 +70,17 @@ BENCH_DIR="${BENCH_DIR:-$(mktemp -d /tmp/tocsin-scale.XXXXXX)}"
 mkdir -p "$BENCH_DIR"
 TOCSIN_PID=""
 SYNAPSE_STARTED=""
+# The room-size run stops its Synapse pair itself; this is for a run that was killed.
+stop_room_synapses() {
+    local d
+    for d in "$BENCH_DIR"/room-size-synapse/synapse[12]; do
+        [[ -f "$d/synapse.pid" ]] && "$SYNAPSE_FED" stop "$d" >/dev/null 2>&1 || true
+    done
+}
 cleanup() {
     if [[ -n "$TOCSIN_PID" ]]; then kill -TERM "$TOCSIN_PID" 2>/dev/null || true; wait "$TOCSIN_PID" 2>/dev/null || true; fi
     if [[ -n "$SYNAPSE_STARTED" ]]; then "$SYNAPSE_SH" stop "$BENCH_DIR/synapse" || true; fi
+    stop_room_synapses
     if [[ "${KEEP:-}" == 1 ]]; then echo "scale.sh: kept $BENCH_DIR"; else rm -rf "$BENCH_DIR"; fi
 }
 trap cleanup EXIT
@@ -142,10 +160,34 @@ if [[ -n "$STORE_CHECKPOINTS" ]]; then
     "$LOADGEN" store-size --rooms "$STORE_ROOMS" --checkpoints "$STORE_CHECKPOINTS" \
         --dir "$BENCH_DIR/store" --chart-dir "$SCRIPT_DIR" >"$BENCH_DIR/store.md"
 fi
+room_inputs=()
+ROOM_SYNAPSE_NOTE="Synapse's run was skipped (SKIP_SYNAPSE=1 or an empty SYNAPSE_ROOM_SIZES)."
+ROOM_SYNAPSE_VERSION="?"
 if [[ -n "$ROOM_SIZES" ]]; then
     echo "== Tocsin room size: $ROOM_SIZES members over two nodes"
-    "$LOADGEN" room-size --sizes "$ROOM_SIZES" --dir "$BENCH_DIR/room-size" --chart-dir "$SCRIPT_DIR" \
-        >"$BENCH_DIR/room-size.md"
+    "$LOADGEN" room-size --sizes "$ROOM_SIZES" --dir "$BENCH_DIR/room-size" \
+        --json "$BENCH_DIR/room-size-tocsin.json" >"$BENCH_DIR/room-size-tocsin.md"
+    room_inputs+=(--input "$BENCH_DIR/room-size-tocsin.json")
+fi
+if [[ "${SKIP_SYNAPSE:-}" != 1 && -n "$SYNAPSE_ROOM_SIZES" ]]; then
+    echo "== Synapse room size: $SYNAPSE_ROOM_SIZES members over two servers (at most ${SYNAPSE_ROOM_TIMEOUT} s)"
+    ROOM_SYNAPSE_NOTE=""
+    ROOM_SYNAPSE_VERSION="$("${SYNAPSE_VENV:-$REPO_ROOT/.venv-synapse}/bin/python" -c \
+        'import importlib.metadata as m; print(m.version("matrix-synapse"))' 2>/dev/null || echo "?")"
+    # SIGTERM at the deadline: the load generator stops its servers and exits; SIGKILL 120 s later.
+    # --foreground keeps it in this script's process group, so a timeout around the script reaches it.
+    if timeout --foreground -k 120 "$SYNAPSE_ROOM_TIMEOUT" "$LOADGEN" room-size --server synapse --sizes "$SYNAPSE_ROOM_SIZES" \
+        --synapse-fed "$SYNAPSE_FED" --dir "$BENCH_DIR/room-size-synapse" \
+        --json "$BENCH_DIR/room-size-synapse.json" >"$BENCH_DIR/room-size-synapse.md"; then
+        room_inputs+=(--input "$BENCH_DIR/room-size-synapse.json")
+    else
+        echo "Synapse room size did not complete"
+        ROOM_SYNAPSE_NOTE="Synapse's run ($SYNAPSE_ROOM_SIZES members) did not complete within ${SYNAPSE_ROOM_TIMEOUT} s or failed; see the run's output."
+    fi
+    stop_room_synapses
+fi
+if [[ ${#room_inputs[@]} -gt 0 ]]; then
+    "$LOADGEN" room-report "${room_inputs[@]}" --chart-dir "$SCRIPT_DIR" >"$BENCH_DIR/room-size.md"
 fi
 
 {
@@ -185,15 +227,24 @@ fi
     fi
     if [[ -f "$BENCH_DIR/room-size.md" ]]; then
         echo
-        echo "## Room size: one room over two Tocsin nodes, measured at each size"
+        echo "## Room size: one room over two servers, measured at each size"
         echo
-        echo "Joins one at a time alternate between the nodes (both already in the room). The late joiner's"
-        echo "first /sync has timeline limit 10. The partition cuts both federation links; each side sets the"
+        echo "Two Tocsin nodes, and two Synapse servers (\`tests/interop/synapse-fed.sh\`: Synapse $ROOM_SYNAPSE_VERSION,"
+        echo "SQLite, federation over TLS), each pair's federation links through TCP proxies the load generator"
+        echo "cuts. Joins one at a time alternate between the servers (both already in the room). The late"
+        echo "joiner's first /sync has timeline limit 10. The partition cuts both links; each side sets the"
         echo "topic and the power levels and takes in 1 % new members; the heal is timed from the links' return"
-        echo "until both nodes show the same topic, power levels and members (the nodes retry a peer at most"
-        echo "1 s after a failure). Charts: \`scale-room-join.svg\`, \`scale-room-sync.svg\`, \`scale-room-heal.svg\`."
+        echo "until both servers show the same topic, power levels and members. The Tocsin nodes retry a peer"
+        echo "at most 1 s after a failure; Synapse is set to retry a failed transaction about every second"
+        echo "(0.8 to 1.4 s) until it succeeds (its default backs off for minutes). State resolutions come from"
+        echo "Tocsin's metrics (– for Synapse). Charts: \`scale-room-join.svg\`, \`scale-room-sync.svg\`,"
+        echo "\`scale-room-heal.svg\`."
         echo
         cat "$BENCH_DIR/room-size.md"
+        if [[ -n "$ROOM_SYNAPSE_NOTE" ]]; then
+            echo
+            echo "$ROOM_SYNAPSE_NOTE"
+        fi
     fi
 } >"$OUT_MD"
 cat "$OUT_MD"

@@ -24,6 +24,9 @@
 #   SYNAPSE_VENV         as for tests/bench/synapse.sh (default <repo>/.venv-synapse)
 #   CERTS_WITH           `python` (venv's `cryptography`, the default when the venv exists) or
 #                        `openssl`
+#   SYNAPSE_EXTRA_CONFIG a YAML file merged into homeserver.yaml last, on every start (mappings
+#                        key by key, anything else replaced), e.g. a benchmark's retry timing;
+#                        unset (the default): nothing beyond the settings below
 # Every subcommand is idempotent: certs keeps existing files, start on a running Synapse only
 # reports it, stop without a running Synapse does nothing.
 set -euo pipefail
@@ -204,11 +207,13 @@ generate_config() {
             --server-name "$server_name" --config-path "$cfg" --data-directory "$dir" \
             --generate-config --report-stats=no >/dev/null)
     fi
-    "$VENV/bin/python" - "$cfg" "$dir" "$server_name" "$addr" "$port" "$CLIENT_PORT" "$certs" <<'PY'
+    local extra="${SYNAPSE_EXTRA_CONFIG:-}"
+    [[ -z "$extra" || -f "$extra" ]] || die "SYNAPSE_EXTRA_CONFIG: no file '$extra'"
+    "$VENV/bin/python" - "$cfg" "$dir" "$server_name" "$addr" "$port" "$CLIENT_PORT" "$certs" "$extra" <<'PY'
 import sys
 import yaml
 
-cfg_path, d, server_name, addr, port, client_port, certs = sys.argv[1:]
+cfg_path, d, server_name, addr, port, client_port, certs, extra = sys.argv[1:]
 with open(cfg_path) as f:
     cfg = yaml.safe_load(f)
 
@@ -277,6 +282,20 @@ cfg.update({
                    "destination_max_retry_interval": "5s"},
 })
 cfg.pop("default_room_version", None)
+
+def merge(into, update):
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            merge(into[key], value)
+        else:
+            into[key] = value
+
+if extra:
+    with open(extra) as f:
+        fragment = yaml.safe_load(f) or {}
+    if not isinstance(fragment, dict):
+        sys.exit(f"SYNAPSE_EXTRA_CONFIG {extra}: not a YAML mapping")
+    merge(cfg, fragment)
 with open(cfg_path, "w") as f:
     yaml.safe_dump(cfg, f, sort_keys=False)
 PY

@@ -16,6 +16,8 @@ use clap::{Parser, Subcommand};
 
 #[path = "loadgen/options.rs"]
 mod options;
+#[path = "loadgen/room.rs"]
+mod room;
 use options::{OwnNodes, fresh_dir, write_json};
 use tocsin_tests::loadgen::{
     self, CatchupConfig, CatchupReport, Config, FedConfig, FedLatencyReport, Report, RssReport,
@@ -178,19 +180,13 @@ enum Scenario {
         #[command(flatten)]
         own: OwnNodes,
     },
-    /// One room grown through SIZES members over two Tocsin nodes (each its own process, their
-    /// links through proxies): at each size, joins one at a time, a late joiner's first /sync
-    /// with lazy-loaded members and without, and a partition healed (until both nodes agree).
-    RoomSize {
-        /// Member counts, ascending (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "500,2000,5000")]
-        sizes: Vec<u32>,
-        #[command(flatten)]
-        own: OwnNodes,
-        /// Also draw `scale-room-join.svg`, `scale-room-sync.svg` and `scale-room-heal.svg` here.
-        #[arg(long)]
-        chart_dir: Option<std::path::PathBuf>,
-    },
+    /// One room grown through SIZES members over two servers (Tocsin nodes, each its own
+    /// process, or Synapse servers; their links through proxies): at each size, joins one at a
+    /// time, a late joiner's first /sync with lazy-loaded members and without, and a partition
+    /// healed (until both servers agree).
+    RoomSize(room::RoomSizeArgs),
+    /// Prints `room-size --json` reports (one per server) as one table and draws their charts.
+    RoomReport(room::RoomReportArgs),
     /// A big store: `rooms` rooms filled with messages up to each checkpoint; at each, the bytes
     /// on disk per event, the node binary's start-up time and RSS on it, and a first /sync.
     StoreSize {
@@ -387,23 +383,8 @@ async fn run_fed(fed: Scenario) -> Result<bool> {
             );
             Ok(r.missing == 0 && r.poll_errors == 0 && r.idle_open == u64::from(r.idle))
         }
-        Scenario::RoomSize { sizes, own, chart_dir } => {
-            let (dir, node_binary) = own.resolve("room-size")?;
-            let password = own.password.clone();
-            let cfg = loadgen::room_size::RoomSizeConfig { sizes, dir: dir.clone(), node_binary, password };
-            let report = loadgen::room_size::run(&cfg)
-                .await
-                .with_context(|| format!("the nodes' data and logs are kept in {}", dir.display()))?;
-            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-            write_json(own.json.as_deref(), &report)?;
-            print!("{}", loadgen::room_size::table(&report));
-            if let Some(dir) = chart_dir {
-                for path in loadgen::room_size::charts(&report, &dir, "scale-room")? {
-                    eprintln!("chart written to {}", path.display());
-                }
-            }
-            Ok(true)
-        }
+        Scenario::RoomSize(args) => room::room_size(args).await,
+        Scenario::RoomReport(args) => room::room_report(args),
         Scenario::Alarm { nodes, recipients, own } => {
             let (dir, node_binary) = own.resolve("alarm")?;
             let cfg = loadgen::alarm::AlarmBenchConfig {

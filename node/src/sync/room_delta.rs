@@ -41,7 +41,7 @@ pub fn timeline(
 ) -> Result<Timeline> {
     let (mut events, mut limited) = services.rooms.timeline_since(room_id, since, upto, limit)?;
     let mut whole = !limited;
-    if !events.is_empty() {
+    if !events.is_empty() && !joined_throughout(services, user, room_id, &events)? {
         let access = services.rooms.read_access(room_id, user)?;
         if !events.iter().all(|(pos, pdu)| access.may_see(*pos, pdu)) {
             (events, limited) = services.rooms.visible_timeline(room_id, &access, since, upto, limit)?;
@@ -49,6 +49,21 @@ pub fn timeline(
         }
     }
     Ok(Timeline { events, limited, whole })
+}
+
+/// Whether `user` was joined to the room at every one of `events` (read after them): their
+/// membership now is a join older than the oldest of them, and none of them is about them. A
+/// member sees whatever is sent while they are joined, under every history visibility, so
+/// a woken sync need not read the room's visibility and membership histories.
+fn joined_throughout(services: &Services, user: &UserId, room_id: &RoomId, events: &[(u64, Pdu)]) -> Result<bool> {
+    let Some(oldest) = events.iter().map(|(pos, _)| *pos).min() else { return Ok(true) };
+    let about_user = |pdu: &Pdu| {
+        pdu.kind == ruma::events::TimelineEventType::RoomMember && pdu.state_key.as_deref() == Some(user.as_str())
+    };
+    if events.iter().any(|(_, pdu)| about_user(pdu)) {
+        return Ok(false);
+    }
+    Ok(services.rooms.user_room(user, room_id)?.is_some_and(|r| r.membership == "join" && r.pos < oldest))
 }
 
 /// The room's current state when `full`, else the newest event of each state key that changed

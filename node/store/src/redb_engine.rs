@@ -12,8 +12,21 @@ const CACHE_BYTES: usize = 16 * 1024 * 1024;
 type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
 type Guard<'a> = redb::AccessGuard<'a, &'static [u8]>;
 
+type Table = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
+
 pub struct RedbEngine {
     db: redb::Database,
+    /// Tables opened for reading, shared by reads until the next commit. Beginning a read
+    /// transaction and opening a table for every get or scan cost more than the lookup itself
+    /// on small reads (a `/sync` makes dozens).
+    reads: std::sync::Mutex<Reads>,
+}
+
+#[derive(Default)]
+struct Reads {
+    /// The number of commits the tables below were opened after.
+    generation: u64,
+    tables: HashMap<&'static str, std::sync::Arc<Table>>,
 }
 
 /// How long an open waits for a store this process is still closing.
@@ -53,22 +66,46 @@ impl RedbEngine {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::File::open(dir)?.sync_all()?;
         }
-        Ok(Self { db })
+        Ok(Self { db, reads: std::sync::Mutex::default() })
     }
 
     /// Runs `f` on the table in a fresh read transaction, or returns `None` if the table has
     /// never been written (unknown trees read as empty).
-    fn with_table<T>(
-        &self,
-        tree: &'static str,
-        f: impl FnOnce(&redb::ReadOnlyTable<&'static [u8], &'static [u8]>) -> Result<T>,
-    ) -> Result<Option<T>> {
-        let txn = self.db.begin_read().map_err(engine_err)?;
-        match txn.open_table(Def::new(tree)) {
-            Ok(table) => f(&table).map(Some),
-            Err(TableError::TableDoesNotExist(_)) => Ok(None),
-            Err(e) => Err(engine_err(e)),
+    fn with_table<T>(&self, tree: &'static str, f: impl FnOnce(&Table) -> Result<T>) -> Result<Option<T>> {
+        let (generation, cached) = {
+            let reads = self.lock_reads();
+            (reads.generation, reads.tables.get(tree).cloned())
+        };
+        if let Some(table) = cached {
+            return f(&table).map(Some);
         }
+        // Begun after reading the generation: at least as new as any commit it counts.
+        let txn = self.db.begin_read().map_err(engine_err)?;
+        let table = match txn.open_table(Def::new(tree)) {
+            Ok(table) => std::sync::Arc::new(table),
+            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(engine_err(e)),
+        };
+        {
+            let mut reads = self.lock_reads();
+            if reads.generation == generation {
+                reads.tables.insert(tree, table.clone());
+            }
+        }
+        f(&table).map(Some)
+    }
+
+    fn lock_reads(&self) -> std::sync::MutexGuard<'_, Reads> {
+        // Only handles to committed data inside: a panic elsewhere leaves nothing half-done.
+        self.reads.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// After a commit: later reads open the tables anew, and the old snapshot is let go (redb
+    /// keeps the pages a live read transaction can see).
+    fn committed(&self) {
+        let mut reads = self.lock_reads();
+        reads.generation += 1;
+        reads.tables.clear();
     }
 }
 
@@ -135,8 +172,10 @@ impl KvEngine for RedbEngine {
             }
         }
         // Dropping `txn` on an error above aborts it, so a failed group leaves nothing behind.
-        txn.commit().map_err(engine_err)?;
-        Ok(())
+        let result = txn.commit().map_err(engine_err);
+        // Before the committer answers: whoever sees their write done then reads it.
+        self.committed();
+        result
     }
 
     /// One read transaction (a snapshot of every table at once) copied into a new redb file;

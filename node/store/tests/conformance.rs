@@ -300,8 +300,15 @@ async fn concurrent_commits(store: &Store) {
                 b.insert("concurrent", key.as_bytes(), format!("{t}/{i}").into_bytes());
                 b.insert("concurrent_index", format!("{i:04}-{t:02}").into_bytes(), key.clone().into_bytes());
                 store.commit(b).await.unwrap();
-                // Acknowledged means readable right away.
+                // Acknowledged means readable right away, by key and by scan (which the staged
+                // values do not serve: the engine must answer with the new data, even when
+                // readers were reading the same trees a moment before).
                 assert!(store.get("concurrent", key.as_bytes()).unwrap().is_some());
+                let index = format!("{i:04}-{t:02}").into_bytes();
+                let found = store
+                    .range("concurrent_index", Bound::Included(&index), Bound::Included(&index), false, 1)
+                    .unwrap();
+                assert_eq!(found.len(), 1, "a scan after the commit of {key} misses it");
             }
         }));
     }

@@ -133,24 +133,108 @@ pub fn list(db: &Db, user: &UserId, before: Option<u64>, limit: usize) -> Result
 
 /// Removes entries older than [`KEEP_MS`], with their index rows (a notification older than
 /// that no longer counts as unread); returns how many.
+///
+/// A user's entries are in position order, the order they were recorded in, so the old ones
+/// are at the front: each user's front is read up to the first entry kept, then the scan skips
+/// to the next user. A trim costs the users and what it removes, not the whole list (which the
+/// push worker used to read at every start: minutes at 10 million entries).
 pub async fn trim(db: &Db, now_ms: u64) -> Result<usize> {
+    const PAGE: usize = 1024;
     let cutoff = now_ms.saturating_sub(KEEP_MS);
     let mut removed = 0;
-    let mut cursor = None;
-    while let Some(rows) = next_page(db, &mut cursor)? {
-        let mut batch = WriteBatch::new();
-        for (k, v) in &rows {
-            let entry: Notified = serde_json::from_slice(v).map_err(crate::Error::internal)?;
-            if entry.ts < cutoff {
-                let (user, pos) = user_and_pos(k)?;
+    let mut next_user: Bound<Vec<u8>> = Bound::Unbounded;
+    loop {
+        let first = db.range(trees::NOTIFICATIONS, bound_ref(&next_user), Bound::Unbounded, false, 1)?;
+        let Some((first_key, _)) = first.into_iter().next() else { break };
+        let (user, _) = user_and_pos(&first_key)?;
+        let user_end = tocsin_store::prefix_successor(&user_prefix(&user));
+        let end = user_end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        let mut from = Bound::Included(first_key);
+        loop {
+            let rows = db.range(trees::NOTIFICATIONS, bound_ref(&from), end, false, PAGE)?;
+            let mut batch = WriteBatch::new();
+            let mut reached_kept = false;
+            for (k, v) in &rows {
+                let entry: Notified = serde_json::from_slice(v).map_err(crate::Error::internal)?;
+                if entry.ts >= cutoff {
+                    reached_kept = true;
+                    break;
+                }
+                let (_, pos) = user_and_pos(k)?;
                 batch.remove(trees::UNREAD, unread_key(&user, &entry.room_id, pos));
                 batch.remove(trees::NOTIFICATIONS, k.clone());
                 removed += 1;
             }
+            if !batch.is_empty() {
+                db.write(batch).await?;
+            }
+            match rows.last() {
+                Some((last, _)) if !reached_kept && rows.len() == PAGE => from = Bound::Excluded(last.clone()),
+                _ => break,
+            }
         }
-        if !batch.is_empty() {
-            db.write(batch).await?;
-        }
+        let Some(user_end) = user_end else { break };
+        next_user = Bound::Included(user_end);
+        // Many users: let the worker's runtime thread serve others between them.
+        tokio::task::yield_now().await;
     }
     Ok(removed)
+}
+
+fn bound_ref(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match bound {
+        Bound::Included(k) => Bound::Included(k),
+        Bound::Excluded(k) => Bound::Excluded(k),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{owned_event_id, owned_room_id, owned_user_id};
+
+    use super::*;
+
+    fn entry(ts: u64, n: u64) -> Notified {
+        Notified {
+            room_id: owned_room_id!("!ops:trim.test"),
+            event_id: OwnedEventId::try_from(format!("$e{n}")).unwrap(),
+            actions: vec![Action::Notify],
+            ts,
+        }
+    }
+
+    /// Each user's old entries go with their room index rows, newer ones (and everything of a
+    /// user with none old) stay, across more than a page of one user's entries.
+    #[tokio::test]
+    async fn trim_removes_each_users_old_entries_and_their_index_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(tocsin_store::EngineKind::Redb, dir.path()).unwrap();
+        let now = KEEP_MS * 2;
+        let (old, fresh) = (now - KEEP_MS - 1, now - 1);
+        let (alice, bob, carol) =
+            (owned_user_id!("@alice:trim.test"), owned_user_id!("@bob:trim.test"), owned_user_id!("@carol:trim.test"));
+        let room = owned_room_id!("!ops:trim.test");
+        let mut batch = WriteBatch::new();
+        // alice: 1,500 old entries (more than a page), then 3 fresh ones.
+        for pos in 1..=1503 {
+            record(&mut batch, &alice, pos, &entry(if pos <= 1500 { old } else { fresh }, pos)).unwrap();
+        }
+        // bob: only fresh ones; carol: only old ones.
+        for pos in 2000..2010 {
+            record(&mut batch, &bob, pos, &entry(fresh, pos)).unwrap();
+            record(&mut batch, &carol, pos, &entry(old, pos)).unwrap();
+        }
+        db.write(batch).await.unwrap();
+
+        assert_eq!(trim(&db, now).await.unwrap(), 1500 + 10);
+        assert_eq!(list(&db, &alice, None, usize::MAX).unwrap().len(), 3);
+        assert_eq!(list(&db, &bob, None, usize::MAX).unwrap().len(), 10);
+        assert!(list(&db, &carol, None, usize::MAX).unwrap().is_empty());
+        // The room index went with them: alice's unread count is her 3 fresh entries.
+        assert_eq!(count(&db, &alice, &room, 0, u64::MAX >> 1, usize::MAX).unwrap(), (3, 0));
+        assert_eq!(count(&db, &carol, &room, 0, u64::MAX >> 1, usize::MAX).unwrap(), (0, 0));
+        // Nothing old is left.
+        assert_eq!(trim(&db, now).await.unwrap(), 0);
+    }
 }

@@ -191,7 +191,7 @@ fn bound_ref(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
 
 #[cfg(test)]
 mod tests {
-    use ruma::{owned_event_id, owned_room_id, owned_user_id};
+    use ruma::{owned_room_id, owned_user_id};
 
     use super::*;
 

@@ -118,7 +118,8 @@ impl Services {
             outbox.clone(),
             alarms.tracker(server_name.clone(), policy.clone()),
             &metrics,
-        );
+        )
+        .with_head_capacity(config.room_heads_in_memory);
         let sync = sync::SyncService::new(db.clone(), config.presence);
         let e2ee = e2ee::E2ee::new(db.clone());
         let media = media::Media::new(db.clone(), config.data_dir.join("media"), config.max_upload_bytes)?;

@@ -115,6 +115,10 @@ pub struct Config {
     /// `m.room.retention` lets expire. Unset: half the shortest `max_lifetime` of the node's
     /// rooms, between 1 s and 10 min.
     pub retention_purge_interval_secs: Option<u64>,
+    /// How many rooms' heads (current state and forward extremities) stay in memory once more
+    /// rooms were used; the least recently used idle ones are dropped and reloaded from the store
+    /// when next used. Bounds the memory of a node with many rooms.
+    pub room_heads_in_memory: usize,
     /// The `[rate_limits]` table: token buckets per user and per client address for logins,
     /// registration, sends, joins, invites and uploads, and the reverse proxies trusted to name
     /// the client (`X-Forwarded-For`).
@@ -168,6 +172,7 @@ impl Default for Config {
             federation_operator_keys: Vec::new(),
             presence: false,
             retention_purge_interval_secs: None,
+            room_heads_in_memory: ops::DEFAULT_ROOM_HEADS_IN_MEMORY,
             rate_limits: RateLimitConfig::default(),
             metrics: MetricsConfig::default(),
             admin_token_file: None,
@@ -244,6 +249,12 @@ impl Config {
                 key: "retention_purge_interval_secs",
                 message: format!("`{v}` is not a number of seconds ({e})"),
             })?);
+        }
+        if let Some(v) = var("TOCSIN_ROOM_HEADS_IN_MEMORY") {
+            self.room_heads_in_memory = v.trim().parse().map_err(|e| ConfigError::Invalid {
+                key: "room_heads_in_memory",
+                message: format!("`{v}` is not a count of rooms ({e})"),
+            })?;
         }
         if let Some(v) = var("TOCSIN_PUBLIC_BASE_URL") {
             self.public_base_url = Some(v);
@@ -352,6 +363,12 @@ impl Config {
                 message: "federation_list needs the operator public key(s) it is signed with".to_owned(),
             });
         }
+        if self.room_heads_in_memory == 0 {
+            return Err(ConfigError::Invalid {
+                key: "room_heads_in_memory",
+                message: "at least one room head must stay in memory".to_owned(),
+            });
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::Invalid {
                 key: "tls_cert",
@@ -426,6 +443,7 @@ struct RawConfig {
     federation_operator_keys: Option<Vec<PathBuf>>,
     presence: Option<bool>,
     retention_purge_interval_secs: Option<u64>,
+    room_heads_in_memory: Option<usize>,
     rate_limits: Option<RateLimitConfig>,
     metrics: Option<MetricsConfig>,
     admin_token_file: Option<PathBuf>,
@@ -472,6 +490,7 @@ impl RawConfig {
             federation_operator_keys: self.federation_operator_keys.unwrap_or(d.federation_operator_keys),
             presence: self.presence.unwrap_or(d.presence),
             retention_purge_interval_secs: self.retention_purge_interval_secs.or(d.retention_purge_interval_secs),
+            room_heads_in_memory: self.room_heads_in_memory.unwrap_or(d.room_heads_in_memory),
             rate_limits: self.rate_limits.unwrap_or(d.rate_limits),
             metrics: self.metrics.unwrap_or(d.metrics),
             admin_token_file: self.admin_token_file.or(d.admin_token_file),

@@ -41,6 +41,9 @@ impl MetricsConfig {
 /// The shortest password accepted by default (registration, password change, admin reset).
 pub const DEFAULT_PASSWORD_MIN_LENGTH: usize = 8;
 
+/// `room_heads_in_memory`'s default: a few kB each for small rooms, so tens of MB in all.
+pub const DEFAULT_ROOM_HEADS_IN_MEMORY: usize = 4_096;
+
 /// `TOCSIN_*` overrides for the settings in this file.
 pub fn apply_env(config: &mut super::Config, var: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
     if let Some(v) = var("TOCSIN_METRICS_TOKEN") {

@@ -42,6 +42,19 @@ fn the_retention_purge_interval_parses_from_file_and_env() {
 }
 
 #[test]
+fn room_heads_in_memory_parses_from_file_and_env_and_is_never_zero() {
+    let mut config = Config::from_toml("room_heads_in_memory = 64").unwrap();
+    assert_eq!(config.room_heads_in_memory, 64);
+    config.apply_env(|k| (k == "TOCSIN_ROOM_HEADS_IN_MEMORY").then(|| "128".to_owned())).unwrap();
+    assert_eq!(config.room_heads_in_memory, 128);
+    let bad = config.apply_env(|k| (k == "TOCSIN_ROOM_HEADS_IN_MEMORY").then(|| "many".to_owned()));
+    assert!(matches!(bad, Err(ConfigError::Invalid { key: "room_heads_in_memory", .. })));
+    config.room_heads_in_memory = 0;
+    assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "room_heads_in_memory", .. })));
+    assert_eq!(Config::default().room_heads_in_memory, 4_096);
+}
+
+#[test]
 fn federation_transport_keys_parse_from_file_and_env() {
     let text = r#"
         server_name = "a.test"

@@ -107,7 +107,7 @@ async fn join_via(s: &Arc<Services>, user: &UserId, room_id: &RoomId, server: &O
         .collect();
     events.extend(state_events);
     s.rooms.store_outliers(&rules.authorization, events).await?;
-    s.rooms.begin_remote_room(room_id, version)?;
+    let _head = s.rooms.begin_remote_room(room_id, version)?;
     match s.rooms.append_remote(Incoming { pdu: join.clone(), state_before: Some(state) }).await? {
         Outcome::Accepted | Outcome::Known => {}
         other => return Err(Error::Forbidden(format!("the join was not accepted here: {other:?}"))),

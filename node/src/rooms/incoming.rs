@@ -441,7 +441,8 @@ impl Rooms {
         let room_id = pdu.room_id.clone();
         let staged = self.db.stage_ticket(ticket, batch);
         drop(head);
-        let (streams, heads) = (self.db.streams.clone(), self.heads.clone());
+        // The head stays held until the write is durable, so it cannot leave the cache before.
+        let (streams, heads, held) = (self.db.streams.clone(), self.heads.clone(), head_lock.clone());
         // A task of its own finishes the tickets, so a dropped future cannot stall the stream.
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
@@ -451,8 +452,9 @@ impl Rooms {
             }
             if result.is_err() {
                 // The head ran ahead of the store: reload it from what is on disk.
-                heads.lock().unwrap_or_else(|e| e.into_inner()).remove(&room_id);
+                heads.remove(&room_id);
             }
+            drop(held);
             let _ = tx.send(result.map(|_| ()));
         });
         let durable: Durable =

@@ -8,6 +8,7 @@
 mod backfill;
 mod build;
 pub mod head;
+mod head_cache;
 mod incoming;
 mod lifecycle;
 mod pdu;
@@ -28,19 +29,17 @@ mod upgrade;
 pub mod version;
 pub mod visibility;
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::Arc;
 
 pub use build::{NewEvent, TxnRef, relates_to};
 pub use head::{LocalMembers, RoomHead};
+pub use head_cache::SharedHead;
 pub use incoming::{Durable, Incoming, Outcome};
 pub use lifecycle::{CreateRoom, Preset, member_content};
 pub use pdu::Pdu;
 pub use read::{StoredEvent, UserRoom};
 pub use receipts::Receipt;
-use ruma::{OwnedRoomId, OwnedServerName, RoomId};
+use ruma::{OwnedServerName, RoomId};
 pub use state::StateIds;
 
 use crate::{
@@ -57,7 +56,7 @@ pub struct Rooms {
     outbox: crate::federation::sender::Outbox,
     /// Alarm tracking's hook on every event and receipt (`alarms::track`).
     alarms: crate::alarms::track::Tracker,
-    heads: Arc<Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<RoomHead>>>>>,
+    heads: Arc<head_cache::HeadCache>,
     snapshots: Arc<snapshots::Snapshots>,
     /// How long each state resolution of states that differ took (`/_tocsin/metrics`).
     resolutions: crate::metrics::Histogram,
@@ -97,11 +96,18 @@ impl Rooms {
             policy,
             outbox,
             alarms,
-            heads: Arc::default(),
+            heads: Arc::new(head_cache::HeadCache::new(crate::config::ops::DEFAULT_ROOM_HEADS_IN_MEMORY)),
             snapshots,
             resolutions,
             first_joins,
         }
+    }
+
+    /// Keeps at most `capacity` idle room heads in memory (`room_heads_in_memory`).
+    #[must_use]
+    pub fn with_head_capacity(mut self, capacity: usize) -> Self {
+        self.heads = Arc::new(head_cache::HeadCache::new(capacity));
+        self
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {
@@ -109,13 +115,12 @@ impl Rooms {
     }
 
     /// The room's head, loaded from the store on first use. `NotFound` if the room is unknown.
-    pub fn head(&self, room_id: &RoomId) -> Result<Arc<tokio::sync::Mutex<RoomHead>>> {
-        if let Some(h) = self.heads.lock().map_err(|_| Error::internal("room cache poisoned"))?.get(room_id) {
-            return Ok(h.clone());
+    pub fn head(&self, room_id: &RoomId) -> Result<SharedHead> {
+        if let Some(head) = self.heads.get(room_id)? {
+            return Ok(head);
         }
         let head = RoomHead::load(&self.db, room_id)?.ok_or_else(|| Error::not_found("unknown room"))?;
-        let mut heads = self.heads.lock().map_err(|_| Error::internal("room cache poisoned"))?;
-        Ok(heads.entry(room_id.to_owned()).or_insert_with(|| Arc::new(tokio::sync::Mutex::new(head))).clone())
+        self.heads.get_or_insert(room_id, head)
     }
 
     pub fn exists(&self, room_id: &RoomId) -> Result<bool> {
@@ -134,31 +139,19 @@ impl Rooms {
 
     /// Drops the cached head so the next use reloads it from the store (after a failed write).
     fn evict(&self, room_id: &RoomId) {
-        if let Ok(mut heads) = self.heads.lock() {
-            heads.remove(room_id);
-        }
+        self.heads.remove(room_id);
     }
 
     /// Installs the head of a room being created, unless a room with that id exists (in memory
     /// or in the store): `None` then.
-    pub(crate) fn claim_new_head(&self, head: RoomHead) -> Result<Option<Arc<tokio::sync::Mutex<RoomHead>>>> {
-        let room_id = head.room_id.clone();
-        if self.db.get(crate::store::trees::ROOMS, room_id.as_bytes())?.is_some() {
+    pub(crate) fn claim_new_head(&self, head: RoomHead) -> Result<Option<SharedHead>> {
+        if self.db.get(crate::store::trees::ROOMS, head.room_id.as_bytes())?.is_some() {
             return Ok(None);
         }
-        let mut heads = self.heads.lock().map_err(|_| Error::internal("room cache poisoned"))?;
-        if heads.contains_key(&room_id) {
-            return Ok(None);
-        }
-        let head = Arc::new(tokio::sync::Mutex::new(head));
-        heads.insert(room_id, head.clone());
-        Ok(Some(head))
+        self.heads.claim(head)
     }
 
-    pub(crate) fn insert_head(&self, head: RoomHead) -> Result<Arc<tokio::sync::Mutex<RoomHead>>> {
-        let room_id = head.room_id.clone();
-        let head = Arc::new(tokio::sync::Mutex::new(head));
-        self.heads.lock().map_err(|_| Error::internal("room cache poisoned"))?.insert(room_id, head.clone());
-        Ok(head)
+    pub(crate) fn insert_head(&self, head: RoomHead) -> Result<SharedHead> {
+        self.heads.replace(head)
     }
 }

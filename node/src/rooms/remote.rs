@@ -10,10 +10,10 @@ use ruma::{
 };
 use tocsin_store::WriteBatch;
 
-use super::{NewEvent, Pdu, RoomHead, Rooms, read::StoredEvent};
+use super::{NewEvent, Pdu, RoomHead, Rooms, SharedHead, read::StoredEvent};
 use crate::{
     error::{Error, Result},
-    store::{Db, key, pos_bytes, trees},
+    store::{Db, key, pos_bytes, prefix, trees},
 };
 
 impl Rooms {
@@ -101,13 +101,14 @@ impl Rooms {
         Ok(())
     }
 
-    /// Creates the in-memory head of a room this node is joining over federation.
-    pub fn begin_remote_room(&self, room_id: &RoomId, version: RoomVersionId) -> Result<()> {
-        if self.exists(room_id)? {
-            return Ok(());
+    /// Creates the in-memory head of a room this node is joining over federation. The caller
+    /// holds it until the join is stored: until then the store does not know the room, so a
+    /// head dropped from the cache could not be loaded again.
+    pub fn begin_remote_room(&self, room_id: &RoomId, version: RoomVersionId) -> Result<SharedHead> {
+        match self.head(room_id) {
+            Err(Error::NotFound(_)) => self.insert_head(RoomHead::new(room_id.to_owned(), version)?),
+            known => known,
         }
-        self.insert_head(RoomHead::new(room_id.to_owned(), version)?)?;
-        Ok(())
     }
 
     /// An invite or a knock of a local user in a room this node is not in: the membership event
@@ -142,19 +143,34 @@ impl Rooms {
         Ok(())
     }
 
-    /// Every other server with a joined member in a room this node is in.
+    /// Every other server with a joined member in a room this node is in. Read from the
+    /// current state rows and memberships, not the room heads: at start, with 10,000 rooms,
+    /// loading every room's state would fill the head cache with rooms nobody uses.
     pub async fn peer_servers(&self) -> Result<Vec<OwnedServerName>> {
         let mut servers = std::collections::BTreeSet::new();
-        for (room, _) in self.db.scan_prefix(trees::ROOMS, b"", usize::MAX)? {
-            let Ok(room_id) = RoomId::parse(crate::store::utf8(&room)?) else { continue };
-            let head = self.head(&room_id)?;
-            let head = head.lock().await;
-            let members = head.members_with("join");
-            if members.iter().any(|u| u.server_name() == self.server_name) {
-                servers.extend(members.iter().map(|u| u.server_name().to_owned()));
+        for (n, (room, _)) in self.db.scan_prefix(trees::ROOMS, b"", usize::MAX)?.into_iter().enumerate() {
+            if n % 256 == 255 {
+                tokio::task::yield_now().await;
+            }
+            let members = prefix(&[&room, b"m.room.member"]);
+            let (mut here, mut others) = (false, Vec::new());
+            for (row, _) in self.db.scan_prefix(trees::ROOM_STATE, &members, usize::MAX)? {
+                let Ok(user) = UserId::parse(crate::store::utf8(&row[members.len()..])?) else { continue };
+                let membership =
+                    self.db.get_json::<super::UserRoom>(trees::USER_ROOMS, &key(&[user.as_bytes(), &room]))?;
+                if membership.is_none_or(|m| m.membership != "join") {
+                    continue;
+                }
+                if user.server_name() == self.server_name {
+                    here = true;
+                } else {
+                    others.push(user.server_name().to_owned());
+                }
+            }
+            if here {
+                servers.extend(others);
             }
         }
-        servers.remove(&self.server_name);
         Ok(servers.into_iter().collect())
     }
 

@@ -40,6 +40,7 @@ mod interop_synapse;
 mod jump_to_date;
 mod lifecycle;
 mod list_lifecycle;
+mod many_rooms;
 mod notifications;
 mod ops_admin;
 mod ops_backup;

@@ -74,7 +74,14 @@ pub struct Checkpoint {
     pub initial_sync_ms: f64,
     pub initial_sync_bytes: u64,
     pub rss_after_sync_mib: f64,
+    /// [`SETTLE`] after the sync, idle: once the work a start sets off (retention purge, the
+    /// announcement to peers, the notification trim) has run.
+    #[serde(default)]
+    pub rss_settled_mib: f64,
 }
+
+/// How long the node idles after the sync before its RSS is read again.
+pub const SETTLE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoreSizeReport {
@@ -114,14 +121,16 @@ pub async fn run(cfg: &StoreSizeConfig) -> Result<StoreSizeReport> {
         node.shutdown().await;
         let checkpoint = measure(cfg, &filled, sent, fill_rate).await?;
         eprintln!(
-            "store: {} messages, {:.0} bytes/event, start-up {:.0} ms, RSS {:.1} MiB after start and {:.1} MiB after a \
-             sync of {:.0} ms (filled at {:.0} messages/s)",
+            "store: {} messages, {:.0} bytes/event, start-up {:.0} ms, RSS {:.1} MiB after start, {:.1} MiB after a \
+             sync of {:.0} ms, {:.1} MiB {} s later (filled at {:.0} messages/s)",
             checkpoint.messages,
             checkpoint.bytes_per_event,
             checkpoint.startup_ms,
             checkpoint.rss_after_start_mib,
             checkpoint.rss_after_sync_mib,
             checkpoint.initial_sync_ms,
+            checkpoint.rss_settled_mib,
+            SETTLE.as_secs(),
             checkpoint.fill_rate
         );
         checkpoints.push(checkpoint);
@@ -236,6 +245,8 @@ async fn measure(cfg: &StoreSizeConfig, filled: &Filled, messages: u64, fill_rat
     let sync = session.initial_sync_json(filter).await?;
     let initial_sync_ms = sync_start.elapsed().as_secs_f64() * 1e3;
     let rss_after_sync_mib = read_rss(pid)?.vm_rss_kb as f64 / 1024.0;
+    tokio::time::sleep(SETTLE).await;
+    let rss_settled_mib = read_rss(pid)?.vm_rss_kb as f64 / 1024.0;
     child.stop()?;
     Ok(Checkpoint {
         messages,
@@ -248,6 +259,7 @@ async fn measure(cfg: &StoreSizeConfig, filled: &Filled, messages: u64, fill_rat
         initial_sync_ms,
         initial_sync_bytes: serde_json::to_vec(&sync)?.len() as u64,
         rss_after_sync_mib,
+        rss_settled_mib,
     })
 }
 
@@ -298,12 +310,17 @@ pub fn table(report: &StoreSizeReport) -> String {
     let mut out = format!(
         "{} rooms, {} users (owners of {} rooms each, and writers), {} creation events\n\n\
          | messages | events | bytes on disk | bytes/event | start-up (ms) | RSS after start (MiB) | first /sync (ms) \
-         | /sync bytes | RSS after /sync (MiB) | fill (messages/s) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-        report.rooms, report.users, ROOMS_PER_USER, report.setup_events
+         | /sync bytes | RSS after /sync (MiB) | RSS {} s later (MiB) | fill (messages/s) |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        report.rooms,
+        report.users,
+        ROOMS_PER_USER,
+        report.setup_events,
+        SETTLE.as_secs()
     );
     for c in &report.checkpoints {
         out += &format!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.1} | {:.0} | {} | {:.1} | {:.0} |\n",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.1} | {:.0} | {} | {:.1} | {:.1} | {:.0} |\n",
             c.messages,
             c.events,
             c.bytes_on_disk,
@@ -313,6 +330,7 @@ pub fn table(report: &StoreSizeReport) -> String {
             c.initial_sync_ms,
             c.initial_sync_bytes,
             c.rss_after_sync_mib,
+            c.rss_settled_mib,
             c.fill_rate
         );
     }
@@ -326,7 +344,11 @@ type Lines = [(&'static str, fn(&Checkpoint) -> f64)];
 /// against the messages in the store (log scale); returns their paths.
 pub fn charts(report: &StoreSizeReport, dir: &Path, stem: &str) -> Result<Vec<PathBuf>> {
     let time: &Lines = &[("start-up", |c| c.startup_ms), ("first /sync", |c| c.initial_sync_ms)];
-    let rss: &Lines = &[("after start", |c| c.rss_after_start_mib), ("after the /sync", |c| c.rss_after_sync_mib)];
+    let rss: &Lines = &[
+        ("after start", |c| c.rss_after_start_mib),
+        ("after the /sync", |c| c.rss_after_sync_mib),
+        ("10 s later", |c| c.rss_settled_mib),
+    ];
     let mut written = Vec::new();
     for (name, title, unit, lines) in [
         ("time", "Start-up and a first /sync against store size", "ms", time),

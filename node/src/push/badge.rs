@@ -66,8 +66,7 @@ pub(super) async fn queue(
     if targets.is_empty() {
         return Ok(Vec::new());
     }
-    let display_name = services.users.profile(user)?.and_then(|p| p.0).unwrap_or_else(|| user.localpart().to_owned());
-    let unread = unread_total(services, user, &display_name).await?;
+    let unread = unread_total(services, user).await?;
     if services.push.badges.last(user).is_some_and(|told| unread >= told) {
         return Ok(Vec::new());
     }

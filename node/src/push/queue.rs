@@ -232,7 +232,7 @@ pub async fn evaluate(services: &Services, audiences: &mut audience::Audiences) 
             let alarm = is_ringing_alarm(&pdu);
             let tweaked = actions.iter().any(|a| a.is_highlight() || a.sound().is_some());
             let high = alarm || tweaked || pdu.kind == TimelineEventType::RoomEncrypted;
-            let unread = unread_total(services, &user, &display_name(services, &mut names, &user)?).await?;
+            let unread = unread_total(services, &user).await?;
             services.push.badges.told(&user, unread);
             let item = QueuedPush {
                 event_id: Some(event_id.clone()),
@@ -283,12 +283,14 @@ fn is_ringing_alarm(pdu: &crate::rooms::Pdu) -> bool {
 }
 
 /// The user's notification count summed over their joined rooms: the same counts `/sync` shows.
-pub(super) async fn unread_total(services: &Services, user: &UserId, display_name: &str) -> Result<u64> {
+pub(super) async fn unread_total(services: &Services, user: &UserId) -> Result<u64> {
+    let display_name = crate::sync::unread::DisplayName::new(services, user);
     let upto = services.db.streams.visible();
     let mut total = 0;
     for room in services.rooms.joined_rooms(user)? {
         let members = services.rooms.member_summary(&room).await?.joined;
-        let (notify, _) = crate::sync::unread::counts(services, user, &room, upto, members, display_name, None).await?;
+        let (notify, _) =
+            crate::sync::unread::counts(services, user, &room, upto, members, &display_name, None).await?;
         total += notify;
     }
     Ok(total)

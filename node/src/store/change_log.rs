@@ -131,6 +131,21 @@ impl ChangeLog {
         self.collect(since, upto, |change| Some(change.clone()))
     }
 
+    /// Whether anything of `user`'s own (a membership, account data, a to-device message)
+    /// changed in `(since, upto]`, or `None` when the log does not reach back to `since`.
+    pub fn touches_user(&self, user: &UserId, since: u64, upto: u64) -> Option<bool> {
+        let inner = self.lock();
+        if since < inner.floor {
+            return None;
+        }
+        let touched = inner
+            .changes
+            .range((Bound::Excluded(since), Bound::Included(upto)))
+            .flat_map(|(_, changes)| changes.iter())
+            .any(|change| matches!(change, Change::User(u) if ***u == *user));
+        Some(touched)
+    }
+
     fn collect<T: Eq + Hash>(&self, since: u64, upto: u64, pick: impl Fn(&Change) -> Option<T>) -> Option<HashSet<T>> {
         let inner = self.lock();
         if since < inner.floor {
@@ -263,6 +278,21 @@ mod tests {
         assert!(all.contains(&Change::Room(Arc::new(RoomId::parse("!r:x").unwrap()))));
         assert_eq!(all.len(), 5);
         assert_eq!(names(log.changed(0, 5).unwrap()), ["!r:x"], "only rooms are rooms");
+    }
+
+    #[test]
+    fn a_users_own_changes_are_found_and_no_one_elses() {
+        let log = ChangeLog::new(10);
+        log.note_batch(&batch(&[
+            (trees::MEMBERSHIP_CHANGES, "@a:x", 11),
+            (trees::KEY_CHANGES, "@b:x", 12),
+            (trees::TIMELINE, "!r:x", 13),
+        ]));
+        let (a, b) = (UserId::parse("@a:x").unwrap(), UserId::parse("@b:x").unwrap());
+        assert_eq!(log.touches_user(&a, 10, 13), Some(true));
+        assert_eq!(log.touches_user(&a, 11, 13), Some(false), "after its membership change");
+        assert_eq!(log.touches_user(&b, 10, 13), Some(false), "a key change concerns the audience");
+        assert_eq!(log.touches_user(&a, 9, 13), None, "below the floor the log cannot say");
     }
 
     #[test]

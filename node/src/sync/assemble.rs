@@ -130,9 +130,15 @@ async fn build(
         .map(|l| usize::try_from(u64::from(l)).unwrap_or(MAX_TIMELINE_LIMIT))
         .unwrap_or(DEFAULT_TIMELINE_LIMIT)
         .clamp(1, MAX_TIMELINE_LIMIT);
-    let changed_memberships: BTreeSet<_> =
-        services.rooms.membership_changes(user, since_pos, now.pos)?.into_iter().collect();
-    let display_name = services.users.profile(user)?.and_then(|p| p.0).unwrap_or_else(|| user.localpart().to_owned());
+    // Whether the user's own streams (memberships, account data, to-device messages) moved
+    // since `from`: a woken sync in a busy room skips reading each of them.
+    let own_moved = |from: u64| since.is_none() || services.db.changes.touches_user(user, from, now.pos) != Some(false);
+    let changed_memberships: BTreeSet<_> = if own_moved(since_pos) {
+        services.rooms.membership_changes(user, since_pos, now.pos)?.into_iter().collect()
+    } else {
+        BTreeSet::new()
+    };
+    let display_name = super::unread::DisplayName::new(services, user);
 
     let visited = rooms_to_visit(services, user, since.filter(|_| !full_state), now, &changed_memberships)?;
     for (room_id, user_room) in &visited {
@@ -197,7 +203,9 @@ async fn build(
         }
     }
 
-    for (room, kind, content) in services.users.account_data_since(user, since_pos, now.pos)? {
+    let account_data =
+        if own_moved(since_pos) { services.users.account_data_since(user, since_pos, now.pos)? } else { Vec::new() };
+    for (room, kind, content) in account_data {
         let event = serde_json::json!({ "type": kind, "content": content });
         match room {
             None => response.account_data.events.push(raw(&event)?),
@@ -218,7 +226,11 @@ async fn build(
     // last one delivered, so the next sync acknowledges only those and carries on after them.
     let since_to_device = since.map(|t| t.to_device).unwrap_or(0);
     let cap = crate::e2ee::MAX_TO_DEVICE_PER_SYNC;
-    let mut queued = services.e2ee.to_device_since(user, &auth.device_id, since_to_device, now.pos, cap + 1)?;
+    let mut queued = if own_moved(since_to_device) {
+        services.e2ee.to_device_since(user, &auth.device_id, since_to_device, now.pos, cap + 1)?
+    } else {
+        Vec::new()
+    };
     if queued.len() > cap {
         queued.truncate(cap);
         if let Some((last, _)) = queued.last() {
@@ -377,7 +389,7 @@ async fn joined_room(
     filter: &FilterDefinition,
     full_state: bool,
     members: &crate::rooms::head::MemberSummary,
-    display_name: &str,
+    display_name: &super::unread::DisplayName<'_>,
 ) -> Result<Option<JoinedRoom>> {
     let user = &auth.user_id;
     let viewer = Some((&**user, &*auth.device_id));

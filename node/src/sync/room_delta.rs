@@ -96,7 +96,7 @@ pub async fn unread_counts(
     room_id: &RoomId,
     upto: u64,
     joined_members: usize,
-    display_name: &str,
+    display_name: &super::unread::DisplayName<'_>,
     loaded: Option<(u64, &[(u64, Pdu)])>,
 ) -> Result<(u64, u64)> {
     super::unread::counts(services, user, room_id, upto, joined_members, display_name, loaded).await

@@ -4,9 +4,33 @@
 //! run through the user's push rules here. A first `/sync` under a thousand unread messages no
 //! longer evaluates a thousand events per room.
 
+use std::sync::OnceLock;
+
 use ruma::{RoomId, UserId, push::Action};
 
 use crate::{Services, error::Result};
+
+/// The user's display name as push rules match it (the localpart when none is set), read
+/// from the profile only when a rule is evaluated for the user: most counts are key scans.
+pub struct DisplayName<'a> {
+    services: &'a Services,
+    user: &'a UserId,
+    name: OnceLock<String>,
+}
+
+impl<'a> DisplayName<'a> {
+    pub fn new(services: &'a Services, user: &'a UserId) -> Self {
+        Self { services, user, name: OnceLock::new() }
+    }
+
+    pub fn get(&self) -> Result<&str> {
+        if let Some(name) = self.name.get() {
+            return Ok(name);
+        }
+        let name = self.services.users.profile(self.user)?.and_then(|p| p.0);
+        Ok(self.name.get_or_init(|| name.unwrap_or_else(|| self.user.localpart().to_owned())))
+    }
+}
 
 /// Counting past this many unread events stops: clients show "99+" long before.
 const MAX_SCAN: usize = 1000;
@@ -18,7 +42,7 @@ pub async fn counts(
     room: &RoomId,
     upto: u64,
     members: usize,
-    display_name: &str,
+    display_name: &DisplayName<'_>,
     loaded: Option<(u64, &[(u64, crate::rooms::Pdu)])>,
 ) -> Result<(u64, u64)> {
     let read_pos = services.rooms.read_pos(room, user)?;
@@ -54,7 +78,7 @@ pub async fn counts(
             };
             for (_, pdu) in events.iter().filter(|(pos, pdu)| *pos > from && counted(pdu)) {
                 let Some(input) = services.push.inputs.input(pdu) else { continue };
-                let actions = crate::push::rules::actions(&rules, user, display_name, &facts, &input).await;
+                let actions = crate::push::rules::actions(&rules, user, display_name.get()?, &facts, &input).await;
                 if actions.iter().any(Action::should_notify) {
                     notify += 1;
                 }

@@ -113,7 +113,7 @@ async fn build(
         response.lists.insert(name.clone(), list);
     }
 
-    let display_name = services.users.profile(user)?.and_then(|p| p.0).unwrap_or_else(|| user.localpart().to_owned());
+    let display_name = crate::sync::unread::DisplayName::new(services, user);
     let mut in_view = BTreeSet::new();
     let mut initial = BTreeSet::new();
     for (room_id, config) in window.rooms {

@@ -49,7 +49,7 @@ pub async fn render(
     auth: &Auth,
     r: RoomRequest<'_>,
     upto: u64,
-    display_name: &str,
+    display_name: &crate::sync::unread::DisplayName<'_>,
 ) -> Result<Option<(Room, SentRoom)>> {
     let membership = r.membership.membership.as_str();
     let mut sent = SentRoom { membership: membership.to_owned(), upto, config: r.config.clone(), counts: (0, 0) };
@@ -95,7 +95,7 @@ async fn joined(
     mut room: Room,
     mut sent: SentRoom,
     upto: u64,
-    display_name: &str,
+    display_name: &crate::sync::unread::DisplayName<'_>,
 ) -> Result<Option<(Room, SentRoom)>> {
     let user = &auth.user_id;
     // Sent whole when new to the connection, newly joined, or asked for with other details.

@@ -15,6 +15,7 @@ mod pdu;
 pub mod power;
 pub mod read;
 mod receipts;
+mod recent;
 mod redaction;
 mod remote;
 pub mod reports;
@@ -58,6 +59,8 @@ pub struct Rooms {
     alarms: crate::alarms::track::Tracker,
     heads: Arc<head_cache::HeadCache>,
     snapshots: Arc<snapshots::Snapshots>,
+    /// Parsed copies of the events read last (timeline reads).
+    recent: Arc<recent::RecentEvents>,
     /// How long each state resolution of states that differ took (`/_tocsin/metrics`).
     resolutions: crate::metrics::Histogram,
     /// Forks' first joins of a user that need no resolution (`Rooms::first_join_on_a_fork`).
@@ -98,6 +101,7 @@ impl Rooms {
             alarms,
             heads: Arc::new(head_cache::HeadCache::new(crate::config::ops::DEFAULT_ROOM_HEADS_IN_MEMORY)),
             snapshots,
+            recent: Arc::default(),
             resolutions,
             first_joins,
         }

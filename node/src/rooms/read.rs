@@ -76,11 +76,16 @@ pub fn load_pdu(db: &Db, event_id: &EventId) -> Result<Option<Pdu>> {
 /// The stored event and its position.
 fn load_pdu_with_pos(db: &Db, event_id: &EventId) -> Result<Option<(u64, Pdu)>> {
     let Some(bytes) = db.get(trees::EVENTS, event_id.as_bytes())? else { return Ok(None) };
-    let stored: StoredText<'_> = serde_json::from_slice(&bytes)
+    parse_stored(event_id, &bytes).map(Some)
+}
+
+/// A [`trees::EVENTS`] record: the event's position and its PDU.
+pub(super) fn parse_stored(event_id: &EventId, record: &[u8]) -> Result<(u64, Pdu)> {
+    let stored: StoredText<'_> = serde_json::from_slice(record)
         .map_err(|e| Error::internal(format!("corrupt record in {}: {e}", trees::EVENTS)))?;
     let mut pdu = Pdu::from_text(event_id.to_owned(), stored.pdu.get())?;
     pdu.local_txn = stored.device_id.zip(stored.txn_id);
-    Ok(Some((stored.pos, pdu)))
+    Ok((stored.pos, pdu))
 }
 
 impl Rooms {
@@ -275,7 +280,7 @@ impl Rooms {
         for (k, id) in rows {
             let pos = crate::store::pos_suffix(&k)?;
             let event_id = EventId::parse(utf8(&id)?).map_err(Error::internal)?;
-            if let Some(pdu) = load_pdu(&self.db, &event_id)? {
+            if let Some((_, pdu)) = self.recent.load(&self.db, &event_id)? {
                 out.push((pos, pdu));
             }
         }

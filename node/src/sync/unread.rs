@@ -65,7 +65,10 @@ pub async fn counts(
             }
         };
         if events.iter().any(|(pos, _)| *pos > from) {
-            let rules = crate::push::rules::effective(services, user)?;
+            let rules = crate::push::rules::effective_rules(services, user)?;
+            // The default rules match the user's id, never the display name: the profile is
+            // read only for rules the user changed.
+            let name = if rules.default { user.localpart() } else { display_name.get()? };
             // The same evaluation the push worker makes, so badge and push agree.
             let facts = crate::push::rules::RoomFacts::with_member_count(services, room, members).await?;
             // The user's own events never count, nor membership changes of other users (the
@@ -78,7 +81,7 @@ pub async fn counts(
             };
             for (_, pdu) in events.iter().filter(|(pos, pdu)| *pos > from && counted(pdu)) {
                 let Some(input) = services.push.inputs.input(pdu) else { continue };
-                let actions = crate::push::rules::actions(&rules, user, display_name.get()?, &facts, &input).await;
+                let actions = crate::push::rules::actions(&rules.rules, user, name, &facts, &input).await;
                 if actions.iter().any(Action::should_notify) {
                     notify += 1;
                 }

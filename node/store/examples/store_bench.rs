@@ -2,6 +2,9 @@
 //!
 //! `cargo run --release -p tocsin-store --example store_bench [-- <dir>]`
 //!
+//! With `TOCSIN_BENCH_POSTGRES` set to libpq connection parameters (`host=/run/postgresql
+//! dbname=bench`), the PostgreSQL engine runs too, in a table `store_bench` it empties first.
+//!
 //! `<dir>` is where the databases go (default: a temp dir); put it on the disk the node will use,
 //! since fsync cost is what this measures. Each commit is one batch shaped like an event write:
 //! a 300-byte value in one tree plus a small index entry in another.
@@ -15,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tocsin_store::{EngineKind, Store, WriteBatch};
+use tocsin_store::{EngineKind, PostgresEngine, Store, WriteBatch};
 
 const VALUE_LEN: usize = 300;
 
@@ -26,7 +29,7 @@ struct Commits {
 }
 
 struct Row {
-    engine: EngineKind,
+    engine: String,
     one: Commits,
     many: Commits,
     reads_per_sec: f64,
@@ -36,7 +39,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let base = std::env::args().nth(1).map(PathBuf::from);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut rows = Vec::new();
-    for engine in [EngineKind::Sled, EngineKind::Redb] {
+    let postgres = std::env::var("TOCSIN_BENCH_POSTGRES").ok();
+    let mut engines = vec![Some(EngineKind::Sled), Some(EngineKind::Redb)];
+    if postgres.is_some() {
+        engines.push(None);
+    }
+    for kind in engines {
         let dir = match &base {
             Some(base) => {
                 std::fs::create_dir_all(base)?;
@@ -44,7 +52,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             None => tempfile::tempdir()?,
         };
-        let store = Store::open(engine, dir.path())?;
+        let (engine, store) = match kind {
+            Some(kind) => (kind.to_string(), Store::open(kind, dir.path())?),
+            None => {
+                let conninfo = postgres.as_deref().ok_or("no PostgreSQL connection parameters")?;
+                let engine = PostgresEngine::open(conninfo, "store_bench")?;
+                engine.clear()?;
+                ("postgres".to_owned(), Store::new(Arc::new(engine)))
+            }
+        };
         let next_key = Arc::new(AtomicU64::new(0));
         let one = rt.block_on(commits(&store, &next_key, 1, 2_000, Duration::from_secs(6)))?;
         eprintln!("{engine}: 1 committer: {:.0} commits/s ({} commits)", one.per_sec, one.total);

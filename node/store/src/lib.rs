@@ -1,18 +1,22 @@
 //! Tocsin's storage layer.
 //!
-//! [`KvEngine`] is the small trait every engine implements (sled and redb today). Nodes never
+//! [`KvEngine`] is the small trait every engine implements: sled and redb, which a node opens
+//! in its data folder, and PostgreSQL ([`PostgresEngine`]), which passes the same conformance
+//! and crash suites but is not yet selectable in a node's config. Nodes never
 //! write to an engine directly: they hand a [`WriteBatch`] to [`Store::commit`], which groups
 //! concurrent batches into one durable write (one fsync for many batches) and returns only once
 //! the batch is on disk. That is what lets the node acknowledge an event only when it is durable
 //! without paying one fsync per event.
 
 mod commit;
+mod postgres_engine;
 mod redb_engine;
 mod sled_engine;
 
 use std::{ops::Bound, path::Path, str::FromStr, sync::Arc};
 
 pub use commit::{COMMIT_BUCKETS, CommitStats, Staged, Store};
+pub use postgres_engine::PostgresEngine;
 pub use redb_engine::RedbEngine;
 pub use sled_engine::SledEngine;
 

@@ -1,4 +1,7 @@
-//! One conformance suite, run against every engine through the real `Store` on a real disk.
+//! One conformance suite, run against every engine through the real `Store`: sled and redb on
+//! a real disk, PostgreSQL on a real server (`postgres/mod.rs`).
+
+mod postgres;
 
 use std::{
     collections::BTreeMap,
@@ -9,26 +12,61 @@ use std::{
     },
 };
 
-use tocsin_store::{EngineKind, Entries, KvEngine, Store, StoreError, WriteBatch, open_engine};
+use tocsin_store::{EngineKind, Entries, KvEngine, PostgresEngine, Store, StoreError, WriteBatch, open_engine};
+
+/// Opens the engine under test again on the same data.
+type Open<'a> = &'a dyn Fn() -> Arc<dyn KvEngine>;
+
+/// Runs `test` with an opener of the engine of `kind` in a fresh folder.
+fn on_disk<T>(kind: EngineKind, test: impl FnOnce(Open<'_>) -> T) -> T {
+    let dir = tempfile::tempdir().unwrap();
+    test(&|| open_engine(kind, dir.path()).unwrap())
+}
+
+/// Runs `test` with an opener of the PostgreSQL engine on a fresh server.
+fn on_postgres<T>(test: impl FnOnce(Open<'_>) -> T) -> T {
+    let server = postgres::PgServer::start();
+    let conninfo = server.conninfo();
+    test(&|| Arc::new(PostgresEngine::open(&conninfo, "tocsin_kv").unwrap()))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sled_conformance() {
-    suite(EngineKind::Sled).await;
+    let dir = tempfile::tempdir().unwrap();
+    suite(&|| open_engine(EngineKind::Sled, dir.path()).unwrap(), "sled").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redb_conformance() {
-    suite(EngineKind::Redb).await;
+    let dir = tempfile::tempdir().unwrap();
+    suite(&|| open_engine(EngineKind::Redb, dir.path()).unwrap(), "redb").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_conformance() {
+    let server = postgres::PgServer::start();
+    let conninfo = server.conninfo();
+    suite(&|| Arc::new(PostgresEngine::open(&conninfo, "tocsin_kv").unwrap()), "postgres").await;
 }
 
 #[test]
 fn sled_blocking_and_close() {
-    blocking_and_close(EngineKind::Sled);
+    on_disk(EngineKind::Sled, blocking_and_close);
 }
 
 #[test]
 fn redb_blocking_and_close() {
-    blocking_and_close(EngineKind::Redb);
+    on_disk(EngineKind::Redb, blocking_and_close);
+}
+
+#[test]
+fn postgres_blocking_and_close() {
+    on_postgres(blocking_and_close);
+}
+
+#[test]
+fn postgres_rejects_a_table_name_that_is_not_plain() {
+    assert!(matches!(PostgresEngine::open("host=/nonexistent", "kv; DROP TABLE x"), Err(StoreError::Engine(_))));
 }
 
 #[test]
@@ -38,10 +76,9 @@ fn engine_kind_parses() {
     assert!(matches!("rocks".parse::<EngineKind>(), Err(StoreError::UnknownEngine(_))));
 }
 
-async fn suite(kind: EngineKind) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(kind, dir.path()).unwrap();
-    assert_eq!(store.engine_name(), kind.to_string());
+async fn suite(open: Open<'_>, name: &str) {
+    let store = Store::new(open());
+    assert_eq!(store.engine_name(), name);
 
     get_insert_remove(&store).await;
     batch_last_op_wins(&store).await;
@@ -58,7 +95,7 @@ async fn suite(kind: EngineKind) {
     assert!(!before.is_empty());
     store.close();
     drop(store);
-    let store = Store::open(kind, dir.path()).unwrap();
+    let store = Store::new(open());
     let after = store.range("ranges", Bound::Unbounded, Bound::Unbounded, false, usize::MAX).unwrap();
     assert_eq!(before, after);
     assert_eq!(store.get("basic", b"kept").unwrap().as_deref(), Some(&b"v2"[..]));
@@ -337,9 +374,8 @@ async fn subscribe_bumps(store: &Store) {
 }
 
 /// `commit_blocking` outside any runtime, `close`, and engines reopened directly.
-fn blocking_and_close(kind: EngineKind) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(kind, dir.path()).unwrap();
+fn blocking_and_close(open: Open<'_>) {
+    let store = Store::new(open());
     let clone = store.clone();
     let rx = store.subscribe();
     for i in 0..20u32 {
@@ -360,15 +396,15 @@ fn blocking_and_close(kind: EngineKind) {
     drop((store, clone));
 
     // The raw engine, reopened, has the data and not the refused write.
-    let engine: Arc<dyn KvEngine> = open_engine(kind, dir.path()).unwrap();
+    let engine: Arc<dyn KvEngine> = open();
     reopened_engine_has_data(&*engine);
     drop(engine);
 
     // Dropping the last clone, without close, releases the engine so that it can be reopened.
-    let store = Store::open(kind, dir.path()).unwrap();
+    let store = Store::new(open());
     store.commit_blocking(batch(&[("blocking", b"after_reopen", Some(b"v"))])).unwrap();
     drop(store);
-    let engine = open_engine(kind, dir.path()).unwrap();
+    let engine = open();
     assert!(engine.get("blocking", b"after_reopen").unwrap().is_some());
 }
 
@@ -395,19 +431,23 @@ fn store_is_send_sync_clone() {
 
 #[test]
 fn sled_close_under_load() {
-    close_under_load(EngineKind::Sled);
+    on_disk(EngineKind::Sled, close_under_load);
 }
 
 #[test]
 fn redb_close_under_load() {
-    close_under_load(EngineKind::Redb);
+    on_disk(EngineKind::Redb, close_under_load);
+}
+
+#[test]
+fn postgres_close_under_load() {
+    on_postgres(close_under_load);
 }
 
 /// `close` while other threads are committing: each commit either is refused with `Closed` or
 /// is acknowledged, and then it is on disk.
-fn close_under_load(kind: EngineKind) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(kind, dir.path()).unwrap();
+fn close_under_load(open: Open<'_>) {
+    let store = Store::new(open());
     let writers: Vec<_> = (0..8u32)
         .map(|t| {
             let store = store.clone();
@@ -430,7 +470,7 @@ fn close_under_load(kind: EngineKind) {
     let acked: Vec<Vec<u8>> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
     assert!(!acked.is_empty());
     drop(store);
-    let engine = open_engine(kind, dir.path()).unwrap();
+    let engine = open();
     for key in &acked {
         assert!(engine.get("load", key).unwrap().is_some(), "acknowledged key {key:?} lost");
     }

@@ -5,12 +5,18 @@
 //! tasks at once and prints `ACK <key>` only after `Store::commit` returned. The parent SIGKILLs
 //! it mid-load, reopens the store and checks every acknowledged key, over several rounds on the
 //! same directory (so recovery of an already-recovered store is covered too).
+//!
+//! The PostgreSQL engine runs the same rounds against a real server (`postgres/mod.rs`), and
+//! after each kill of the writer the server itself is crashed (SIGQUIT, no checkpoint) and
+//! restarted before the check: an acknowledged write must have reached PostgreSQL's WAL.
+
+mod postgres;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     io::{BufRead, BufReader, Write},
     ops::Bound,
-    path::Path,
+    path::PathBuf,
     process::{Command, Stdio},
     sync::{
         Arc,
@@ -19,32 +25,87 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tocsin_store::{EngineKind, Store, WriteBatch};
+use tocsin_store::{EngineKind, PostgresEngine, Store, WriteBatch};
 
 /// Set in the child: `<engine>:<round>`. Its absence makes `crash_writer_child` a no-op.
 const CHILD_ENV: &str = "TOCSIN_CRASH_CHILD";
-const DIR_ENV: &str = "TOCSIN_CRASH_DIR";
+/// Set in the child: the store's folder, or the PostgreSQL server's connection parameters.
+const WHERE_ENV: &str = "TOCSIN_CRASH_WHERE";
 const WRITERS: usize = 48;
 const ROUNDS: usize = 3;
 
+/// The store the writer writes to and the check reads.
+#[derive(Clone)]
+enum Target {
+    Disk(EngineKind, PathBuf),
+    Postgres(String),
+}
+
+impl Target {
+    fn parse(engine: &str, location: String) -> Self {
+        match engine {
+            "postgres" => Target::Postgres(location),
+            kind => Target::Disk(kind.parse().unwrap(), PathBuf::from(location)),
+        }
+    }
+
+    fn engine(&self) -> String {
+        match self {
+            Target::Disk(kind, _) => kind.to_string(),
+            Target::Postgres(_) => "postgres".to_owned(),
+        }
+    }
+
+    fn location(&self) -> String {
+        match self {
+            Target::Disk(_, dir) => dir.display().to_string(),
+            Target::Postgres(conninfo) => conninfo.clone(),
+        }
+    }
+
+    fn open(&self) -> Store {
+        match self {
+            Target::Disk(kind, dir) => Store::open(*kind, dir).unwrap(),
+            Target::Postgres(conninfo) => Store::new(Arc::new(PostgresEngine::open(conninfo, "tocsin_kv").unwrap())),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.engine())
+    }
+}
+
 #[test]
 fn sled_survives_sigkill() {
-    crash_rounds(EngineKind::Sled);
+    let dir = tempfile::tempdir().unwrap();
+    crash_rounds(&Target::Disk(EngineKind::Sled, dir.path().to_owned()), || {});
 }
 
 #[test]
 fn redb_survives_sigkill() {
-    crash_rounds(EngineKind::Redb);
+    let dir = tempfile::tempdir().unwrap();
+    crash_rounds(&Target::Disk(EngineKind::Redb, dir.path().to_owned()), || {});
+}
+
+#[test]
+fn postgres_survives_sigkill_of_the_writer_and_a_crash_of_the_server() {
+    let mut server = postgres::PgServer::start();
+    let target = Target::Postgres(server.conninfo());
+    crash_rounds(&target, || {
+        server.crash();
+        server.restart();
+    });
 }
 
 /// The writer. Runs only when re-executed by `crash_rounds`; passes trivially otherwise.
 #[test]
 fn crash_writer_child() {
     let Ok(spec) = std::env::var(CHILD_ENV) else { return };
-    let (kind, round) = spec.split_once(':').unwrap();
-    let kind: EngineKind = kind.parse().unwrap();
+    let (engine, round) = spec.split_once(':').unwrap();
+    let target = Target::parse(engine, std::env::var(WHERE_ENV).unwrap());
     let round: usize = round.parse().unwrap();
-    let dir = std::env::var(DIR_ENV).unwrap();
 
     // Should the parent die without killing us, do not linger.
     std::thread::spawn(|| {
@@ -54,7 +115,7 @@ fn crash_writer_child() {
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async move {
-        let store = Store::open(kind, Path::new(&dir)).unwrap();
+        let store = target.open();
         let mut tasks = Vec::new();
         for t in 0..WRITERS {
             let store = store.clone();
@@ -92,26 +153,28 @@ fn value_for(key: &str) -> Vec<u8> {
     v
 }
 
-fn crash_rounds(kind: EngineKind) {
-    let dir = tempfile::tempdir().unwrap();
+/// Rounds of writing, killing the writer, `after_kill`, and checking.
+fn crash_rounds(target: &Target, mut after_kill: impl FnMut()) {
+    let kind = target;
     let mut acked: BTreeSet<String> = BTreeSet::new();
     for round in 0..ROUNDS {
         // Vary how long the writer runs so the kill lands at different points.
         let run_for = Duration::from_millis(900 + 400 * round as u64);
-        let new = run_and_kill(kind, dir.path(), round, run_for);
+        let new = run_and_kill(target, round, run_for);
         assert!(new.len() >= 50, "{kind} round {round}: only {} writes acknowledged", new.len());
         acked.extend(new);
-        verify(kind, dir.path(), &acked);
+        after_kill();
+        verify(target, &acked);
         eprintln!("{kind} round {round}: {} acknowledged writes so far, all present", acked.len());
     }
 }
 
 /// Runs the writer for `run_for`, SIGKILLs it, and returns the keys it acknowledged.
-fn run_and_kill(kind: EngineKind, dir: &Path, round: usize, run_for: Duration) -> Vec<String> {
+fn run_and_kill(kind: &Target, round: usize, run_for: Duration) -> Vec<String> {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "crash_writer_child", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, format!("{kind}:{round}"))
-        .env(DIR_ENV, dir)
+        .env(CHILD_ENV, format!("{}:{round}", kind.engine()))
+        .env(WHERE_ENV, kind.location())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -155,8 +218,8 @@ fn run_and_kill(kind: EngineKind, dir: &Path, round: usize, run_for: Duration) -
     reader.join().unwrap()
 }
 
-fn verify(kind: EngineKind, dir: &Path, acked: &BTreeSet<String>) {
-    let store = Store::open(kind, dir).unwrap();
+fn verify(kind: &Target, acked: &BTreeSet<String>) {
+    let store = kind.open();
     for key in acked {
         let got = store.get("events", key.as_bytes()).unwrap();
         assert_eq!(got, Some(value_for(key)), "{kind}: acknowledged key {key} lost or wrong after SIGKILL");

@@ -76,8 +76,9 @@ pub struct Checkpoint {
     pub rss_after_sync_mib: f64,
     /// [`SETTLE`] after the sync, idle: once the work a start sets off (retention purge, the
     /// announcement to peers, the notification trim) has run.
+    /// `None` in reports from before it was measured.
     #[serde(default)]
-    pub rss_settled_mib: f64,
+    pub rss_settled_mib: Option<f64>,
 }
 
 /// How long the node idles after the sync before its RSS is read again.
@@ -129,7 +130,7 @@ pub async fn run(cfg: &StoreSizeConfig) -> Result<StoreSizeReport> {
             checkpoint.rss_after_start_mib,
             checkpoint.rss_after_sync_mib,
             checkpoint.initial_sync_ms,
-            checkpoint.rss_settled_mib,
+            checkpoint.rss_settled_mib.unwrap_or_default(),
             SETTLE.as_secs(),
             checkpoint.fill_rate
         );
@@ -246,7 +247,7 @@ async fn measure(cfg: &StoreSizeConfig, filled: &Filled, messages: u64, fill_rat
     let initial_sync_ms = sync_start.elapsed().as_secs_f64() * 1e3;
     let rss_after_sync_mib = read_rss(pid)?.vm_rss_kb as f64 / 1024.0;
     tokio::time::sleep(SETTLE).await;
-    let rss_settled_mib = read_rss(pid)?.vm_rss_kb as f64 / 1024.0;
+    let rss_settled_mib = Some(read_rss(pid)?.vm_rss_kb as f64 / 1024.0);
     child.stop()?;
     Ok(Checkpoint {
         messages,
@@ -320,7 +321,7 @@ pub fn table(report: &StoreSizeReport) -> String {
     );
     for c in &report.checkpoints {
         out += &format!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.1} | {:.0} | {} | {:.1} | {:.1} | {:.0} |\n",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.1} | {:.0} | {} | {:.1} | {} | {:.0} |\n",
             c.messages,
             c.events,
             c.bytes_on_disk,
@@ -330,7 +331,7 @@ pub fn table(report: &StoreSizeReport) -> String {
             c.initial_sync_ms,
             c.initial_sync_bytes,
             c.rss_after_sync_mib,
-            c.rss_settled_mib,
+            c.rss_settled_mib.map_or_else(|| "–".to_owned(), |r| format!("{r:.1}")),
             c.fill_rate
         );
     }
@@ -338,15 +339,16 @@ pub fn table(report: &StoreSizeReport) -> String {
 }
 
 /// One chart's lines: a name and a figure of each checkpoint.
-type Lines = [(&'static str, fn(&Checkpoint) -> f64)];
+/// `None` leaves a checkpoint out of the line.
+type Lines = [(&'static str, fn(&Checkpoint) -> Option<f64>)];
 
 /// Writes `<stem>-time.svg` (start-up and first /sync) and `<stem>-rss.svg` into `dir`, each
 /// against the messages in the store (log scale); returns their paths.
 pub fn charts(report: &StoreSizeReport, dir: &Path, stem: &str) -> Result<Vec<PathBuf>> {
-    let time: &Lines = &[("start-up", |c| c.startup_ms), ("first /sync", |c| c.initial_sync_ms)];
+    let time: &Lines = &[("start-up", |c| Some(c.startup_ms)), ("first /sync", |c| Some(c.initial_sync_ms))];
     let rss: &Lines = &[
-        ("after start", |c| c.rss_after_start_mib),
-        ("after the /sync", |c| c.rss_after_sync_mib),
+        ("after start", |c| Some(c.rss_after_start_mib)),
+        ("after the /sync", |c| Some(c.rss_after_sync_mib)),
         ("10 s later", |c| c.rss_settled_mib),
     ];
     let mut written = Vec::new();
@@ -364,7 +366,10 @@ pub fn charts(report: &StoreSizeReport, dir: &Path, stem: &str) -> Result<Vec<Pa
 fn draw(report: &StoreSizeReport, title: &str, unit: &str, lines: &Lines, path: &Path) -> Result<()> {
     let series: Vec<(&str, Vec<(u64, f64)>)> = lines
         .iter()
-        .map(|(label, value)| (*label, report.checkpoints.iter().map(|c| (c.messages, value(c))).collect()))
+        .map(|(label, value)| {
+            (*label, report.checkpoints.iter().filter_map(|c| Some((c.messages, value(c)?))).collect())
+        })
+        .filter(|(_, points): &(&str, Vec<_>)| !points.is_empty())
         .collect();
     super::chart::lines(path, title, "messages in the store", unit, 1_000, &series)
 }

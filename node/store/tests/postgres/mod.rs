@@ -15,6 +15,9 @@ use std::{
 
 pub struct PgServer {
     dir: tempfile::TempDir,
+    /// The socket's folder, short and under `/tmp` whatever `TMPDIR` is: a Unix socket's path
+    /// may not be longer than 107 bytes.
+    socket: tempfile::TempDir,
     bin: PathBuf,
     /// The uid and gid the server runs as, when not the test's own.
     owner: Option<(u32, u32)>,
@@ -25,11 +28,14 @@ impl PgServer {
     pub fn start() -> Self {
         let bin = bindir();
         let dir = tempfile::tempdir().expect("temp dir");
+        let socket = tempfile::Builder::new().prefix("pg").tempdir_in("/tmp").expect("socket dir");
         let owner = server_owner();
         if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown the server's folder");
+            for folder in [dir.path(), socket.path()] {
+                std::os::unix::fs::chown(folder, Some(uid), Some(gid)).expect("chown the server's folders");
+            }
         }
-        let mut pg = Self { dir, bin, owner, server: None };
+        let mut pg = Self { dir, socket, bin, owner, server: None };
         let status = pg
             .command("initdb")
             .args(["--auth=trust", "--username=tocsin", "--no-sync", "--encoding=UTF8", "-D"])
@@ -44,7 +50,7 @@ impl PgServer {
 
     /// libpq connection parameters for the server's socket.
     pub fn conninfo(&self) -> String {
-        format!("host={} user=tocsin dbname=postgres", self.dir.path().display())
+        format!("host={} user=tocsin dbname=postgres", self.socket.path().display())
     }
 
     /// Stops the server as a crash does: SIGQUIT, PostgreSQL's immediate shutdown, ends every
@@ -75,7 +81,7 @@ impl PgServer {
             .arg("-D")
             .arg(self.data())
             .arg("-k")
-            .arg(self.dir.path())
+            .arg(self.socket.path())
             .args(["-c", "listen_addresses=", "-c", "fsync=on", "-c", "synchronous_commit=on"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -87,7 +93,7 @@ impl PgServer {
             let ready = Command::new(self.bin.join("pg_isready"))
                 .arg("-q")
                 .arg("-h")
-                .arg(self.dir.path())
+                .arg(self.socket.path())
                 .status()
                 .is_ok_and(|s| s.success());
             if ready {

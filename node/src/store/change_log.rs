@@ -134,30 +134,32 @@ impl ChangeLog {
     /// Whether anything of `user`'s own (a membership, account data, a to-device message)
     /// changed in `(since, upto]`, or `None` when the log does not reach back to `since`.
     pub fn touches_user(&self, user: &UserId, since: u64, upto: u64) -> Option<bool> {
-        let inner = self.lock();
-        if since < inner.floor {
-            return None;
-        }
-        let touched = inner
-            .changes
-            .range((Bound::Excluded(since), Bound::Included(upto)))
-            .flat_map(|(_, changes)| changes.iter())
-            .any(|change| matches!(change, Change::User(u) if ***u == *user));
-        Some(touched)
+        self.read(since, upto, |changes| {
+            for change in changes {
+                if matches!(change, Change::User(u) if u.as_str() == user.as_str()) {
+                    return true;
+                }
+            }
+            false
+        })
     }
 
     fn collect<T: Eq + Hash>(&self, since: u64, upto: u64, pick: impl Fn(&Change) -> Option<T>) -> Option<HashSet<T>> {
+        self.read(since, upto, |changes| changes.filter_map(pick).collect())
+    }
+
+    /// `read` over the changes in `(since, upto]`, or `None` when the log does not reach back
+    /// to `since`.
+    fn read<T>(&self, since: u64, upto: u64, read: impl FnOnce(&mut dyn Iterator<Item = &Change>) -> T) -> Option<T> {
         let inner = self.lock();
         if since < inner.floor {
             return None;
         }
-        let picked = inner
+        let mut changes = inner
             .changes
             .range((Bound::Excluded(since), Bound::Included(upto)))
-            .flat_map(|(_, changes)| changes.iter())
-            .filter_map(pick)
-            .collect();
-        Some(picked)
+            .flat_map(|(_, changes)| changes.iter());
+        Some(read(&mut changes))
     }
 }
 

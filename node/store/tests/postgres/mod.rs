@@ -38,7 +38,7 @@ impl PgServer {
         let mut pg = Self { dir, socket, bin, owner, server: None };
         let status = pg
             .command("initdb")
-            .args(["--auth=trust", "--username=tocsin", "--no-sync", "--encoding=UTF8", "-D"])
+            .args(["--auth=trust", "--username=tocsin", "--no-sync", "--encoding=UTF8", "--locale=C", "-D"])
             .arg(pg.data())
             .stdout(Stdio::null())
             .status()

@@ -91,10 +91,6 @@ impl QueueCounts {
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn known(&self, user: &UserId, device: &DeviceId) -> bool {
-        self.lock().contains_key(&(user.to_owned(), device.to_owned()))
-    }
-
     /// The device's count, counted from the store (at most `cap`) if not known yet.
     fn count(&self, db: &Db, user: &UserId, device: &DeviceId) -> Result<usize> {
         if let Some(n) = self.lock().get(&(user.to_owned(), device.to_owned())) {
@@ -142,21 +138,14 @@ impl E2ee {
         let targets: BTreeMap<(OwnedUserId, OwnedDeviceId), Value> =
             targets.into_iter().map(|(user, device, content)| ((user, device), content)).collect();
         let cap = self.queued.cap;
-        // Store reads happen before the counts are locked.
-        let mut loaded = Vec::new();
+        // Counted from the store before the counts are locked.
         for (user, device) in targets.keys() {
-            if !self.queued.known(user, device) {
-                let n = self.db.scan_prefix(trees::TO_DEVICE, &prefix(&[user.as_bytes(), device.as_bytes()]), cap)?;
-                loaded.push(((user.clone(), device.clone()), n.len()));
-            }
+            self.queued.count(&self.db, user, device)?;
         }
         let mut rows = Vec::new();
         let mut dropped: BTreeMap<(OwnedUserId, OwnedDeviceId), usize> = BTreeMap::new();
         {
             let mut counts = self.queued.lock();
-            for (k, n) in loaded {
-                counts.entry(k).or_insert(n);
-            }
             for ((user, device), content) in targets {
                 let count = counts.entry((user.clone(), device.clone())).or_insert(0);
                 if *count >= cap {

@@ -264,7 +264,7 @@ fn display_name(services: &Services, names: &mut HashMap<OwnedUserId, String>, u
     if let Some(name) = names.get(user) {
         return Ok(name.clone());
     }
-    let name = services.users.profile(user)?.and_then(|p| p.0).unwrap_or_else(|| user.localpart().to_owned());
+    let name = crate::sync::unread::DisplayName::new(services, user).get()?.to_owned();
     names.insert(user.to_owned(), name.clone());
     Ok(name)
 }

@@ -130,10 +130,13 @@ async fn build(
         .map(|l| usize::try_from(u64::from(l)).unwrap_or(MAX_TIMELINE_LIMIT))
         .unwrap_or(DEFAULT_TIMELINE_LIMIT)
         .clamp(1, MAX_TIMELINE_LIMIT);
+    let since_to_device = since.map(|t| t.to_device).unwrap_or(0);
     // Whether the user's own streams (memberships, account data, to-device messages) moved
-    // since `from`: a woken sync in a busy room skips reading each of them.
-    let own_moved = |from: u64| since.is_none() || services.db.changes.touches_user(user, from, now.pos) != Some(false);
-    let changed_memberships: BTreeSet<_> = if own_moved(since_pos) {
+    // since the token (to-device may lag behind it): a woken sync in a busy room skips reading
+    // each of them.
+    let own_moved = since.is_none()
+        || services.db.changes.touches_user(user, since_pos.min(since_to_device), now.pos) != Some(false);
+    let changed_memberships: BTreeSet<_> = if own_moved {
         services.rooms.membership_changes(user, since_pos, now.pos)?.into_iter().collect()
     } else {
         BTreeSet::new()
@@ -204,7 +207,7 @@ async fn build(
     }
 
     let account_data =
-        if own_moved(since_pos) { services.users.account_data_since(user, since_pos, now.pos)? } else { Vec::new() };
+        if own_moved { services.users.account_data_since(user, since_pos, now.pos)? } else { Vec::new() };
     for (room, kind, content) in account_data {
         let event = serde_json::json!({ "type": kind, "content": content });
         match room {
@@ -224,9 +227,8 @@ async fn build(
 
     // At most a batch of to-device messages; when more are queued, `next_batch` records the
     // last one delivered, so the next sync acknowledges only those and carries on after them.
-    let since_to_device = since.map(|t| t.to_device).unwrap_or(0);
     let cap = crate::e2ee::MAX_TO_DEVICE_PER_SYNC;
-    let mut queued = if own_moved(since_to_device) {
+    let mut queued = if own_moved {
         services.e2ee.to_device_since(user, &auth.device_id, since_to_device, now.pos, cap + 1)?
     } else {
         Vec::new()
